@@ -1,0 +1,79 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto')
+GEN    := gen
+export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
+
+.PHONY: help venv proto proto-check lint typecheck test test-unit test-integration test-e2e \
+        up down status demo migrate load drill bench ci clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+	@touch $@
+
+venv: $(STAMP) ## create .venv and install pinned dependencies
+
+$(GEN)/.stamp: $(STAMP) $(PROTOS)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	$(PY) tools/init_packages.py $(GEN)
+	@touch $@
+
+proto: $(GEN)/.stamp ## generate Python code from protos/ into gen/
+
+proto-check: $(STAMP) ## fail if protos do not lint or gen/ is stale
+	cd protos && ../$(VENV)/bin/buf lint
+	tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
+	$(PY) tools/init_packages.py $$tmp && \
+	diff -r -x .stamp -x __pycache__ $$tmp $(GEN) && rm -rf $$tmp
+
+lint: proto ## buf lint, ruff
+	cd protos && ../$(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check .
+
+typecheck: proto ## mypy
+	$(VENV)/bin/mypy
+
+test: proto ## the whole suite: unit, integration (real PostgreSQL and Redis), e2e
+	$(PY) tools/devstack.py ensure >/dev/null
+	set -a && source .run/devstack.env && set +a && $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: proto ## unit tests only (no sockets)
+	$(VENV)/bin/pytest -q tests/unit
+
+up: proto ## start PostgreSQL/Redis if needed, the five services, and run one demo withdrawal
+	$(PY) tools/devstack.py ensure
+	set -a && source .run/devstack.env && set +a && $(PY) tools/mesh.py up && $(PY) tools/demo.py
+
+down: ## stop the services and any private PostgreSQL/Redis that `make up` started
+	-$(PY) tools/mesh.py down
+	-$(PY) tools/devstack.py stop
+
+status: ## what runs
+	-$(PY) tools/devstack.py status
+	-$(PY) tools/mesh.py status
+
+demo: proto ## one withdrawal through the running mesh
+	set -a && source .run/devstack.env && set +a && $(PY) tools/demo.py
+
+migrate: proto ## run every service's migrations (they also run at start)
+	$(PY) tools/devstack.py ensure >/dev/null
+	set -a && source .run/devstack.env && set +a && $(PY) tools/migrate.py
+
+ci: lint typecheck proto-check test ## what CI runs
+
+clean: ## remove generated code and run data
+	rm -rf $(GEN) .run

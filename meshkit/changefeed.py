@@ -1,0 +1,73 @@
+"""Append to and read from a schema's change feed (table `changes`).
+
+Ids come from a sequence, so a transaction that commits late can hold a smaller id than
+rows already visible: reading by id alone would skip it. We order by the writing
+transaction's id instead and only read rows of transactions older than every transaction
+still running (pg_snapshot_xmin). Any row that becomes visible later belongs to a
+transaction at or above that horizon, so a stored cursor never jumps over it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+MAX_PAGE = 5000
+
+
+@dataclass(frozen=True)
+class Change:
+    cursor: str
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+async def append(conn: asyncpg.Connection, kind: str, key: str, payload: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO changes (kind, key, payload) VALUES ($1, $2, $3::jsonb)",
+        kind, key, json.dumps(payload, default=str),
+    )
+
+
+async def append_many(conn: asyncpg.Connection, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+    if rows:
+        await conn.executemany(
+            "INSERT INTO changes (kind, key, payload) VALUES ($1, $2, $3::jsonb)",
+            [(kind, key, json.dumps(payload, default=str)) for kind, key, payload in rows],
+        )
+
+
+def _parse_cursor(cursor: str) -> tuple[str, int]:
+    if not cursor:
+        return "0", 0
+    xid, _, row_id = cursor.partition(":")
+    if not xid.isdigit() or not row_id.isdigit():
+        raise ValueError(f"malformed cursor {cursor!r}")
+    return xid, int(row_id)
+
+
+async def read(pool: asyncpg.Pool, cursor: str, limit: int) -> tuple[list[Change], str]:
+    xid, row_id = _parse_cursor(cursor)
+    limit = max(1, min(limit or 500, MAX_PAGE))
+    rows = await pool.fetch(
+        """
+        SELECT id, xid::text AS xid, kind, key, payload::text AS payload, created_at
+        FROM changes
+        WHERE (xid, id) > ($1::text::xid8, $2::bigint)
+          AND xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY xid, id
+        LIMIT $3
+        """,
+        xid, row_id, limit,
+    )
+    changes = [
+        Change(f"{r['xid']}:{r['id']}", r["kind"], r["key"], json.loads(r["payload"]), r["created_at"])
+        for r in rows
+    ]
+    return changes, (changes[-1].cursor if changes else cursor)

@@ -1,0 +1,64 @@
+"""Domain errors carry the canonical status they map to; one interceptor turns them into
+gRPC statuses. Domain modules import this file, never grpc."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Code(Enum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    ABORTED = "ABORTED"
+
+
+class DomainError(Exception):
+    """A refusal the caller can act on. `reason` is a stable UPPER_SNAKE identifier."""
+
+    code: Code = Code.FAILED_PRECONDITION
+
+    def __init__(self, message: str, *, reason: str = "", code: Code | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or type(self).__name__
+        if code is not None:
+            self.code = code
+
+
+class InvalidArgument(DomainError):
+    code = Code.INVALID_ARGUMENT
+
+
+class FailedPrecondition(DomainError):
+    code = Code.FAILED_PRECONDITION
+
+
+class NotFound(DomainError):
+    code = Code.NOT_FOUND
+
+
+class Conflict(DomainError):
+    """The idempotency key was used before with different content."""
+
+    code = Code.ALREADY_EXISTS
+
+
+class PermissionDenied(DomainError):
+    code = Code.PERMISSION_DENIED
+
+
+class Exhausted(DomainError):
+    code = Code.RESOURCE_EXHAUSTED
+
+
+class Unavailable(DomainError):
+    """A dependency did not answer; retrying the same request is safe."""
+
+    code = Code.UNAVAILABLE

@@ -1,0 +1,42 @@
+"""The ChangeFeedService every stateful service registers over its own `changes` table."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import grpc
+
+from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
+from meshkit import changefeed
+from meshkit.errors import InvalidArgument
+from meshkit.timeconv import to_ts
+
+
+class ChangeFeedServicer(feed_pb2_grpc.ChangeFeedServiceServicer):
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def ReadChanges(
+        self, request: feed_pb2.ReadChangesRequest, context: grpc.aio.ServicerContext
+    ) -> feed_pb2.ReadChangesResponse:
+        if request.limit < 0:
+            raise InvalidArgument("limit must be >= 0", reason="BAD_LIMIT")
+        try:
+            changes, cursor = await changefeed.read(self.pool, request.cursor, request.limit)
+        except ValueError as exc:
+            raise InvalidArgument(f"cursor: {exc}", reason="BAD_CURSOR") from exc
+        return feed_pb2.ReadChangesResponse(
+            changes=[
+                feed_pb2.Change(
+                    cursor=c.cursor, kind=c.kind, key=c.key,
+                    payload_json=_json(c.payload), create_time=to_ts(c.created_at),
+                )
+                for c in changes
+            ],
+            next_cursor=cursor,
+        )
+
+
+def _json(payload: dict[str, object]) -> str:
+    return json.dumps(payload, sort_keys=True)

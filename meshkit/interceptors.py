@@ -1,0 +1,109 @@
+"""The one place where domain errors become gRPC statuses, and where every RPC gets its
+server span, its metrics and, on the client side, the trace context and caller name."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from meshkit.errors import DomainError
+from meshkit.identity import CALLER_HEADER
+from meshkit.telemetry import extract_from, inject_into, meter
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("meshkit.grpc")
+_meter = meter("meshkit.grpc")
+_requests = _meter.create_counter("rpc.server.requests", description="RPCs by method and status")
+_latency = _meter.create_histogram("rpc.server.duration", unit="ms", description="RPC latency")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _grpc_code(error: DomainError) -> grpc.StatusCode:
+    return grpc.StatusCode[error.code.value]
+
+
+def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        carrier = {k: str(v) for k, v in (context.invocation_metadata() or ())}
+        started = time.perf_counter()
+        status = "OK"
+        with _tracer.start_as_current_span(
+            method, context=extract_from(carrier), kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.method": method},
+        ) as span:
+            try:
+                return await behavior(request, context)
+            except DomainError as err:
+                status = err.code.value
+                span.set_status(Status(StatusCode.ERROR, err.message))
+                span.set_attribute("error.reason", err.reason)
+                await context.abort(_grpc_code(err), err.message)
+            except grpc.aio.AbortError:
+                code = context.code()
+                status = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+                raise
+            except Exception:
+                status = "INTERNAL"
+                log.exception("unexpected error in %s", method)
+                span.set_status(Status(StatusCode.ERROR, "internal"))
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see server logs")
+            finally:
+                attrs = {"rpc.method": method, "rpc.grpc.status": status}
+                _requests.add(1, attrs)
+                _latency.record((time.perf_counter() - started) * 1000.0, attrs)
+
+    return handle
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        # Health and reflection are streaming and need none of this.
+        if handler is None or handler.unary_unary is None or method.startswith("/grpc."):
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, caller: str) -> None:
+        self.caller = caller
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        method = client_call_details.method
+        name = method.decode() if isinstance(method, bytes) else str(method)
+        with _tracer.start_as_current_span(name, kind=SpanKind.CLIENT,
+                                           attributes={"rpc.system": "grpc"}) as span:
+            metadata = list(client_call_details.metadata or [])
+            metadata.extend(inject_into({}).items())
+            metadata.append((CALLER_HEADER, self.caller))
+            details = grpc.aio.ClientCallDetails(
+                method=client_call_details.method,
+                timeout=client_call_details.timeout,
+                metadata=grpc.aio.Metadata(*metadata),
+                credentials=client_call_details.credentials,
+                wait_for_ready=client_call_details.wait_for_ready,
+            )
+            call = await continuation(details, request)
+            try:
+                await call
+            except grpc.aio.AioRpcError as err:
+                span.set_status(Status(StatusCode.ERROR, err.code().name))
+            return call

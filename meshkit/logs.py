@@ -1,0 +1,72 @@
+"""JSON-lines logging stamped with trace id, span id and the order being worked on."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import trace
+
+_order_id: contextvars.ContextVar[str] = contextvars.ContextVar("order_id", default="")
+_uid: contextvars.ContextVar[int] = contextvars.ContextVar("uid", default=0)
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+@contextlib.contextmanager
+def log_context(*, order_id: str = "", uid: int = 0) -> Iterator[None]:
+    """Every log line inside carries this order id and uid."""
+    tokens = []
+    if order_id:
+        tokens.append((_order_id, _order_id.set(order_id)))
+    if uid:
+        tokens.append((_uid, _uid.set(uid)))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)  # type: ignore[attr-defined]
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            line["trace_id"] = format(ctx.trace_id, "032x")
+            line["span_id"] = format(ctx.span_id, "016x")
+        if order_id := _order_id.get():
+            line["order_id"] = order_id
+        if uid := _uid.get():
+            line["uid"] = uid
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def setup_logging(service: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,39 @@
+"""Every Redis key of the mesh, in one namespace per deployment (tests use one per run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def payout_stream(self, channel: str) -> str:
+        return f"{self.prefix}:payout:{channel}"
+
+    def payout_dead_letters(self, channel: str) -> str:
+        return f"{self.prefix}:payout:{channel}:dlq"
+
+    def payout_awaiting(self, channel: str) -> str:
+        """Orders whose payout the gateway accepted asynchronously, scored by next check time."""
+        return f"{self.prefix}:payout:{channel}:awaiting"
+
+    def rate_limit(self, channel: str) -> str:
+        return f"{self.prefix}:ratelimit:{channel}"
+
+    def rate_window(self, channel: str) -> str:
+        return f"{self.prefix}:ratewindow:{channel}"
+
+    def order_lock(self, order_id: str) -> str:
+        return f"{self.prefix}:lock:order:{order_id}"
+
+    def rewards_ingest(self) -> str:
+        return f"{self.prefix}:rewards:ingest"
+
+    def rewards_rejected(self) -> str:
+        return f"{self.prefix}:rewards:rejected"
+
+    def epoch(self) -> str:
+        """Set once per Redis lifetime: when it vanishes, Redis lost its data."""
+        return f"{self.prefix}:epoch"

@@ -1,0 +1,127 @@
+"""Server bootstrap shared by every service: interceptors, health, reflection, graceful
+shutdown on SIGTERM. A service supplies an App; tests start the same App on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from meshkit.interceptors import ServerInterceptor
+from meshkit.logs import setup_logging
+from meshkit.settings import CommonSettings
+from meshkit.telemetry import setup_tracing
+from meshkit.transport import bind
+
+log = logging.getLogger(__name__)
+
+HEALTH_PROBE_INTERVAL_S = 2.0
+
+
+class App(Protocol):
+    async def start(self) -> None:
+        """Connect stores, migrate, start background work. Runs before the port opens."""
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        """Add servicers; return their full service names (for health and reflection)."""
+
+    async def healthy(self) -> bool:
+        """True while the stores this service needs answer."""
+
+    async def drain(self) -> None:
+        """Stop background work: finish what is in flight, acknowledge nothing unfinished."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    app: App
+    health: HealthServicer
+    service_names: list[str]
+    _probe: asyncio.Task[None] | None = field(default=None)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        await self.app.drain()
+        await self.server.stop(grace)
+        await self.app.close()
+
+
+async def _set_all(health: HealthServicer, names: list[str], serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ["", *names]:
+        await health.set(name, status)
+
+
+async def _probe_loop(app: App, health: HealthServicer, names: list[str]) -> None:
+    serving = True
+    while True:
+        await asyncio.sleep(HEALTH_PROBE_INTERVAL_S)
+        try:
+            ok = await asyncio.wait_for(app.healthy(), timeout=HEALTH_PROBE_INTERVAL_S)
+        except Exception:
+            ok = False
+        if ok != serving:
+            log.warning("health changed to %s", "SERVING" if ok else "NOT_SERVING")
+            serving = ok
+            await _set_all(health, names, ok)
+
+
+async def start_server(app: App, settings: CommonSettings, *, port: int | None = None) -> RunningServer:
+    # Stores and migrations first: servicers are built on live connections.
+    await app.start()
+    server = grpc.aio.server(interceptors=[ServerInterceptor()])
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = app.register(server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    bound = bind(server, f"{settings.host}:{settings.port if port is None else port}", settings.tls)
+    await server.start()
+    await _set_all(health, names, serving=await app.healthy())
+    running = RunningServer(server, bound, app, health, names)
+    running._probe = asyncio.create_task(_probe_loop(app, health, names))
+    log.info("%s listening on %s:%d", settings.service, settings.host, bound)
+    return running
+
+
+async def serve(app: App, settings: CommonSettings) -> None:
+    running = await start_server(app, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s shutting down", settings.service)
+    await running.stop(settings.grace_seconds)
+
+
+def main(service: str, build: Callable[[], tuple[App, CommonSettings]]) -> None:
+    setup_logging(service)
+    setup_tracing(service)
+    app, settings = build()
+    asyncio.run(serve(app, settings))

@@ -1,0 +1,112 @@
+"""Environment reading. Each service builds one frozen Settings from these, once, at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+DEFAULT_PORTS = {
+    "account_svc": 50051,
+    "withdraw_svc": 50052,
+    "payout_svc": 50053,
+    "recon_svc": 50054,
+    "gateway_mock": 50055,
+}
+
+
+def env_str(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"environment variable {name}={raw!r} is not an integer") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"environment variable {name}={raw!r} is not a number") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return list(default)
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def addr_of(service: str) -> str:
+    """Where a peer service listens: `<SVC>_ADDR`, else localhost on its default port."""
+    return env_str(f"{service.upper()}_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Transport security. Off by default; setting the three paths turns on mutual TLS."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca_file and self.cert_file and self.key_file)
+
+    @classmethod
+    def from_env(cls) -> TlsSettings:
+        return cls(
+            ca_file=env_str("MESH_TLS_CA", ""),
+            cert_file=env_str("MESH_TLS_CERT", ""),
+            key_file=env_str("MESH_TLS_KEY", ""),
+        )
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """What every service reads: where it listens, its stores, its key namespace, TLS."""
+
+    service: str
+    host: str
+    port: int
+    database_url: str
+    db_schema: str
+    redis_url: str
+    key_prefix: str
+    tls: TlsSettings
+    grace_seconds: float
+
+    @classmethod
+    def from_env(cls, service: str, db_schema: str) -> CommonSettings:
+        upper = service.upper()
+        return cls(
+            service=service,
+            host=env_str(f"{upper}_HOST", "127.0.0.1"),
+            port=env_int(f"{upper}_PORT", DEFAULT_PORTS[service]),
+            database_url=env_str("DATABASE_URL", DEFAULT_DATABASE_URL),
+            db_schema=env_str(f"{upper}_DB_SCHEMA", db_schema),
+            redis_url=env_str("REDIS_URL", DEFAULT_REDIS_URL),
+            key_prefix=env_str("MESH_KEY_PREFIX", "mesh"),
+            tls=TlsSettings.from_env(),
+            grace_seconds=env_float("MESH_SHUTDOWN_GRACE_S", 10.0),
+        )

@@ -1,0 +1,51 @@
+"""Session set-up shared by integration and e2e tests: a fresh database and Redis key
+prefix for this run. PostgreSQL and Redis must be up (`make test` ensures they are)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from tests.harness import create_database, drop_database
+
+
+@pytest.fixture(scope="session")
+async def mesh_env() -> AsyncIterator[dict[str, str]]:
+    """Environment for this run's services; also applied to os.environ."""
+    base = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    database_url = await create_database(base)
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "MESH_KEY_PREFIX": f"test-{uuid.uuid4().hex[:10]}",
+        "REWARD_TOKEN_KEYS": "k1:test-secret-1,k2:test-secret-2",
+        "REWARD_TOKEN_ACTIVE_KEY": "k1",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        client = redis.Redis.from_url(redis_url)
+        async for key in client.scan_iter(match=f"{env['MESH_KEY_PREFIX']}:*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+        await drop_database(base, database_url)
+
+
+@pytest.fixture(scope="session")
+async def redis_client(mesh_env: dict[str, str]) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(mesh_env["REDIS_URL"])
+    yield client
+    await client.aclose()

