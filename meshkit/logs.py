@@ -22,7 +22,7 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 @contextlib.contextmanager
 def log_context(*, order_id: str = "", uid: int = 0) -> Iterator[None]:
     """Every log line inside carries this order id and uid."""
-    tokens = []
+    tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
     if order_id:
         tokens.append((_order_id, _order_id.set(order_id)))
     if uid:
@@ -31,7 +31,7 @@ def log_context(*, order_id: str = "", uid: int = 0) -> Iterator[None]:
         yield
     finally:
         for var, token in reversed(tokens):
-            var.reset(token)  # type: ignore[attr-defined]
+            var.reset(token)
 
 
 class JsonFormatter(logging.Formatter):

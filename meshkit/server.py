@@ -18,7 +18,8 @@ from grpc_reflection.v1alpha import reflection
 
 from meshkit.interceptors import ServerInterceptor
 from meshkit.logs import setup_logging
-from meshkit.settings import CommonSettings
+from meshkit.metrics import setup_metrics
+from meshkit.settings import CommonSettings, env_int
 from meshkit.telemetry import setup_tracing
 from meshkit.transport import bind
 
@@ -124,4 +125,6 @@ def main(service: str, build: Callable[[], tuple[App, CommonSettings]]) -> None:
     setup_logging(service)
     setup_tracing(service)
     app, settings = build()
+    default_metrics_port = settings.port + 1000 if settings.port else 0
+    setup_metrics(service, env_int(f"{service.upper()}_METRICS_PORT", default_metrics_port))
     asyncio.run(serve(app, settings))

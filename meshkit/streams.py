@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import redis.asyncio as redis
+from opentelemetry.context import Context
 from redis.exceptions import ResponseError
 
 from meshkit.telemetry import TRACEPARENT, extract_from, inject_into
-from opentelemetry.context import Context
 
 
 async def ensure_group(client: redis.Redis, stream: str, group: str) -> None:

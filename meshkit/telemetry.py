@@ -25,6 +25,23 @@ def setup_tracing(service: str) -> None:
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    instrument_clients()
+
+
+_instrumented = False
+
+
+def instrument_clients() -> None:
+    """asyncpg queries and Redis commands become child spans of whatever span is current."""
+    global _instrumented
+    if _instrumented:
+        return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    AsyncPGInstrumentor().instrument()
+    RedisInstrumentor().instrument()
+    _instrumented = True
 
 
 def _exporter_from_env() -> SpanExporter | None:
