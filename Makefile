@@ -69,6 +69,12 @@ status: ## what runs
 demo: proto ## one withdrawal through the running mesh
 	set -a && source .run/devstack.env && set +a && $(PY) tools/demo.py
 
+load: proto ## full-link load test on the running mesh, report in .run/reports/ (LOAD_ARGS="--rate 20 --duration 30")
+	set -a && source .run/devstack.env && set +a && $(PY) tools/load.py $(LOAD_ARGS)
+
+drill: proto ## campaign night rehearsed on the running mesh: gate, load, kills, Redis wipe, faults, verdict (DRILL_ARGS=...)
+	set -a && source .run/devstack.env && set +a && $(PY) tools/drill.py $(DRILL_ARGS)
+
 migrate: proto ## run every service's migrations (they also run at start)
 	$(PY) tools/devstack.py ensure >/dev/null
 	set -a && source .run/devstack.env && set +a && $(PY) tools/migrate.py

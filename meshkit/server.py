@@ -93,7 +93,8 @@ async def _probe_loop(app: App, health: HealthServicer, names: list[str]) -> Non
 async def start_server(app: App, settings: CommonSettings, *, port: int | None = None) -> RunningServer:
     # Stores and migrations first: servicers are built on live connections.
     await app.start()
-    server = grpc.aio.server(interceptors=[ServerInterceptor()])
+    # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
+    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=[("grpc.so_reuseport", 0)])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = app.register(server)

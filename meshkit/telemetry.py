@@ -10,6 +10,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,14 @@ def setup_tracing(service: str) -> None:
     """Install a tracer provider once per process; the exporter is chosen by OTEL_* variables."""
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
     exporter = _exporter_from_env()
+    resource = Resource.create({"service.name": service})
+    if exporter is None and not os.environ.get("OTEL_TRACES_SAMPLER"):
+        # Nothing would receive the spans: keep ids (logs and peers still see a trace id)
+        # but record nothing, which costs a fraction of a recorded span on the hot path.
+        trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
+        return
+    provider = TracerProvider(resource=resource)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)

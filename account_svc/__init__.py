@@ -1,0 +1,1 @@
+"""account_svc: the activity income ledger (credits, debits, refunds, balances, bill)."""

@@ -1,0 +1,201 @@
+"""Bulk crediting: drain the reward ingest stream in batches, one database statement per
+batch (per uid partition). Idempotent with forced credit through the same unique index on
+reward id.
+
+Two stages, so Python and PostgreSQL work at the same time: the reader takes a batch off
+the stream and checks its tokens while the writer's previous batch is in the database.
+The writer credits a batch in `writers` uid partitions at once: partitions touch disjoint
+accounts, so they never wait on each other's row locks. A batch is acknowledged only once
+all of it is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+
+from account_svc.domain import CreditOutcome
+from account_svc.service import Ledger
+from account_svc.streams import IngestStream, Message, Rejection
+from campaign.tokens import RewardGrant, TokenError
+from meshkit.streams import context_of
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+TRIM_INTERVAL_S = 10.0
+# At most this many producer spans are linked from one batch span.
+MAX_LINKS = 32
+# Batches checked and waiting for the writer; more only delays acknowledgement.
+QUEUE_DEPTH = 2
+
+
+@dataclass
+class Prepared:
+    """A batch read and checked, ready to credit."""
+
+    messages: list[Message]
+    grants: list[RewardGrant] = field(default_factory=list)
+    owners: list[tuple[Message, str]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+
+
+class BulkCreditor:
+    def __init__(
+        self,
+        ledger: Ledger,
+        stream: IngestStream,
+        *,
+        batch: int,
+        block_ms: int,
+        claim_idle_ms: int,
+        writers: int = 1,
+        trim: bool = True,
+    ) -> None:
+        self.ledger = ledger
+        self.stream = stream
+        self.batch = batch
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.writers = max(1, writers)
+        self.trim_enabled = trim
+        self.credited = 0
+        self.rejected = 0
+        self._tokens_per_entry = 1.0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Until asked to stop. Batches in hand are finished (credited and acknowledged)
+        before the loop exits; nothing is acknowledged before its credits commit."""
+        await self.stream.ensure()
+        # Our own pending list first, one batch at a time (re-reading it while a batch is
+        # still in the writer's hands would return that batch again): what a failed
+        # commit or ack left before this loop restarted is still ours to finish.
+        while not stopping.is_set():
+            mine = await self.stream.read(self._read_count, 0, own_pending=True)
+            if not mine:
+                break
+            await self.write(self.prepare(mine))
+
+        queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=QUEUE_DEPTH)
+        writer = asyncio.create_task(self._write_all(queue), name=f"{self.stream.consumer}-writer")
+        try:
+            await self._read_all(stopping, queue, writer)
+        except BaseException:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            raise
+        await self._hand_over(queue, None, writer)
+        await writer
+
+    async def _read_all(
+        self, stopping: asyncio.Event, queue: asyncio.Queue[Prepared | None], writer: asyncio.Task[None]
+    ) -> None:
+        next_claim = time.monotonic()
+        next_trim = time.monotonic() + TRIM_INTERVAL_S
+        while not stopping.is_set():
+            now = time.monotonic()
+            if now >= next_claim:
+                stale = await self.stream.claim_stale(self.claim_idle_ms, self._read_count)
+                if stale:
+                    log.info("took over %d ingest entries left pending by another consumer", len(stale))
+                    await self._hand_over(queue, self.prepare(stale), writer)
+                if not self.stream.claim_scan_done:
+                    continue
+                next_claim = now + max(self.claim_idle_ms / 2000.0, 0.5)
+            if self.trim_enabled and now >= next_trim:
+                await self.stream.trim()
+                next_trim = now + TRIM_INTERVAL_S
+            messages = await self.stream.read(self._read_count, self.block_ms)
+            if messages:
+                await self._hand_over(queue, self.prepare(messages), writer)
+
+    @staticmethod
+    async def _hand_over(
+        queue: asyncio.Queue[Prepared | None], item: Prepared | None, writer: asyncio.Task[None]
+    ) -> None:
+        """Queue `item` for the writer; if the writer has died, raise what killed it (its
+        batches stay pending and are taken up again when the loop restarts)."""
+        put = asyncio.ensure_future(queue.put(item))
+        await asyncio.wait([put, writer], return_when=asyncio.FIRST_COMPLETED)
+        if writer.done():
+            put.cancel()
+            writer.result()
+            if item is not None:
+                raise RuntimeError("bulk credit writer stopped before the end of the stream")
+
+    async def _write_all(self, queue: asyncio.Queue[Prepared | None]) -> None:
+        # One connection per partition, held while the loop runs: a pooled statement
+        # costs a second round trip (the pool resets the connection on release).
+        async with contextlib.AsyncExitStack() as held:
+            conns = [await held.enter_async_context(self.ledger.pool.acquire())
+                     for _ in range(self.writers)]
+            while (item := await queue.get()) is not None:
+                await self.write(item, conns)
+
+    @property
+    def _read_count(self) -> int:
+        # Entries may carry many tokens each: read about one batch of tokens at a time.
+        return max(1, round(self.batch / self._tokens_per_entry))
+
+    def prepare(self, messages: Sequence[Message]) -> Prepared:
+        """Check every token of the batch (CPU only: runs while the writer waits on PostgreSQL)."""
+        prepared = Prepared(list(messages))
+        prepared.links = [Link(trace.get_current_span(context_of(m.fields)).get_span_context())
+                          for m in messages[:MAX_LINKS]]
+        verify = self.ledger.verify_token
+        for message in messages:
+            for token in message.tokens:
+                try:
+                    prepared.grants.append(verify(token, None))
+                except TokenError as exc:
+                    prepared.rejections.append(Rejection(message, token, exc.reason, exc.message))
+                    continue
+                prepared.owners.append((message, token))
+        tokens = len(prepared.grants) + len(prepared.rejections)
+        self._tokens_per_entry = max(1.0, 0.5 * self._tokens_per_entry + 0.5 * tokens / len(messages))
+        return prepared
+
+    async def write(self, prepared: Prepared, conns: Sequence[asyncpg.Connection] | None = None) -> None:
+        with _tracer.start_as_current_span(
+            "rewards.ingest process", kind=SpanKind.CONSUMER, links=prepared.links,
+            attributes={"messaging.system": "redis",
+                        "messaging.batch.message_count": len(prepared.messages)},
+        ):
+            outcomes = [(CreditOutcome.CREDITED, "")] * len(prepared.grants)
+            # Entries are acknowledged only once every one of their tokens is committed; a
+            # crash between chunks redelivers them, and the replay credits nothing twice.
+            for start in range(0, len(prepared.grants), self.batch):
+                chunk = range(start, min(start + self.batch, len(prepared.grants)))
+                parts: list[list[int]] = [[] for _ in range(self.writers)]
+                for i in chunk:
+                    parts[prepared.grants[i].uid % self.writers].append(i)
+                batches = await asyncio.gather(*(
+                    self.ledger.credit([prepared.grants[i] for i in part], all_or_nothing=False,
+                                       conn=conns[p] if conns else None)
+                    for p, part in enumerate(parts)
+                ))
+                for part, batch in zip(parts, batches, strict=True):
+                    for i, result in zip(part, batch.results, strict=True):
+                        outcomes[i] = (result.outcome, result.message)
+            rejections = list(prepared.rejections)
+            credited = 0
+            for (owner, token), (outcome, message) in zip(prepared.owners, outcomes, strict=True):
+                if outcome is CreditOutcome.CONFLICT:
+                    rejections.append(Rejection(owner, token, "CONFLICT", message))
+                elif outcome is CreditOutcome.CREDITED:
+                    credited += 1
+            await self.stream.settle(prepared.messages, rejections)
+        self.credited += credited
+        self.rejected += len(rejections)
+        for rejection in rejections:
+            log.warning("refused reward from ingest entry %s: %s (%s)", rejection.message.id,
+                        rejection.reason, rejection.detail)

@@ -1,0 +1,193 @@
+"""Ledger rules: what a valid request is, what a replay must match, and how a batch of
+rewards turns into entries. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from campaign.tokens import RewardGrant
+from meshkit.errors import Conflict, FailedPrecondition, InvalidArgument
+
+MAX_ORDER_ID_LEN = 64
+MAX_FORCE_TOKENS = 500
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 200
+INT64_MAX = 2**63 - 1
+
+
+class Kind(StrEnum):
+    CREDIT = "CREDIT"
+    DEBIT = "DEBIT"
+    REFUND = "REFUND"
+    VOID = "VOID"
+
+
+class CreditOutcome(StrEnum):
+    CREDITED = "CREDITED"
+    ALREADY_CREDITED = "ALREADY_CREDITED"
+    # The reward id is already credited (or earlier in the same batch) with other content.
+    CONFLICT = "CONFLICT"
+
+
+class RefundOutcome(StrEnum):
+    REFUNDED = "REFUNDED"
+    VOIDED = "VOIDED"
+
+
+@dataclass(frozen=True)
+class Entry:
+    entry_id: int
+    uid: int | None
+    kind: Kind
+    amount_fen: int
+    reward_id: str | None
+    source: str | None
+    order_id: str | None
+    refund_of: int | None
+    balance_after_fen: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredCredit:
+    """What the ledger holds for a reward id already credited."""
+
+    reward_id: str
+    uid: int
+    amount_fen: int
+    source: str
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def validate_uid(uid: int, field: str = "uid") -> None:
+    if uid <= 0:
+        raise InvalidArgument(f"{field} must be a positive user id, got {uid}", reason="BAD_UID")
+
+
+def validate_order_id(order_id: str) -> None:
+    if not order_id:
+        raise InvalidArgument("order_id is required", reason="BAD_ORDER_ID")
+    if len(order_id) > MAX_ORDER_ID_LEN:
+        raise InvalidArgument(
+            f"order_id must be at most {MAX_ORDER_ID_LEN} characters, got {len(order_id)}",
+            reason="BAD_ORDER_ID",
+        )
+    if not order_id.isprintable() or any(ch.isspace() for ch in order_id):
+        raise InvalidArgument("order_id must not contain spaces or control characters",
+                              reason="BAD_ORDER_ID")
+
+
+def validate_deduct(order_id: str, uid: int, amount_fen: int) -> None:
+    validate_order_id(order_id)
+    validate_uid(uid)
+    if amount_fen <= 0:
+        raise InvalidArgument(f"amount_fen must be > 0, got {amount_fen}", reason="BAD_AMOUNT")
+
+
+def validate_force_credit(uid: int, tokens: Sequence[str]) -> None:
+    validate_uid(uid)
+    if len(tokens) > MAX_FORCE_TOKENS:
+        raise InvalidArgument(
+            f"tokens: at most {MAX_FORCE_TOKENS} per call, got {len(tokens)}", reason="TOO_MANY_TOKENS"
+        )
+
+
+def page_of(page_size: int, page_token: str) -> tuple[int, int]:
+    """(limit, entry ids below which to read) from a ListEntries request."""
+    if page_size < 0:
+        raise InvalidArgument(f"page_size must be >= 0, got {page_size}", reason="BAD_PAGE_SIZE")
+    limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    if not page_token:
+        return limit, INT64_MAX
+    if not page_token.isdigit() or len(page_token) > 19 or int(page_token) <= 0:
+        raise InvalidArgument("page_token is not a token this service returned", reason="BAD_PAGE_TOKEN")
+    return limit, int(page_token)
+
+
+# --- debits, refunds ----------------------------------------------------------------------
+
+
+def replay_of_debit(prior: Entry, order_id: str, uid: int, amount_fen: int) -> Entry:
+    """The answer to a Deduct whose order id already has a debit or a void."""
+    if prior.kind is Kind.VOID:
+        raise FailedPrecondition(
+            f"order_id {order_id} was voided by a refund and can no longer be debited",
+            reason="ORDER_VOIDED",
+        )
+    if prior.uid != uid or prior.amount_fen != amount_fen:
+        raise Conflict(
+            f"order_id {order_id} was already debited with uid {prior.uid} amount_fen "
+            f"{prior.amount_fen}, not uid {uid} amount_fen {amount_fen}",
+            reason="ORDER_ID_REUSED",
+        )
+    return prior
+
+
+def insufficient(balance_fen: int, amount_fen: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"insufficient balance: balance {balance_fen} fen is less than {amount_fen} fen",
+        reason="INSUFFICIENT_BALANCE",
+    )
+
+
+# --- credits ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreditPlan:
+    """Per input grant, its outcome (CREDITED = to be written now) and a conflict message;
+    plus the grants to write, one per reward id, ordered by (uid, reward_id): the order in
+    which every writer locks accounts, so concurrent credits queue instead of deadlocking,
+    and the order of their entries (and running balances) within each account."""
+
+    outcomes: list[CreditOutcome]
+    messages: list[str]
+    fresh: list[RewardGrant]
+
+    @property
+    def conflicts(self) -> list[int]:
+        return [i for i, outcome in enumerate(self.outcomes) if outcome is CreditOutcome.CONFLICT]
+
+
+def _same(grant: RewardGrant, uid: int, amount_fen: int, source: str) -> bool:
+    return grant.uid == uid and grant.amount_fen == amount_fen and grant.source == source
+
+
+def _conflict_message(reward_id: str, uid: int, amount_fen: int, source: str, grant: RewardGrant) -> str:
+    return (
+        f"reward_id {reward_id} was already credited as uid {uid} amount_fen {amount_fen} "
+        f"source {source}; this token says uid {grant.uid} amount_fen {grant.amount_fen} "
+        f"source {grant.source}"
+    )
+
+
+def plan_credits(grants: Sequence[RewardGrant], stored: Mapping[str, StoredCredit]) -> CreditPlan:
+    """Outcomes of crediting `grants` when `stored` holds the reward ids already credited.
+    A reward id twice in `grants` is credited once, by its first occurrence."""
+    outcomes: list[CreditOutcome] = []
+    messages: list[str] = []
+    fresh: dict[str, RewardGrant] = {}
+    for grant in grants:
+        prior = stored.get(grant.reward_id)
+        if prior is not None:
+            ok = _same(grant, prior.uid, prior.amount_fen, prior.source)
+            outcomes.append(CreditOutcome.ALREADY_CREDITED if ok else CreditOutcome.CONFLICT)
+            messages.append("" if ok else _conflict_message(
+                grant.reward_id, prior.uid, prior.amount_fen, prior.source, grant))
+            continue
+        first = fresh.get(grant.reward_id)
+        if first is not None:
+            ok = _same(grant, first.uid, first.amount_fen, first.source)
+            outcomes.append(CreditOutcome.ALREADY_CREDITED if ok else CreditOutcome.CONFLICT)
+            messages.append("" if ok else _conflict_message(
+                grant.reward_id, first.uid, first.amount_fen, first.source, grant))
+            continue
+        fresh[grant.reward_id] = grant
+        outcomes.append(CreditOutcome.CREDITED)
+        messages.append("")
+    return CreditPlan(outcomes, messages, sorted(fresh.values(), key=lambda g: (g.uid, g.reward_id)))

@@ -1,0 +1,253 @@
+"""SQL of the ledger. Each money-moving write is one statement that changes the balance,
+appends the entry and appends the change-feed row together, so no crash or race can
+leave one without the others; the constraints in migrations/ are the last word."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from account_svc.domain import Entry, Kind, StoredCredit
+from campaign.tokens import RewardGrant
+
+# asyncpg connection or pool: both run a single statement.
+Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+
+class KeyTaken(Exception):
+    """A unique index refused the insert: a concurrent writer got the key first."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+class Contention(Exception):
+    """Deadlock or serialization failure: the transaction was rolled back; run it again."""
+
+
+_ENTRY_COLUMNS = (
+    "entry_id, uid, kind, amount, reward_id, source, order_id, refund_of, balance_after, created_at"
+)
+
+# The change-feed row of each entry written by the statement (recon follows it).
+_FEED = """
+    INSERT INTO changes (kind, key, payload)
+    SELECT 'entry', coalesce(order_id, reward_id), jsonb_build_object(
+        'entry_id', entry_id, 'uid', uid, 'kind', kind, 'amount_fen', amount,
+        'order_id', order_id, 'reward_id', reward_id, 'source', source, 'refund_of', refund_of,
+        'balance_after_fen', balance_after, 'created_at', created_at)
+    FROM ins ORDER BY entry_id
+"""
+
+
+def _entry(row: asyncpg.Record) -> Entry:
+    return Entry(
+        entry_id=row["entry_id"],
+        uid=row["uid"],
+        kind=Kind(row["kind"]),
+        amount_fen=row["amount"],
+        reward_id=row["reward_id"],
+        source=row["source"],
+        order_id=row["order_id"],
+        refund_of=row["refund_of"],
+        balance_after_fen=row["balance_after"],
+        created_at=row["created_at"],
+    )
+
+
+async def _run(db: Db, sql: str, *args: Any) -> list[asyncpg.Record]:
+    try:
+        return list(await db.fetch(sql, *args))
+    except asyncpg.UniqueViolationError as exc:
+        raise KeyTaken(exc.constraint_name or "") from exc
+    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+        raise Contention(str(exc)) from exc
+
+
+# --- credits ------------------------------------------------------------------------------
+
+_CREDIT_SQL = f"""
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
+        WITH ORDINALITY AS b (reward_id, uid, amount, source, ord)
+), seen AS (
+    SELECT reward_id, uid, amount, source FROM entries
+    WHERE kind = 'CREDIT' AND reward_id = ANY($1::text[])
+), fresh AS (
+    SELECT b.* FROM batch b
+    WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.reward_id = b.reward_id)
+      -- An all-or-nothing caller ($5) writes nothing once a reward id is reused with other content.
+      AND NOT ($5::boolean AND EXISTS (
+          SELECT 1 FROM seen s JOIN batch o ON o.reward_id = s.reward_id
+          WHERE (s.uid, s.amount, s.source) IS DISTINCT FROM (o.uid, o.amount, o.source)))
+), acct AS (
+    -- One UPDATE per uid, rows locked in uid order: the order every writer uses, so
+    -- concurrent batches and forced credits queue instead of deadlocking.
+    INSERT INTO accounts AS a (uid, balance)
+    SELECT uid, sum(amount) FROM fresh GROUP BY uid ORDER BY uid
+    ON CONFLICT (uid) DO UPDATE SET balance = a.balance + EXCLUDED.balance, updated_at = now()
+    RETURNING a.uid, a.balance
+), ins AS (
+    -- Each entry records the running balance it produced: the balance after the whole
+    -- batch less the amounts of the uid's later entries in it. No ON CONFLICT: a reward
+    -- credited concurrently since `seen` was read aborts the whole statement (balance
+    -- included), and the caller runs it again.
+    INSERT INTO entries (uid, kind, amount, reward_id, source, balance_after)
+    SELECT f.uid, 'CREDIT', f.amount, f.reward_id, f.source,
+           acct.balance - coalesce(sum(f.amount) OVER (
+               PARTITION BY f.uid ORDER BY f.ord ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)
+    FROM fresh f JOIN acct ON acct.uid = f.uid
+    ORDER BY f.ord
+    RETURNING {_ENTRY_COLUMNS}
+), feed AS ({_FEED})
+SELECT reward_id, uid, amount, source FROM seen
+UNION ALL
+SELECT NULL, uid, max(balance_after), NULL FROM ins GROUP BY uid
+UNION ALL
+-- The balance of uid $6 even when nothing was credited (a page load's replayed tokens).
+SELECT NULL, uid, balance, NULL FROM accounts WHERE uid = $6 AND NOT EXISTS (SELECT 1 FROM ins)
+"""
+
+
+async def credit(
+    db: Db, grants: Sequence[RewardGrant], *, all_or_nothing: bool, balance_of: int = 0
+) -> tuple[dict[str, StoredCredit], dict[int, int]]:
+    """Credit `grants` (one per reward id, ordered by uid then reward id) not credited yet,
+    in one statement. Returns the credits already stored for these reward ids (as seen
+    before writing) and the balance after of each credited uid, and of `balance_of`
+    (when it has an account). With all_or_nothing, writes nothing if a stored credit
+    differs from its grant. Raises KeyTaken when one of the reward ids was credited
+    concurrently; then nothing is written."""
+    rows = await _run(
+        db, _CREDIT_SQL,
+        [g.reward_id for g in grants],
+        [g.uid for g in grants],
+        [g.amount_fen for g in grants],
+        [g.source for g in grants],
+        all_or_nothing,
+        balance_of,
+    )
+    stored: dict[str, StoredCredit] = {}
+    balances: dict[int, int] = {}
+    for r in rows:
+        if r["reward_id"] is None:
+            balances[r["uid"]] = r["amount"]
+        else:
+            stored[r["reward_id"]] = StoredCredit(r["reward_id"], r["uid"], r["amount"], r["source"] or "")
+    return stored, balances
+
+
+# --- debits, voids, refunds ---------------------------------------------------------------
+
+_DEBIT_SQL = f"""
+WITH upd AS (
+    -- The balance check and the debit are one conditional UPDATE: no read-then-write.
+    UPDATE accounts SET balance = balance - $3, updated_at = now()
+    WHERE uid = $2 AND balance >= $3
+    RETURNING uid, balance
+), ins AS (
+    INSERT INTO entries (uid, kind, amount, order_id, balance_after)
+    SELECT uid, 'DEBIT', $3, $1, balance FROM upd
+    RETURNING {_ENTRY_COLUMNS}
+), feed AS ({_FEED})
+SELECT {_ENTRY_COLUMNS} FROM ins
+"""
+
+
+async def debit(db: Db, order_id: str, uid: int, amount_fen: int) -> Entry | None:
+    """The new debit, or None when the balance does not cover it. Raises KeyTaken when the
+    order id already has a debit or a void (the whole statement is then undone)."""
+    rows = await _run(db, _DEBIT_SQL, order_id, uid, amount_fen)
+    return _entry(rows[0]) if rows else None
+
+
+async def debit_or_void(db: Db, order_id: str) -> Entry | None:
+    row = await db.fetchrow(
+        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind IN ('DEBIT', 'VOID')",
+        order_id,
+    )
+    return _entry(row) if row else None
+
+
+_VOID_SQL = f"""
+WITH ins AS (
+    INSERT INTO entries (kind, amount, order_id) VALUES ('VOID', 0, $1)
+    ON CONFLICT (order_id) WHERE kind IN ('DEBIT', 'VOID') DO NOTHING
+    RETURNING {_ENTRY_COLUMNS}
+), feed AS ({_FEED})
+SELECT {_ENTRY_COLUMNS} FROM ins
+"""
+
+
+async def insert_void(db: Db, order_id: str) -> Entry | None:
+    """The new void, or None when a debit or void of the order id is already committed
+    (the unique index decides the debit/void race, not Python)."""
+    rows = await _run(db, _VOID_SQL, order_id)
+    return _entry(rows[0]) if rows else None
+
+
+async def lock_account(conn: asyncpg.Connection, uid: int) -> int | None:
+    value = await conn.fetchval("SELECT balance FROM accounts WHERE uid = $1 FOR UPDATE", uid)
+    return int(value) if value is not None else None
+
+
+async def refund_of(db: Db, debit_id: int) -> Entry | None:
+    row = await db.fetchrow(
+        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = 'REFUND' AND refund_of = $1", debit_id
+    )
+    return _entry(row) if row else None
+
+
+_REFUND_SQL = f"""
+WITH upd AS (
+    UPDATE accounts SET balance = balance + $3, updated_at = now() WHERE uid = $2
+    RETURNING uid, balance
+), ins AS (
+    INSERT INTO entries (uid, kind, amount, order_id, refund_of, balance_after)
+    SELECT uid, 'REFUND', $3, $1, $4, balance FROM upd
+    RETURNING {_ENTRY_COLUMNS}
+), feed AS ({_FEED})
+SELECT {_ENTRY_COLUMNS} FROM ins
+"""
+
+
+async def insert_refund(db: Db, debit: Entry) -> Entry:
+    assert debit.kind is Kind.DEBIT and debit.order_id and debit.uid is not None
+    rows = await _run(db, _REFUND_SQL, debit.order_id, debit.uid, debit.amount_fen, debit.entry_id)
+    if not rows:
+        raise RuntimeError(f"account of debit {debit.entry_id} is missing")
+    return _entry(rows[0])
+
+
+# --- queries ------------------------------------------------------------------------------
+
+
+async def balance(db: Db, uid: int) -> int:
+    value = await db.fetchval("SELECT balance FROM accounts WHERE uid = $1", uid)
+    return int(value) if value is not None else 0
+
+
+async def list_entries(db: Db, uid: int, below_entry_id: int, limit: int) -> list[Entry]:
+    rows = await db.fetch(
+        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE uid = $1 AND entry_id < $2"
+        " ORDER BY entry_id DESC LIMIT $3",
+        uid, below_entry_id, limit,
+    )
+    return [_entry(r) for r in rows]
+
+
+async def order_entries(db: Db, order_id: str) -> list[Entry]:
+    # Two arms so each uses its partial unique index.
+    rows = await db.fetch(
+        f"""
+        SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind IN ('DEBIT', 'VOID')
+        UNION ALL
+        SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind = 'REFUND'
+        ORDER BY entry_id
+        """,
+        order_id,
+    )
+    return [_entry(r) for r in rows]

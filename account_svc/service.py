@@ -1,0 +1,236 @@
+"""Use cases of the ledger: credit (forced and bulk), deduct, refund, queries."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, ParamSpec, TypeVar
+
+import asyncpg
+
+from account_svc import domain, repository
+from account_svc.domain import CreditOutcome, Entry, Kind, RefundOutcome
+from account_svc.repository import Contention, KeyTaken
+from campaign.tokens import RewardGrant, TokenError, verify
+from meshkit.errors import Conflict, InvalidArgument, Unavailable
+from meshkit.logs import log_context
+
+log = logging.getLogger(__name__)
+
+# Each retry follows a race lost to a concurrent writer that has committed since, so the
+# next look-up sees it; more than a few in a row means something else is wrong.
+MAX_ATTEMPTS = 8
+
+# PostgreSQL unreachable, refusing connections, or shutting down: the caller may retry.
+_STORE_DOWN = (
+    asyncpg.PostgresConnectionError, asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError, ConnectionError, OSError,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def store_down_is_unavailable(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A ledger call that could not reach PostgreSQL answers UNAVAILABLE, not INTERNAL: for a
+    money-moving call that means "outcome unknown, retry the same request", which every
+    call here makes safe (idempotent on its business key)."""
+
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except _STORE_DOWN as exc:
+            log.warning("ledger database unavailable: %s", exc)
+            raise Unavailable("ledger database unavailable; retry the same request",
+                              reason="STORE_UNAVAILABLE") from exc
+
+    return guarded
+
+
+class CreditResult(NamedTuple):
+    # A named tuple: the bulk path makes one per reward.
+    grant: RewardGrant
+    outcome: CreditOutcome
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CreditBatch:
+    results: list[CreditResult]
+    # Balance of each uid that received a credit in this batch, right after it.
+    balances: dict[int, int]
+
+
+class Ledger:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        token_keys: Mapping[str, bytes],
+        token_max_age_s: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pool = pool
+        self.token_keys = token_keys
+        self.token_max_age_s = token_max_age_s
+        self.clock = clock
+
+    # --- tokens and credits ---------------------------------------------------------------
+
+    def verify_token(self, token: str, expected_uid: int | None) -> RewardGrant:
+        return verify(token, self.token_keys, expected_uid=expected_uid, now=self.clock(),
+                      max_age_s=self.token_max_age_s)
+
+    @store_down_is_unavailable
+    async def force_credit(self, uid: int, tokens: Sequence[str]) -> tuple[list[CreditResult], int]:
+        """Credit the tokens of `uid` not yet credited. Every token is checked before
+        anything is written: one bad token (or a reward id replayed with other content)
+        refuses the call and credits nothing."""
+        domain.validate_force_credit(uid, tokens)
+        grants: list[RewardGrant] = []
+        for index, token in enumerate(tokens):
+            try:
+                grants.append(self.verify_token(token, expected_uid=uid))
+            except TokenError as exc:
+                raise InvalidArgument(f"tokens[{index}]: {exc.message}", reason=exc.reason) from exc
+        with log_context(uid=uid):
+            if not grants:
+                return [], await repository.balance(self.pool, uid)
+            batch = await self.credit(grants, all_or_nothing=True, balance_of=uid)
+            balance = batch.balances.get(uid, 0)
+            credited = sum(1 for r in batch.results if r.outcome is CreditOutcome.CREDITED)
+            if credited:
+                log.info("force-credited %d of %d rewards", credited, len(grants))
+        return batch.results, balance
+
+    @store_down_is_unavailable
+    async def credit(
+        self, grants: Sequence[RewardGrant], *, all_or_nothing: bool, balance_of: int = 0,
+        conn: asyncpg.Connection | None = None,
+    ) -> CreditBatch:
+        """Credit verified grants once per reward id, in one statement (on `conn` when
+        given, else on a pooled connection). A reward id already credited with other
+        content is a CONFLICT result, or, with all_or_nothing, a Conflict error and
+        nothing written."""
+        if not grants:
+            return CreditBatch([], {})
+        plan = domain.plan_credits(grants, {})
+        if plan.conflicts and all_or_nothing:
+            raise self._conflict(plan)
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                stored, balances = await repository.credit(
+                    conn or self.pool, plan.fresh, all_or_nothing=all_or_nothing, balance_of=balance_of)
+            except (KeyTaken, Contention) as exc:
+                # Lost a race (usually with the other credit path) for one of the reward
+                # ids: nothing was written; the next run sees the winner's credit.
+                log.info("credit batch of %d raced (%s); retrying", len(plan.fresh), exc)
+                continue
+            final = domain.plan_credits(grants, stored)
+            if final.conflicts and all_or_nothing:
+                raise self._conflict(final)
+            results = [
+                CreditResult(grant, outcome, message)
+                for grant, outcome, message in zip(grants, final.outcomes, final.messages, strict=True)
+            ]
+            return CreditBatch(results, balances)
+        raise Unavailable("crediting kept racing with concurrent credits; retry", reason="CONTENTION")
+
+    @staticmethod
+    def _conflict(plan: domain.CreditPlan) -> Conflict:
+        first = plan.conflicts[0]
+        return Conflict(f"tokens[{first}]: {plan.messages[first]}", reason="REWARD_ID_REUSED")
+
+    # --- debits and refunds ---------------------------------------------------------------
+
+    @store_down_is_unavailable
+    async def deduct(self, order_id: str, uid: int, amount_fen: int) -> tuple[Entry, bool]:
+        """(the order's debit, replayed). Exactly one debit per order id."""
+        domain.validate_deduct(order_id, uid, amount_fen)
+        with log_context(order_id=order_id, uid=uid):
+            for _attempt in range(MAX_ATTEMPTS):
+                try:
+                    # The fast path is a single autocommit statement: one round trip.
+                    entry = await repository.debit(self.pool, order_id, uid, amount_fen)
+                except Contention:
+                    continue
+                except KeyTaken as exc:
+                    if exc.constraint != "entries_debit_order":
+                        raise
+                    entry = None
+                if entry is not None:
+                    log.info("debited %d fen, balance now %s", amount_fen, entry.balance_after_fen)
+                    return entry, False
+                # No row: the balance fell short, or the order id is taken (a replay, a
+                # concurrent twin that won, or a void). The unique index is committed
+                # truth, so look there first.
+                prior = await repository.debit_or_void(self.pool, order_id)
+                if prior is not None:
+                    return domain.replay_of_debit(prior, order_id, uid, amount_fen), True
+                balance = await repository.balance(self.pool, uid)
+                if balance < amount_fen:
+                    raise domain.insufficient(balance, amount_fen)
+                # A credit landed between the UPDATE and the read: try again.
+            raise Unavailable("deduct kept racing with concurrent writes; retry", reason="CONTENTION")
+
+    @store_down_is_unavailable
+    async def refund(self, order_id: str) -> tuple[RefundOutcome, Entry, bool]:
+        """(outcome, refund or void entry, replayed). Refunds the order's debit exactly
+        once; with no debit, voids the order id so a late debit can never land."""
+        domain.validate_order_id(order_id)
+        with log_context(order_id=order_id):
+            for _attempt in range(MAX_ATTEMPTS):
+                try:
+                    return await self._refund_once(order_id)
+                except (Contention, KeyTaken) as exc:
+                    log.info("refund raced (%s); retrying", exc)
+            raise Unavailable("refund kept racing with concurrent writes; retry", reason="CONTENTION")
+
+    async def _refund_once(self, order_id: str) -> tuple[RefundOutcome, Entry, bool]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            prior = await repository.debit_or_void(conn, order_id)
+            if prior is None:
+                void = await repository.insert_void(conn, order_id)
+                if void is not None:
+                    log.info("no debit for order; voided it")
+                    return RefundOutcome.VOIDED, void, False
+                # A debit or void committed first; this new statement sees it.
+                prior = await repository.debit_or_void(conn, order_id)
+                if prior is None:
+                    raise Contention("order id taken but its entry is not visible")
+            if prior.kind is Kind.VOID:
+                return RefundOutcome.VOIDED, prior, True
+            assert prior.uid is not None
+            # Concurrent refunds of this debit queue on the account row; the one that goes
+            # second then sees the first one's refund.
+            await repository.lock_account(conn, prior.uid)
+            done = await repository.refund_of(conn, prior.entry_id)
+            if done is not None:
+                return RefundOutcome.REFUNDED, done, True
+            refund = await repository.insert_refund(conn, prior)
+            log.info("refunded %d fen, balance now %s", refund.amount_fen, refund.balance_after_fen)
+            return RefundOutcome.REFUNDED, refund, False
+
+    # --- queries --------------------------------------------------------------------------
+
+    @store_down_is_unavailable
+    async def balance(self, uid: int) -> int:
+        domain.validate_uid(uid)
+        return await repository.balance(self.pool, uid)
+
+    @store_down_is_unavailable
+    async def list_entries(self, uid: int, page_size: int, page_token: str) -> tuple[list[Entry], str]:
+        domain.validate_uid(uid)
+        limit, below = domain.page_of(page_size, page_token)
+        rows = await repository.list_entries(self.pool, uid, below, limit + 1)
+        page = rows[:limit]
+        next_token = str(page[-1].entry_id) if len(rows) > limit else ""
+        return page, next_token
+
+    @store_down_is_unavailable
+    async def order_entries(self, order_id: str) -> list[Entry]:
+        domain.validate_order_id(order_id)
+        return await repository.order_entries(self.pool, order_id)

@@ -1,0 +1,95 @@
+"""AccountService over gRPC: proto in, use case, proto out. Nothing else."""
+
+from __future__ import annotations
+
+import grpc
+
+from account_svc.domain import CreditOutcome, Entry, Kind, RefundOutcome
+from account_svc.service import Ledger
+from mesh.account.v1 import account_pb2, account_pb2_grpc
+from meshkit.timeconv import to_ts
+
+_KIND = {
+    Kind.CREDIT: account_pb2.ENTRY_KIND_CREDIT,
+    Kind.DEBIT: account_pb2.ENTRY_KIND_DEBIT,
+    Kind.REFUND: account_pb2.ENTRY_KIND_REFUND,
+    Kind.VOID: account_pb2.ENTRY_KIND_VOID,
+}
+_CREDIT_OUTCOME = {
+    CreditOutcome.CREDITED: account_pb2.CREDIT_OUTCOME_CREDITED,
+    CreditOutcome.ALREADY_CREDITED: account_pb2.CREDIT_OUTCOME_ALREADY_CREDITED,
+}
+_REFUND_OUTCOME = {
+    RefundOutcome.REFUNDED: account_pb2.REFUND_OUTCOME_REFUNDED,
+    RefundOutcome.VOIDED: account_pb2.REFUND_OUTCOME_VOIDED,
+}
+
+
+def entry_pb(entry: Entry) -> account_pb2.Entry:
+    return account_pb2.Entry(
+        entry_id=entry.entry_id,
+        uid=entry.uid or 0,
+        kind=_KIND[entry.kind],
+        amount_fen=entry.amount_fen,
+        reward_id=entry.reward_id or "",
+        order_id=entry.order_id or "",
+        balance_after_fen=entry.balance_after_fen or 0,
+        create_time=to_ts(entry.created_at),
+        source=entry.source or "",
+    )
+
+
+class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def ForceCredit(
+        self, request: account_pb2.ForceCreditRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.ForceCreditResponse:
+        results, balance = await self.ledger.force_credit(request.uid, list(request.tokens))
+        return account_pb2.ForceCreditResponse(
+            results=[
+                account_pb2.CreditResult(
+                    reward_id=r.grant.reward_id, outcome=_CREDIT_OUTCOME[r.outcome],
+                    amount_fen=r.grant.amount_fen,
+                )
+                for r in results
+            ],
+            balance_fen=balance,
+        )
+
+    async def Deduct(
+        self, request: account_pb2.DeductRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.DeductResponse:
+        entry, replayed = await self.ledger.deduct(request.order_id, request.uid, request.amount_fen)
+        return account_pb2.DeductResponse(entry=entry_pb(entry), replayed=replayed)
+
+    async def Refund(
+        self, request: account_pb2.RefundRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.RefundResponse:
+        outcome, entry, replayed = await self.ledger.refund(request.order_id)
+        return account_pb2.RefundResponse(
+            outcome=_REFUND_OUTCOME[outcome], entry=entry_pb(entry), replayed=replayed
+        )
+
+    async def GetBalance(
+        self, request: account_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.GetBalanceResponse:
+        balance = await self.ledger.balance(request.uid)
+        return account_pb2.GetBalanceResponse(uid=request.uid, balance_fen=balance)
+
+    async def ListEntries(
+        self, request: account_pb2.ListEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.ListEntriesResponse:
+        entries, next_token = await self.ledger.list_entries(
+            request.uid, request.page_size, request.page_token
+        )
+        return account_pb2.ListEntriesResponse(
+            entries=[entry_pb(e) for e in entries], next_page_token=next_token
+        )
+
+    async def GetOrderEntries(
+        self, request: account_pb2.GetOrderEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.GetOrderEntriesResponse:
+        entries = await self.ledger.order_entries(request.order_id)
+        return account_pb2.GetOrderEntriesResponse(entries=[entry_pb(e) for e in entries])

@@ -1,0 +1,56 @@
+"""Configuration of account_svc, read once at start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from campaign.tokens import DEFAULT_KEYS, DEFAULT_MAX_AGE_S, parse_keys
+from meshkit.settings import CommonSettings, env_int, env_str
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    # Secrets that verify reward tokens, by key id (REWARD_TOKEN_KEYS="k1:s1,k2:s2"). Every
+    # key listed verifies, so a key being rotated out still verifies the tokens it signed.
+    token_keys: Mapping[str, bytes]
+    # Tokens older than this credit nothing (REWARD_TOKEN_MAX_AGE_S, default 7 days).
+    token_max_age_s: int
+    # PostgreSQL connections of this process (ACCOUNT_DB_POOL_SIZE).
+    pool_size: int
+    # Bulk credit: consumers in this process (ACCOUNT_CREDIT_WORKERS, 0 disables the ingest
+    # consumer); database statements each runs at once per batch, on disjoint uid
+    # partitions (ACCOUNT_CREDIT_WRITERS); rewards per batch; how long one read blocks.
+    credit_workers: int
+    credit_writers: int
+    credit_batch: int
+    credit_block_ms: int
+    # A message pending this long on another consumer is taken over: that consumer died.
+    credit_claim_idle_ms: int
+    # Consumer name prefix, unique per process so replicas never share a pending list.
+    consumer_name: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        try:
+            keys = parse_keys(env.get("REWARD_TOKEN_KEYS") or DEFAULT_KEYS)
+        except ValueError as exc:
+            raise SystemExit(f"REWARD_TOKEN_KEYS: {exc}") from exc
+        default_consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        return cls(
+            common=CommonSettings.from_env("account_svc", "account"),
+            token_keys=keys,
+            token_max_age_s=env_int("REWARD_TOKEN_MAX_AGE_S", DEFAULT_MAX_AGE_S),
+            pool_size=env_int("ACCOUNT_DB_POOL_SIZE", 10),
+            credit_workers=env_int("ACCOUNT_CREDIT_WORKERS", 1),
+            credit_writers=env_int("ACCOUNT_CREDIT_WRITERS", 2),
+            credit_batch=env_int("ACCOUNT_CREDIT_BATCH", 500),
+            credit_block_ms=env_int("ACCOUNT_CREDIT_BLOCK_MS", 1000),
+            credit_claim_idle_ms=env_int("ACCOUNT_CREDIT_CLAIM_IDLE_MS", 30_000),
+            consumer_name=env_str("ACCOUNT_CONSUMER_NAME", default_consumer),
+        )

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""ConfirmWithdraw throughput through the mesh (withdraw_svc -> account_svc -> PostgreSQL +
+outbox), against pgbench's TPC-B-like transaction on the same PostgreSQL in the same run.
+
+    PYTHONPATH=.:gen .venv/bin/python bench/confirm_throughput.py [--clients 32] [--duration 20]
+        [--users 2000] [--spawn] [--no-pgbench]
+
+Uses the mesh at WITHDRAW_SVC_ADDR / ACCOUNT_SVC_ADDR / GATEWAY_MOCK_ADDR (default
+127.0.0.1:50052/50051/50055). When one of them does not answer (or with --spawn) it starts
+gateway_mock, account_svc and withdraw_svc as processes on free ports over a scratch
+database, and stops them and drops the database afterwards. Seeds funded users with bound
+methods, drives ConfirmWithdraw with --clients concurrent callers, each on its own users
+(a real campaign spreads over millions of accounts), then runs pgbench with the same client
+count on a scratch database (scale 10) and prints
+
+    RESULT confirm_per_s X
+    RESULT confirm_p99_ms Y
+    RESULT confirm_vs_pgbench_tpcb Z
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+
+from campaign.tokens import KeyRing, RewardGrant, keyring_from_env  # noqa: E402
+from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
+from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+
+SERVICES = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052}
+CHANNELS = ("bank", "alipay", "balance")
+AMOUNT_FEN = 100
+PGBENCH_CANDIDATES = ("pgbench", "/usr/lib/postgresql/15/bin/pgbench", "/usr/lib/postgresql/16/bin/pgbench")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def with_database(url: str, name: str) -> str:
+    p = urlsplit(url)
+    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def serving(address: str, timeout: float = 1.0) -> bool:
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass
+class Mesh:
+    addresses: dict[str, str]
+    keyring: KeyRing
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    scratch_db: str = ""
+    base_db: str = ""
+    log_dir: Path | None = None
+
+    async def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                await asyncio.to_thread(proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        if self.scratch_db:
+            conn = await asyncpg.connect(self.base_db)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{self.scratch_db}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+
+async def running_mesh() -> Mesh | None:
+    addresses = {svc: os.environ.get(f"{svc.upper()}_ADDR", f"127.0.0.1:{port}")
+                 for svc, port in SERVICES.items()}
+    if all(await asyncio.gather(*(serving(a) for a in addresses.values()))):
+        return Mesh(addresses, keyring_from_env(os.environ))
+    return None
+
+
+def launch(svc: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", svc], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+async def spawn_mesh(base_db: str, redis_url: str) -> Mesh:
+    name = f"bench_confirm_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(base_db)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
+        "DATABASE_URL": with_database(base_db, name),
+        "REDIS_URL": redis_url,
+        "MESH_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+        "REWARD_TOKEN_KEYS": "bench:bench-secret",
+        "REWARD_TOKEN_ACTIVE_KEY": "bench",
+        "WITHDRAW_COMPENSATION_ENABLED": "false",
+    }
+    mesh = Mesh({}, keyring_from_env(env), scratch_db=name, base_db=base_db,
+                log_dir=ROOT / ".run" / "bench" / name)
+    assert mesh.log_dir is not None
+    mesh.log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for svc in SERVICES:
+            port = free_port()
+            env[f"{svc.upper()}_PORT"] = str(port)
+            env[f"{svc.upper()}_ADDR"] = f"127.0.0.1:{port}"
+            mesh.addresses[svc] = f"127.0.0.1:{port}"
+            mesh.procs.append(launch(svc, env, mesh.log_dir / f"{svc}.log"))
+            deadline = time.monotonic() + 60
+            while not await serving(mesh.addresses[svc]):
+                if mesh.procs[-1].poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{svc} did not start; see {mesh.log_dir / (svc + '.log')}")
+                await asyncio.sleep(0.2)
+            log(f"started {svc} on {mesh.addresses[svc]} (pid {mesh.procs[-1].pid})")
+    except BaseException:
+        await mesh.stop()
+        raise
+    return mesh
+
+
+# --- seeding -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    method_id: str
+
+
+async def seed(mesh: Mesh, users: int, per_user_fen: int) -> list[User]:
+    base = int(time.time() * 1000) % 10**9 * 10**5
+    gw_channel = grpc.aio.insecure_channel(mesh.addresses["gateway_mock"])
+    acc_channel = grpc.aio.insecure_channel(mesh.addresses["account_svc"])
+    gateway = gateway_pb2_grpc.GatewayServiceStub(gw_channel)
+    account = account_pb2_grpc.AccountServiceStub(acc_channel)
+    gate = asyncio.Semaphore(32)
+
+    async def one(i: int) -> User:
+        uid = base + i
+        method_id = f"bench-m-{uid}"
+        async with gate:
+            await gateway.BindMethod(gateway_pb2.BindMethodRequest(
+                uid=uid, channel=CHANNELS[i % len(CHANNELS)], account=f"6222{uid:015d}",
+                method_id=method_id), timeout=30)
+            token = mesh.keyring.sign(RewardGrant(f"bench-{uuid.uuid4().hex}", uid, per_user_fen,
+                                                  "red_packet", int(time.time())))
+            await account.ForceCredit(account_pb2.ForceCreditRequest(uid=uid, tokens=[token]), timeout=30)
+        return User(uid, method_id)
+
+    try:
+        return list(await asyncio.gather(*(one(i) for i in range(users))))
+    finally:
+        await gw_channel.close()
+        await acc_channel.close()
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+
+async def drive(mesh: Mesh, users: list[User], clients: int, duration_s: float, warmup_s: float) -> Load:
+    channels = [grpc.aio.insecure_channel(mesh.addresses["withdraw_svc"]) for _ in range(4)]
+    stubs = [withdraw_pb2_grpc.WithdrawServiceStub(c) for c in channels]
+    load = Load()
+    started = time.monotonic()
+    measure_from = started + warmup_s
+    stop_at = measure_from + duration_s
+
+    async def client(index: int) -> None:
+        stub = stubs[index % len(stubs)]
+        mine = users[index::clients]
+        n = 0
+        while True:
+            now = time.monotonic()
+            if now >= stop_at:
+                return
+            user = mine[n % len(mine)]
+            n += 1
+            t0 = time.perf_counter()
+            try:
+                await stub.ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
+                    uid=user.uid, request_id=uuid.uuid4().hex, amount_fen=AMOUNT_FEN,
+                    method_id=user.method_id), timeout=10)
+                ok = True
+            except grpc.aio.AioRpcError as err:
+                ok = False
+                code = err.code().name
+            if now >= measure_from:
+                if ok:
+                    load.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                else:
+                    load.errors[code] += 1
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    load.elapsed_s = time.monotonic() - measure_from
+    for c in channels:
+        await c.close()
+    return load
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- pgbench ------------------------------------------------------------------------------
+
+
+def find_pgbench() -> str:
+    for candidate in PGBENCH_CANDIDATES:
+        path = shutil.which(candidate) or (candidate if os.path.exists(candidate) else None)
+        if path:
+            return path
+    raise SystemExit("pgbench not found")
+
+
+async def pgbench(base_db: str, clients: int, duration_s: float) -> float:
+    exe = find_pgbench()
+    name = f"bench_pgbench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(base_db)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    p = urlsplit(base_db)
+    args = ["-h", p.hostname or "127.0.0.1", "-p", str(p.port or 5432), "-U", p.username or "postgres"]
+    env = {**os.environ}
+    if p.password:
+        env["PGPASSWORD"] = p.password
+    try:
+        init = await asyncio.to_thread(subprocess.run, [exe, *args, "-i", "-s", "10", "-q", name],
+                                       env=env, capture_output=True, text=True)
+        if init.returncode != 0:
+            raise SystemExit(f"pgbench -i failed: {init.stderr[-2000:]}")
+        for attempt in range(1, 6):
+            run = await asyncio.to_thread(
+                subprocess.run,
+                [exe, *args, "-c", str(clients), "-j", str(min(clients, 2)),
+                 "-T", str(int(duration_s)), name],
+                env=env, capture_output=True, text=True)
+            # The server's connection slots are shared with whatever else runs on it.
+            if run.returncode == 0 or "too many clients" not in run.stderr or attempt == 5:
+                break
+            log(f"pgbench: PostgreSQL out of connection slots; retrying ({attempt})")
+            await asyncio.sleep(5)
+        if run.returncode != 0:
+            raise SystemExit(f"pgbench failed: {run.stderr[-2000:]}")
+        match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", run.stdout) or \
+            re.search(r"tps = ([0-9.]+)", run.stdout)
+        if not match:
+            raise SystemExit(f"could not read pgbench output:\n{run.stdout}")
+        log(run.stdout.strip().splitlines()[-1])
+        return float(match.group(1))
+    finally:
+        conn = await asyncpg.connect(base_db)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--spawn", action="store_true", help="always start a private mesh")
+    parser.add_argument("--no-pgbench", action="store_true")
+    parser.add_argument("--hold", type=float, default=0.0,
+                        help="seconds to keep a spawned mesh after the load (for profiling)")
+    a = parser.parse_args()
+    base_db = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+
+    mesh = None if a.spawn else await running_mesh()
+    if mesh is None:
+        log("starting gateway_mock, account_svc and withdraw_svc (scratch database)")
+        mesh = await spawn_mesh(base_db, redis_url)
+    else:
+        log(f"using the running mesh at {mesh.addresses}")
+    try:
+        # Enough for every confirm the run can make, with a wide margin.
+        per_user = AMOUNT_FEN * max(50, int(3000 * (a.duration + a.warmup) / a.users) + 1)
+        t0 = time.monotonic()
+        users = await seed(mesh, a.users, per_user)
+        log(f"seeded {len(users)} users with bound methods and {per_user} fen each "
+            f"in {time.monotonic() - t0:.1f}s")
+        load = await drive(mesh, users, a.clients, a.duration, a.warmup)
+        if a.hold:
+            await asyncio.sleep(a.hold)
+    finally:
+        await mesh.stop()
+
+    done = len(load.latencies_ms)
+    rate = done / load.elapsed_s if load.elapsed_s else 0.0
+    p50, p99 = percentile(load.latencies_ms, 0.50), percentile(load.latencies_ms, 0.99)
+    print(f"confirms: {done} in {load.elapsed_s:.1f}s with {a.clients} clients: {rate:.0f}/s, "
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, errors {dict(load.errors) or 'none'}")
+    print(f"RESULT confirm_per_s {rate:.1f}")
+    print(f"RESULT confirm_p50_ms {p50:.2f}")
+    print(f"RESULT confirm_p99_ms {p99:.2f}")
+    if not a.no_pgbench:
+        tps = await pgbench(base_db, a.clients, a.duration)
+        print(f"pgbench TPC-B-like, scale 10, {a.clients} clients, {a.duration:.0f}s: {tps:.0f} tps")
+        print(f"RESULT pgbench_tpcb_tps {tps:.1f}")
+        print(f"RESULT confirm_vs_pgbench_tpcb {rate / tps:.3f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

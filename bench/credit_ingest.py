@@ -1,0 +1,350 @@
+"""How fast rewards are credited: through the bulk path (ingest stream -> account_svc's
+consumer) and through ForceCredit, against a raw asyncpg batch insert of the same number
+of rows in the same run.
+
+    PYTHONPATH=.:gen .venv/bin/python bench/credit_ingest.py [--rewards 50000 --uids 5000]
+
+Runs against account_svc at ACCOUNT_SVC_ADDR (default 127.0.0.1:50051); when nothing
+answers there it starts `python -m account_svc` on that port (own key prefix and schema,
+dropped after) and stops it after. Fresh uids and reward ids every run.
+
+Bulk: N signed rewards published to the ingest stream (campaign.publish packing), timed
+until the consumer group has acknowledged them all and the database holds N credits.
+Raw: the same number of credit-shaped rows inserted with asyncpg executemany, in batches of
+the bulk path's size, into an unindexed scratch table (COPY shown for reference). Bulk and
+raw alternate for --rounds rounds; each bulk round is compared with the raw runs around it
+and the median ratio is reported. With our own service, CPU per credit (service process and
+its PostgreSQL backends, from /proc) is printed too: steadier than wall time on a shared
+machine. Last lines:
+    RESULT credit_bulk_per_s X        (median over rounds)
+    RESULT credit_force_per_s Y
+    RESULT credit_vs_raw_insert R     (median of per-round bulk/raw)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import redis.asyncio as redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+
+from campaign.publish import publish_rewards  # noqa: E402
+from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
+from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
+from meshkit.redis_keys import Keys  # noqa: E402
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+
+GROUP = "account-credit"
+
+
+@dataclass
+class Target:
+    address: str
+    prefix: str
+    schema: str
+    process: asyncio.subprocess.Process | None = None
+
+
+def _service_log() -> Any:
+    path = ROOT / ".run" / "bench-account_svc.log"
+    path.parent.mkdir(exist_ok=True)
+    return path.open("ab")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process (all its threads) has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU used by a set of processes between start() and stop(); on a machine shared with
+    other work this is steadier than wall time, so both are reported."""
+
+    pids: list[int]
+    used: float = 0.0
+    by_pid: dict[int, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._start = {pid: cpu_seconds(pid) for pid in self.pids}
+
+    def stop(self) -> float:
+        self.by_pid = {pid: cpu_seconds(pid) - before for pid, before in self._start.items()}
+        self.used = sum(self.by_pid.values())
+        return self.used
+
+
+async def backends_of(pool: asyncpg.Pool, application_name: str) -> list[int]:
+    return [r["pid"] for r in await pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1", application_name)]
+
+
+async def serving(address: str, timeout: float = 1.0) -> bool:
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
+
+
+async def ensure_service(address: str) -> Target:
+    schema = os.environ.get("ACCOUNT_SVC_DB_SCHEMA") or "account"
+    if await serving(address):
+        print(f"using the account_svc running at {address}", file=sys.stderr)
+        return Target(address, os.environ.get("MESH_KEY_PREFIX") or "mesh", schema)
+    run = uuid.uuid4().hex[:8]
+    prefix = f"bench-{run}"
+    # A schema of its own: fresh tables, and its PostgreSQL backends are told apart by
+    # application name (= schema), so their CPU can be measured.
+    schema = f"account_bench_{run}"
+    host, _, port = address.rpartition(":")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "MESH_KEY_PREFIX": prefix,
+           "ACCOUNT_SVC_HOST": host or "127.0.0.1", "ACCOUNT_SVC_PORT": port,
+           "ACCOUNT_SVC_DB_SCHEMA": schema}
+    log = _service_log()
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "account_svc", cwd=ROOT, env=env,
+                                                   stdout=log, stderr=log)
+    log.close()
+    print(f"started account_svc pid {process.pid} on {address} (prefix {prefix})", file=sys.stderr)
+    deadline = time.monotonic() + 30
+    while not await serving(address):
+        if process.returncode is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise SystemExit("account_svc did not become healthy; see .run/bench-account_svc.log")
+        await asyncio.sleep(0.2)
+    return Target(address, prefix, schema, process)
+
+
+async def stop_service(target: Target) -> None:
+    if target.process is None:
+        return
+    target.process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(target.process.wait(), timeout=20)
+    except TimeoutError:
+        target.process.kill()
+        await target.process.wait()
+
+
+def sign_all(count: int, uids: list[int], tag: str) -> list[str]:
+    ring = keyring_from_env(os.environ)
+    now = int(time.time())
+    rng = random.Random(tag)
+    return [
+        ring.sign(RewardGrant(f"bench-{tag}-{i}", uids[i % len(uids)], rng.randint(1, 888), "red_packet",
+                              now))
+        for i in range(count)
+    ]
+
+
+async def credits_of(pool: asyncpg.Pool, uids: list[int]) -> int:
+    return int(await pool.fetchval(
+        "SELECT count(*) FROM entries WHERE kind = 'CREDIT' AND uid = ANY($1::bigint[])", uids))
+
+
+async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, count: int,
+                     uid_count: int, profile: str) -> float:
+    base = random.randint(10**12, 9 * 10**12)
+    uids = [base + i for i in range(uid_count)]
+    tokens = sign_all(count, uids, uuid.uuid4().hex[:8])
+    keys = Keys(target.prefix)
+    meter = CpuMeter([target.process.pid, *await backends_of(pool, target.schema)]
+                     if target.process is not None else [])
+    spy = None
+    if profile and target.process is not None:
+        spy = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(target.process.pid),
+            "-o", profile, "--format", "raw", "-r", "200",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.sleep(1.0)
+    meter.start()
+    started = time.perf_counter()
+    await publish_rewards(client, keys, tokens)
+    published = time.perf_counter() - started
+    while True:
+        groups: Any = await client.xinfo_groups(keys.rewards_ingest())
+        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+        if group is not None and group["pending"] == 0 and group["lag"] == 0:
+            done = await credits_of(pool, uids)
+            if done >= count:
+                break
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    meter.stop()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        await asyncio.wait_for(spy.wait(), timeout=60)
+    cpu = ""
+    if target.process is not None:
+        service_cpu = meter.by_pid.get(target.process.pid, 0.0)
+        cpu = (f"; CPU per credit: account_svc {service_cpu * 1e6 / count:.1f} us + its PostgreSQL "
+               f"backends {(meter.used - service_cpu) * 1e6 / count:.1f} us")
+    print(f"bulk: {count} rewards over {uid_count} uids credited in {elapsed:.2f} s "
+          f"(publishing took {published:.2f} s){cpu}", file=sys.stderr)
+    return count / elapsed
+
+
+async def bench_force(target: Target, count: int, uid_count: int, callers: int, per_call: int) -> float:
+    base = random.randint(10**12, 9 * 10**12)
+    uids = [base + i for i in range(uid_count)]
+    tokens = sign_all(count, uids, uuid.uuid4().hex[:8])
+    by_uid: dict[int, list[str]] = {}
+    for i, token in enumerate(tokens):
+        by_uid.setdefault(uids[i % uid_count], []).append(token)
+    calls = [(uid, chunk[j:j + per_call]) for uid, chunk in by_uid.items()
+             for j in range(0, len(chunk), per_call)]
+    random.shuffle(calls)
+    queue: asyncio.Queue[tuple[int, list[str]]] = asyncio.Queue()
+    for call in calls:
+        queue.put_nowait(call)
+    credited = 0
+
+    async def caller(stub: account_pb2_grpc.AccountServiceStub) -> None:
+        nonlocal credited
+        while not queue.empty():
+            uid, chunk = queue.get_nowait()
+            reply = await stub.ForceCredit(account_pb2.ForceCreditRequest(uid=uid, tokens=chunk), timeout=30)
+            credited += sum(1 for r in reply.results if r.outcome == account_pb2.CREDIT_OUTCOME_CREDITED)
+
+    channels = [grpc.aio.insecure_channel(target.address) for _ in range(min(4, callers))]
+    try:
+        stubs = [account_pb2_grpc.AccountServiceStub(ch) for ch in channels]
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(stubs[i % len(stubs)]) for i in range(callers)))
+        elapsed = time.perf_counter() - started
+    finally:
+        for ch in channels:
+            await ch.close()
+    if credited != count:
+        raise SystemExit(f"force credit credited {credited} of {count}")
+    print(f"force: {count} rewards in {len(calls)} calls of {per_call}, {callers} callers: "
+          f"{elapsed:.2f} s", file=sys.stderr)
+    return count / elapsed
+
+
+async def bench_raw(dsn: str, count: int, uid_count: int, batch: int) -> tuple[float, float]:
+    """Rows/s of a plain asyncpg batch insert (executemany, batches like the bulk path's)
+    of the same credit rows into an unindexed scratch table, and of COPY for reference."""
+    schema = f"bench_scratch_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        ddl = ("(entry_id BIGSERIAL PRIMARY KEY, uid BIGINT NOT NULL, kind TEXT NOT NULL,"
+               " amount BIGINT NOT NULL, reward_id TEXT, source TEXT, balance_after BIGINT,"
+               " created_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        await conn.execute(f"CREATE TABLE {schema}.raw_insert {ddl}")
+        await conn.execute(f"CREATE TABLE {schema}.raw_copy {ddl}")
+        tag = uuid.uuid4().hex[:8]
+        rows = [(1000 + i % uid_count, "CREDIT", 1 + i % 888, f"raw-{tag}-{i}", "red_packet", i)
+                for i in range(count)]
+        sql = (f"INSERT INTO {schema}.raw_insert (uid, kind, amount, reward_id, source, balance_after)"
+               " VALUES ($1, $2, $3, $4, $5, $6)")
+        meter = CpuMeter([os.getpid(), int(await conn.fetchval("SELECT pg_backend_pid()"))])
+        meter.start()
+        started = time.perf_counter()
+        for start in range(0, count, batch):
+            await conn.executemany(sql, rows[start:start + batch])
+        insert_s = time.perf_counter() - started
+        meter.stop()
+        started = time.perf_counter()
+        for start in range(0, count, batch):
+            await conn.copy_records_to_table(
+                "raw_copy", schema_name=schema, records=rows[start:start + batch],
+                columns=["uid", "kind", "amount", "reward_id", "source", "balance_after"])
+        copy_s = time.perf_counter() - started
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+    print(f"raw: executemany {count} rows in {insert_s:.2f} s (CPU of client + backend "
+          f"{meter.used * 1e6 / count:.1f} us per row); COPY in {copy_s:.2f} s", file=sys.stderr)
+    return count / insert_s, count / copy_s
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rewards", type=int, default=50_000)
+    parser.add_argument("--uids", type=int, default=5_000)
+    parser.add_argument("--force-rewards", type=int, default=20_000)
+    parser.add_argument("--force-callers", type=int, default=16)
+    parser.add_argument("--force-per-call", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=500, help="raw insert batch (the bulk path's batch)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bulk and raw runs alternate this many times; medians are reported, so a "
+                             "burst of load from elsewhere on the machine skews one round, not the ratio")
+    parser.add_argument("--profile", default="",
+                        help="write py-spy collapsed stacks of the bulk phase here (own service only)")
+    args = parser.parse_args()
+
+    address = os.environ.get("ACCOUNT_SVC_ADDR") or "127.0.0.1:50051"
+    dsn = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    target = await ensure_service(address)
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2,
+                                     server_settings={"search_path": target.schema})
+    bulks: list[float] = []
+    raws: list[tuple[float, float]] = []
+    try:
+        for round_no in range(max(1, args.rounds)):
+            raws.append(await bench_raw(dsn, args.rewards, args.uids, args.batch))
+            bulks.append(await bench_bulk(target, client, pool, args.rewards, args.uids,
+                                          args.profile if round_no == 0 else ""))
+        raws.append(await bench_raw(dsn, args.rewards, args.uids, args.batch))
+        force = await bench_force(target, args.force_rewards, max(1, args.force_rewards // 10),
+                                  args.force_callers, args.force_per_call)
+    finally:
+        await pool.close()
+        if target.process is not None:
+            # Our own namespace: leave nothing behind in Redis.
+            with contextlib.suppress(Exception):
+                await client.delete(Keys(target.prefix).rewards_ingest())
+        await client.aclose()
+        await stop_service(target)
+        if target.process is not None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+            finally:
+                await conn.close()
+    bulk = statistics.median(bulks)
+    raw_insert = statistics.median(r[0] for r in raws)
+    raw_copy = statistics.median(r[1] for r in raws)
+    # Each bulk round against the raw runs just before and after it, so a burst of load
+    # from elsewhere weighs on both sides of a ratio alike.
+    ratios = [b / ((raws[i][0] + raws[i + 1][0]) / 2) for i, b in enumerate(bulks)]
+    print(f"bulk rounds {[round(b) for b in bulks]} credits/s; raw executemany rounds "
+          f"{[round(r[0]) for r in raws]} rows/s", file=sys.stderr)
+    print(f"median: bulk {bulk:.0f} credits/s, raw executemany {raw_insert:.0f} rows/s, "
+          f"COPY {raw_copy:.0f} rows/s (bulk/COPY {bulk / raw_copy:.2f})", file=sys.stderr)
+    print(f"RESULT credit_bulk_per_s {bulk:.0f}")
+    print(f"RESULT credit_force_per_s {force:.0f}")
+    print(f"bulk/raw ratio per round {[round(r, 3) for r in ratios]}", file=sys.stderr)
+    print(f"RESULT credit_vs_raw_insert {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

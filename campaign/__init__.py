@@ -1,0 +1,1 @@
+"""The campaign side of rewards: signs reward tokens and publishes them for crediting."""

@@ -1,0 +1,1 @@
+"""recon_svc: reconciliation of orders, ledger and gateway from their change feeds."""

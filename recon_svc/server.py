@@ -1,0 +1,80 @@
+"""Wiring of recon_svc: stores, peer clients, servicers, and the background loops."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import grpc
+
+from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
+from meshkit.background import Background
+from meshkit.settings import CommonSettings
+from meshkit.stores import Stores
+from recon_svc.alerts import Alerts
+from recon_svc.daily import DailyRecon
+from recon_svc.peers import FeedClient, GatewayClient, LedgerClient, OrdersClient
+from recon_svc.repository import Repository
+from recon_svc.service import ReconService
+from recon_svc.servicer import ReconServicer
+from recon_svc.settings import Settings
+from recon_svc.workers import FeedFollower, audit_loop, checker_loop, self_check_loop
+
+
+class ReconApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stores: Stores | None = None
+        self.service: ReconService | None = None
+        self.daily: DailyRecon | None = None
+        self.feeds: list[FeedClient] = []
+        self.alerts = Alerts(settings.webhook_url, settings.webhook_timeout_s)
+        self.background = Background()
+
+    async def start(self) -> None:
+        s = self.settings
+        self.stores = await Stores.open(s.common, Path(__file__).parent / "migrations",
+                                        pool_size=s.db_pool_size)
+        repo = Repository(self.stores.pool)
+        tls, timeout = s.common.tls, s.rpc_timeout_s
+        self.service = ReconService(
+            repo, s, self.alerts, LedgerClient(s.account_addr, tls, timeout),
+            GatewayClient(s.gateway_addr, tls, timeout), OrdersClient(s.withdraw_addr, tls, timeout))
+        self.daily = DailyRecon(repo, s, self.alerts)
+        await repo.ensure_feeds([name for name, _ in s.feeds])
+        for name, address in s.feeds:
+            client = FeedClient(name, address, tls, timeout)
+            self.feeds.append(client)
+            self.background.spawn(f"recon-feed-{name}",
+                                  FeedFollower(self.service, client, s.poll_s, s.page_size).run)
+        self.background.spawn("recon-checker", functools.partial(checker_loop, self.service))
+        if s.self_check:
+            self.background.spawn("recon-self-check", functools.partial(self_check_loop, self.service))
+        self.background.spawn("recon-audit", functools.partial(audit_loop, self.service))
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        assert self.service is not None and self.daily is not None
+        recon_pb2_grpc.add_ReconServiceServicer_to_server(ReconServicer(self.service, self.daily), server)
+        return [recon_pb2.DESCRIPTOR.services_by_name["ReconService"].full_name]
+
+    async def healthy(self) -> bool:
+        return self.stores is not None and await self.stores.healthy()
+
+    async def drain(self) -> None:
+        await self.background.stop()
+        await self.alerts.close()
+
+    async def close(self) -> None:
+        for client in self.feeds:
+            await client.close()
+        if self.service is not None:
+            await self.service.ledger.close()
+            await self.service.gateway.close()
+            await self.service.orders.close()
+        if self.stores is not None:
+            await self.stores.close()
+
+
+def build() -> tuple[ReconApp, CommonSettings]:
+    settings = Settings.from_env()
+    return ReconApp(settings), settings.common

@@ -1,0 +1,281 @@
+"""Use cases of reconciliation: apply feed pages, judge settled orders (near-real-time and
+self-check), scan for stuck orders and broken totals, and answer the admin RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from meshkit.errors import Unavailable
+from meshkit.logs import log_context
+from meshkit.timeconv import utcnow
+from recon_svc.alerts import Alerts
+from recon_svc.domain import (
+    Discrepancy,
+    DiscrepancyNotFound,
+    EntryChange,
+    Finding,
+    NewDiscrepancy,
+    OrderChange,
+    OrderNotFound,
+    OrderView,
+    PayoutChange,
+    Reason,
+    Source,
+    check_order,
+    entry_change,
+    held_back,
+    latest_per_order,
+    ledger_conservation,
+    order_change,
+    page_size,
+    payout_change,
+    validate_order_id,
+    validate_reason_filter,
+    validate_resolution,
+)
+from recon_svc.peers import FeedChange, GatewayClient, LedgerClient, OrdersClient
+from recon_svc.repository import Position, Repository, Totals
+from recon_svc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class FeedHeads:
+    """When each followed feed was last read to its end (the start time of that read):
+    what the peer committed before then is in the projections, except changes the feed still
+    holds back because an older transaction of its database was running (the confirming
+    second look covers those). The checker judges an order only once every feed was read
+    past its due time, so a stalled follower delays verdicts instead of producing false ones."""
+
+    def __init__(self, feeds: Sequence[str]) -> None:
+        self._heads: dict[str, datetime | None] = {f: None for f in feeds}
+
+    def reached(self, feed: str, at: datetime) -> None:
+        self._heads[feed] = at
+
+    def horizon(self) -> datetime | None:
+        if not self._heads:
+            return utcnow()
+        values = list(self._heads.values())
+        if any(v is None for v in values):
+            return None
+        return min(v for v in values if v is not None)
+
+    def of(self, feed: str) -> datetime | None:
+        return self._heads.get(feed)
+
+
+@dataclass(frozen=True)
+class Status:
+    positions: list[Position]
+    heads: dict[str, datetime | None]
+    pending_checks: int
+    checked_orders: int
+    open_discrepancies: int
+    totals: Totals
+
+
+class ReconService:
+    def __init__(
+        self,
+        repo: Repository,
+        settings: Settings,
+        alerts: Alerts,
+        ledger: LedgerClient,
+        gateway: GatewayClient,
+        orders: OrdersClient,
+    ) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.alerts = alerts
+        self.ledger = ledger
+        self.gateway = gateway
+        self.orders = orders
+        self.heads = FeedHeads([name for name, _ in settings.feeds])
+        self.grace = timedelta(seconds=settings.grace_s)
+        self.refund_grace = timedelta(seconds=settings.refund_grace_s)
+        # Accounts seen not adding up: uid -> (first seen, last entry id then).
+        self._accounts_off: dict[int, tuple[datetime, int]] = {}
+
+    # ---- feeds ----
+
+    async def apply_page(self, feed: str, from_cursor: str, changes: Sequence[FeedChange],
+                         next_cursor: str) -> bool:
+        orders: list[OrderChange] = []
+        entries: list[EntryChange] = []
+        payouts: list[PayoutChange] = []
+        for c in changes:
+            if c.kind == "order":
+                if (o := order_change(c.key, c.payload, c.created_at)) is not None:
+                    orders.append(o)
+            elif c.kind == "entry":
+                if (e := entry_change(c.payload, c.created_at)) is not None:
+                    entries.append(e)
+            elif c.kind == "payout":
+                # Keyed by feed and cursor: every payout change is kept once, whichever feed.
+                if (p := payout_change(f"{feed}/{c.cursor}", c.key, c.payload, c.created_at)) is not None:
+                    payouts.append(p)
+        now = utcnow()
+        # Sorted by key so that concurrent writers lock rows in one order (no deadlocks).
+        latest = sorted(latest_per_order(orders), key=lambda oc: oc[0].order_id)
+        return await self.repo.apply_page(
+            feed, from_cursor, next_cursor, latest, sorted(entries, key=lambda e: e.entry_id), payouts,
+            now=now, due_at=now + self.grace,
+        )
+
+    # ---- near-real-time verdicts ----
+
+    async def run_checks(self) -> int:
+        """Judge the orders whose grace window passed; returns how many were judged."""
+        horizon = self.heads.horizon()
+        if horizon is None:
+            return 0
+        now = utcnow()
+        horizon = min(horizon, now)
+        async with self.repo.transaction() as conn:
+            due = await self.repo.take_due(conn, horizon, self.settings.check_batch)
+            if not due:
+                return 0
+            facts = await self.repo.facts(conn, [d.order_id for d in due])
+            found: list[NewDiscrepancy] = []
+            verdicts: dict[str, str] = {}
+            later: dict[str, tuple[datetime, bool]] = {}
+            for d in due:
+                f = facts[d.order_id]
+                if f.order is not None and not f.order.terminal:
+                    continue  # an order in flight: its final transition queues it again
+                findings, wait_until = held_back(check_order(f.order, f.entries, f.payouts),
+                                                 f.terminal_seen, now, self.refund_grace)
+                if findings and not d.confirming:
+                    # First sighting. A feed holds back changes of transactions younger
+                    # than the oldest one still running in its database, so a change can
+                    # arrive later than the grace window: look once more before telling.
+                    later[d.order_id] = (now + self.grace, True)
+                    continue
+                uid = f.order.uid if f.order else 0
+                found.extend(NewDiscrepancy.of_order(x, d.order_id, uid, Source.REALTIME) for x in findings)
+                if wait_until is not None:
+                    later[d.order_id] = (wait_until, False)
+                elif f.order is not None:
+                    verdicts[d.order_id] = "discrepancy" if findings else "ok"
+            new = await self.repo.record(conn, found)
+            await self.repo.finish_checks(conn, due, verdicts, now, self.settings.self_check, later)
+        self.alerts.publish(new)
+        return len(due)
+
+    # ---- self-check: ask the ledger and the gateway themselves ----
+
+    async def run_self_checks(self) -> int:
+        now = utcnow()
+        claimed = await self.repo.claim_self_checks(now, lease_s=max(30.0, 4 * self.settings.rpc_timeout_s),
+                                                    limit=self.settings.self_check_concurrency * 8)
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.settings.self_check_concurrency)
+
+        async def one(order: OrderView, lease: datetime) -> None:
+            async with gate:
+                with log_context(order_id=order.order_id, uid=order.uid):
+                    try:
+                        findings = await self._live_findings(order)
+                    except Unavailable as exc:
+                        log.info("self-check postponed: %s", exc)
+                        await self.repo.finish_self_check(order.order_id, lease, utcnow(),
+                                                          retry_at=utcnow() + timedelta(seconds=5))
+                        return
+                    new = await self.repo.record(self.repo.pool, [
+                        NewDiscrepancy.of_order(x, order.order_id, order.uid, Source.SELF_CHECK)
+                        for x in findings])
+                    await self.repo.finish_self_check(order.order_id, lease, utcnow(), retry_at=None)
+                    self.alerts.publish(new)
+
+        await asyncio.gather(*(one(o, lease) for o, lease in claimed))
+        return len(claimed)
+
+    async def _live_findings(self, order: OrderView) -> list[Finding]:
+        entries, payout = await asyncio.gather(self.ledger.order_entries(order.order_id),
+                                               self.gateway.query_payout(order.order_id))
+        return check_order(order, entries, [payout] if payout else [])
+
+    async def check_order(self, order_id: str) -> list[NewDiscrepancy]:
+        """CheckOrder RPC: all three services asked now; nothing stored."""
+        validate_order_id(order_id)
+        known, entries, payout = await asyncio.gather(
+            self.orders.get_order(order_id), self.ledger.order_entries(order_id),
+            self.gateway.query_payout(order_id))
+        if known is None and not entries and payout is None:
+            raise OrderNotFound(order_id)
+        order, changed_at = known if known is not None else (None, None)
+        findings, _ = held_back(check_order(order, entries, [payout] if payout else []),
+                                changed_at, utcnow(), self.refund_grace)
+        uid = order.uid if order else 0
+        return [NewDiscrepancy.of_order(x, order_id, uid, Source.SELF_CHECK) for x in findings]
+
+    # ---- audits: stuck orders and conservation ----
+
+    async def audit(self) -> list[Discrepancy]:
+        now = utcnow()
+        found: list[Discrepancy] = []
+        async with self.repo.transaction() as conn:
+            stuck = await self.repo.flag_stuck(
+                conn, now - timedelta(seconds=self.settings.stuck_after_s), limit=1000)
+            found += await self.repo.record(conn, [
+                NewDiscrepancy.of_order(
+                    Finding(Reason.STUCK_ORDER,
+                            f"{s.state} since {s.created_at.isoformat()} "
+                            f"(> {self.settings.stuck_after_s:.0f} s)"),
+                    s.order_id, s.uid, Source.REALTIME)
+                for s in stuck])
+        # An account whose sums disagree only counts once it stopped moving for a grace
+        # window and still disagrees, unchanged, a grace window later: an entry held back
+        # in the feed (behind a long transaction) may complete it meanwhile.
+        horizon = self.heads.of("account") or now
+        off = await self.repo.accounts_off(min(now, horizon) - self.grace)
+        confirmed = []
+        seen: dict[int, tuple[datetime, int]] = {}
+        for a in off:
+            first, last_id = self._accounts_off.get(a.uid, (now, a.last_entry_id))
+            if last_id != a.last_entry_id:
+                first = now
+            seen[a.uid] = (first, a.last_entry_id)
+            if now - first >= self.grace:
+                confirmed.append(a)
+        self._accounts_off = seen
+        found += await self.repo.record(self.repo.pool, [
+            NewDiscrepancy.of_account(a.uid, ledger_conservation(a.credits, a.debits, a.refunds, a.balance),
+                                      Source.REALTIME)
+            for a in confirmed])
+        settled = await self.repo.settled_payout_totals()
+        if settled.orders_fen != settled.paid_fen:
+            found += await self.repo.record(self.repo.pool, [NewDiscrepancy.of_totals(
+                "payouts",
+                f"over {settled.orders} judged orders: succeeded orders {settled.orders_fen} fen, "
+                f"gateway paid {settled.paid_fen} fen", Source.REALTIME)])
+        self.alerts.publish(found)
+        return found
+
+    # ---- admin RPCs ----
+
+    async def list_discrepancies(self, status: str, reason: str, order_id: str, source: str,
+                                 size: int) -> list[Discrepancy]:
+        validate_reason_filter(reason)
+        return await self.repo.list_discrepancies(status, reason, order_id, source, page_size(size))
+
+    async def resolve(self, discrepancy_id: int, status: str, note: str) -> Discrepancy:
+        validate_resolution(status, note)
+        done = await self.repo.resolve(discrepancy_id, status, note.strip())
+        if done is None:
+            raise DiscrepancyNotFound(discrepancy_id)
+        log.info("discrepancy %d marked %s: %s", discrepancy_id, status, note)
+        return done
+
+    async def status(self) -> Status:
+        positions, pending, checked, open_, totals = await asyncio.gather(
+            self.repo.positions(), self.repo.pending_checks(), self.repo.checked_orders(),
+            self.repo.open_discrepancies(), self.repo.totals())
+        return Status(positions, {name: self.heads.of(name) for name, _ in self.settings.feeds},
+                      pending, checked, open_, totals)

@@ -1,0 +1,89 @@
+"""gRPC <-> domain for ReconService."""
+
+from __future__ import annotations
+
+import grpc
+
+from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
+from meshkit.timeconv import to_ts
+from recon_svc.daily import DailyRecon, Report
+from recon_svc.domain import Discrepancy, NewDiscrepancy, Status
+from recon_svc.service import ReconService
+
+_STATUS = {
+    Status.OPEN: recon_pb2.DISCREPANCY_STATUS_OPEN,
+    Status.RESOLVED: recon_pb2.DISCREPANCY_STATUS_RESOLVED,
+    Status.ACCEPTED: recon_pb2.DISCREPANCY_STATUS_ACCEPTED,
+}
+_STATUS_OF = {v: k.value for k, v in _STATUS.items()}
+
+
+def discrepancy_pb(d: Discrepancy) -> recon_pb2.Discrepancy:
+    return recon_pb2.Discrepancy(
+        discrepancy_id=d.id, reason=d.reason, order_id=d.order_id, detail=d.detail,
+        status=_STATUS[Status(d.status)], source=d.source, create_time=to_ts(d.created_at), note=d.note,
+        uid=d.uid, subject=d.subject, update_time=to_ts(d.updated_at),
+    )
+
+
+def finding_pb(d: NewDiscrepancy) -> recon_pb2.Discrepancy:
+    return recon_pb2.Discrepancy(reason=d.reason, order_id=d.order_id, detail=d.detail, source=d.source,
+                                 uid=d.uid, subject=d.subject)
+
+
+def report_pb(r: Report) -> recon_pb2.DailyReport:
+    return recon_pb2.DailyReport(date=r.date, orders=r.orders, report_json=r.report_json,
+                                 report_text=r.report_text, discrepancies=r.discrepancies,
+                                 create_time=to_ts(r.created_at))
+
+
+class ReconServicer(recon_pb2_grpc.ReconServiceServicer):
+    def __init__(self, service: ReconService, daily: DailyRecon) -> None:
+        self.service = service
+        self.daily = daily
+
+    async def ListDiscrepancies(
+        self, request: recon_pb2.ListDiscrepanciesRequest, context: grpc.aio.ServicerContext
+    ) -> recon_pb2.ListDiscrepanciesResponse:
+        found = await self.service.list_discrepancies(
+            _STATUS_OF.get(request.status, ""), request.reason, request.order_id, request.source,
+            request.page_size)
+        return recon_pb2.ListDiscrepanciesResponse(discrepancies=[discrepancy_pb(d) for d in found])
+
+    async def ResolveDiscrepancy(
+        self, request: recon_pb2.ResolveDiscrepancyRequest, context: grpc.aio.ServicerContext
+    ) -> recon_pb2.ResolveDiscrepancyResponse:
+        done = await self.service.resolve(request.discrepancy_id, _STATUS_OF.get(request.status, ""),
+                                          request.note)
+        return recon_pb2.ResolveDiscrepancyResponse(discrepancy=discrepancy_pb(done))
+
+    async def CheckOrder(
+        self, request: recon_pb2.CheckOrderRequest, context: grpc.aio.ServicerContext
+    ) -> recon_pb2.CheckOrderResponse:
+        found = await self.service.check_order(request.order_id)
+        return recon_pb2.CheckOrderResponse(discrepancies=[finding_pb(d) for d in found])
+
+    async def GetReconStatus(
+        self, request: recon_pb2.GetReconStatusRequest, context: grpc.aio.ServicerContext
+    ) -> recon_pb2.GetReconStatusResponse:
+        s = await self.service.status()
+        t = s.totals
+        return recon_pb2.GetReconStatusResponse(
+            positions=[recon_pb2.FeedPosition(feed=p.feed, cursor=p.cursor, update_time=to_ts(p.updated_at),
+                                              applied=p.applied, head_time=to_ts(s.heads.get(p.feed)))
+                       for p in s.positions],
+            pending_checks=s.pending_checks, checked_orders=s.checked_orders,
+            open_discrepancies=s.open_discrepancies, credits_fen=t.credits, debits_fen=t.debits,
+            refunds_fen=t.refunds, balances_fen=t.balances, gateway_succeeded_fen=t.gateway_succeeded,
+            orders_succeeded_fen=t.orders_succeeded,
+        )
+
+    async def RunDailyRecon(
+        self, request: recon_pb2.RunDailyReconRequest, context: grpc.aio.ServicerContext
+    ) -> recon_pb2.RunDailyReconResponse:
+        return recon_pb2.RunDailyReconResponse(report=report_pb(await self.daily.run(request.date)))
+
+    async def GetDailyReport(
+        self, request: recon_pb2.GetDailyReportRequest, context: grpc.aio.ServicerContext
+    ) -> recon_pb2.GetDailyReportResponse:
+        return recon_pb2.GetDailyReportResponse(report=report_pb(await self.daily.get(request.date)))

@@ -1,0 +1,247 @@
+"""The compensation job, one test per starting state, against the real ledger and gateway:
+every old non-terminal order ends final, a failed order's debit is refunded exactly once,
+a payout is made at most once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+
+from mesh.account.v1 import account_pb2
+from mesh.gateway.v1 import gateway_pb2
+from mesh.withdraw.v1 import withdraw_pb2
+from tests.integration.test_withdraw_support import WdMesh, start_mesh
+
+
+@pytest.fixture(scope="module")
+async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
+    m = await start_mesh(mesh_env, extra={"WITHDRAW_STUCK_BANDS_S": "0,3600"})
+    yield m
+    await m.stop()
+
+
+async def compensate(mesh: WdMesh, dry_run: bool = False) -> dict[str, withdraw_pb2.CompensationAction]:
+    reply = await mesh.admin().RunCompensation(withdraw_pb2.RunCompensationRequest(
+        dry_run=dry_run, min_age_seconds=0, override_min_age=True), timeout=30)
+    assert reply.ran
+    return {a.order_id: a for a in reply.actions}
+
+
+async def pending_deduct_order(mesh: WdMesh, uid: int, method: str, amount: int, *, debited: bool) -> str:
+    """An order as a confirm leaves it when it never learned the deduct's outcome."""
+    order_id = f"wd-{uuid.uuid4().hex}"
+    await mesh.pool.execute(
+        "INSERT INTO orders (order_id, uid, request_id, amount_fen, channel, method_id, state, state_reason) "
+        "VALUES ($1, $2, $3, $4, 'bank', $5, 'PENDING_DEDUCT', 'created')",
+        order_id, uid, uuid.uuid4().hex, amount, method,
+    )
+    if debited:  # the debit landed; its reply was lost
+        await mesh.account().Deduct(account_pb2.DeductRequest(order_id=order_id, uid=uid, amount_fen=amount),
+                                    timeout=10)
+    return order_id
+
+
+async def paying_order(mesh: WdMesh, uid: int, method: str, amount: int) -> str:
+    order_id = (await mesh.confirm(uid, method, amount)).order.order_id
+    begun = await mesh.coordination().BeginPayout(
+        withdraw_pb2.BeginPayoutRequest(order_id=order_id), timeout=10)
+    assert begun.acquired
+    return order_id
+
+
+async def gateway_payout(mesh: WdMesh, order_id: str, uid: int, channel: str, method: str,
+                         amount: int) -> gateway_pb2.Payout:
+    reply = await mesh.gateway().Payout(gateway_pb2.PayoutRequest(
+        order_id=order_id, uid=uid, channel=channel, method_id=method, amount_fen=amount), timeout=10)
+    return reply.payout
+
+
+async def payouts_of(mesh: WdMesh, order_id: str) -> list[gateway_pb2.Payout]:
+    now = datetime.now(UTC)
+    start, end = gateway_pb2.ListPayoutsRequest().start_time, gateway_pb2.ListPayoutsRequest().end_time
+    start.FromDatetime(now - timedelta(hours=1))
+    end.FromDatetime(now + timedelta(hours=1))
+    reply = await mesh.gateway().ListPayouts(
+        gateway_pb2.ListPayoutsRequest(start_time=start, end_time=end, page_size=5000), timeout=10)
+    return [p for p in reply.payouts if p.order_id == order_id]
+
+
+async def test_dry_run_lists_and_changes_nothing(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=10_000)
+    deduct = await pending_deduct_order(mesh, uid, method, 300, debited=False)
+    queued = (await mesh.confirm(uid, method, 400)).order.order_id
+    paying = await paying_order(mesh, uid, method, 500)
+
+    actions = await compensate(mesh, dry_run=True)
+    assert actions[deduct].action == "fail"
+    assert actions[deduct].from_state == withdraw_pb2.ORDER_STATE_PENDING_DEDUCT
+    assert actions[queued].action == "pay_out"
+    assert actions[paying].action == "retry_payout"
+    assert [await mesh.order_state(o) for o in (deduct, queued, paying)] == [
+        "PENDING_DEDUCT", "PENDING_PAYOUT", "PAYING"]
+    assert await mesh.entries(deduct) == []
+    assert await payouts_of(mesh, queued) == [] and await payouts_of(mesh, paying) == []
+    assert await mesh.balance(uid) == 10_000 - 400 - 500
+
+    stuck = (await mesh.admin().GetStuckOrders(withdraw_pb2.GetStuckOrdersRequest(), timeout=10)).bands
+    counts = {(b.state, b.older_than_seconds): b.count for b in stuck}
+    assert counts[(withdraw_pb2.ORDER_STATE_PENDING_PAYOUT, 0)] >= 1
+    assert counts[(withdraw_pb2.ORDER_STATE_PAYING, 0)] >= 1
+    assert counts[(withdraw_pb2.ORDER_STATE_PENDING_DEDUCT, 0)] >= 1
+    assert counts[(withdraw_pb2.ORDER_STATE_PAYING, 3600)] == 0
+
+    # The real run settles them all.
+    actions = await compensate(mesh)
+    assert actions[deduct].action == "fail"
+    assert [await mesh.order_state(o) for o in (deduct, queued, paying)] == [
+        "FAILED", "SUCCEEDED", "SUCCEEDED"]
+    await mesh.ledger_ok([uid])
+
+
+async def test_pending_deduct_without_debit_fails_and_voids(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000)
+    order_id = await pending_deduct_order(mesh, uid, method, 300, debited=False)
+    action = (await compensate(mesh))[order_id]
+    assert action.action == "fail" and "VOIDED" in action.detail
+    assert await mesh.order_state(order_id) == "FAILED"
+    assert await mesh.entries(order_id) == ["VOID"]
+    # A deduct still in flight from the lost confirm can no longer land.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await mesh.account().Deduct(account_pb2.DeductRequest(order_id=order_id, uid=uid, amount_fen=300),
+                                    timeout=10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert await mesh.balance(uid) == 1_000
+    await mesh.ledger_ok([uid])
+
+
+async def test_pending_deduct_with_debit_fails_and_refunds_once(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000)
+    order_id = await pending_deduct_order(mesh, uid, method, 300, debited=True)
+    assert await mesh.balance(uid) == 700
+    action = (await compensate(mesh))[order_id]
+    assert action.action == "fail_and_refund" and "REFUNDED" in action.detail
+    assert order_id not in await compensate(mesh)  # nothing left to do
+    assert await mesh.order_state(order_id) == "FAILED"
+    assert await mesh.entries(order_id) == ["DEBIT", "REFUND"]
+    assert await mesh.balance(uid) == 1_000
+    await mesh.ledger_ok([uid])
+
+
+async def test_pending_payout_is_paid_out(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000)
+    order_id = (await mesh.confirm(uid, method, 600)).order.order_id
+    action = (await compensate(mesh))[order_id]
+    assert action.action == "pay_out" and action.detail == "SUCCEEDED"
+    assert await mesh.order_state(order_id) == "SUCCEEDED"
+    payouts = await payouts_of(mesh, order_id)
+    assert [(p.state, p.amount_fen) for p in payouts] == [(gateway_pb2.PAYOUT_STATE_SUCCEEDED, 600)]
+    assert await mesh.entries(order_id) == ["DEBIT"]
+    await mesh.ledger_ok([uid])
+
+
+async def test_paying_with_gateway_succeeded_adopts_it_without_refund(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000)
+    order_id = await paying_order(mesh, uid, method, 450)
+    paid = await gateway_payout(mesh, order_id, uid, "bank", method, 450)
+    assert paid.state == gateway_pb2.PAYOUT_STATE_SUCCEEDED  # the worker's reply was lost
+    action = (await compensate(mesh))[order_id]
+    assert action.action == "adopt_succeeded"
+    assert await mesh.order_state(order_id) == "SUCCEEDED"
+    assert await mesh.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'REFUND' AND order_id = $1", order_id) == 0
+    assert await mesh.entries(order_id) == ["DEBIT"]
+    assert len(await payouts_of(mesh, order_id)) == 1
+    assert await mesh.balance(uid) == 550
+    await mesh.ledger_ok([uid])
+
+
+async def test_paying_with_gateway_failed_adopts_it_and_refunds_once(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000, channel="alipay")
+    order_id = await paying_order(mesh, uid, method, 450)
+    faults = mesh.gateway_admin()
+    await faults.SetChannelFaults(gateway_pb2.SetChannelFaultsRequest(
+        faults=gateway_pb2.ChannelFaults(channel="alipay", definitive_failure_rate=1.0)), timeout=10)
+    try:
+        paid = await gateway_payout(mesh, order_id, uid, "alipay", method, 450)
+    finally:
+        await faults.SetChannelFaults(gateway_pb2.SetChannelFaultsRequest(
+            faults=gateway_pb2.ChannelFaults(channel="alipay")), timeout=10)
+    assert paid.state == gateway_pb2.PAYOUT_STATE_FAILED
+    first, second = await compensate(mesh), await compensate(mesh)
+    assert first[order_id].action == "adopt_failed" and "REFUNDED" in first[order_id].detail
+    assert order_id not in second
+    assert await mesh.order_state(order_id) == "FAILED"
+    assert await mesh.entries(order_id) == ["DEBIT", "REFUND"]
+    assert await mesh.balance(uid) == 1_000
+    await mesh.ledger_ok([uid])
+
+
+async def test_paying_without_gateway_record_is_paid_once_not_twice(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000)
+    order_id = await paying_order(mesh, uid, method, 350)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await mesh.gateway().QueryPayout(gateway_pb2.QueryPayoutRequest(order_id=order_id), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    # Two runs at once: one holds the job, the other says it did not run.
+    replies = await asyncio.gather(*(mesh.admin().RunCompensation(withdraw_pb2.RunCompensationRequest(
+        min_age_seconds=0, override_min_age=True), timeout=30) for _ in range(2)))
+    ran = [r for r in replies if r.ran]
+    assert ran
+    actions = [a for r in ran for a in r.actions if a.order_id == order_id]
+    assert [a.action for a in actions] == ["retry_payout"]
+    assert order_id not in await compensate(mesh)
+    assert await mesh.order_state(order_id) == "SUCCEEDED"
+    assert len(await payouts_of(mesh, order_id)) == 1
+    assert await mesh.entries(order_id) == ["DEBIT"]
+    assert await mesh.balance(uid) == 650
+    await mesh.ledger_ok([uid])
+
+
+async def test_an_order_locked_by_a_payout_worker_is_left_alone(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000)
+    order_id = (await mesh.confirm(uid, method, 250)).order.order_id
+    lock = mesh.keys.order_lock(order_id)
+    await mesh.redis.set(lock, "payout-worker-7", px=30_000)
+    action = (await compensate(mesh))[order_id]
+    assert action.action == "wait" and "locked" in action.detail
+    assert await mesh.order_state(order_id) == "PENDING_PAYOUT"
+    assert await mesh.redis.get(lock) == b"payout-worker-7"  # not released by someone else
+    await mesh.redis.delete(lock)
+    assert (await compensate(mesh))[order_id].action == "pay_out"
+    assert await mesh.order_state(order_id) == "SUCCEEDED"
+
+
+async def test_one_runner_at_a_time(mesh: WdMesh) -> None:
+    key = mesh.app().compensation.lock_key
+    async with mesh.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        try:
+            reply = await mesh.admin().RunCompensation(withdraw_pb2.RunCompensationRequest(), timeout=10)
+            assert not reply.ran and not reply.actions
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    assert (await mesh.admin().RunCompensation(withdraw_pb2.RunCompensationRequest(), timeout=10)).ran
+
+
+async def test_the_sweep_settles_failed_orders_whose_refund_is_pending(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000)
+    order_id = await paying_order(mesh, uid, method, 700)
+    # FAILED (as a worker would set it), its refund job deferred as after repeated errors.
+    async with mesh.pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE orders SET state = 'FAILED', failure_reason = 'PAYOUT_FAILED', "
+                           "state_reason = 'test' WHERE order_id = $1", order_id)
+        await conn.execute("UPDATE outbox SET next_attempt_at = now() + interval '1 hour' "
+                           "WHERE kind = 'REFUND' AND order_id = $1", order_id)
+    assert await mesh.balance(uid) == 300
+    action = (await compensate(mesh))[order_id]
+    assert action.action == "refund" and action.from_state == withdraw_pb2.ORDER_STATE_FAILED
+    assert "REFUNDED" in action.detail
+    assert order_id not in await compensate(mesh)
+    assert await mesh.entries(order_id) == ["DEBIT", "REFUND"]
+    assert await mesh.balance(uid) == 1_000
+    await mesh.ledger_ok([uid])

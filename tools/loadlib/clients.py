@@ -1,0 +1,124 @@
+"""Stubs for every service of a running mesh, found the way the services find each other:
+`<SVC>_ADDR` (else 127.0.0.1 on the default port) and `MESH_TLS_*` for mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.account.v1 import account_pb2_grpc
+from mesh.feed.v1 import feed_pb2_grpc
+from mesh.gateway.v1 import gateway_pb2_grpc
+from mesh.payout.v1 import payout_pb2_grpc
+from mesh.recon.v1 import recon_pb2_grpc
+from mesh.withdraw.v1 import withdraw_pb2_grpc
+from meshkit.identity import CALLER_HEADER
+from meshkit.settings import DEFAULT_PORTS, TlsSettings
+
+SERVICES = ("gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc")
+
+_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # A killed and restarted service must be re-dialled quickly, not after the default backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+def open_channel(address: str, tls: TlsSettings) -> grpc.aio.Channel:
+    """A channel without client interceptors: the load generator shares two cores with the
+    mesh, and a Python interceptor per call costs more than the call itself."""
+    if not tls.enabled:
+        return grpc.aio.insecure_channel(address, options=_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(tls.ca_file).read_bytes(),
+        private_key=Path(tls.key_file).read_bytes(),
+        certificate_chain=Path(tls.cert_file).read_bytes(),
+    )
+    return grpc.aio.secure_channel(address, credentials, options=_OPTIONS)
+
+
+def address_of(service: str, env: Mapping[str, str]) -> str:
+    """As the services resolve a peer: `<SVC>_ADDR`, else localhost on `<SVC>_PORT` or the default."""
+    upper = service.upper()
+    return env.get(f"{upper}_ADDR") or f"127.0.0.1:{env.get(f'{upper}_PORT') or DEFAULT_PORTS[service]}"
+
+
+@dataclass
+class MeshClients:
+    """One channel per service and the stubs the tools use."""
+
+    caller: str
+    addresses: dict[str, str]
+    channels: dict[str, grpc.aio.Channel]
+    withdraw: withdraw_pb2_grpc.WithdrawServiceStub
+    withdraw_admin: withdraw_pb2_grpc.WithdrawAdminServiceStub
+    withdraw_feed: feed_pb2_grpc.ChangeFeedServiceStub
+    account: account_pb2_grpc.AccountServiceStub
+    gateway: gateway_pb2_grpc.GatewayServiceStub
+    gateway_admin: gateway_pb2_grpc.GatewayAdminServiceStub
+    payout_admin: payout_pb2_grpc.PayoutAdminServiceStub
+    recon: recon_pb2_grpc.ReconServiceStub
+    # Change feeds by the name recon gives them.
+    feeds: dict[str, feed_pb2_grpc.ChangeFeedServiceStub]
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((CALLER_HEADER, self.caller),)
+
+    @classmethod
+    def from_env(cls, caller: str, environ: Mapping[str, str] | None = None) -> MeshClients:
+        env = os.environ if environ is None else environ
+        tls = TlsSettings(env.get("MESH_TLS_CA", ""), env.get("MESH_TLS_CERT", ""),
+                          env.get("MESH_TLS_KEY", ""))
+        addresses = {svc: address_of(svc, env) for svc in SERVICES}
+        channels = {svc: open_channel(addr, tls) for svc, addr in addresses.items()}
+        return cls(
+            caller=caller,
+            addresses=addresses,
+            channels=channels,
+            withdraw=withdraw_pb2_grpc.WithdrawServiceStub(channels["withdraw_svc"]),
+            withdraw_admin=withdraw_pb2_grpc.WithdrawAdminServiceStub(channels["withdraw_svc"]),
+            withdraw_feed=feed_pb2_grpc.ChangeFeedServiceStub(channels["withdraw_svc"]),
+            account=account_pb2_grpc.AccountServiceStub(channels["account_svc"]),
+            gateway=gateway_pb2_grpc.GatewayServiceStub(channels["gateway_mock"]),
+            gateway_admin=gateway_pb2_grpc.GatewayAdminServiceStub(channels["gateway_mock"]),
+            payout_admin=payout_pb2_grpc.PayoutAdminServiceStub(channels["payout_svc"]),
+            recon=recon_pb2_grpc.ReconServiceStub(channels["recon_svc"]),
+            feeds={
+                "account": feed_pb2_grpc.ChangeFeedServiceStub(channels["account_svc"]),
+                "withdraw": feed_pb2_grpc.ChangeFeedServiceStub(channels["withdraw_svc"]),
+                "gateway": feed_pb2_grpc.ChangeFeedServiceStub(channels["gateway_mock"]),
+            },
+        )
+
+    async def serving(self, service: str, timeout: float = 1.0) -> bool:
+        stub = health_pb2_grpc.HealthStub(self.channels[service])
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def wait_serving(self, services: tuple[str, ...] = SERVICES, timeout: float = 30.0) -> list[str]:
+        """Wait until every service answers SERVING; returns those that still do not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        missing = list(services)
+        while missing:
+            states = await asyncio.gather(*(self.serving(svc) for svc in missing))
+            missing = [svc for svc, ok in zip(missing, states, strict=True) if not ok]
+            if not missing or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.2)
+        return missing
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self.channels.values()))

@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""Run the five services as background processes.
+
+    python tools/mesh.py up | down | status | restart <svc> | kill <svc>
+
+`up` starts them in dependency order with `.venv/bin/python -m <svc>`, configured from
+the environment (DATABASE_URL, REDIS_URL, MESH_KEY_PREFIX, <SVC>_PORT, <SVC>_ADDR, ...),
+logs to .run/logs/<svc>.log, pids in .run/pids/<svc>.pid, and waits until each answers
+grpc.health.v1 SERVING. Services already running (pid alive and SERVING) are left alone.
+`down` sends SIGTERM (graceful drain) and SIGKILLs what is still alive after the grace
+period. `kill` is a bare SIGKILL, for drills.
+
+The functions are the API for tests and drill tooling: pass an env and a Layout (run
+directory) to run a second, isolated mesh beside the default one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run"
+
+# Dependency order: a service's peers start before it (recon reads everyone).
+SERVICES: tuple[str, ...] = ("gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc")
+DEFAULT_PORTS: dict[str, int] = {
+    "account_svc": 50051,
+    "withdraw_svc": 50052,
+    "payout_svc": 50053,
+    "recon_svc": 50054,
+    "gateway_mock": 50055,
+}
+HEALTH_TIMEOUT_S = 30.0
+# Services drain for MESH_SHUTDOWN_GRACE_S (default 10 s); a little more before SIGKILL.
+STOP_MARGIN_S = 5.0
+LOG_TAIL_LINES = 40
+
+SERVING = "SERVING"
+NOT_SERVING = "NOT_SERVING"
+UNREACHABLE = "UNREACHABLE"
+
+log = logging.getLogger("mesh")
+
+# Processes started by this interpreter: waiting on them reaps them and yields exit codes.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class MeshError(Exception):
+    """A service did not come up or go down as asked; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one mesh keeps its logs and pidfiles."""
+
+    run_dir: Path = RUN
+
+    @property
+    def logs(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.run_dir / "pids"
+
+    def log_file(self, service: str) -> Path:
+        return self.logs / f"{service}.log"
+
+    def pid_file(self, service: str) -> Path:
+        return self.pids / f"{service}.pid"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    pid: int | None
+    address: str
+    health: str
+
+
+def _check_service(service: str) -> None:
+    if service not in SERVICES:
+        raise MeshError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+
+
+def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """os.environ plus overrides, with the repo and generated code importable."""
+    env = dict(os.environ)
+    env.update(overrides or {})
+    paths = [str(ROOT), str(ROOT / "gen")]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    # Peers find each other by <SVC>_ADDR only: a port moved by <SVC>_PORT alone must move
+    # the address too, or the others would dial the default port.
+    for service in SERVICES:
+        if env.get(f"{service.upper()}_PORT") and not env.get(f"{service.upper()}_ADDR"):
+            env[f"{service.upper()}_ADDR"] = f"127.0.0.1:{env[f'{service.upper()}_PORT']}"
+    return env
+
+
+def port_of(service: str, env: Mapping[str, str]) -> int:
+    raw = env.get(f"{service.upper()}_PORT", "")
+    return int(raw) if raw else DEFAULT_PORTS[service]
+
+
+def addr_of(service: str, env: Mapping[str, str]) -> str:
+    """Where clients reach it: <SVC>_ADDR, else localhost on its port."""
+    return env.get(f"{service.upper()}_ADDR") or f"127.0.0.1:{port_of(service, env)}"
+
+
+def tls_enabled(env: Mapping[str, str]) -> bool:
+    return all(env.get(k) for k in ("MESH_TLS_CA", "MESH_TLS_CERT", "MESH_TLS_KEY"))
+
+
+def _channel(address: str, env: Mapping[str, str]) -> grpc.Channel:
+    if not tls_enabled(env):
+        return grpc.insecure_channel(address)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(env["MESH_TLS_CA"]).read_bytes(),
+        private_key=Path(env["MESH_TLS_KEY"]).read_bytes(),
+        certificate_chain=Path(env["MESH_TLS_CERT"]).read_bytes(),
+    )
+    return grpc.secure_channel(address, credentials)
+
+
+def health(address: str, env: Mapping[str, str] | None = None, timeout: float = 1.0) -> str:
+    """SERVING, NOT_SERVING (or another health status name), or UNREACHABLE."""
+    with _channel(address, env if env is not None else os.environ) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return UNREACHABLE
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
+
+
+def pid_alive(pid: int, service: str) -> bool:
+    """The pid runs `-m <service>` (guards against pid reuse; a zombie counts as dead)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return service.encode() in argv
+
+
+def _recorded_pid(service: str, layout: Layout) -> int | None:
+    try:
+        return int(layout.pid_file(service).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def running_pid(service: str, layout: Layout = Layout()) -> int | None:
+    """The pid from its pidfile if that process still runs the service."""
+    pid = _recorded_pid(service, layout)
+    if pid is None:
+        return None
+    if pid in _children:
+        return pid if _children[pid].poll() is None else None
+    return pid if pid_alive(pid, service) else None
+
+
+def log_tail(service: str, layout: Layout = Layout(), lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = layout.log_file(service).read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def python_bin() -> str:
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def start(service: str, env: Mapping[str, str], layout: Layout = Layout()) -> subprocess.Popen[bytes]:
+    """Launch one service in the background (no waiting); records its pidfile."""
+    _check_service(service)
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    layout.pids.mkdir(parents=True, exist_ok=True)
+    with layout.log_file(service).open("ab") as out:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        out.write(f"--- mesh.py: starting {service} at {stamp} ---\n".encode())
+        out.flush()
+        # Own session: a Ctrl-C in the terminal that ran `make up` does not reach it.
+        proc = subprocess.Popen(
+            [python_bin(), "-m", service], cwd=ROOT, env=dict(env),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    layout.pid_file(service).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _exited(pid: int, service: str) -> tuple[bool, int | None]:
+    """(gone, exit code); the code is known only for processes this interpreter started."""
+    proc = _children.get(pid)
+    if proc is not None:
+        code = proc.poll()
+        return code is not None, code
+    return not pid_alive(pid, service), None
+
+
+def wait_serving(service: str, pid: int, env: Mapping[str, str], layout: Layout = Layout(),
+                 timeout: float = HEALTH_TIMEOUT_S) -> float:
+    """Block until the service answers SERVING; returns seconds waited. On failure
+    (it exited, or timeout) raises MeshError carrying its log tail."""
+    address = addr_of(service, env)
+    started = time.monotonic()
+    deadline = started + timeout
+    state = UNREACHABLE
+    while True:
+        gone, code = _exited(pid, service)
+        if gone:
+            raise MeshError(
+                f"{service} (pid {pid}) exited with code {code} before serving\n"
+                f"--- tail of {layout.log_file(service)} ---\n{log_tail(service, layout)}"
+            )
+        state = health(address, env, timeout=1.0)
+        if state == SERVING:
+            return time.monotonic() - started
+        if time.monotonic() >= deadline:
+            raise MeshError(
+                f"{service} (pid {pid}) at {address} not SERVING after {timeout:.0f}s (health: {state})\n"
+                f"--- tail of {layout.log_file(service)} ---\n{log_tail(service, layout)}"
+            )
+        time.sleep(0.1)
+
+
+def ensure(service: str, env: Mapping[str, str], layout: Layout = Layout(),
+           timeout: float = HEALTH_TIMEOUT_S) -> int:
+    """Start `service` unless it already runs; wait for SERVING. Returns its pid."""
+    _check_service(service)
+    address = addr_of(service, env)
+    pid = running_pid(service, layout)
+    if pid is not None:
+        wait_serving(service, pid, env, layout, timeout)
+        log.info("%-13s already running  pid %-7d %s", service, pid, address)
+        return pid
+    if _listening(address):
+        # gRPC sets SO_REUSEPORT: a second server on a taken port would start "fine" and
+        # then share the traffic with whatever already listens there.
+        raise MeshError(
+            f"{service}: {address} is already in use by a process mesh.py did not start "
+            f"(no live pid in {layout.pid_file(service)}); stop it, or set {service.upper()}_PORT"
+        )
+    proc = start(service, env, layout)
+    try:
+        waited = wait_serving(service, proc.pid, env, layout, timeout)
+    except MeshError:
+        stop(service, layout, grace=2.0)
+        raise
+    log.info("%-13s started          pid %-7d %s  SERVING after %.1fs", service, proc.pid, address, waited)
+    return proc.pid
+
+
+def up(env: Mapping[str, str] | None = None, layout: Layout = Layout(),
+       services: Iterable[str] = SERVICES, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, int]:
+    """Bring every service up in order, each SERVING before the next starts."""
+    full = service_env(env)
+    return {service: ensure(service, full, layout, timeout) for service in services}
+
+
+def stop_grace(env: Mapping[str, str] | None = None) -> float:
+    source = env if env is not None else os.environ
+    return float(source.get("MESH_SHUTDOWN_GRACE_S") or 10.0) + STOP_MARGIN_S
+
+
+def _wait_gone(pid: int, service: str, timeout: float) -> tuple[bool, int | None]:
+    deadline = time.monotonic() + timeout
+    while True:
+        gone, code = _exited(pid, service)
+        if gone or time.monotonic() >= deadline:
+            return gone, code
+        time.sleep(0.05)
+
+
+def stop(service: str, layout: Layout = Layout(), grace: float | None = None) -> int | None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL. Returns the exit code when this
+    interpreter started it (else None), or -9 when it had to be killed. No-op when not
+    running."""
+    _check_service(service)
+    pid = _recorded_pid(service, layout)
+    if pid is None or running_pid(service, layout) is None:
+        layout.pid_file(service).unlink(missing_ok=True)
+        # Our child that already died: report how it ended rather than nothing.
+        proc = _children.pop(pid, None) if pid is not None else None
+        return proc.poll() if proc is not None else None
+    grace = stop_grace() if grace is None else grace
+    os.kill(pid, signal.SIGTERM)
+    gone, code = _wait_gone(pid, service, grace)
+    if not gone:
+        log.warning("%s (pid %d) still running after %.0fs: SIGKILL", service, pid, grace)
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, service, 5.0)
+        code = -signal.SIGKILL
+    _children.pop(pid, None)
+    layout.pid_file(service).unlink(missing_ok=True)
+    log.info("%-13s stopped          pid %d%s", service, pid, "" if code is None else f"  exit {code}")
+    return code
+
+
+def down(layout: Layout = Layout(), services: Iterable[str] = SERVICES,
+         grace: float | None = None) -> dict[str, int | None]:
+    """Stop in reverse dependency order, so nothing loses a peer while it drains."""
+    return {service: stop(service, layout, grace) for service in reversed(tuple(services))}
+
+
+def kill(service: str, layout: Layout = Layout()) -> int | None:
+    """SIGKILL, no drain (crash drills). Returns the pid killed, or None."""
+    _check_service(service)
+    pid = running_pid(service, layout)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid, service, 5.0)
+    _children.pop(pid, None)
+    layout.pid_file(service).unlink(missing_ok=True)
+    log.info("%-13s killed           pid %d", service, pid)
+    return pid
+
+
+def restart(service: str, env: Mapping[str, str] | None = None, layout: Layout = Layout(),
+            timeout: float = HEALTH_TIMEOUT_S) -> int:
+    full = service_env(env)
+    stop(service, layout, stop_grace(full))
+    return ensure(service, full, layout, timeout)
+
+
+def status(env: Mapping[str, str] | None = None, layout: Layout = Layout()) -> list[ServiceStatus]:
+    source = env if env is not None else os.environ
+    result = []
+    for service in SERVICES:
+        address = addr_of(service, source)
+        result.append(ServiceStatus(service, running_pid(service, layout), address, health(address, source)))
+    return result
+
+
+def grpcurl_hints(env: Mapping[str, str] | None = None) -> str:
+    source = env if env is not None else os.environ
+    tls = "-cacert $MESH_TLS_CA -cert $MESH_TLS_CERT -key $MESH_TLS_KEY"
+    grpcurl = ".venv/bin/grpcurl " + (tls if tls_enabled(source) else "-plaintext")
+    a = {s: addr_of(s, source) for s in SERVICES}
+    calls = [
+        ("gateway_mock", "mesh.gateway.v1.GatewayService/ListMethods", '{"uid": 1}'),
+        ("account_svc", "mesh.account.v1.AccountService/GetBalance", '{"uid": 1}'),
+        ("withdraw_svc", "mesh.withdraw.v1.WithdrawAdminService/GetGate", '{"uid": 1}'),
+        ("payout_svc", "mesh.payout.v1.PayoutAdminService/GetChannelStats", "{}"),
+        ("recon_svc", "mesh.recon.v1.ReconService/GetReconStatus", "{}"),
+    ]
+    lines = [
+        "Try the mesh with grpcurl (server reflection is on):",
+        *(f"  {grpcurl} {a[s]} list" for s in SERVICES),
+        f"  {grpcurl} {a['withdraw_svc']} list mesh.withdraw.v1.WithdrawService",
+        f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.WithdrawService",
+        f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.ConfirmWithdrawRequest",
+        *(f"  {grpcurl} -d {shlex.quote(body)} {a[s]} {method}" for s, method, body in calls),
+        f"  {grpcurl} {a['account_svc']} grpc.health.v1.Health/Check",
+    ]
+    return "\n".join(lines)
+
+
+USAGE = "usage: mesh.py up | down | status | restart <svc> | kill <svc>"
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="mesh: %(message)s", stream=sys.stdout)
+    command, args = (argv[0], argv[1:]) if argv else ("", [])
+    try:
+        if command == "up" and not args:
+            up()
+            print(grpcurl_hints())
+        elif command == "down" and not args:
+            down()
+        elif command == "status" and not args:
+            rows = status()
+            print(f"{'service':<13} {'pid':>7}  {'address':<21} health")
+            for row in rows:
+                print(f"{row.service:<13} {row.pid or '-':>7}  {row.address:<21} {row.health}")
+            return 0 if all(r.health == SERVING for r in rows) else 1
+        elif command == "restart" and len(args) == 1:
+            restart(args[0])
+        elif command == "kill" and len(args) == 1:
+            if kill(args[0]) is None:
+                print(f"mesh: {args[0]} is not running")
+        else:
+            print(USAGE, file=sys.stderr)
+            return 2
+    except MeshError as exc:
+        print(f"mesh: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

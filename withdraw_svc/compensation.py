@@ -1,0 +1,259 @@
+"""The compensation job: pushes every old non-terminal order to a final state, and makes
+sure every FAILED order's refund is settled. One runner across replicas (advisory lock);
+safe beside payout_svc's workers because it takes the same Redis order lock and moves
+orders only by the same compare-and-set transitions."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from meshkit.background import sleep_or_stop
+from meshkit.logs import log_context
+from withdraw_svc.domain import (
+    Action,
+    Facts,
+    FailureReason,
+    GatewayView,
+    Order,
+    OrderState,
+    adopt_payout,
+    decide,
+)
+from withdraw_svc.peers import AccountClient, GatewayClient, GatewayPayout, PeerError
+from withdraw_svc.relay import RefundRelay
+from withdraw_svc.repository import Repository, StuckCount
+from withdraw_svc.settings import Settings
+from withdraw_svc.streams import RedisPort
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+MAX_REPORTED_ACTIONS = 10_000
+# The gateway refused the request itself: it recorded nothing and never will for it.
+_PAYOUT_REFUSED = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION"})
+
+
+@dataclass(frozen=True)
+class CompensationAction:
+    order_id: str
+    from_state: OrderState
+    action: Action
+    detail: str
+
+
+class Compensation:
+    def __init__(
+        self, settings: Settings, repo: Repository, redis: RedisPort, account: AccountClient,
+        gateway: GatewayClient, refunds: RefundRelay,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.redis = redis
+        self.account = account
+        self.gateway = gateway
+        self.refunds = refunds
+        digest = hashlib.sha256(f"withdraw-compensation:{settings.common.db_schema}".encode()).digest()
+        self.lock_key = int.from_bytes(digest[:8], "big", signed=True)
+        self.last_stuck: list[StuckCount] = []
+
+    # -- loops -----------------------------------------------------------------------------
+
+    async def loop(self, stopping: asyncio.Event) -> None:
+        while not await sleep_or_stop(stopping, self.settings.compensation_interval_s):
+            try:
+                ran, actions = await self.run(dry_run=False, min_age_s=self.settings.compensation_min_age_s)
+                if ran and actions:
+                    log.info("compensation moved %d orders", len(actions))
+            except Exception:
+                log.exception("compensation run failed")
+
+    async def stuck_loop(self, stopping: asyncio.Event) -> None:
+        """Early warning: orders past the age bands, reported long before the job's cut-off."""
+        while not await sleep_or_stop(stopping, self.settings.stuck_check_interval_s):
+            try:
+                counts = await self.stuck_counts()
+            except Exception:
+                log.warning("stuck-order check failed", exc_info=True)
+                continue
+            for c in counts:
+                if c.count:
+                    log.warning("%d orders in %s for over %ds", c.count, c.state, c.older_than_s,
+                                extra={"stuck_state": c.state.value, "stuck_band_s": c.older_than_s,
+                                       "stuck_count": c.count})
+
+    async def stuck_counts(self) -> list[StuckCount]:
+        self.last_stuck = await self.repo.stuck_counts(self.settings.stuck_bands_s)
+        return self.last_stuck
+
+    # -- one run ---------------------------------------------------------------------------
+
+    async def run(self, *, dry_run: bool, min_age_s: int) -> tuple[bool, list[CompensationAction]]:
+        """(ran, actions). ran is False when another replica holds the job."""
+        # A connection of its own: the session lock dies with it, whatever happens to the
+        # run, and never rides back into the pool with a pooled connection.
+        conn = await asyncpg.connect(self.settings.common.database_url)
+        try:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
+                return False, []
+            return True, await self._run(dry_run, max(0, min_age_s))
+        finally:
+            await conn.close()
+
+    async def _run(self, dry_run: bool, min_age_s: int) -> list[CompensationAction]:
+        actions: list[CompensationAction] = []
+        if not dry_run:
+            missing = await self.repo.ensure_refund_jobs()
+            if missing:
+                log.error("%d FAILED orders had no refund job; written now", missing)
+        gate = asyncio.Semaphore(max(1, self.settings.compensation_concurrency))
+
+        async def bounded(order: Order) -> CompensationAction:
+            async with gate:
+                with log_context(order_id=order.order_id, uid=order.uid):
+                    return await self.handle(order, dry_run)
+
+        after = None
+        while True:
+            orders = await self.repo.open_orders_older_than(min_age_s, PAGE, after)
+            if not orders:
+                break
+            actions.extend(await asyncio.gather(*(bounded(o) for o in orders)))
+            after = (orders[-1].created_at, orders[-1].order_id)
+            if len(orders) < PAGE or dry_run:
+                # A dry run moves nothing, so one page shows what the next run starts with.
+                break
+        actions.extend(await self._sweep_refunds(dry_run, min_age_s))
+        for a in actions:
+            if a.action is not Action.WAIT or a.detail:
+                log.info("compensation %s %s: %s (%s)", "would" if dry_run else "did", a.action,
+                         a.detail, a.order_id, extra={"order_id": a.order_id})
+        return actions[:MAX_REPORTED_ACTIONS]
+
+    async def _sweep_refunds(self, dry_run: bool, min_age_s: int) -> list[CompensationAction]:
+        orders = await self.repo.failed_unrefunded(min_age_s, PAGE)
+        if not orders:
+            return []
+        if dry_run:
+            return [CompensationAction(o.order_id, OrderState.FAILED, Action.REFUND,
+                                       "refund job not settled") for o in orders]
+        await self.refunds.process([o.order_id for o in orders])
+        return [
+            CompensationAction(o.order_id, OrderState.FAILED, Action.REFUND,
+                               await self._refund_detail(o.order_id))
+            for o in orders
+        ]
+
+    async def handle(self, order: Order, dry_run: bool) -> CompensationAction:
+        if order.state is OrderState.PENDING_DEDUCT:
+            return await self._pending_deduct(order, dry_run)
+        if dry_run:
+            return await self._plan(order)
+        token = await self.redis.lock_order(order.order_id, self.settings.order_lock_ms)
+        if token is None:
+            return self._act(order, Action.WAIT, "order locked by a payout worker")
+        try:
+            current = await self.repo.get_order(order.order_id)
+            if current is None or current.state is not order.state:
+                return self._act(order, Action.WAIT, "order moved on meanwhile")
+            if order.state is OrderState.PENDING_PAYOUT:
+                moved = await self.repo.transition(
+                    order.order_id, [OrderState.PENDING_PAYOUT], OrderState.PAYING, "compensation: paying out"
+                )
+                if moved is None:
+                    return self._act(order, Action.WAIT, "order moved on meanwhile")
+                return await self._pay(order, Action.PAY_OUT)
+            view = await self._query(order.order_id)
+            action = decide(OrderState.PAYING, Facts(gateway=view.view))
+            if action is Action.RETRY_PAYOUT:
+                return await self._pay(order, Action.RETRY_PAYOUT)
+            if action in (Action.ADOPT_SUCCEEDED, Action.ADOPT_FAILED):
+                return await self._adopt(order, view, action)
+            return self._act(order, Action.WAIT, f"gateway says {view.view}; left PAYING")
+        finally:
+            await self.redis.unlock_order(order.order_id, token)
+
+    async def _plan(self, order: Order) -> CompensationAction:
+        if order.state is OrderState.PENDING_PAYOUT:
+            return self._act(order, Action.PAY_OUT, f"would pay out through {order.channel}")
+        view = await self._query(order.order_id)
+        action = decide(order.state, Facts(gateway=view.view))
+        return self._act(order, action, f"gateway says {view.view}")
+
+    async def _pending_deduct(self, order: Order, dry_run: bool) -> CompensationAction:
+        try:
+            debit: bool | None = await self.account.debit_exists(order.order_id)
+        except PeerError as err:
+            log.warning("could not read the ledger for %s: %s", order.order_id, err)
+            debit = None
+        action = decide(OrderState.PENDING_DEDUCT, Facts(debit_exists=debit))
+        seen = {True: "debit found", False: "no debit", None: "ledger did not answer"}[debit]
+        if dry_run:
+            return self._act(order, action, f"{seen}; would fail it and settle its refund job")
+        failed = await self.repo.fail_order(
+            order.order_id, [OrderState.PENDING_DEDUCT], FailureReason.DEDUCT_UNCONFIRMED,
+            "compensation: deduct never confirmed",
+        )
+        if failed is None:
+            return self._act(order, Action.WAIT, "order moved on meanwhile")
+        await self.refunds.process([order.order_id])
+        return self._act(order, action, f"{seen}; FAILED, {await self._refund_detail(order.order_id)}")
+
+    async def _query(self, order_id: str) -> GatewayPayout:
+        try:
+            return await self.gateway.query(order_id)
+        except PeerError as err:
+            log.warning("could not query the gateway for %s: %s", order_id, err)
+            return GatewayPayout(GatewayView.UNKNOWN)
+
+    async def _pay(self, order: Order, action: Action) -> CompensationAction:
+        """Pay a PAYING order (idempotent at the gateway per order id) and adopt the answer."""
+        try:
+            answer = await self.gateway.payout(
+                order.order_id, order.uid, order.channel, order.method_id, order.amount_fen
+            )
+        except PeerError as err:
+            if err.code in _PAYOUT_REFUSED:
+                failed = await self.repo.fail_order(
+                    order.order_id, [OrderState.PAYING], FailureReason.PAYOUT_REJECTED, err.message[:200]
+                )
+                if failed is not None:
+                    await self.refunds.process([order.order_id])
+                    return self._act(order, action, f"gateway refused the payout ({err.message}); "
+                                                    f"FAILED, {await self._refund_detail(order.order_id)}")
+            return self._act(order, Action.WAIT, f"payout outcome unknown ({err.code}); left PAYING")
+        return await self._adopt(order, answer, action)
+
+    async def _adopt(self, order: Order, answer: GatewayPayout, action: Action) -> CompensationAction:
+        target = adopt_payout(answer.view)
+        if target is OrderState.SUCCEEDED:
+            moved = await self.repo.transition(
+                order.order_id, [OrderState.PAYING], OrderState.SUCCEEDED, "compensation: gateway succeeded"
+            )
+            return self._act(order, action, "SUCCEEDED" if moved else "order moved on meanwhile")
+        if target is OrderState.FAILED:
+            failed = await self.repo.fail_order(
+                order.order_id, [OrderState.PAYING], FailureReason.PAYOUT_FAILED,
+                answer.failure_reason[:200] or "gateway failed the payout",
+            )
+            if failed is None:
+                return self._act(order, action, "order moved on meanwhile")
+            await self.refunds.process([order.order_id])
+            return self._act(order, action, f"FAILED, {await self._refund_detail(order.order_id)}")
+        return self._act(order, Action.WAIT, f"gateway says {answer.view}; left PAYING")
+
+    async def _refund_detail(self, order_id: str) -> str:
+        job = await self.repo.refund_job(order_id)
+        if job is None:
+            return "no refund job"
+        if job["done_at"] is not None:
+            return f"refund {job['outcome']}"
+        return f"refund pending ({job['last_error'] or 'queued'})"
+
+    @staticmethod
+    def _act(order: Order, action: Action, detail: str) -> CompensationAction:
+        return CompensationAction(order.order_id, order.state, action, detail)

@@ -1,0 +1,376 @@
+"""Withdraw orders, the gate and the compensation rules: pure, no I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from meshkit.errors import Code, Conflict, DomainError, FailedPrecondition, InvalidArgument
+
+MAX_REQUEST_ID_LEN = 64
+MAX_METHOD_ID_LEN = 128
+MAX_TOKENS = 200
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+DEFAULT_BIND_PROMPT = "Bind a payout method now so you can withdraw as soon as withdrawals open."
+MAX_RELEASE_MODULUS = 1_000_000
+
+
+class OrderState(StrEnum):
+    PENDING_DEDUCT = "PENDING_DEDUCT"
+    PENDING_PAYOUT = "PENDING_PAYOUT"
+    PAYING = "PAYING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (OrderState.SUCCEEDED, OrderState.FAILED)
+
+
+OPEN_STATES = (OrderState.PENDING_DEDUCT, OrderState.PENDING_PAYOUT, OrderState.PAYING)
+
+# The database enforces the same table (migrations/001_withdraw.sql, orders_guard).
+TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+    OrderState.PENDING_DEDUCT: frozenset({OrderState.PENDING_PAYOUT, OrderState.FAILED}),
+    OrderState.PENDING_PAYOUT: frozenset({OrderState.PAYING, OrderState.FAILED}),
+    OrderState.PAYING: frozenset({OrderState.SUCCEEDED, OrderState.FAILED}),
+    OrderState.SUCCEEDED: frozenset(),
+    OrderState.FAILED: frozenset(),
+}
+
+
+def can_transition(current: OrderState, target: OrderState) -> bool:
+    return target in TRANSITIONS[current]
+
+
+class FailureReason(StrEnum):
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    DEDUCT_REFUSED = "DEDUCT_REFUSED"
+    DEDUCT_UNCONFIRMED = "DEDUCT_UNCONFIRMED"
+    PAYOUT_FAILED = "PAYOUT_FAILED"
+    PAYOUT_REJECTED = "PAYOUT_REJECTED"
+
+
+class RefundState(StrEnum):
+    NONE = ""
+    PENDING = "PENDING"
+    REFUNDED = "REFUNDED"
+    VOIDED = "VOIDED"
+
+
+@dataclass(frozen=True)
+class StateChange:
+    from_state: OrderState | None
+    to_state: OrderState
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    uid: int
+    request_id: str
+    amount_fen: int
+    channel: str
+    method_id: str
+    state: OrderState
+    failure_reason: str
+    created_at: datetime
+    updated_at: datetime
+    refund_state: RefundState = RefundState.NONE
+    history: tuple[StateChange, ...] = field(default=())
+
+    def with_history(self, history: tuple[StateChange, ...]) -> Order:
+        return replace(self, history=history)
+
+
+@dataclass(frozen=True)
+class Limits:
+    min_fen: int
+    max_fen: int
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfirmInput:
+    uid: int
+    request_id: str
+    amount_fen: int
+    method_id: str
+    tokens: tuple[str, ...]
+
+
+def validate_uid(uid: int) -> None:
+    if uid <= 0:
+        raise InvalidArgument(f"uid must be a positive integer, got {uid}", reason="BAD_UID")
+
+
+def validate_confirm(req: ConfirmInput, limits: Limits) -> None:
+    validate_uid(req.uid)
+    if not req.request_id:
+        raise InvalidArgument("request_id is required", reason="BAD_REQUEST_ID")
+    if len(req.request_id) > MAX_REQUEST_ID_LEN:
+        raise InvalidArgument(
+            f"request_id must be at most {MAX_REQUEST_ID_LEN} characters", reason="BAD_REQUEST_ID"
+        )
+    if req.amount_fen < limits.min_fen:
+        raise InvalidArgument(
+            f"amount_fen must be at least {limits.min_fen} fen, got {req.amount_fen}", reason="BAD_AMOUNT"
+        )
+    if req.amount_fen > limits.max_fen:
+        raise InvalidArgument(
+            f"amount_fen must be at most {limits.max_fen} fen per order, got {req.amount_fen}",
+            reason="BAD_AMOUNT",
+        )
+    if not req.method_id:
+        raise InvalidArgument("method_id is required", reason="BAD_METHOD_ID")
+    if len(req.method_id) > MAX_METHOD_ID_LEN:
+        raise InvalidArgument(
+            f"method_id must be at most {MAX_METHOD_ID_LEN} characters", reason="BAD_METHOD_ID"
+        )
+    if len(req.tokens) > MAX_TOKENS:
+        raise InvalidArgument(f"tokens: at most {MAX_TOKENS} per call", reason="BAD_TOKENS")
+    if any(not t for t in req.tokens):
+        raise InvalidArgument("tokens must not contain empty strings", reason="BAD_TOKENS")
+
+
+def check_replay(existing: Order, req: ConfirmInput) -> None:
+    """A request_id is bound to its first content (AIP-155); a different content is a conflict."""
+    if existing.amount_fen != req.amount_fen:
+        raise Conflict(
+            f"request_id {req.request_id!r} was used for amount_fen {existing.amount_fen}, "
+            f"not {req.amount_fen}; use a new request_id",
+            reason="REQUEST_ID_REUSED",
+        )
+    if existing.method_id != req.method_id:
+        raise Conflict(
+            f"request_id {req.request_id!r} was used for another method_id; use a new request_id",
+            reason="REQUEST_ID_REUSED",
+        )
+
+
+def insufficient_balance(detail: str = "") -> FailedPrecondition:
+    message = "insufficient balance for amount_fen"
+    return FailedPrecondition(f"{message}: {detail}" if detail else message, reason="INSUFFICIENT_BALANCE")
+
+
+def check_method(method_channel: str | None, method_id: str, uid: int, limits: Limits) -> str:
+    """The channel of a method bound to uid, or the refusal."""
+    if method_channel is None:
+        raise FailedPrecondition(
+            f"method_id {method_id!r} is not bound to uid {uid}; bind it first", reason="METHOD_NOT_BOUND"
+        )
+    if method_channel not in limits.channels:
+        raise FailedPrecondition(
+            f"method_id {method_id!r} pays through channel {method_channel!r}, which is not enabled "
+            f"(enabled: {', '.join(limits.channels)})",
+            reason="CHANNEL_NOT_ENABLED",
+        )
+    return method_channel
+
+
+# ---------------------------------------------------------------------------------------
+# Gate
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    timezone: str = DEFAULT_TIMEZONE
+    closed_start: str = ""
+    closed_end: str = ""
+    release_modulus: int = 1
+    release_k: int = 1
+    bind_prompt: str = DEFAULT_BIND_PROMPT
+    version: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "timezone": self.timezone, "closed_start": self.closed_start, "closed_end": self.closed_end,
+            "release_modulus": self.release_modulus, "release_k": self.release_k,
+            "bind_prompt": self.bind_prompt,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object], version: int) -> GateConfig:
+        return cls(
+            timezone=str(data.get("timezone") or DEFAULT_TIMEZONE),
+            closed_start=str(data.get("closed_start") or ""),
+            closed_end=str(data.get("closed_end") or ""),
+            release_modulus=int(str(data.get("release_modulus", 1))),
+            release_k=int(str(data.get("release_k", 1))),
+            bind_prompt=str(data.get("bind_prompt") or DEFAULT_BIND_PROMPT),
+            version=version,
+        )
+
+
+def _parse_hhmm(value: str, name: str) -> time:
+    match = _HHMM.match(value)
+    if not match:
+        raise InvalidArgument(f"{name} must be HH:MM (00:00..23:59), got {value!r}", reason="BAD_GATE")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def validate_gate(config: GateConfig) -> GateConfig:
+    """The config as it will be stored (defaults filled in), or InvalidArgument."""
+    tz_name = config.timezone or DEFAULT_TIMEZONE
+    try:
+        ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidArgument(f"timezone {tz_name!r} is not a known time zone", reason="BAD_GATE") from exc
+    if bool(config.closed_start) != bool(config.closed_end):
+        raise InvalidArgument(
+            "closed_start and closed_end must both be set (a window) or both be empty (no window)",
+            reason="BAD_GATE",
+        )
+    if config.closed_start:
+        start = _parse_hhmm(config.closed_start, "closed_start")
+        end = _parse_hhmm(config.closed_end, "closed_end")
+        if start == end:
+            raise InvalidArgument("closed_end must differ from closed_start", reason="BAD_GATE")
+    if not 1 <= config.release_modulus <= MAX_RELEASE_MODULUS:
+        raise InvalidArgument(
+            f"release_modulus must be between 1 and {MAX_RELEASE_MODULUS}, got {config.release_modulus}",
+            reason="BAD_GATE",
+        )
+    if not 0 <= config.release_k <= config.release_modulus:
+        raise InvalidArgument(
+            f"release_k must be between 0 and release_modulus ({config.release_modulus}), "
+            f"got {config.release_k}",
+            reason="BAD_GATE",
+        )
+    if len(config.bind_prompt) > 500:
+        raise InvalidArgument("bind_prompt must be at most 500 characters", reason="BAD_GATE")
+    return replace(config, timezone=tz_name, bind_prompt=config.bind_prompt or DEFAULT_BIND_PROMPT)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    open: bool
+    reason: str  # OPEN, CLOSED_WINDOW, NOT_RELEASED
+    message: str
+    open_time: datetime | None = None
+
+
+def window_end_if_closed(config: GateConfig, now: datetime) -> datetime | None:
+    """When the closed window that contains `now` ends, or None when `now` is outside it.
+    The window is [start, end) in local time and crosses midnight when end < start."""
+    if not config.closed_start:
+        return None
+    tz = ZoneInfo(config.timezone)
+    local = now.astimezone(tz)
+    start = _parse_hhmm(config.closed_start, "closed_start")
+    end = _parse_hhmm(config.closed_end, "closed_end")
+    t = local.time().replace(tzinfo=None)
+    today = local.date()
+    if start < end:
+        if start <= t < end:
+            return datetime.combine(today, end, tzinfo=tz)
+        return None
+    # Crosses midnight: closed from start to 24:00 and from 00:00 to end.
+    if t >= start:
+        return datetime.combine(today + timedelta(days=1), end, tzinfo=tz)
+    if t < end:
+        return datetime.combine(today, end, tzinfo=tz)
+    return None
+
+
+def released(config: GateConfig, uid: int) -> bool:
+    return uid % config.release_modulus < config.release_k
+
+
+def evaluate_gate(config: GateConfig, uid: int, now: datetime) -> GateDecision:
+    reopen = window_end_if_closed(config, now)
+    if reopen is not None:
+        return GateDecision(
+            open=False, reason="CLOSED_WINDOW", open_time=reopen,
+            message=(
+                f"Withdrawals are closed until {reopen:%H:%M} ({config.timezone}, "
+                f"{reopen.isoformat(timespec='minutes')}). {config.bind_prompt}"
+            ),
+        )
+    if not released(config, uid):
+        return GateDecision(
+            open=False, reason="NOT_RELEASED",
+            message=(
+                "Withdrawals are opening in batches and this account is not in a released batch yet; "
+                "please try again a little later."
+            ),
+        )
+    return GateDecision(open=True, reason="OPEN", message="")
+
+
+def gate_refusal(decision: GateDecision) -> FailedPrecondition:
+    return FailedPrecondition(f"gate: {decision.message}", reason=f"GATE_{decision.reason}")
+
+
+def version_mismatch(expected: int, actual: int) -> DomainError:
+    return DomainError(
+        f"expected_version {expected} does not match the current version {actual}; reread and retry",
+        reason="GATE_VERSION_MISMATCH", code=Code.ABORTED,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Compensation
+
+
+class Action(StrEnum):
+    FAIL = "fail"                        # no debit (yet): FAILED, the refund job voids the order id
+    FAIL_AND_REFUND = "fail_and_refund"  # debit exists: FAILED, the refund job returns it
+    PAY_OUT = "pay_out"                  # PENDING_PAYOUT: PAYING, then the gateway
+    ADOPT_SUCCEEDED = "adopt_succeeded"
+    ADOPT_FAILED = "adopt_failed"
+    RETRY_PAYOUT = "retry_payout"        # PAYING but the gateway has no record: pay (idempotent)
+    REFUND = "refund"                    # FAILED, refund not confirmed
+    WAIT = "wait"                        # nothing safe to do now
+
+
+class GatewayView(StrEnum):
+    """What the gateway says about an order's payout."""
+
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    PROCESSING = "PROCESSING"
+    NOT_FOUND = "NOT_FOUND"
+    UNKNOWN = "UNKNOWN"  # the gateway did not answer
+
+
+@dataclass(frozen=True)
+class Facts:
+    debit_exists: bool | None = None  # None: the ledger did not answer
+    gateway: GatewayView | None = None
+    refund_done: bool | None = None
+
+
+def decide(state: OrderState, facts: Facts) -> Action:
+    """The compensation job's decision table. Only definitive facts move an order."""
+    if state is OrderState.PENDING_DEDUCT:
+        # Either way the order fails; the refund job refunds a debit or voids the order id so
+        # a Deduct still in flight can never land. The label only says which one we expect.
+        return Action.FAIL_AND_REFUND if facts.debit_exists is not False else Action.FAIL
+    if state is OrderState.PENDING_PAYOUT:
+        return Action.PAY_OUT
+    if state is OrderState.PAYING:
+        return {
+            GatewayView.SUCCEEDED: Action.ADOPT_SUCCEEDED,
+            GatewayView.FAILED: Action.ADOPT_FAILED,
+            GatewayView.NOT_FOUND: Action.RETRY_PAYOUT,
+        }.get(facts.gateway or GatewayView.UNKNOWN, Action.WAIT)
+    if state is OrderState.FAILED and facts.refund_done is False:
+        return Action.REFUND
+    return Action.WAIT
+
+
+def adopt_payout(view: GatewayView) -> OrderState | None:
+    """The state a PAYING order takes from the gateway's answer to Payout/QueryPayout."""
+    if view is GatewayView.SUCCEEDED:
+        return OrderState.SUCCEEDED
+    if view is GatewayView.FAILED:
+        return OrderState.FAILED
+    return None

@@ -1,0 +1,168 @@
+"""Clients of account_svc and gateway_mock. Every call carries a deadline; a failed call
+becomes a PeerError that says whether its outcome is known."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from mesh.account.v1 import account_pb2, account_pb2_grpc
+from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from meshkit.settings import TlsSettings
+from meshkit.transport import dial
+from withdraw_svc.domain import GatewayView
+
+# Codes that prove the callee refused the request as such (nothing happened). Anything else
+# (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, CANCELLED, RESOURCE_EXHAUSTED...) may
+# hide a write that committed: the outcome is unknown.
+_DEFINITIVE = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAUTHENTICATED,
+})
+
+
+class PeerError(Exception):
+    def __init__(self, peer: str, code: str, message: str) -> None:
+        super().__init__(f"{peer}: {code}: {message}")
+        self.peer = peer
+        self.code = code
+        self.message = message
+
+    @property
+    def definitive(self) -> bool:
+        return self.code in {c.name for c in _DEFINITIVE}
+
+
+def _peer_error(peer: str, err: grpc.aio.AioRpcError) -> PeerError:
+    code = err.code()
+    return PeerError(peer, code.name if isinstance(code, grpc.StatusCode) else str(code), err.details() or "")
+
+
+@dataclass(frozen=True)
+class Credit:
+    balance_fen: int
+
+
+@dataclass(frozen=True)
+class Method:
+    method_id: str
+    channel: str
+    display: str
+
+
+@dataclass(frozen=True)
+class GatewayPayout:
+    view: GatewayView
+    failure_reason: str = ""
+
+
+class AccountClient:
+    def __init__(self, address: str, tls: TlsSettings, deadline_s: float) -> None:
+        self.channel = dial(address, tls, caller="withdraw_svc")
+        self.stub = account_pb2_grpc.AccountServiceStub(self.channel)
+        self.deadline_s = deadline_s
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def force_credit(self, uid: int, tokens: Sequence[str], timeout_s: float) -> Credit:
+        try:
+            reply = await self.stub.ForceCredit(
+                account_pb2.ForceCreditRequest(uid=uid, tokens=list(tokens)), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("account_svc", err) from err
+        return Credit(balance_fen=reply.balance_fen)
+
+    async def balance(self, uid: int, timeout_s: float) -> int:
+        try:
+            reply = await self.stub.GetBalance(account_pb2.GetBalanceRequest(uid=uid), timeout=timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("account_svc", err) from err
+        return int(reply.balance_fen)
+
+    async def deduct(self, order_id: str, uid: int, amount_fen: int) -> None:
+        try:
+            await self.stub.Deduct(
+                account_pb2.DeductRequest(order_id=order_id, uid=uid, amount_fen=amount_fen),
+                timeout=self.deadline_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("account_svc", err) from err
+
+    async def refund(self, order_id: str) -> str:
+        """REFUNDED or VOIDED."""
+        try:
+            reply = await self.stub.Refund(account_pb2.RefundRequest(order_id=order_id),
+                                           timeout=self.deadline_s)
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("account_svc", err) from err
+        if reply.outcome == account_pb2.REFUND_OUTCOME_REFUNDED:
+            return "REFUNDED"
+        if reply.outcome == account_pb2.REFUND_OUTCOME_VOIDED:
+            return "VOIDED"
+        raise PeerError("account_svc", "UNKNOWN", f"Refund answered outcome {reply.outcome}")
+
+    async def debit_exists(self, order_id: str) -> bool:
+        try:
+            reply = await self.stub.GetOrderEntries(
+                account_pb2.GetOrderEntriesRequest(order_id=order_id), timeout=self.deadline_s
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("account_svc", err) from err
+        return any(e.kind == account_pb2.ENTRY_KIND_DEBIT for e in reply.entries)
+
+
+_PAYOUT_VIEW = {
+    gateway_pb2.PAYOUT_STATE_SUCCEEDED: GatewayView.SUCCEEDED,
+    gateway_pb2.PAYOUT_STATE_FAILED: GatewayView.FAILED,
+    gateway_pb2.PAYOUT_STATE_PROCESSING: GatewayView.PROCESSING,
+}
+
+
+class GatewayClient:
+    def __init__(self, address: str, tls: TlsSettings, deadline_s: float) -> None:
+        self.channel = dial(address, tls, caller="withdraw_svc")
+        self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
+        self.deadline_s = deadline_s
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def methods(self, uid: int, timeout_s: float | None = None) -> list[Method]:
+        try:
+            reply = await self.stub.ListMethods(
+                gateway_pb2.ListMethodsRequest(uid=uid), timeout=timeout_s or self.deadline_s
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("gateway_mock", err) from err
+        return [Method(m.method_id, m.channel, m.display) for m in reply.methods]
+
+    async def payout(
+        self, order_id: str, uid: int, channel: str, method_id: str, amount_fen: int
+    ) -> GatewayPayout:
+        try:
+            reply = await self.stub.Payout(
+                gateway_pb2.PayoutRequest(order_id=order_id, uid=uid, channel=channel,
+                                          method_id=method_id, amount_fen=amount_fen),
+                timeout=self.deadline_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("gateway_mock", err) from err
+        return GatewayPayout(_PAYOUT_VIEW.get(reply.payout.state, GatewayView.UNKNOWN),
+                             reply.payout.failure_reason)
+
+    async def query(self, order_id: str) -> GatewayPayout:
+        """The gateway's record; NOT_FOUND is an answer, not an error."""
+        try:
+            reply = await self.stub.QueryPayout(gateway_pb2.QueryPayoutRequest(order_id=order_id),
+                                                timeout=self.deadline_s)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return GatewayPayout(GatewayView.NOT_FOUND)
+            raise _peer_error("gateway_mock", err) from err
+        return GatewayPayout(_PAYOUT_VIEW.get(reply.payout.state, GatewayView.UNKNOWN),
+                             reply.payout.failure_reason)

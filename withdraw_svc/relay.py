@@ -1,0 +1,165 @@
+"""The two outbox relays: PAYOUT jobs to the channel streams, REFUND jobs to the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import asyncpg
+
+from withdraw_svc.peers import AccountClient, PeerError
+from withdraw_svc.repository import RefundRow, Repository
+from withdraw_svc.settings import Settings
+from withdraw_svc.streams import RedisPort, stream_id_key
+
+log = logging.getLogger(__name__)
+
+
+async def _wait_wake(wake: asyncio.Event, stopping: asyncio.Event, timeout: float) -> None:
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopping.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        for w in waiters:
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
+
+
+class OutboxRelay:
+    """Publishes PAYOUT jobs. PostgreSQL is the truth: when the Redis epoch key vanishes
+    (Redis restarted empty), the replica that re-creates it republishes every job whose
+    order still waits; jobs delivered long ago whose order still waits go out again too."""
+
+    def __init__(self, settings: Settings, repo: Repository, redis: RedisPort) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.redis = redis
+        self.wake = asyncio.Event()
+        self.epoch: str | None = None
+        self._last_stale_check = 0.0
+
+    async def start(self) -> None:
+        won, self.epoch = await self.redis.claim_epoch()
+        if won:
+            n = await self.repo.republish_all_pending_payout()
+            log.info("claimed Redis epoch %s; %d payout jobs queued for publishing", self.epoch, n)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self.wake.clear()
+            try:
+                await self.tick(stopping)
+            except Exception:
+                log.warning("outbox relay pass failed; retrying", exc_info=True)
+            await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
+
+    async def tick(self, stopping: asyncio.Event | None = None) -> int:
+        await self.check_epoch()
+        published = 0
+        while stopping is None or not stopping.is_set():
+            n = await self.repo.publish_pending(self.settings.relay_batch, self.redis.publish)
+            published += n
+            if n < self.settings.relay_batch:
+                break
+        now = time.monotonic()
+        if now - self._last_stale_check >= self.settings.republish_check_s:
+            self._last_stale_check = now
+            await self.republish_stale()
+        return published
+
+    async def check_epoch(self) -> None:
+        current = await self.redis.epoch()
+        if current is not None and current == self.epoch:
+            return
+        if current is not None:
+            # Another replica noticed the wipe first and republished.
+            self.epoch = current
+            return
+        won, self.epoch = await self.redis.claim_epoch()
+        if won:
+            n = await self.repo.republish_all_pending_payout()
+            log.warning("Redis lost its data (epoch key gone): republishing %d payout jobs", n)
+
+    async def republish_stale(self) -> int:
+        rows = await self.repo.stale_published(self.settings.republish_after_s, 5000)
+        if not rows:
+            return 0
+        delivered: dict[str, tuple[int, int] | None] = {}
+        due: list[int] = []
+        for outbox_id, channel, stream_id in rows:
+            if channel not in delivered:
+                delivered[channel] = await self._delivered_upto(channel)
+            upto = delivered[channel]
+            # Still behind the group's read position: it is queued, not lost. Republishing
+            # it would only lengthen a backlog the channel's rate limit is already draining.
+            if upto is not None and stream_id and stream_id_key(stream_id) > upto:
+                continue
+            due.append(outbox_id)
+        n = await self.repo.unpublish(due)
+        if n:
+            log.warning("republishing %d payout jobs delivered over %ds ago whose orders still wait",
+                        n, self.settings.republish_after_s)
+            self.wake.set()
+        return n
+
+    async def _delivered_upto(self, channel: str) -> tuple[int, int] | None:
+        """The group's last delivered id; (0, 0) when the stream exists without the group
+        (nothing consumed yet, so nothing is lost); None when the stream is gone."""
+        upto = await self.redis.last_delivered(channel, self.settings.payout_group)
+        if upto is not None:
+            return upto
+        exists = await self.redis.client.exists(self.redis.keys.payout_stream(channel))
+        return (0, 0) if exists else None
+
+
+class RefundRelay:
+    """Settles REFUND jobs with the ledger: Refund(order_id) returns the debit once, or voids
+    an order id that was never debited. Failures are retried with backoff."""
+
+    def __init__(self, settings: Settings, repo: Repository, account: AccountClient) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.account = account
+        self.wake = asyncio.Event()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self.wake.clear()
+            try:
+                while await self.process() == self.settings.refund_batch and not stopping.is_set():
+                    pass
+            except Exception:
+                log.warning("refund relay pass failed; retrying", exc_info=True)
+            await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
+
+    async def process(self, order_ids: Sequence[str] | None = None) -> int:
+        """Settle due refund jobs (or those of `order_ids`, due or not). Jobs another worker
+        holds are skipped."""
+        return await self.repo.with_refund_batch(self.settings.refund_batch, order_ids, self._settle)
+
+    async def _settle(self, conn: asyncpg.Connection, rows: list[RefundRow]) -> None:
+        results = await asyncio.gather(*(self._refund(row) for row in rows))
+        for row, outcome, error in results:
+            if outcome:
+                await Repository.refund_done(conn, row, outcome)
+                log.info("refund of %s: %s", row.order_id, outcome, extra={"order_id": row.order_id})
+            else:
+                backoff = min(2.0 ** min(row.attempts, 16), float(self.settings.refund_max_backoff_s))
+                await Repository.refund_retry_later(conn, row, error, backoff)
+                log.warning("refund of %s failed (attempt %d), retry in %.0fs: %s",
+                            row.order_id, row.attempts + 1, backoff, error)
+
+    async def _refund(self, row: RefundRow) -> tuple[RefundRow, str, str]:
+        if self.settings.test_crash_before_refund:
+            log.warning("WITHDRAW_TEST_CRASH_BEFORE_REFUND: exiting before refunding %s", row.order_id)
+            os._exit(137)
+        try:
+            return row, await self.account.refund(row.order_id), ""
+        except PeerError as err:
+            return row, "", str(err)

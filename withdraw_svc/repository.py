@@ -1,0 +1,432 @@
+"""SQL of withdraw_svc. Every state change is one compare-and-set statement; the triggers in
+migrations/001_withdraw.sql add its history row, its change-feed row and (on FAILED) its
+refund job in the same transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from meshkit import changefeed
+from withdraw_svc.domain import (
+    GateConfig,
+    Order,
+    OrderState,
+    RefundState,
+    StateChange,
+)
+
+_ORDER_COLS = (
+    "o.order_id, o.uid, o.request_id, o.amount_fen, o.channel, o.method_id, o.state, "
+    "o.failure_reason, o.created_at, o.updated_at"
+)
+_REFUND_STATE = (
+    "(SELECT CASE WHEN r.done_at IS NULL THEN 'PENDING' ELSE r.outcome END "
+    " FROM outbox r WHERE r.kind = 'REFUND' AND r.order_id = o.order_id) AS refund_state"
+)
+_SELECT_ORDER = f"SELECT {_ORDER_COLS}, {_REFUND_STATE} FROM orders o"
+
+
+def _order(row: asyncpg.Record) -> Order:
+    refund = row.get("refund_state")
+    return Order(
+        order_id=row["order_id"], uid=row["uid"], request_id=row["request_id"],
+        amount_fen=row["amount_fen"], channel=row["channel"], method_id=row["method_id"],
+        state=OrderState(row["state"]), failure_reason=row["failure_reason"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+        refund_state=RefundState(refund or ""),
+    )
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    order_id: str
+    uid: int
+    request_id: str
+    amount_fen: int
+    channel: str
+    method_id: str
+
+
+@dataclass(frozen=True)
+class PayoutRow:
+    outbox_id: int
+    order_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    outbox_id: int
+    order_id: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StuckCount:
+    state: OrderState
+    older_than_s: int
+    count: int
+
+
+class Repository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # -- orders: reads ---------------------------------------------------------------
+
+    async def get_order(self, order_id: str, *, with_history: bool = False) -> Order | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(f"{_SELECT_ORDER} WHERE o.order_id = $1", order_id)
+            if row is None:
+                return None
+            order = _order(row)
+            if with_history:
+                rows = await conn.fetch(
+                    "SELECT from_state, to_state, reason, created_at FROM order_history "
+                    "WHERE order_id = $1 ORDER BY id", order_id,
+                )
+                order = order.with_history(tuple(
+                    StateChange(
+                        OrderState(r["from_state"]) if r["from_state"] else None,
+                        OrderState(r["to_state"]), r["reason"], r["created_at"],
+                    )
+                    for r in rows
+                ))
+            return order
+
+    async def get_by_request(self, uid: int, request_id: str) -> Order | None:
+        row = await self.pool.fetchrow(
+            f"{_SELECT_ORDER} WHERE o.uid = $1 AND o.request_id = $2", uid, request_id
+        )
+        return _order(row) if row else None
+
+    async def list_orders(
+        self, uid: int, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Order]:
+        if after is None:
+            rows = await self.pool.fetch(
+                f"{_SELECT_ORDER} WHERE o.uid = $1 "
+                "ORDER BY o.created_at DESC, o.order_id DESC LIMIT $2", uid, limit,
+            )
+        else:
+            rows = await self.pool.fetch(
+                f"{_SELECT_ORDER} WHERE o.uid = $1 AND (o.created_at, o.order_id) < ($2, $3) "
+                "ORDER BY o.created_at DESC, o.order_id DESC LIMIT $4", uid, after[0], after[1], limit,
+            )
+        return [_order(r) for r in rows]
+
+    async def open_orders_older_than(
+        self, min_age_s: int, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Order]:
+        """Non-terminal orders created more than min_age_s ago, oldest first (keyset paged)."""
+        after_ts, after_id = after if after else (None, "")
+        rows = await self.pool.fetch(
+            f"{_SELECT_ORDER} WHERE o.state IN ('PENDING_DEDUCT', 'PENDING_PAYOUT', 'PAYING') "
+            "AND o.created_at < now() - make_interval(secs => $1) "
+            "AND ($2::timestamptz IS NULL OR (o.created_at, o.order_id) > ($2, $3)) "
+            "ORDER BY o.created_at, o.order_id LIMIT $4",
+            float(min_age_s), after_ts, after_id, limit,
+        )
+        return [_order(r) for r in rows]
+
+    async def failed_unrefunded(self, min_age_s: int, limit: int) -> list[Order]:
+        """FAILED orders whose refund job is not done, job older than min_age_s."""
+        rows = await self.pool.fetch(
+            f"{_SELECT_ORDER} JOIN outbox j ON j.order_id = o.order_id AND j.kind = 'REFUND' "
+            "WHERE j.done_at IS NULL AND o.state = 'FAILED' "
+            "AND j.created_at < now() - make_interval(secs => $1) ORDER BY j.id LIMIT $2",
+            float(min_age_s), limit,
+        )
+        return [_order(r) for r in rows]
+
+    async def ensure_refund_jobs(self) -> int:
+        """Write the refund job of any FAILED order lacking one. The trigger makes this
+        impossible; the job checks anyway, because a lost refund is lost money."""
+        result = await self.pool.execute(
+            "INSERT INTO outbox (kind, order_id) "
+            "SELECT 'REFUND', o.order_id FROM orders o WHERE o.state = 'FAILED' AND NOT EXISTS "
+            "(SELECT 1 FROM outbox r WHERE r.kind = 'REFUND' AND r.order_id = o.order_id) "
+            "ON CONFLICT (kind, order_id) DO NOTHING"
+        )
+        return int(result.split()[-1])
+
+    async def stuck_counts(self, bands_s: Sequence[int]) -> list[StuckCount]:
+        rows = await self.pool.fetch(
+            "SELECT s.state, b.band, count(o.order_id) AS n "
+            "FROM unnest($1::text[]) AS s(state) CROSS JOIN unnest($2::bigint[]) AS b(band) "
+            "LEFT JOIN orders o ON o.state = s.state "
+            " AND o.created_at < now() - make_interval(secs => b.band) "
+            "GROUP BY s.state, b.band ORDER BY s.state, b.band",
+            ["PENDING_DEDUCT", "PENDING_PAYOUT", "PAYING"], list(bands_s),
+        )
+        return [StuckCount(OrderState(r["state"]), int(r["band"]), int(r["n"])) for r in rows]
+
+    # -- orders: transitions ------------------------------------------------------------
+
+    async def insert_order(self, new: NewOrder) -> Order | None:
+        """The new order in PENDING_DEDUCT, or None when (uid, request_id) already exists."""
+        row = await self.pool.fetchrow(
+            "INSERT INTO orders AS o (order_id, uid, request_id, amount_fen, channel, method_id, "
+            " state, state_reason) VALUES ($1, $2, $3, $4, $5, $6, 'PENDING_DEDUCT', 'created') "
+            f"ON CONFLICT (uid, request_id) DO NOTHING RETURNING {_ORDER_COLS}",
+            new.order_id, new.uid, new.request_id, new.amount_fen, new.channel, new.method_id,
+        )
+        return _order(row) if row else None
+
+    async def insert_orders(self, news: Sequence[NewOrder]) -> list[Order | None]:
+        """insert_order for many orders in one statement and one commit."""
+        ordered = sorted(news, key=lambda n: (n.uid, n.request_id))  # one lock order for all
+        rows = await self.pool.fetch(
+            "INSERT INTO orders AS o (order_id, uid, request_id, amount_fen, channel, method_id, "
+            " state, state_reason) "
+            "SELECT t.order_id, t.uid, t.request_id, t.amount_fen, t.channel, t.method_id, "
+            " 'PENDING_DEDUCT', 'created' "
+            "FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[]) "
+            " WITH ORDINALITY AS t(order_id, uid, request_id, amount_fen, channel, method_id, n) "
+            "ORDER BY t.n "
+            f"ON CONFLICT (uid, request_id) DO NOTHING RETURNING {_ORDER_COLS}",
+            [n.order_id for n in ordered], [n.uid for n in ordered], [n.request_id for n in ordered],
+            [n.amount_fen for n in ordered], [n.channel for n in ordered], [n.method_id for n in ordered],
+        )
+        created = {r["order_id"]: _order(r) for r in rows}
+        return [created.get(n.order_id) for n in news]
+
+    async def mark_deducted_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Order | None]:
+        """mark_deducted for many orders in one statement and one commit."""
+        ordered = sorted(items, key=lambda i: i[0])
+        rows = await self.pool.fetch(
+            "WITH i AS ("
+            " SELECT DISTINCT ON (order_id) order_id, payload"
+            " FROM unnest($1::text[], $2::text[]) AS t(order_id, payload) ORDER BY order_id"
+            "), o AS ("
+            " UPDATE orders SET state = 'PENDING_PAYOUT', state_reason = 'deducted' FROM i"
+            " WHERE orders.order_id = i.order_id AND orders.state = 'PENDING_DEDUCT'"
+            f" RETURNING {_ORDER_COLS.replace('o.', 'orders.')}, i.payload"
+            "), job AS ("
+            " INSERT INTO outbox (kind, order_id, payload) SELECT 'PAYOUT', o.order_id, o.payload::jsonb"
+            " FROM o ON CONFLICT (kind, order_id) DO NOTHING"
+            f") SELECT {_ORDER_COLS} FROM o",
+            [i[0] for i in ordered], [json.dumps(i[1]) for i in ordered],
+        )
+        moved = {r["order_id"]: _order(r) for r in rows}
+        return [moved.get(order_id) for order_id, _ in items]
+
+    async def mark_deducted(self, order_id: str, payout_payload: dict[str, Any]) -> Order | None:
+        """PENDING_DEDUCT -> PENDING_PAYOUT and its PAYOUT job, in one statement (one
+        transaction). None when the order was not PENDING_DEDUCT any more."""
+        row = await self.pool.fetchrow(
+            "WITH o AS ("
+            " UPDATE orders SET state = 'PENDING_PAYOUT', state_reason = 'deducted'"
+            " WHERE order_id = $1 AND state = 'PENDING_DEDUCT'"
+            f" RETURNING {_ORDER_COLS.replace('o.', '')}"
+            "), job AS ("
+            " INSERT INTO outbox (kind, order_id, payload) SELECT 'PAYOUT', o.order_id, $2::jsonb FROM o"
+            " ON CONFLICT (kind, order_id) DO NOTHING"
+            f") SELECT {_ORDER_COLS} FROM o",
+            order_id, json.dumps(payout_payload),
+        )
+        return _order(row) if row else None
+
+    async def transition(
+        self, order_id: str, from_states: Sequence[OrderState], to_state: OrderState, reason: str
+    ) -> Order | None:
+        """Compare-and-set to a non-FAILED state; None when the order was in none of from_states."""
+        assert to_state is not OrderState.FAILED, "use fail_order: FAILED owes a refund"
+        row = await self.pool.fetchrow(
+            "UPDATE orders o SET state = $3, state_reason = $4 "
+            f"WHERE o.order_id = $1 AND o.state = ANY($2::text[]) RETURNING {_ORDER_COLS}",
+            order_id, [s.value for s in from_states], to_state.value, reason,
+        )
+        return _order(row) if row else None
+
+    async def fail_order(
+        self, order_id: str, from_states: Sequence[OrderState], failure_reason: str, detail: str = ""
+    ) -> Order | None:
+        """The one way an order becomes FAILED: compare-and-set, and (by trigger, same
+        transaction) history, change feed and the REFUND job. None when the CAS lost."""
+        row = await self.pool.fetchrow(
+            "UPDATE orders o SET state = 'FAILED', failure_reason = $3, state_reason = $4 "
+            f"WHERE o.order_id = $1 AND o.state = ANY($2::text[]) RETURNING {_ORDER_COLS}, "
+            "'PENDING' AS refund_state",
+            order_id, [s.value for s in from_states], failure_reason,
+            f"{failure_reason}: {detail}" if detail else failure_reason,
+        )
+        return _order(row) if row else None
+
+    # -- payout outbox --------------------------------------------------------------------
+
+    async def publish_pending(
+        self, limit: int, publish: Any,
+    ) -> int:
+        """Claim unpublished PAYOUT jobs (FOR UPDATE SKIP LOCKED, so replicas share the work),
+        hand them to `publish` (returns stream ids in order), mark them published. The
+        transaction spans the publish: a crash before commit republishes, never loses."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, order_id, payload::text AS payload FROM outbox "
+                "WHERE kind = 'PAYOUT' AND published_at IS NULL AND done_at IS NULL "
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED", limit,
+            )
+            if not rows:
+                return 0
+            jobs = [PayoutRow(r["id"], r["order_id"], json.loads(r["payload"])) for r in rows]
+            stream_ids: list[str] = await publish(jobs)
+            await conn.execute(
+                "UPDATE outbox SET published_at = now(), stream_id = s.stream_id "
+                "FROM unnest($1::bigint[], $2::text[]) AS s(id, stream_id) WHERE outbox.id = s.id",
+                [j.outbox_id for j in jobs], stream_ids,
+            )
+            return len(jobs)
+
+    async def republish_all_pending_payout(self, batch: int = 5000) -> int:
+        """After a Redis wipe: every PAYOUT job whose order still waits goes out again."""
+        total = 0
+        while True:
+            result = await self.pool.execute(
+                "UPDATE outbox SET published_at = NULL WHERE id IN ("
+                " SELECT j.id FROM outbox j JOIN orders o ON o.order_id = j.order_id"
+                " WHERE j.kind = 'PAYOUT' AND j.done_at IS NULL AND j.published_at IS NOT NULL"
+                " AND o.state = 'PENDING_PAYOUT' LIMIT $1)", batch,
+            )
+            n = int(result.split()[-1])
+            total += n
+            if n < batch:
+                return total
+
+    async def stale_published(self, older_than_s: int, limit: int) -> list[tuple[int, str, str]]:
+        """(outbox id, channel, stream id) of PAYOUT jobs published long ago whose order still
+        waits in PENDING_PAYOUT."""
+        rows = await self.pool.fetch(
+            "SELECT j.id, o.channel, coalesce(j.stream_id, '') AS stream_id "
+            "FROM outbox j JOIN orders o ON o.order_id = j.order_id "
+            "WHERE j.kind = 'PAYOUT' AND j.done_at IS NULL AND j.published_at IS NOT NULL "
+            "AND j.published_at < now() - make_interval(secs => $1) AND o.state = 'PENDING_PAYOUT' "
+            "ORDER BY j.published_at LIMIT $2",
+            float(older_than_s), limit,
+        )
+        return [(r["id"], r["channel"], r["stream_id"]) for r in rows]
+
+    async def unpublish(self, outbox_ids: Sequence[int]) -> int:
+        if not outbox_ids:
+            return 0
+        result = await self.pool.execute(
+            "UPDATE outbox SET published_at = NULL WHERE id = ANY($1::bigint[]) AND done_at IS NULL",
+            list(outbox_ids),
+        )
+        return int(result.split()[-1])
+
+    # -- refund outbox --------------------------------------------------------------------
+
+    async def with_refund_batch(
+        self, limit: int, order_ids: Sequence[str] | None, work: Any,
+    ) -> int:
+        """Claim due REFUND jobs (FOR UPDATE SKIP LOCKED: a replica or the compensation job
+        working on the same job skips it) and let `work(conn, rows)` settle them while the
+        rows stay locked. A crash releases the locks; the jobs are simply picked up again."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if order_ids is None:
+                rows = await conn.fetch(
+                    "SELECT id, order_id, attempts FROM outbox "
+                    "WHERE kind = 'REFUND' AND done_at IS NULL "
+                    "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
+                    "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED", limit,
+                )
+            else:
+                rows = await conn.fetch(
+                    "SELECT id, order_id, attempts FROM outbox "
+                    "WHERE kind = 'REFUND' AND done_at IS NULL AND order_id = ANY($1::text[]) "
+                    "ORDER BY id FOR UPDATE SKIP LOCKED", list(order_ids),
+                )
+            if not rows:
+                return 0
+            await work(conn, [RefundRow(r["id"], r["order_id"], r["attempts"]) for r in rows])
+            return len(rows)
+
+    @staticmethod
+    async def refund_done(conn: asyncpg.Connection, row: RefundRow, outcome: str) -> None:
+        await conn.execute(
+            "UPDATE outbox SET done_at = now(), outcome = $2, attempts = attempts + 1, last_error = '' "
+            "WHERE id = $1 AND done_at IS NULL", row.outbox_id, outcome,
+        )
+        await changefeed.append(conn, "order_refund", row.order_id,
+                                {"order_id": row.order_id, "outcome": outcome})
+
+    @staticmethod
+    async def refund_retry_later(
+        conn: asyncpg.Connection, row: RefundRow, error: str, backoff_s: float
+    ) -> None:
+        await conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, "
+            "next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+            row.outbox_id, error[:500], backoff_s,
+        )
+
+    async def refund_job(self, order_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "SELECT id, done_at, outcome, attempts, last_error FROM outbox "
+            "WHERE kind = 'REFUND' AND order_id = $1", order_id,
+        )
+
+    # -- gate ------------------------------------------------------------------------------
+
+    async def ensure_gate(self, default: GateConfig) -> None:
+        await self.pool.execute(
+            "INSERT INTO gate_config (id, config, version) VALUES (1, $1::jsonb, 1) "
+            "ON CONFLICT (id) DO NOTHING", json.dumps(default.to_json()),
+        )
+
+    async def load_gate(self) -> GateConfig:
+        row = await self.pool.fetchrow("SELECT config::text AS config, version FROM gate_config WHERE id = 1")
+        if row is None:
+            raise LookupError("gate_config row is missing")
+        return GateConfig.from_json(json.loads(row["config"]), int(row["version"]))
+
+    async def replace_gate(
+        self, new: GateConfig, expected_version: int, actor: str, reason: str,
+        on_mismatch: Any,
+    ) -> GateConfig:
+        """Swap the config and write its audit row in one transaction. `on_mismatch(expected,
+        actual)` returns the error to raise when expected_version is stale."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT config::text AS config, version FROM gate_config WHERE id = 1 FOR UPDATE"
+            )
+            if row is None:
+                raise LookupError("gate_config row is missing")
+            old_version = int(row["version"])
+            if expected_version and expected_version != old_version:
+                raise on_mismatch(expected_version, old_version)
+            version = old_version + 1
+            await conn.execute(
+                "UPDATE gate_config SET config = $1::jsonb, version = $2, updated_at = now() WHERE id = 1",
+                json.dumps(new.to_json()), version,
+            )
+            await conn.execute(
+                "INSERT INTO gate_audit (actor, old_config, new_config, old_version, new_version, reason) "
+                "VALUES ($1, $2::jsonb, $3::jsonb, $4, $5, $6)",
+                actor, row["config"], json.dumps(new.to_json()), old_version, version, reason,
+            )
+            await changefeed.append(conn, "gate", "gate", {"version": version, "actor": actor,
+                                                          "config": new.to_json()})
+        return GateConfig.from_json(new.to_json(), version)
+
+    async def gate_audit(self, limit: int) -> list[tuple[str, datetime, GateConfig | None, GateConfig, str]]:
+        rows = await self.pool.fetch(
+            "SELECT actor, created_at, old_config::text AS old, new_config::text AS new, "
+            "old_version, new_version, reason FROM gate_audit ORDER BY id DESC LIMIT $1", limit,
+        )
+        return [
+            (
+                r["actor"], r["created_at"],
+                GateConfig.from_json(json.loads(r["old"]), int(r["old_version"])) if r["old"] else None,
+                GateConfig.from_json(json.loads(r["new"]), int(r["new_version"])),
+                r["reason"],
+            )
+            for r in rows
+        ]

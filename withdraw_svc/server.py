@@ -1,0 +1,91 @@
+"""Composition root of withdraw_svc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.background import Background
+from meshkit.feed_servicer import ChangeFeedServicer
+from meshkit.settings import CommonSettings
+from meshkit.stores import Stores
+from withdraw_svc.compensation import Compensation
+from withdraw_svc.peers import AccountClient, GatewayClient
+from withdraw_svc.relay import OutboxRelay, RefundRelay
+from withdraw_svc.repository import Repository
+from withdraw_svc.service import Coordination, GateAdmin, GateHolder, WithdrawService
+from withdraw_svc.servicer import PayoutCoordinationServicer, WithdrawAdminServicer, WithdrawServicer
+from withdraw_svc.settings import Settings
+from withdraw_svc.streams import RedisPort
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class WithdrawApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.background = Background()
+
+    async def start(self) -> None:
+        s = self.settings
+        self.stores = await Stores.open(s.common, MIGRATIONS, pool_size=s.db_pool_size)
+        self.repo = Repository(self.stores.pool)
+        self.redis = RedisPort(self.stores.redis, self.stores.keys)
+        self.account = AccountClient(s.account_addr, s.common.tls, s.peer_deadline_s)
+        self.gateway = GatewayClient(s.gateway_addr, s.common.tls, s.peer_deadline_s)
+        await self.repo.ensure_gate(s.default_gate)
+        self.gate = GateHolder(self.repo, s.gate_refresh_s)
+        await self.gate.load()
+        self.outbox = OutboxRelay(s, self.repo, self.redis)
+        await self.outbox.start()
+        self.refunds = RefundRelay(s, self.repo, self.account)
+        self.service = WithdrawService(
+            s, self.repo, self.redis, self.account, self.gateway, self.gate,
+            wake_relay=self.outbox.wake.set, wake_refunds=self.refunds.wake.set,
+        )
+        self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set)
+        self.admin = GateAdmin(self.repo, self.gate)
+        self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds)
+
+        self.background.spawn("gate-refresh", self.gate.refresh_loop)
+        self.background.spawn("outbox-relay", self.outbox.run)
+        self.background.spawn("refund-relay", self.refunds.run)
+        self.background.spawn("stuck-orders", self.compensation.stuck_loop)
+        if s.compensation_enabled:
+            self.background.spawn("compensation", self.compensation.loop)
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(WithdrawServicer(self.service), server)
+        withdraw_pb2_grpc.add_PayoutCoordinationServiceServicer_to_server(
+            PayoutCoordinationServicer(self.coordination), server
+        )
+        withdraw_pb2_grpc.add_WithdrawAdminServiceServicer_to_server(
+            WithdrawAdminServicer(self.admin, self.compensation), server
+        )
+        feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(self.stores.pool), server)
+        services = withdraw_pb2.DESCRIPTOR.services_by_name
+        return [
+            services["WithdrawService"].full_name,
+            services["PayoutCoordinationService"].full_name,
+            services["WithdrawAdminService"].full_name,
+            feed_pb2.DESCRIPTOR.services_by_name["ChangeFeedService"].full_name,
+        ]
+
+    async def healthy(self) -> bool:
+        return await self.stores.healthy()
+
+    async def drain(self) -> None:
+        await self.background.stop()
+
+    async def close(self) -> None:
+        await self.account.close()
+        await self.gateway.close()
+        await self.stores.close()
+
+
+def build() -> tuple[WithdrawApp, CommonSettings]:
+    settings = Settings.from_env()
+    return WithdrawApp(settings), settings.common

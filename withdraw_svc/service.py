@@ -1,0 +1,445 @@
+"""Use cases of withdraw_svc: the withdraw page, confirm, order queries, payout
+coordination and the gate. Background relays live in relay.py, the job in compensation.py."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from meshkit.background import sleep_or_stop
+from meshkit.errors import Code, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from meshkit.logs import log_context
+from meshkit.streams import trace_fields
+from withdraw_svc.coalesce import Coalescer
+from withdraw_svc.domain import (
+    MAX_TOKENS,
+    ConfirmInput,
+    FailureReason,
+    GateConfig,
+    GateDecision,
+    Order,
+    OrderState,
+    check_method,
+    check_replay,
+    evaluate_gate,
+    gate_refusal,
+    insufficient_balance,
+    validate_confirm,
+    validate_gate,
+    validate_uid,
+    version_mismatch,
+)
+from withdraw_svc.peers import AccountClient, GatewayClient, Method, PeerError
+from withdraw_svc.repository import NewOrder, Repository
+from withdraw_svc.settings import Settings
+from withdraw_svc.streams import RedisPort
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+Wake = Callable[[], None]
+
+RECENT_ORDERS = 5
+LOCAL_METHODS_MAX = 100_000
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 200
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _failed_for_balance(order: Order) -> bool:
+    return order.state is OrderState.FAILED and order.failure_reason == FailureReason.INSUFFICIENT_BALANCE
+
+
+def new_order_id() -> str:
+    return f"wd-{uuid.uuid4().hex}"
+
+
+# ---------------------------------------------------------------------------------------
+# Gate
+
+
+class GateHolder:
+    """The gate configuration in force on this replica, re-read from PostgreSQL every few
+    seconds so a SetGate on any replica reaches all of them without a restart."""
+
+    def __init__(self, repo: Repository, refresh_s: float, clock: Clock = system_clock) -> None:
+        self.repo = repo
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.config = GateConfig()
+
+    async def load(self) -> GateConfig:
+        self.config = await self.repo.load_gate()
+        return self.config
+
+    async def refresh_loop(self, stopping: asyncio.Event) -> None:
+        while not await sleep_or_stop(stopping, self.refresh_s):
+            try:
+                await self.load()
+            except Exception:
+                log.warning("gate refresh failed; keeping version %d", self.config.version, exc_info=True)
+
+    def evaluate(self, uid: int) -> GateDecision:
+        return evaluate_gate(self.config, uid, self.clock())
+
+
+class GateAdmin:
+    def __init__(self, repo: Repository, gate: GateHolder) -> None:
+        self.repo = repo
+        self.gate = gate
+
+    async def get(self, uid: int) -> tuple[GateConfig, GateDecision | None]:
+        config = await self.gate.load()
+        return config, (self.gate.evaluate(uid) if uid > 0 else None)
+
+    async def set(self, config: GateConfig, expected_version: int, actor: str, reason: str) -> GateConfig:
+        if expected_version < 0:
+            raise InvalidArgument("expected_version must be >= 0", reason="BAD_VERSION")
+        valid = validate_gate(config)
+        stored = await self.repo.replace_gate(valid, expected_version, actor, reason, version_mismatch)
+        self.gate.config = stored
+        log.info("gate set to version %d by %s: %s (%s)", stored.version, actor, stored.to_json(), reason)
+        return stored
+
+    async def audit(self, page_size: int) -> list[tuple[str, datetime, GateConfig | None, GateConfig, str]]:
+        if page_size < 0:
+            raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE")
+        return await self.repo.gate_audit(min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE))
+
+
+# ---------------------------------------------------------------------------------------
+# Withdraw page, confirm, queries
+
+
+@dataclass(frozen=True)
+class Page:
+    balance_fen: int
+    balance_stale: bool
+    min_fen: int
+    max_fen: int
+    gate: GateDecision
+    methods: list[Method]
+    recent: list[Order]
+
+
+def encode_page_token(order: Order) -> str:
+    micros = int(order.created_at.timestamp() * 1_000_000)
+    raw = f"{micros}:{order.order_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        micros, _, order_id = raw.partition(":")
+        if not order_id:
+            raise ValueError("no order id")
+        return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), order_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidArgument(
+            "page_token is not a token this service issued", reason="BAD_PAGE_TOKEN"
+        ) from exc
+
+
+class WithdrawService:
+    def __init__(
+        self, settings: Settings, repo: Repository, redis: RedisPort, account: AccountClient,
+        gateway: GatewayClient, gate: GateHolder, wake_relay: Wake, wake_refunds: Wake,
+    ) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.repo = repo
+        self.redis = redis
+        self.account = account
+        self.gateway = gateway
+        self.gate = gate
+        self.wake_relay = wake_relay
+        self.wake_refunds = wake_refunds
+        # Bound methods per uid, in front of the Redis copy. Only hits are trusted: a method
+        # missing here is looked up again, so a binding made a moment ago is never refused.
+        self._local_methods: dict[int, tuple[float, list[Method]]] = {}
+        self.inserts = Coalescer(repo.insert_orders, repo.insert_order)
+        self.deducted: Coalescer[tuple[str, dict[str, Any]], Order | None] = Coalescer(
+            repo.mark_deducted_many, lambda item: repo.mark_deducted(*item)
+        )
+
+    # -- page ------------------------------------------------------------------------------
+
+    async def page(self, uid: int, tokens: Sequence[str]) -> Page:
+        validate_uid(uid)
+        if len(tokens) > MAX_TOKENS:
+            raise InvalidArgument(f"tokens: at most {MAX_TOKENS} per call", reason="BAD_TOKENS")
+        (balance, stale), methods, recent = await asyncio.gather(
+            self._page_balance(uid, [t for t in tokens if t]),
+            self._page_methods(uid),
+            self.repo.list_orders(uid, RECENT_ORDERS),
+        )
+        return Page(balance, stale, self.limits.min_fen, self.limits.max_fen,
+                    self.gate.evaluate(uid), methods, recent)
+
+    async def _page_balance(self, uid: int, tokens: list[str]) -> tuple[int, bool]:
+        """Weak dependency: credit and balance share one short budget; past it the page
+        renders with a stale balance."""
+        budget = self.settings.page_credit_deadline_s
+        started = time.monotonic()
+        if tokens:
+            try:
+                credit = await self.account.force_credit(uid, tokens, budget)
+                return credit.balance_fen, False
+            except PeerError as err:
+                log.info("page: weak force-credit failed for uid %d: %s", uid, err)
+        remaining = budget - (time.monotonic() - started)
+        if remaining < 0.01:
+            return 0, True
+        try:
+            return await self.account.balance(uid, remaining), False
+        except PeerError as err:
+            log.info("page: balance unavailable for uid %d: %s", uid, err)
+            return 0, True
+
+    async def _page_methods(self, uid: int) -> list[Method]:
+        try:
+            methods = await self.gateway.methods(uid, self.settings.page_credit_deadline_s)
+        except PeerError as err:
+            log.info("page: methods unavailable for uid %d: %s", uid, err)
+            try:
+                return await self.redis.cached_methods(uid) or []
+            except Exception:
+                return []
+        await self._cache_methods(uid, methods)
+        return methods
+
+    def _remember_methods(self, uid: int, methods: list[Method]) -> None:
+        if len(self._local_methods) >= LOCAL_METHODS_MAX:
+            self._local_methods.pop(next(iter(self._local_methods)))  # oldest first
+        self._local_methods[uid] = (time.monotonic() + self.settings.methods_cache_s, methods)
+
+    async def _cache_methods(self, uid: int, methods: list[Method]) -> None:
+        self._remember_methods(uid, methods)
+        try:
+            await self.redis.cache_methods(uid, methods, self.settings.methods_cache_s)
+        except Exception:
+            log.warning("could not cache methods of uid %d", uid, exc_info=True)
+
+    # -- confirm ---------------------------------------------------------------------------
+
+    async def confirm(self, req: ConfirmInput) -> tuple[Order, bool]:
+        """(order, replayed). Validation, then idempotency, then gate, method, credit, order,
+        deduct; the payout itself is queued through the outbox, never run here.
+
+        The idempotency lookup is folded into the insert (ON CONFLICT DO NOTHING) to save a
+        round trip; every refusal before it looks for an earlier order first, so a repeat
+        is answered with its order even when the gate has closed since."""
+        validate_confirm(req, self.limits)
+        with log_context(uid=req.uid):
+            try:
+                decision = self.gate.evaluate(req.uid)
+                if not decision.open:
+                    raise gate_refusal(decision)
+                channel = await self._channel_of(req.uid, req.method_id)
+                if req.tokens:
+                    await self._credit_strong(req.uid, req.tokens)
+            except DomainError:
+                existing = await self.repo.get_by_request(req.uid, req.request_id)
+                if existing is None:
+                    raise
+                return await self._replay(existing, req), True
+            order = await self.inserts.submit(NewOrder(
+                new_order_id(), req.uid, req.request_id, req.amount_fen, channel, req.method_id,
+            ))
+            if order is None:
+                # The request_id was used before (or by a concurrent twin of this request).
+                existing = await self.repo.get_by_request(req.uid, req.request_id)
+                if existing is None:
+                    raise RuntimeError("order vanished after a unique conflict")
+                return await self._replay(existing, req), True
+            return await self._deduct(order), False
+
+    async def _replay(self, existing: Order, req: ConfirmInput) -> Order:
+        check_replay(existing, req)
+        if existing.state is OrderState.PENDING_DEDUCT:
+            # The first attempt did not learn the deduct's outcome: drive it again (the
+            # ledger is idempotent per order id).
+            return await self._deduct(existing)
+        if _failed_for_balance(existing):
+            raise insufficient_balance()
+        return existing
+
+    async def _channel_of(self, uid: int, method_id: str) -> str:
+        local = self._local_methods.get(uid)
+        if local is not None and local[0] > time.monotonic():
+            hit = next((m for m in local[1] if m.method_id == method_id), None)
+            if hit is not None:
+                return check_method(hit.channel, method_id, uid, self.limits)
+        try:
+            cached = await self.redis.cached_methods(uid)
+        except Exception:
+            cached = None
+        hit = next((m for m in cached or [] if m.method_id == method_id), None)
+        if hit is not None:
+            self._remember_methods(uid, cached or [])
+            return check_method(hit.channel, method_id, uid, self.limits)
+        # Not cached (or not in the cached list: the user may have just bound it): ask.
+        try:
+            methods = await self.gateway.methods(uid)
+        except PeerError as err:
+            raise Unavailable(
+                "checking the payout method failed; retry", reason="METHODS_UNAVAILABLE"
+            ) from err
+        await self._cache_methods(uid, methods)
+        found = next((m for m in methods if m.method_id == method_id), None)
+        return check_method(found.channel if found else None, method_id, uid, self.limits)
+
+    async def _credit_strong(self, uid: int, tokens: Sequence[str]) -> None:
+        try:
+            await self.account.force_credit(uid, tokens, self.settings.confirm_credit_deadline_s)
+        except PeerError as err:
+            if err.definitive:
+                # The ledger refused a token (forged, expired, someone else's...): say why.
+                code = Code[err.code] if err.code in Code.__members__ else Code.INVALID_ARGUMENT
+                raise DomainError(f"tokens: {err.message}", reason="TOKEN_REFUSED", code=code) from err
+            raise Unavailable("crediting rewards failed, retry", reason="CREDIT_FAILED") from err
+
+    async def _deduct(self, order: Order) -> Order:
+        with log_context(order_id=order.order_id, uid=order.uid):
+            try:
+                await self.account.deduct(order.order_id, order.uid, order.amount_fen)
+            except PeerError as err:
+                return await self._deduct_refused(order, err)
+            payload = {
+                "uid": order.uid, "channel": order.channel, "method_id": order.method_id,
+                "amount_fen": order.amount_fen, **trace_fields(),
+            }
+            moved = await self.deducted.submit((order.order_id, payload))
+            if moved is None:
+                # A concurrent retry (or the compensation job) moved it first.
+                return await self._current(order.order_id)
+            self.wake_relay()
+            return moved
+
+    async def _deduct_refused(self, order: Order, err: PeerError) -> Order:
+        if not err.definitive:
+            log.warning("deduct outcome unknown: %s", err)
+            raise Unavailable(
+                "deducting the order did not complete; retry with the same request_id",
+                reason="DEDUCT_UNKNOWN",
+            ) from err
+        if err.code == "FAILED_PRECONDITION":
+            reason = (FailureReason.INSUFFICIENT_BALANCE if "insufficient" in err.message.lower()
+                      else FailureReason.DEDUCT_REFUSED)
+            failed = await self.repo.fail_order(
+                order.order_id, [OrderState.PENDING_DEDUCT], reason, err.message
+            )
+            if failed is not None:
+                self.wake_refunds()
+                if reason is FailureReason.INSUFFICIENT_BALANCE:
+                    raise insufficient_balance() from err
+                raise FailedPrecondition(f"deduct refused: {err.message}", reason="DEDUCT_REFUSED") from err
+        current = await self._current(order.order_id)
+        if current.state is not OrderState.PENDING_DEDUCT:
+            if _failed_for_balance(current):
+                raise insufficient_balance() from err
+            return current
+        raise RuntimeError(f"ledger refused the deduct of {order.order_id}: {err}") from err
+
+    async def _current(self, order_id: str) -> Order:
+        order = await self.repo.get_order(order_id)
+        if order is None:
+            raise RuntimeError(f"order {order_id} vanished")
+        return order
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def get_order(self, order_id: str) -> Order:
+        if not order_id:
+            raise InvalidArgument("order_id is required", reason="BAD_ORDER_ID")
+        order = await self.repo.get_order(order_id, with_history=True)
+        if order is None:
+            raise NotFound(f"order_id {order_id!r} not found", reason="ORDER_NOT_FOUND")
+        return order
+
+    async def list_orders(self, uid: int, page_size: int, page_token: str) -> tuple[list[Order], str]:
+        validate_uid(uid)
+        if page_size < 0:
+            raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(page_token) if page_token else None
+        orders = await self.repo.list_orders(uid, size + 1, after)
+        if len(orders) > size:
+            return orders[:size], encode_page_token(orders[size - 1])
+        return orders, ""
+
+
+# ---------------------------------------------------------------------------------------
+# Payout coordination (called by payout_svc)
+
+
+class Coordination:
+    def __init__(self, repo: Repository, wake_refunds: Wake) -> None:
+        self.repo = repo
+        self.wake_refunds = wake_refunds
+
+    async def begin_payout(self, order_id: str) -> tuple[Order, bool]:
+        if not order_id:
+            raise InvalidArgument("order_id is required", reason="BAD_ORDER_ID")
+        with log_context(order_id=order_id):
+            moved = await self.repo.transition(
+                order_id, [OrderState.PENDING_PAYOUT], OrderState.PAYING, "payout started"
+            )
+            if moved is not None:
+                return moved, True
+            return await self._existing(order_id), False
+
+    async def settle_payout(
+        self, order_id: str, result: OrderState | None, reason: str
+    ) -> tuple[Order, bool]:
+        """(order, replayed)."""
+        if not order_id:
+            raise InvalidArgument("order_id is required", reason="BAD_ORDER_ID")
+        if result not in (OrderState.SUCCEEDED, OrderState.FAILED):
+            raise InvalidArgument("result must be SUCCEEDED or FAILED", reason="BAD_RESULT")
+        with log_context(order_id=order_id):
+            moved: Order | None
+            if result is OrderState.SUCCEEDED:
+                moved = await self.repo.transition(
+                    order_id, [OrderState.PAYING], OrderState.SUCCEEDED, "payout succeeded"
+                )
+            else:
+                moved = await self.repo.fail_order(
+                    order_id, [OrderState.PENDING_PAYOUT, OrderState.PAYING],
+                    FailureReason.PAYOUT_FAILED, reason[:200],
+                )
+                if moved is not None:
+                    self.wake_refunds()
+            if moved is not None:
+                return moved, False
+            current = await self._existing(order_id)
+            if current.state is result:
+                return current, True
+            if current.state.terminal:
+                raise FailedPrecondition(
+                    f"order {order_id} is {current.state} (terminal) and cannot become {result}",
+                    reason="ORDER_TERMINAL",
+                )
+            allowed = "PAYING" if result is OrderState.SUCCEEDED else "PENDING_PAYOUT or PAYING"
+            raise FailedPrecondition(
+                f"order {order_id} is {current.state}; only a {allowed} order can be settled {result}",
+                reason="ORDER_NOT_PAYING",
+            )
+
+    async def _existing(self, order_id: str) -> Order:
+        order = await self.repo.get_order(order_id)
+        if order is None:
+            raise NotFound(f"order_id {order_id!r} not found", reason="ORDER_NOT_FOUND")
+        return order

@@ -1,0 +1,187 @@
+"""Protobuf <-> domain for the three withdraw services. No rules here."""
+
+from __future__ import annotations
+
+import grpc
+
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.errors import InvalidArgument
+from meshkit.identity import caller_of
+from meshkit.timeconv import to_ts
+from withdraw_svc.compensation import Compensation, CompensationAction
+from withdraw_svc.domain import ConfirmInput, GateConfig, GateDecision, Order, OrderState
+from withdraw_svc.peers import Method
+from withdraw_svc.service import Coordination, GateAdmin, WithdrawService
+
+_STATE = {
+    OrderState.PENDING_DEDUCT: withdraw_pb2.ORDER_STATE_PENDING_DEDUCT,
+    OrderState.PENDING_PAYOUT: withdraw_pb2.ORDER_STATE_PENDING_PAYOUT,
+    OrderState.PAYING: withdraw_pb2.ORDER_STATE_PAYING,
+    OrderState.SUCCEEDED: withdraw_pb2.ORDER_STATE_SUCCEEDED,
+    OrderState.FAILED: withdraw_pb2.ORDER_STATE_FAILED,
+}
+_RESULT = {
+    withdraw_pb2.PAYOUT_RESULT_SUCCEEDED: OrderState.SUCCEEDED,
+    withdraw_pb2.PAYOUT_RESULT_FAILED: OrderState.FAILED,
+}
+
+
+def order_pb(order: Order) -> withdraw_pb2.Order:
+    return withdraw_pb2.Order(
+        order_id=order.order_id, uid=order.uid, request_id=order.request_id,
+        amount_fen=order.amount_fen, channel=order.channel, method_id=order.method_id,
+        state=_STATE[order.state], failure_reason=order.failure_reason,
+        create_time=to_ts(order.created_at), update_time=to_ts(order.updated_at),
+        refund_state=order.refund_state.value,
+        history=[
+            withdraw_pb2.StateChange(
+                from_state=_STATE[h.from_state] if h.from_state else withdraw_pb2.ORDER_STATE_UNSPECIFIED,
+                to_state=_STATE[h.to_state], reason=h.reason, change_time=to_ts(h.at),
+            )
+            for h in order.history
+        ],
+    )
+
+
+def gate_pb(decision: GateDecision) -> withdraw_pb2.Gate:
+    gate = withdraw_pb2.Gate(open=decision.open, message=decision.message)
+    if decision.open_time is not None:
+        gate.open_time.CopyFrom(to_ts(decision.open_time))
+    return gate
+
+
+def gate_config_pb(config: GateConfig) -> withdraw_pb2.GateConfig:
+    return withdraw_pb2.GateConfig(
+        timezone=config.timezone, closed_start=config.closed_start, closed_end=config.closed_end,
+        release_modulus=config.release_modulus, release_k=config.release_k, version=config.version,
+        bind_prompt=config.bind_prompt,
+    )
+
+
+def gate_config_of(pb: withdraw_pb2.GateConfig) -> GateConfig:
+    return GateConfig(
+        timezone=pb.timezone, closed_start=pb.closed_start.strip(), closed_end=pb.closed_end.strip(),
+        release_modulus=pb.release_modulus, release_k=pb.release_k, bind_prompt=pb.bind_prompt,
+    )
+
+
+def method_pb(method: Method) -> withdraw_pb2.PayoutMethod:
+    return withdraw_pb2.PayoutMethod(
+        method_id=method.method_id, channel=method.channel, display=method.display
+    )
+
+
+def action_pb(action: CompensationAction) -> withdraw_pb2.CompensationAction:
+    return withdraw_pb2.CompensationAction(
+        order_id=action.order_id, from_state=_STATE[action.from_state], action=action.action.value,
+        detail=action.detail,
+    )
+
+
+class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
+    def __init__(self, service: WithdrawService) -> None:
+        self.service = service
+
+    async def GetWithdrawPage(
+        self, request: withdraw_pb2.GetWithdrawPageRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.GetWithdrawPageResponse:
+        page = await self.service.page(request.uid, list(request.tokens))
+        return withdraw_pb2.GetWithdrawPageResponse(
+            balance_fen=page.balance_fen, balance_stale=page.balance_stale,
+            min_amount_fen=page.min_fen, max_amount_fen=page.max_fen, gate=gate_pb(page.gate),
+            methods=[method_pb(m) for m in page.methods], recent_orders=[order_pb(o) for o in page.recent],
+        )
+
+    async def ConfirmWithdraw(
+        self, request: withdraw_pb2.ConfirmWithdrawRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.ConfirmWithdrawResponse:
+        order, replayed = await self.service.confirm(ConfirmInput(
+            uid=request.uid, request_id=request.request_id, amount_fen=request.amount_fen,
+            method_id=request.method_id, tokens=tuple(request.tokens),
+        ))
+        return withdraw_pb2.ConfirmWithdrawResponse(order=order_pb(order), replayed=replayed)
+
+    async def GetOrder(
+        self, request: withdraw_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.GetOrderResponse:
+        return withdraw_pb2.GetOrderResponse(order=order_pb(await self.service.get_order(request.order_id)))
+
+    async def ListOrders(
+        self, request: withdraw_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.ListOrdersResponse:
+        orders, token = await self.service.list_orders(request.uid, request.page_size, request.page_token)
+        return withdraw_pb2.ListOrdersResponse(orders=[order_pb(o) for o in orders], next_page_token=token)
+
+
+class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServicer):
+    def __init__(self, coordination: Coordination) -> None:
+        self.coordination = coordination
+
+    async def BeginPayout(
+        self, request: withdraw_pb2.BeginPayoutRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.BeginPayoutResponse:
+        order, acquired = await self.coordination.begin_payout(request.order_id)
+        return withdraw_pb2.BeginPayoutResponse(order=order_pb(order), acquired=acquired)
+
+    async def SettlePayout(
+        self, request: withdraw_pb2.SettlePayoutRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.SettlePayoutResponse:
+        order, replayed = await self.coordination.settle_payout(
+            request.order_id, _RESULT.get(request.result), request.reason
+        )
+        return withdraw_pb2.SettlePayoutResponse(order=order_pb(order), replayed=replayed)
+
+
+class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):
+    def __init__(self, admin: GateAdmin, compensation: Compensation) -> None:
+        self.admin = admin
+        self.compensation = compensation
+
+    async def GetGate(
+        self, request: withdraw_pb2.GetGateRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.GetGateResponse:
+        config, decision = await self.admin.get(request.uid)
+        reply = withdraw_pb2.GetGateResponse(config=gate_config_pb(config))
+        if decision is not None:
+            reply.gate.CopyFrom(gate_pb(decision))
+        return reply
+
+    async def SetGate(
+        self, request: withdraw_pb2.SetGateRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.SetGateResponse:
+        config = await self.admin.set(
+            gate_config_of(request.config), request.expected_version, caller_of(context), request.reason
+        )
+        return withdraw_pb2.SetGateResponse(config=gate_config_pb(config))
+
+    async def ListGateAudit(
+        self, request: withdraw_pb2.ListGateAuditRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.ListGateAuditResponse:
+        entries = await self.admin.audit(request.page_size)
+        return withdraw_pb2.ListGateAuditResponse(entries=[
+            withdraw_pb2.GateAuditEntry(
+                actor=actor, change_time=to_ts(at), new_config=gate_config_pb(new), reason=reason,
+                old_config=gate_config_pb(old) if old else None,
+            )
+            for actor, at, old, new, reason in entries
+        ])
+
+    async def RunCompensation(
+        self, request: withdraw_pb2.RunCompensationRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.RunCompensationResponse:
+        if request.min_age_seconds < 0:
+            raise InvalidArgument("min_age_seconds must be >= 0", reason="BAD_MIN_AGE")
+        min_age = request.min_age_seconds
+        if not request.override_min_age and min_age == 0:
+            min_age = self.compensation.settings.compensation_min_age_s
+        ran, actions = await self.compensation.run(dry_run=request.dry_run, min_age_s=min_age)
+        return withdraw_pb2.RunCompensationResponse(ran=ran, actions=[action_pb(a) for a in actions])
+
+    async def GetStuckOrders(
+        self, request: withdraw_pb2.GetStuckOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.GetStuckOrdersResponse:
+        counts = await self.compensation.stuck_counts()
+        return withdraw_pb2.GetStuckOrdersResponse(bands=[
+            withdraw_pb2.StuckBand(state=_STATE[c.state], older_than_seconds=c.older_than_s, count=c.count)
+            for c in counts
+        ])

@@ -1,0 +1,93 @@
+"""withdraw_svc configuration, read once at start. Every variable has a local default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshkit.settings import CommonSettings, addr_of, env_bool, env_int, env_list, env_str
+from withdraw_svc.domain import DEFAULT_TIMEZONE, GateConfig, Limits
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    account_addr: str
+    gateway_addr: str
+    limits: Limits
+    page_credit_deadline_s: float
+    confirm_credit_deadline_s: float
+    peer_deadline_s: float
+    gate_refresh_s: float
+    default_gate: GateConfig
+    methods_cache_s: int
+    relay_interval_s: float
+    relay_batch: int
+    republish_after_s: int
+    republish_check_s: float
+    refund_batch: int
+    refund_max_backoff_s: int
+    compensation_enabled: bool
+    compensation_interval_s: float
+    compensation_min_age_s: int
+    compensation_concurrency: int
+    stuck_bands_s: tuple[int, ...]
+    stuck_check_interval_s: float
+    order_lock_ms: int
+    payout_group: str
+    db_pool_size: int
+    # Test-only: exit the process (as kill -9 would) just before the refund call.
+    test_crash_before_refund: bool
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        channels = tuple(env_list("WITHDRAW_CHANNELS", ["bank", "alipay", "balance"]))
+        return cls(
+            common=CommonSettings.from_env("withdraw_svc", "withdraw"),
+            account_addr=addr_of("account_svc"),
+            gateway_addr=addr_of("gateway_mock"),
+            limits=Limits(
+                min_fen=env_int("WITHDRAW_MIN_FEN", 100),
+                max_fen=env_int("WITHDRAW_MAX_FEN", 2_000_000),
+                channels=channels,
+            ),
+            page_credit_deadline_s=env_int("WITHDRAW_PAGE_CREDIT_DEADLINE_MS", 200) / 1000.0,
+            confirm_credit_deadline_s=env_int("WITHDRAW_CONFIRM_CREDIT_DEADLINE_MS", 2000) / 1000.0,
+            peer_deadline_s=env_int("WITHDRAW_PEER_DEADLINE_MS", 3000) / 1000.0,
+            gate_refresh_s=float(env_int("WITHDRAW_GATE_REFRESH_S", 2)),
+            # The campaign window is set at run time by SetGate; until then the gate is open,
+            # so a local mesh works at any hour.
+            default_gate=GateConfig(
+                timezone=env_str("WITHDRAW_GATE_TIMEZONE", DEFAULT_TIMEZONE),
+                closed_start=env_str("WITHDRAW_GATE_CLOSED_START", ""),
+                closed_end=env_str("WITHDRAW_GATE_CLOSED_END", ""),
+                release_modulus=env_int("WITHDRAW_GATE_RELEASE_MODULUS", 1),
+                release_k=env_int("WITHDRAW_GATE_RELEASE_K", 1),
+            ),
+            methods_cache_s=env_int("WITHDRAW_METHODS_CACHE_S", 30),
+            relay_interval_s=env_int("WITHDRAW_RELAY_INTERVAL_MS", 500) / 1000.0,
+            relay_batch=env_int("WITHDRAW_RELAY_BATCH", 500),
+            republish_after_s=env_int("WITHDRAW_REPUBLISH_AFTER_S", 600),
+            republish_check_s=float(env_int("WITHDRAW_REPUBLISH_CHECK_S", 30)),
+            refund_batch=env_int("WITHDRAW_REFUND_BATCH", 100),
+            refund_max_backoff_s=env_int("WITHDRAW_REFUND_MAX_BACKOFF_S", 300),
+            compensation_enabled=env_bool("WITHDRAW_COMPENSATION_ENABLED", True),
+            compensation_interval_s=float(env_int("WITHDRAW_COMPENSATION_INTERVAL_S", 3600)),
+            compensation_min_age_s=env_int("WITHDRAW_COMPENSATION_MIN_AGE_S", 4 * 3600),
+            compensation_concurrency=env_int("WITHDRAW_COMPENSATION_CONCURRENCY", 16),
+            stuck_bands_s=_bands(env_list("WITHDRAW_STUCK_BANDS_S", ["600", "3600"])),
+            stuck_check_interval_s=float(env_int("WITHDRAW_STUCK_CHECK_INTERVAL_S", 60)),
+            order_lock_ms=env_int("WITHDRAW_ORDER_LOCK_MS", 60_000),
+            payout_group=env_str("WITHDRAW_PAYOUT_GROUP", "payout"),
+            db_pool_size=env_int("WITHDRAW_DB_POOL_SIZE", 10),
+            test_crash_before_refund=env_bool("WITHDRAW_TEST_CRASH_BEFORE_REFUND", False),
+        )
+
+
+def _bands(raw: list[str]) -> tuple[int, ...]:
+    try:
+        bands = tuple(sorted({int(b) for b in raw}))
+    except ValueError as exc:
+        raise SystemExit(f"WITHDRAW_STUCK_BANDS_S must be seconds, comma separated: {raw}") from exc
+    if any(b < 0 for b in bands):
+        raise SystemExit("WITHDRAW_STUCK_BANDS_S must not be negative")
+    return bands

@@ -1,0 +1,114 @@
+"""Redis adapters of withdraw_svc: payout stream publishing, the Redis epoch, the order lock
+shared with payout_svc, and the short-lived cache of bound methods."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import redis.asyncio as redis
+from redis.exceptions import ResponseError
+
+from mesh.payout.v1 import payout_pb2
+from meshkit.redis_keys import Keys
+from meshkit.timeconv import to_ts
+from withdraw_svc.peers import Method
+from withdraw_svc.repository import PayoutRow
+
+# Compare-and-delete: only the owner releases its lock (the lock may have expired and been
+# taken by someone else meanwhile).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def payout_job(row: PayoutRow, now: datetime) -> bytes:
+    p = row.payload
+    return payout_pb2.PayoutJob(
+        order_id=row.order_id, uid=int(p["uid"]), channel=str(p["channel"]),
+        method_id=str(p["method_id"]), amount_fen=int(p["amount_fen"]), attempt=0,
+        enqueue_time=to_ts(now),
+    ).SerializeToString()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+class RedisPort:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._release = client.register_script(_RELEASE)
+
+    # -- payout streams -------------------------------------------------------------------
+
+    async def publish(self, rows: Sequence[PayoutRow]) -> list[str]:
+        """XADD every job to its channel's stream in one pipelined round trip."""
+        now = datetime.now(UTC)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for row in rows:
+                fields: dict[str, bytes | str] = {"job": payout_job(row, now)}
+                if tp := row.payload.get("traceparent"):
+                    fields["traceparent"] = str(tp)
+                pipe.xadd(self.keys.payout_stream(str(row.payload["channel"])), fields)  # type: ignore[arg-type]
+            ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def last_delivered(self, channel: str, group: str) -> tuple[int, int] | None:
+        """The consumer group's last delivered entry id; None when stream or group is missing."""
+        try:
+            groups = await self.client.xinfo_groups(self.keys.payout_stream(channel))
+        except ResponseError:
+            return None
+        for g in groups:
+            if _text(g.get("name")) == group:
+                return stream_id_key(_text(g.get("last-delivered-id")))
+        return None
+
+    # -- epoch ----------------------------------------------------------------------------
+
+    async def claim_epoch(self) -> tuple[bool, str]:
+        """(won, epoch): won is True when this call created the epoch, i.e. Redis had lost it."""
+        token = secrets.token_hex(8)
+        won = bool(await self.client.set(self.keys.epoch(), token, nx=True))
+        current = await self.client.get(self.keys.epoch())
+        return won, (_text(current) if current else token)
+
+    async def epoch(self) -> str | None:
+        value = await self.client.get(self.keys.epoch())
+        return _text(value) if value else None
+
+    # -- order lock (same key and protocol as payout_svc) ---------------------------------
+
+    async def lock_order(self, order_id: str, ttl_ms: int) -> str | None:
+        token = secrets.token_hex(12)
+        ok = await self.client.set(self.keys.order_lock(order_id), token, nx=True, px=ttl_ms)
+        return token if ok else None
+
+    async def unlock_order(self, order_id: str, token: str) -> None:
+        await self._release(keys=[self.keys.order_lock(order_id)], args=[token])
+
+    # -- methods cache ----------------------------------------------------------------------
+
+    def _methods_key(self, uid: int) -> str:
+        return f"{self.keys.prefix}:withdraw:methods:{uid}"
+
+    async def cached_methods(self, uid: int) -> list[Method] | None:
+        raw = await self.client.get(self._methods_key(uid))
+        if raw is None:
+            return None
+        return [Method(m["method_id"], m["channel"], m["display"]) for m in json.loads(raw)]
+
+    async def cache_methods(self, uid: int, methods: Sequence[Method], ttl_s: int) -> None:
+        payload = json.dumps([{"method_id": m.method_id, "channel": m.channel, "display": m.display}
+                              for m in methods])
+        await self.client.set(self._methods_key(uid), payload, ex=max(1, ttl_s))
