@@ -1,0 +1,141 @@
+"""Adapters for the peers payout_svc calls: withdraw_svc (owner of the orders) and the
+payment gateway. They turn gRPC statuses into the domain's vocabulary."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+
+from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from payout_svc.domain import (
+    Begun,
+    DependencyDown,
+    GatewayAnswer,
+    GatewayStatus,
+    Order,
+    OrderMissing,
+    OrderState,
+    SettleConflict,
+)
+
+log = logging.getLogger(__name__)
+
+_ORDER_STATE = {
+    withdraw_pb2.ORDER_STATE_PENDING_DEDUCT: OrderState.PENDING_DEDUCT,
+    withdraw_pb2.ORDER_STATE_PENDING_PAYOUT: OrderState.PENDING_PAYOUT,
+    withdraw_pb2.ORDER_STATE_PAYING: OrderState.PAYING,
+    withdraw_pb2.ORDER_STATE_SUCCEEDED: OrderState.SUCCEEDED,
+    withdraw_pb2.ORDER_STATE_FAILED: OrderState.FAILED,
+}
+_GATEWAY_STATE = {
+    gateway_pb2.PAYOUT_STATE_PROCESSING: GatewayStatus.PROCESSING,
+    gateway_pb2.PAYOUT_STATE_SUCCEEDED: GatewayStatus.SUCCEEDED,
+    gateway_pb2.PAYOUT_STATE_FAILED: GatewayStatus.FAILED,
+}
+# Codes after which the call may or may not have taken effect, or the peer is just away.
+_UNKNOWN_OUTCOME = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+# From the gateway an internal error may come after its commit: just as unknown.
+_GATEWAY_UNKNOWN = _UNKNOWN_OUTCOME | {grpc.StatusCode.INTERNAL}
+WITHDRAW_RETRY_DELAYS_S = (0.1, 0.3, 0.9)
+
+
+def _order(pb: withdraw_pb2.Order) -> Order:
+    state = _ORDER_STATE.get(pb.state)
+    if state is None:
+        raise ValueError(f"order {pb.order_id} has unknown state {pb.state}")
+    return Order(pb.order_id, pb.uid, pb.channel, pb.method_id, pb.amount_fen, state, pb.failure_reason)
+
+
+class WithdrawClient:
+    """withdraw_svc: every call is idempotent (a read or a compare-and-set), so calls that
+    find it away are retried in place a few times before the message is set aside."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+        self.orders = withdraw_pb2_grpc.WithdrawServiceStub(channel)
+        self.coordination = withdraw_pb2_grpc.PayoutCoordinationServiceStub(channel)
+        self.timeout_s = timeout_s
+
+    async def get_order(self, order_id: str) -> Order:
+        try:
+            reply = await self._call(self.orders.GetOrder, withdraw_pb2.GetOrderRequest(order_id=order_id))
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise OrderMissing(order_id) from err
+            raise
+        return _order(reply.order)
+
+    async def begin_payout(self, order_id: str) -> Begun:
+        reply = await self._call(self.coordination.BeginPayout,
+                                 withdraw_pb2.BeginPayoutRequest(order_id=order_id))
+        return Begun(_order(reply.order), reply.acquired)
+
+    async def settle_payout(self, order_id: str, state: OrderState, reason: str) -> Order:
+        result = (withdraw_pb2.PAYOUT_RESULT_SUCCEEDED if state is OrderState.SUCCEEDED
+                  else withdraw_pb2.PAYOUT_RESULT_FAILED)
+        request = withdraw_pb2.SettlePayoutRequest(order_id=order_id, result=result, reason=reason)
+        try:
+            reply = await self._call(self.coordination.SettlePayout, request)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise SettleConflict(err.details() or "") from err
+            raise
+        return _order(reply.order)
+
+    async def _call(self, method: grpc.aio.UnaryUnaryMultiCallable, request: Any) -> Any:
+        for delay in (*WITHDRAW_RETRY_DELAYS_S, None):
+            try:
+                return await method(request, timeout=self.timeout_s)
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in _UNKNOWN_OUTCOME:
+                    raise
+                if delay is None:
+                    raise DependencyDown(f"withdraw_svc: {err.code().name} {err.details()}") from err
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+class GatewayClient:
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+        self.stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        self.timeout_s = timeout_s
+
+    async def payout(self, order: Order) -> GatewayAnswer:
+        request = gateway_pb2.PayoutRequest(order_id=order.order_id, uid=order.uid, channel=order.channel,
+                                            method_id=order.method_id, amount_fen=order.amount_fen)
+        try:
+            reply = await self.stub.Payout(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            return _error_answer(err)
+        return _answer(reply.payout)
+
+    async def query(self, order_id: str) -> GatewayAnswer:
+        try:
+            reply = await self.stub.QueryPayout(gateway_pb2.QueryPayoutRequest(order_id=order_id),
+                                                timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return GatewayAnswer(GatewayStatus.NOT_FOUND)
+            return _error_answer(err)
+        return _answer(reply.payout)
+
+
+def _answer(payout: gateway_pb2.Payout) -> GatewayAnswer:
+    status = _GATEWAY_STATE.get(payout.state)
+    if status is None:
+        return GatewayAnswer(GatewayStatus.UNKNOWN, f"unexpected payout state {payout.state}")
+    return GatewayAnswer(status, payout.failure_reason)
+
+
+def _error_answer(err: grpc.aio.AioRpcError) -> GatewayAnswer:
+    code = err.code()
+    detail = f"{code.name}: {err.details()}"
+    if code in _GATEWAY_UNKNOWN:
+        return GatewayAnswer(GatewayStatus.UNKNOWN, detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return GatewayAnswer(GatewayStatus.BUSY, detail)
+    return GatewayAnswer(GatewayStatus.REFUSED, detail)

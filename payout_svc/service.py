@@ -1,0 +1,435 @@
+"""Use cases of payout_svc: handle one stream message, follow up asynchronous payouts,
+and the operators' view of the channels."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry.trace import SpanKind
+
+from meshkit.logs import log_context
+from meshkit.streams import context_of
+from meshkit.telemetry import meter, tracer
+from payout_svc.domain import (
+    AttemptFailed,
+    Begun,
+    ChannelStats,
+    DeadLetter,
+    Delivery,
+    DependencyDown,
+    GatewayAnswer,
+    GatewayStatus,
+    Handled,
+    Job,
+    Order,
+    OrderMissing,
+    OrderState,
+    SettleConflict,
+    check_channel,
+    check_dead_letter_ids,
+    dlq_page_size,
+    retry_backoff_s,
+    settle_result,
+    validate_rate,
+)
+
+log = logging.getLogger(__name__)
+_tracer = tracer("payout_svc")
+_meter = meter("payout_svc")
+_handled = _meter.create_counter("payout.messages", description="stream messages by channel and outcome")
+_gateway_calls = _meter.create_counter("payout.gateway.calls", description="gateway Payout calls by answer")
+
+
+# -- ports ----------------------------------------------------------------------------------
+
+
+class OrdersPort(Protocol):
+    async def get_order(self, order_id: str) -> Order: ...
+    async def begin_payout(self, order_id: str) -> Begun: ...
+    async def settle_payout(self, order_id: str, state: OrderState, reason: str) -> Order: ...
+
+
+class GatewayPort(Protocol):
+    async def payout(self, order: Order) -> GatewayAnswer: ...
+    async def query(self, order_id: str) -> GatewayAnswer: ...
+
+
+class QueuePort(Protocol):
+    async def ack(self, delivery: Delivery) -> None: ...
+    async def retry(self, delivery: Delivery, job: Job) -> None: ...
+    async def dead_letter(self, delivery: Delivery, job: Job | None, reason: str, attempts: int) -> None: ...
+    async def park(self, delivery: Delivery, order_id: str, due_ms: int) -> None: ...
+    async def touch(self, delivery: Delivery) -> None: ...
+    async def repark(self, channel: str, order_id: str, due_ms: int) -> None: ...
+    async def unpark(self, channel: str, order_id: str) -> None: ...
+    async def requeue_awaiting(self, channel: str, order_id: str, job: Job) -> None: ...
+
+
+class LimiterPort(Protocol):
+    async def reserve(self, channel: str, rate: float) -> float: ...
+    async def admit(self, channel: str, rate: float) -> float: ...
+
+
+class LockPort(Protocol):
+    async def acquire(self, order_id: str) -> str | None: ...
+    async def release(self, order_id: str, token: str) -> bool: ...
+    async def extend(self, order_id: str, token: str) -> bool: ...
+
+
+class RatesPort(Protocol):
+    def rate_of(self, channel: str) -> float: ...
+
+
+Sleep = Callable[[float], Awaitable[None]]
+# How often a worker waiting for its slot looks whether the channel's rate changed.
+RATE_RECHECK_S = 0.5
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    max_attempts: int = 3
+    retry_backoff_ms: int = 100
+    busy_backoff_ms: int = 50
+    await_poll_ms: int = 1000
+    # How often a worker holding an order proves it is alive (lock expiry, message idle time).
+    keepalive_s: float = 1.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Hold:
+    """What a worker holds while paying one order: the order lock, the message when it
+    came from the stream, and the rate-limit slot reserved for its gateway call. Long
+    waits refresh the lock and the message, so a live worker is neither locked out by its
+    own lock's expiry nor has its message reclaimed as if it had crashed."""
+
+    def __init__(self, locks: LockPort, queue: QueuePort, delivery: Delivery | None, order_id: str,
+                 token: str, every_s: float, sleep: Sleep) -> None:
+        self.locks, self.queue, self.delivery = locks, queue, delivery
+        self.order_id, self.token, self.every_s, self._sleep = order_id, token, every_s, sleep
+        self.last = time.monotonic()
+        # The reserved slot: when it comes (time.monotonic()) and the rate it was cut for.
+        self.slot: tuple[float, float] | None = None
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        if not await self.locks.extend(self.order_id, self.token):
+            # Only a convenience is lost: BeginPayout's compare-and-set and the gateway's
+            # idempotency still keep the order from being paid twice.
+            log.warning("order lock expired while held; carrying on")
+        if self.delivery is not None:
+            await self.queue.touch(self.delivery)
+
+    async def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            await self._sleep(min(left, self.every_s))
+            await self.refresh()
+
+
+class PayoutProcessor:
+    def __init__(self, orders: OrdersPort, gateway: GatewayPort, queue: QueuePort, limiter: LimiterPort,
+                 locks: LockPort, rates: RatesPort, config: ProcessorConfig, stopping: asyncio.Event,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.orders, self.gateway, self.queue = orders, gateway, queue
+        self.limiter, self.locks, self.rates = limiter, locks, rates
+        self.config, self.stopping, self.sleep = config, stopping, sleep
+
+    async def handle(self, delivery: Delivery) -> Handled:
+        job = delivery.job
+        if job is None:
+            log.error("message %s on %s holds no readable PayoutJob; dead-lettered",
+                      delivery.entry_id, delivery.channel)
+            await self.queue.dead_letter(delivery, None, "malformed message: no readable PayoutJob", 0)
+            return Handled.DEAD
+        parent = context_of({"traceparent": delivery.traceparent})
+        attributes: dict[str, str | int] = {
+            "messaging.system": "redis", "messaging.destination.name": delivery.channel,
+            "messaging.message.id": delivery.entry_id, "payout.order_id": job.order_id,
+            "payout.attempt": job.attempt,
+        }
+        with _tracer.start_as_current_span("payout process", context=parent, kind=SpanKind.CONSUMER,
+                                           attributes=attributes) as span, \
+                log_context(order_id=job.order_id, uid=job.uid):
+            handled = await self._handle(delivery, job)
+            span.set_attribute("payout.handled", handled.value)
+            _handled.add(1, {"channel": delivery.channel, "handled": handled.value})
+            return handled
+
+    async def _handle(self, delivery: Delivery, job: Job) -> Handled:
+        token = await self.locks.acquire(job.order_id)
+        if token is None:
+            # Another worker is on this order (a duplicate message). Leaving this copy
+            # un-acked costs nothing: it is reclaimed after the idle timeout and by then
+            # finds the order settled. Nothing failed, so no attempt is counted.
+            log.info("order locked by another worker; message %s left for redelivery", delivery.entry_id)
+            return Handled.LEFT
+        hold = Hold(self.locks, self.queue, delivery, job.order_id, token,
+                    self.config.keepalive_s, self.sleep)
+        try:
+            # The slot is reserved first so that waiting for it overlaps reading and
+            # beginning the order; a message that turns out to need no call wastes one slot,
+            # which only ever lowers the rate.
+            await self._reserve(delivery.channel, hold)
+            return await self._work(delivery, hold)
+        except DependencyDown as exc:
+            log.warning("%s; message %s left for redelivery", exc, delivery.entry_id)
+            return Handled.LEFT
+        except AttemptFailed as exc:
+            failure = str(exc)
+        except OrderMissing:
+            failure = "order not found in withdraw_svc"
+        except Exception as exc:
+            log.exception("unexpected error while paying out")
+            failure = f"unexpected error: {type(exc).__name__}: {exc}"
+        finally:
+            await self._release(job.order_id, token)
+        return await self._fail_attempt(delivery, job, failure)
+
+    async def _release(self, order_id: str, token: str) -> None:
+        try:
+            await self.locks.release(order_id, token)
+        except Exception:
+            log.warning("could not release the order lock; it expires on its own", exc_info=True)
+
+    async def _work(self, delivery: Delivery, hold: Hold) -> Handled:
+        assert delivery.job is not None
+        # BeginPayout is the reload: it returns the order in whatever state it is, and moves
+        # it to PAYING (compare-and-set) only if it waits for its payout.
+        begun = await self.orders.begin_payout(delivery.job.order_id)
+        for _ in range(4):
+            order = begun.order
+            if begun.acquired:
+                return await self._pay(delivery, order, hold)
+            if order.state.terminal:
+                log.info("order already %s; nothing to do", order.state.value)
+                await self.queue.ack(delivery)
+                return Handled.ACKED
+            if order.state is OrderState.PENDING_DEDUCT:
+                log.warning("order is still PENDING_DEDUCT: no payout job should exist yet; acknowledged")
+                await self.queue.ack(delivery)
+                return Handled.ACKED
+            if order.state is OrderState.PAYING:
+                # An earlier delivery (or the compensation job) may already have paid.
+                answer = await self.gateway.query(order.order_id)
+                if answer.status is GatewayStatus.NOT_FOUND:
+                    return await self._pay(delivery, order, hold)
+                return await self._adopt(delivery, order, answer)
+            begun = await self.orders.begin_payout(order.order_id)  # PENDING_PAYOUT again: retry
+        raise AttemptFailed("order state kept changing while locked")
+
+    async def _pay(self, delivery: Delivery, order: Order, hold: Hold) -> Handled:
+        while True:
+            await self._take_turn(delivery.channel, hold)
+            answer = await self.gateway.payout(order)
+            _gateway_calls.add(1, {"channel": delivery.channel, "answer": answer.status.value})
+            if answer.status is not GatewayStatus.BUSY:
+                return await self._adopt(delivery, order, answer)
+            # Over the channel's capacity: nothing was recorded. Pacing, not a failure.
+            if self.stopping.is_set():
+                # The order stays PAYING with no gateway record; the redelivery queries, finds
+                # nothing and pays.
+                return Handled.LEFT
+            await hold.sleep(self.config.busy_backoff_ms / 1000.0)
+
+    async def _reserve(self, channel: str, hold: Hold) -> None:
+        rate = self.rates.rate_of(channel)
+        hold.slot = (time.monotonic() + await self.limiter.reserve(channel, rate), rate)
+
+    async def _take_turn(self, channel: str, hold: Hold) -> None:
+        """Wait for the channel's rate limit. Waiting is pacing: it never counts as an attempt."""
+        await hold.refresh()
+        if hold.slot is None:
+            await self._reserve(channel, hold)
+        while hold.slot is not None:
+            due, rate = hold.slot
+            if rate != self.rates.rate_of(channel):
+                # The slot was cut for the old rate (after a raise from 1/s it could be many
+                # seconds away): take one on the new schedule.
+                await self._reserve(channel, hold)
+                continue
+            left = due - time.monotonic()
+            if left <= 0:
+                hold.slot = None
+            else:
+                await hold.sleep(min(left, RATE_RECHECK_S))
+        while (wait := await self.limiter.admit(channel, self.rates.rate_of(channel))) > 0:
+            await hold.sleep(wait)
+
+    async def _adopt(self, delivery: Delivery, order: Order, answer: GatewayAnswer) -> Handled:
+        if answer.final:
+            await settle(self.orders, order, answer)
+            await self.queue.ack(delivery)
+            return Handled.ACKED
+        if answer.status is GatewayStatus.PROCESSING:
+            log.info("gateway accepted the payout asynchronously; awaiting its final state")
+            await self.queue.park(delivery, order.order_id, now_ms() + self.config.await_poll_ms)
+            return Handled.PARKED
+        if answer.status is GatewayStatus.UNKNOWN:
+            # The money may have left: never a failure. The retry queries the gateway first.
+            raise AttemptFailed(f"payout outcome unknown: {answer.reason}")
+        raise AttemptFailed(f"gateway refused the payout: {answer.reason}")
+
+    async def _fail_attempt(self, delivery: Delivery, job: Job, reason: str) -> Handled:
+        attempts = job.attempt + 1
+        if attempts >= self.config.max_attempts:
+            await self.queue.dead_letter(delivery, job.next_attempt(reason), reason, attempts)
+            log.warning("attempt %d failed (%s); moved to the dead-letter stream, the order is left "
+                        "for the compensation job", attempts, reason)
+            return Handled.DEAD
+        log.info("attempt %d failed (%s); retrying", attempts, reason)
+        # The message is still un-acked while we back off: a crash here loses nothing.
+        if not self.stopping.is_set():
+            await self.sleep(retry_backoff_s(job.attempt, self.config.retry_backoff_ms))
+        await self.queue.retry(delivery, job.next_attempt(reason))
+        return Handled.RETRIED
+
+
+async def settle(orders: OrdersPort, order: Order, answer: GatewayAnswer) -> None:
+    state, reason = settle_result(answer)
+    try:
+        settled = await orders.settle_payout(order.order_id, state, reason)
+    except SettleConflict as exc:
+        # Retrying cannot change a terminal order: reconciliation reports it.
+        log.error("gateway says %s but withdraw_svc settled the order otherwise (%s)", state.value, exc)
+        return
+    log.info("order settled %s", settled.state.value)
+
+
+class AwaitingChecker:
+    """Follows payouts the gateway accepted asynchronously until they are final."""
+
+    def __init__(self, orders: OrdersPort, gateway: GatewayPort, queue: QueuePort, locks: LockPort,
+                 config: ProcessorConfig) -> None:
+        self.orders, self.gateway, self.queue, self.locks, self.config = orders, gateway, queue, locks, config
+
+    async def check(self, channel: str, order_id: str) -> str:
+        """Returns what was done: settled, waiting, requeued, dropped, busy."""
+        with _tracer.start_as_current_span("payout await check", attributes={"payout.order_id": order_id}), \
+                log_context(order_id=order_id):
+            token = await self.locks.acquire(order_id)
+            if token is None:
+                return "busy"  # its lease brings it back
+            try:
+                return await self._check(channel, order_id)
+            finally:
+                try:
+                    await self.locks.release(order_id, token)
+                except Exception:
+                    log.warning("could not release the order lock; it expires on its own", exc_info=True)
+
+    async def _check(self, channel: str, order_id: str) -> str:
+        try:
+            order = await self.orders.get_order(order_id)
+        except OrderMissing:
+            log.error("awaited order is unknown to withdraw_svc; dropped")
+            await self.queue.unpark(channel, order_id)
+            return "dropped"
+        if order.state.terminal or order.state is OrderState.PENDING_DEDUCT:
+            await self.queue.unpark(channel, order_id)
+            return "dropped"
+        if order.state is OrderState.PENDING_PAYOUT:
+            await self.queue.requeue_awaiting(channel, order_id, order.as_job())
+            return "requeued"
+        answer = await self.gateway.query(order_id)
+        if answer.final:
+            await settle(self.orders, order, answer)
+            await self.queue.unpark(channel, order_id)
+            return "settled"
+        if answer.status is GatewayStatus.NOT_FOUND:
+            log.warning("gateway has no record of an awaited payout; queued again")
+            await self.queue.requeue_awaiting(channel, order_id, order.as_job())
+            return "requeued"
+        await self.queue.repark(channel, order_id, now_ms() + self.config.await_poll_ms)
+        return "waiting"
+
+
+# -- operators -----------------------------------------------------------------------------
+
+
+class RatesRepository(Protocol):
+    async def all_rates(self) -> dict[str, float]: ...
+    async def seed_rates(self, rates: dict[str, float]) -> None: ...
+    async def set_rate(self, channel: str, rate: float) -> None: ...
+
+
+class ChannelRates:
+    """The rates in force in this process: PostgreSQL's channel_config, re-read every few
+    seconds so a change made through any replica reaches all of them."""
+
+    def __init__(self, repo: RatesRepository, channels: tuple[str, ...], defaults: dict[str, float]) -> None:
+        self.repo = repo
+        self.channels = channels
+        self.defaults = defaults
+        self.rates: dict[str, float] = {ch: defaults.get(ch, 0.0) for ch in channels}
+
+    async def start(self) -> None:
+        await self.repo.seed_rates({ch: self.defaults.get(ch, 0.0) for ch in self.channels})
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        stored = await self.repo.all_rates()
+        for channel in self.channels:
+            if channel in stored:
+                self.rates[channel] = stored[channel]
+
+    def rate_of(self, channel: str) -> float:
+        return self.rates.get(channel, 0.0)
+
+    async def set(self, channel: str, rate: float) -> None:
+        await self.repo.set_rate(channel, rate)
+        self.rates[channel] = rate
+
+
+class StatsSource(Protocol):
+    async def group_info(self, channel: str) -> tuple[int, int, int]: ...
+    async def dead_letter_count(self, channel: str) -> int: ...
+    async def list_dead_letters(self, channel: str, limit: int) -> list[DeadLetter]: ...
+    async def replay(self, channel: str, ids: list[str]) -> int: ...
+
+
+class RateGauge(Protocol):
+    async def current_rate(self, channel: str) -> float: ...
+
+
+class PayoutAdmin:
+    def __init__(self, source: StatsSource, gauge: RateGauge, rates: ChannelRates) -> None:
+        self.source, self.gauge, self.rates = source, gauge, rates
+
+    async def stats(self, channel: str) -> list[ChannelStats]:
+        if channel:
+            check_channel(channel, self.rates.channels)
+        return [await self._stats(ch) for ch in ([channel] if channel else self.rates.channels)]
+
+    async def _stats(self, channel: str) -> ChannelStats:
+        backlog, pending, consumers = await self.source.group_info(channel)
+        current = await self.gauge.current_rate(channel)
+        dead = await self.source.dead_letter_count(channel)
+        return ChannelStats(channel, backlog, pending, consumers, self.rates.rate_of(channel), current, dead)
+
+    async def set_rate(self, channel: str, rate: float) -> ChannelStats:
+        check_channel(channel, self.rates.channels)
+        validate_rate(rate)
+        await self.rates.set(channel, rate)
+        log.info("channel %s rate set to %s/s", channel, rate)
+        return await self._stats(channel)
+
+    async def list_dead_letters(self, channel: str, page_size: int) -> list[DeadLetter]:
+        check_channel(channel, self.rates.channels)
+        return await self.source.list_dead_letters(channel, dlq_page_size(page_size))
+
+    async def replay(self, channel: str, ids: list[str]) -> int:
+        check_channel(channel, self.rates.channels)
+        check_dead_letter_ids(ids)
+        replayed = await self.source.replay(channel, ids)
+        log.info("replayed %d dead letters of %s", replayed, channel)
+        return replayed

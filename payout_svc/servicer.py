@@ -1,0 +1,58 @@
+"""gRPC <-> domain for PayoutAdminService."""
+
+from __future__ import annotations
+
+import grpc
+
+from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
+from meshkit.timeconv import to_ts
+from payout_svc.domain import ChannelStats, DeadLetter, Job
+from payout_svc.service import PayoutAdmin
+
+
+def stats_pb(s: ChannelStats) -> payout_pb2.ChannelStats:
+    return payout_pb2.ChannelStats(
+        channel=s.channel, backlog=s.backlog, pending=s.pending, consumers=s.consumers,
+        rate_limit_per_second=s.rate_limit_per_second, current_rate_per_second=s.current_rate_per_second,
+        dead_letters=s.dead_letters,
+    )
+
+
+def job_pb(j: Job) -> payout_pb2.PayoutJob:
+    return payout_pb2.PayoutJob(order_id=j.order_id, uid=j.uid, channel=j.channel, method_id=j.method_id,
+                                amount_fen=j.amount_fen, attempt=j.attempt,
+                                enqueue_time=to_ts(j.enqueue_time), last_error=j.last_error)
+
+
+def dead_letter_pb(d: DeadLetter) -> payout_pb2.DeadLetter:
+    return payout_pb2.DeadLetter(dead_letter_id=d.dead_letter_id, job=job_pb(d.job), reason=d.reason,
+                                 attempts=d.attempts, dead_time=to_ts(d.dead_time))
+
+
+class PayoutAdminServicer(payout_pb2_grpc.PayoutAdminServiceServicer):
+    def __init__(self, admin: PayoutAdmin) -> None:
+        self.admin = admin
+
+    async def GetChannelStats(
+        self, request: payout_pb2.GetChannelStatsRequest, context: grpc.aio.ServicerContext
+    ) -> payout_pb2.GetChannelStatsResponse:
+        stats = await self.admin.stats(request.channel)
+        return payout_pb2.GetChannelStatsResponse(channels=[stats_pb(s) for s in stats])
+
+    async def SetChannelRate(
+        self, request: payout_pb2.SetChannelRateRequest, context: grpc.aio.ServicerContext
+    ) -> payout_pb2.SetChannelRateResponse:
+        stats = await self.admin.set_rate(request.channel, request.rate_per_second)
+        return payout_pb2.SetChannelRateResponse(stats=stats_pb(stats))
+
+    async def ListDeadLetters(
+        self, request: payout_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> payout_pb2.ListDeadLettersResponse:
+        letters = await self.admin.list_dead_letters(request.channel, request.page_size)
+        return payout_pb2.ListDeadLettersResponse(dead_letters=[dead_letter_pb(d) for d in letters])
+
+    async def ReplayDeadLetters(
+        self, request: payout_pb2.ReplayDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> payout_pb2.ReplayDeadLettersResponse:
+        replayed = await self.admin.replay(request.channel, list(request.dead_letter_ids))
+        return payout_pb2.ReplayDeadLettersResponse(replayed=replayed)

@@ -1,0 +1,265 @@
+"""payout_svc's Redis adapters against real Redis: the shared GCRA limiter, order locks,
+and the stream operations (retry copy, dead letters, replay, reclaim, recovery from a wipe)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from meshkit.redis_keys import Keys
+from payout_svc.domain import Job
+from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter, decode_job, encode_job
+
+
+@pytest.fixture
+async def keys(mesh_env: dict[str, str], redis_client: redis.Redis) -> AsyncIterator[Keys]:
+    keys = Keys(f"{mesh_env['MESH_KEY_PREFIX']}-rt{uuid.uuid4().hex[:6]}")
+    yield keys
+    async for key in redis_client.scan_iter(match=f"{keys.prefix}:*"):
+        await redis_client.delete(key)
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """Most events in any half-open window [t, t + window) starting at an event."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, start in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < start + window:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+async def test_two_limiter_users_share_one_rate(
+    mesh_env: dict[str, str], keys: Keys, redis_client: redis.Redis
+) -> None:
+    clients = [redis.Redis.from_url(mesh_env["REDIS_URL"]) for _ in range(2)]
+    limiters = [RateLimiter(c, keys) for c in clients]
+    granted = 0
+    admitted: dict[bytes, float] = {}
+    deadline = time.time() + 2.5
+
+    async def user(limiter: RateLimiter) -> None:
+        nonlocal granted
+        while time.time() < deadline:
+            await asyncio.sleep(await limiter.reserve("bank", 50.0))
+            wait = await limiter.admit("bank", 50.0)
+            while wait > 0:
+                await asyncio.sleep(wait)
+                wait = await limiter.admit("bank", 50.0)
+            granted += 1
+
+    users_done = asyncio.Event()
+
+    async def sample_the_log() -> None:
+        # Each admission stays in the one-second log for at least a second, stamped with
+        # Redis's clock: sampling it often enough collects every one of them.
+        while True:
+            finished = users_done.is_set()
+            for member, score in await redis_client.zrange(keys.rate_window("bank"), 0, -1, withscores=True):
+                admitted[member] = score / 1e6
+            if finished:
+                return
+            await asyncio.sleep(0.2)
+
+    async def users() -> None:
+        await asyncio.gather(*(user(limiters[n % 2]) for n in range(12)))
+        users_done.set()
+
+    try:
+        await asyncio.gather(sample_the_log(), users())
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert len(admitted) == granted
+    assert max_in_window(list(admitted.values())) <= 50
+    # Pacing keeps the channel busy: close to 50/s over the run, not far below it.
+    assert granted >= 0.9 * 50 * 2.5
+
+
+async def test_unlimited_rate_never_waits_and_is_counted(redis_client: redis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis_client, keys)
+    waits = [await limiter.reserve("alipay", 0.0) + await limiter.admit("alipay", 0.0) for _ in range(200)]
+    assert max(waits) == 0.0
+    # Counted per Redis second: the last complete second holds what we just did, or the
+    # current one does (read again once it is complete).
+    seconds, _ = await redis_client.time()
+    counted = 0
+    for second in (seconds - 1, seconds):
+        counted += int(await redis_client.get(f"{keys.rate_window('alipay')}:{second}") or 0)
+    assert counted == 200
+
+
+async def test_current_rate_reports_the_last_second(redis_client: redis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis_client, keys)
+    seconds, _ = await redis_client.time()
+    await redis_client.set(f"{keys.rate_window('bank')}:{seconds - 1}", 37)
+    assert await limiter.current_rate("bank") in (37.0, 0.0)  # 0.0 only if a second ticked meanwhile
+
+
+async def test_admit_holds_calls_past_the_rate_in_any_second(redis_client: redis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis_client, keys)
+    waits = [await limiter.admit("bank", 5.0) for _ in range(8)]
+    assert waits[:5] == [0.0] * 5
+    # The sixth may go once the first call leaves the one-second window.
+    assert all(0.9 < w <= 1.0 for w in waits[5:])
+    assert await limiter.admit("bank", 5.9) > 0  # a fractional rate rounds down
+
+
+async def test_a_new_rate_starts_a_new_schedule(redis_client: redis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis_client, keys)
+    slow = [await limiter.reserve("bank", 1.0) for _ in range(4)]
+    assert slow[0] < 0.01 and 2.9 < slow[3] < 3.01
+    # Raised: the next slot is now, not behind the slots cut for 1/s.
+    first = await limiter.reserve("bank", 2.0)
+    second = await limiter.reserve("bank", 2.0)
+    assert first < 0.01 and 0.45 < second - first < 0.55
+
+
+async def test_order_lock_is_exclusive_and_owned(redis_client: redis.Redis, keys: Keys) -> None:
+    locks = OrderLocks(redis_client, keys, ttl_ms=500)
+    token = await locks.acquire("o-1")
+    assert token is not None
+    assert await locks.acquire("o-1") is None
+    assert not await locks.release("o-1", "not-the-owner")
+    assert await locks.extend("o-1", token)
+    assert 400 < await redis_client.pttl(keys.order_lock("o-1")) <= 500
+    assert await locks.release("o-1", token)
+    assert await locks.acquire("o-1") is not None
+    # It expires on its own when its holder dies.
+    expired = await locks.acquire("o-2")
+    assert expired is not None
+    await asyncio.sleep(0.6)
+    assert await locks.acquire("o-2") is not None
+    assert not await locks.extend("o-2", expired)
+
+
+def job(order_id: str = "", attempt: int = 0) -> Job:
+    return Job(order_id or f"o-{uuid.uuid4().hex[:8]}", 7, "bank", "m-1", 500, attempt)
+
+
+async def publish(client: redis.Redis, keys: Keys, payout_job: Job) -> str:
+    traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    entry_id = await client.xadd(keys.payout_stream("bank"),
+                                 {"job": encode_job(payout_job), "traceparent": traceparent})
+    return entry_id.decode()
+
+
+async def test_retry_copy_replaces_the_message_atomically(redis_client: redis.Redis, keys: Keys) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    await queue.ensure("bank")
+    original = job()
+    await publish(redis_client, keys, original)
+    [delivery] = await queue.read("bank", 1, 100)
+    assert delivery.job == original and delivery.traceparent.startswith("00-")
+    await queue.retry(delivery, original.next_attempt("outcome unknown"))
+    [copy] = await queue.read("bank", 1, 100)
+    assert copy.job is not None and copy.job.attempt == 1 and copy.job.last_error == "outcome unknown"
+    pending = await redis_client.xpending(keys.payout_stream("bank"), "payout")
+    assert pending["pending"] == 1 and pending["min"].decode() == copy.entry_id
+
+
+async def test_dead_letters_list_and_replay_once(redis_client: redis.Redis, keys: Keys) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    await queue.ensure("bank")
+    failing = job(attempt=2)
+    await publish(redis_client, keys, failing)
+    [delivery] = await queue.read("bank", 1, 100)
+    await queue.dead_letter(delivery, failing.next_attempt("gateway down"), "gateway down", 3)
+    [letter] = await queue.list_dead_letters("bank", 10)
+    assert (letter.reason, letter.attempts, letter.job.order_id) == ("gateway down", 3, failing.order_id)
+    assert letter.dead_time is not None
+    assert (await queue.group_info("bank"))[1] == 0  # acked
+
+    results = await asyncio.gather(queue.replay("bank", [letter.dead_letter_id]),
+                                   queue.replay("bank", [letter.dead_letter_id]))
+    assert sorted(results) == [0, 1]
+    assert await queue.replay("bank", [letter.dead_letter_id]) == 0
+    assert await queue.dead_letter_count("bank") == 0
+    [again] = await queue.read("bank", 10, 100)
+    assert again.job is not None and again.job.order_id == failing.order_id and again.job.attempt == 0
+    assert again.traceparent.startswith("00-")
+
+
+async def test_idle_messages_of_a_dead_consumer_are_reclaimed(redis_client: redis.Redis, keys: Keys) -> None:
+    dead = ChannelQueue(redis_client, keys, "payout", "dead-consumer")
+    alive = ChannelQueue(redis_client, keys, "payout", "alive-consumer")
+    await dead.ensure("bank")
+    await publish(redis_client, keys, job())
+    [held] = await dead.read("bank", 1, 100)
+    assert await alive.autoclaim("bank", 200, 10) == []  # not idle long enough yet
+    await asyncio.sleep(0.25)
+    [taken] = await alive.autoclaim("bank", 200, 10)
+    assert taken.entry_id == held.entry_id and taken.job == held.job
+    # A live worker touching its message keeps it.
+    await alive.touch(taken)
+    assert await dead.autoclaim("bank", 200, 10) == []
+
+
+async def test_group_is_recreated_after_a_wipe(redis_client: redis.Redis, keys: Keys) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    await queue.ensure("bank")
+    await redis_client.delete(keys.payout_stream("bank"))
+    assert await queue.read("bank", 1, 50) == []  # NOGROUP handled by recreating the group
+    await publish(redis_client, keys, job("o-after-wipe"))
+    [delivery] = await queue.read("bank", 1, 100)
+    assert delivery.job is not None and delivery.job.order_id == "o-after-wipe"
+
+
+async def test_stats_and_trim_keep_what_is_not_done(redis_client: redis.Redis, keys: Keys) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    await queue.ensure("bank")
+    for _ in range(6):
+        await publish(redis_client, keys, job())
+    first, second, third = await queue.read("bank", 3, 100)
+    await queue.ack(first)
+    await queue.ack(third)
+    backlog, pending, consumers = await queue.group_info("bank")
+    assert (backlog, pending, consumers) == (3, 1, 1)
+    await queue.trim("bank")
+    remaining = [e[0].decode() for e in await redis_client.xrange(keys.payout_stream("bank"))]
+    assert second.entry_id in remaining and len(remaining) >= 4
+    rest = await queue.read("bank", 10, 100)
+    assert len(rest) == 3
+
+
+async def test_awaiting_lease_hands_each_due_order_to_one_poller(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    await queue.repark("bank", "o-due", 0)
+    await queue.repark("bank", "o-later", int(time.time() * 1000) + 60_000)
+    assert await queue.claim_due("bank", 5000, 10) == ["o-due"]
+    assert await queue.claim_due("bank", 5000, 10) == []  # leased
+    await queue.unpark("bank", "o-due")
+    assert await redis_client.zcard(keys.payout_awaiting("bank")) == 1
+
+
+def test_job_codec_round_trip() -> None:
+    payout_job = Job("o-1", 9, "alipay", "m-9", 12345, 2, None, "boom")
+    assert decode_job(encode_job(payout_job)) == payout_job
+    assert decode_job(b"\xff\xff") is None
+    assert decode_job(b"") is None
+
+
+async def test_only_consumers_holding_nothing_are_forgotten(redis_client: redis.Redis, keys: Keys) -> None:
+    idle = ChannelQueue(redis_client, keys, "payout", "idle-consumer")
+    holder = ChannelQueue(redis_client, keys, "payout", "holding-consumer")
+    me = ChannelQueue(redis_client, keys, "payout", "me")
+    await me.ensure("bank")
+    await publish(redis_client, keys, job())
+    [done] = await idle.read("bank", 1, 100)
+    await idle.ack(done)
+    await publish(redis_client, keys, job())
+    assert len(await holder.read("bank", 1, 100)) == 1
+    await asyncio.sleep(0.05)
+    assert await me.reap_consumers("bank", 10) == 1
+    consumers = await redis_client.xinfo_consumers(keys.payout_stream("bank"), "payout")
+    names = {c["name"].decode() for c in consumers}
+    assert names == {"holding-consumer"}

@@ -1,0 +1,380 @@
+"""The payout worker's decisions, against in-memory fakes of its own ports (orders,
+gateway, queue, limiter, locks). The money rules: an unknown outcome is never a failure,
+a PAYING order is queried before it is paid, pacing never counts as an attempt."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from meshkit.errors import InvalidArgument
+from payout_svc.domain import (
+    Begun,
+    Delivery,
+    DependencyDown,
+    GatewayAnswer,
+    GatewayStatus,
+    Handled,
+    Job,
+    Order,
+    OrderMissing,
+    OrderState,
+    parse_rates,
+    retry_backoff_s,
+    settle_result,
+    validate_rate,
+)
+from payout_svc.service import AwaitingChecker, PayoutProcessor, ProcessorConfig
+
+S, F, P = GatewayStatus.SUCCEEDED, GatewayStatus.FAILED, GatewayStatus.PROCESSING
+
+
+class FakeOrders:
+    def __init__(self, order: Order) -> None:
+        self.order = order
+        self.settled: list[tuple[OrderState, str]] = []
+        self.down = False
+        self.begins = 0
+
+    async def get_order(self, order_id: str) -> Order:
+        if self.down:
+            raise DependencyDown("withdraw_svc: UNAVAILABLE")
+        if order_id != self.order.order_id:
+            raise OrderMissing(order_id)
+        return self.order
+
+    async def begin_payout(self, order_id: str) -> Begun:
+        self.begins += 1
+        if self.down:
+            raise DependencyDown("withdraw_svc: UNAVAILABLE")
+        if order_id != self.order.order_id:
+            raise OrderMissing(order_id)
+        if self.order.state is OrderState.PENDING_PAYOUT:
+            self.order = replace(self.order, state=OrderState.PAYING)
+            return Begun(self.order, True)
+        return Begun(self.order, False)
+
+    async def settle_payout(self, order_id: str, state: OrderState, reason: str) -> Order:
+        assert self.order.state in (OrderState.PAYING, state)
+        self.settled.append((state, reason))
+        self.order = replace(self.order, state=state, failure_reason=reason)
+        return self.order
+
+
+class FakeGateway:
+    def __init__(self, answers: list[GatewayAnswer], query: GatewayAnswer | None = None) -> None:
+        self.answers = answers
+        self.query_answer = query or GatewayAnswer(GatewayStatus.NOT_FOUND)
+        self.payouts = 0
+        self.queries = 0
+
+    async def payout(self, order: Order) -> GatewayAnswer:
+        self.payouts += 1
+        return self.answers.pop(0)
+
+    async def query(self, order_id: str) -> GatewayAnswer:
+        self.queries += 1
+        return self.query_answer
+
+
+@dataclass
+class FakeQueue:
+    actions: list[str] = field(default_factory=list)
+    retried: list[Job] = field(default_factory=list)
+    dead: list[tuple[Job | None, str, int]] = field(default_factory=list)
+    awaiting: dict[str, int] = field(default_factory=dict)
+    requeued: list[Job] = field(default_factory=list)
+
+    async def ack(self, delivery: Delivery) -> None:
+        self.actions.append("ack")
+
+    async def retry(self, delivery: Delivery, job: Job) -> None:
+        self.actions.append("retry")
+        self.retried.append(job)
+
+    async def dead_letter(self, delivery: Delivery, job: Job | None, reason: str, attempts: int) -> None:
+        self.actions.append("dead")
+        self.dead.append((job, reason, attempts))
+
+    async def park(self, delivery: Delivery, order_id: str, due_ms: int) -> None:
+        self.actions.append("park")
+        self.awaiting[order_id] = due_ms
+
+    async def touch(self, delivery: Delivery) -> None:
+        self.actions.append("touch")
+
+    async def repark(self, channel: str, order_id: str, due_ms: int) -> None:
+        self.awaiting[order_id] = due_ms
+
+    async def unpark(self, channel: str, order_id: str) -> None:
+        self.awaiting.pop(order_id, None)
+
+    async def requeue_awaiting(self, channel: str, order_id: str, job: Job) -> None:
+        self.awaiting.pop(order_id, None)
+        self.requeued.append(job)
+
+
+class FakeLimiter:
+    def __init__(self, wait_s: float = 0.0) -> None:
+        self.wait_s = wait_s
+        self.reserved = 0
+        self.admitted = 0
+
+    async def reserve(self, channel: str, rate: float) -> float:
+        self.reserved += 1
+        return self.wait_s
+
+    async def admit(self, channel: str, rate: float) -> float:
+        self.admitted += 1
+        # The window is full once, then the call may go.
+        return 0.01 if self.admitted == 1 and self.wait_s else 0.0
+
+
+class FakeLocks:
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+
+    async def acquire(self, order_id: str) -> str | None:
+        if order_id in self.held:
+            return None
+        self.held[order_id] = f"token-{order_id}"
+        return self.held[order_id]
+
+    async def release(self, order_id: str, token: str) -> bool:
+        if self.held.get(order_id) == token:
+            del self.held[order_id]
+            return True
+        return False
+
+    async def extend(self, order_id: str, token: str) -> bool:
+        return self.held.get(order_id) == token
+
+
+class FakeRates:
+    def __init__(self, rate: float = 100.0) -> None:
+        self.rate = rate
+
+    def rate_of(self, channel: str) -> float:
+        return self.rate
+
+
+CONFIG = ProcessorConfig(max_attempts=3, retry_backoff_ms=1, busy_backoff_ms=1, await_poll_ms=1000,
+                         keepalive_s=0.01)
+
+
+def make_order(state: OrderState) -> Order:
+    return Order("o-1", 42, "bank", "m-1", 1500, state)
+
+
+def delivery_of(job: Job | None) -> Delivery:
+    return Delivery("bank", "1-0", job, b"raw", "")
+
+
+@dataclass
+class World:
+    orders: FakeOrders
+    gateway: FakeGateway
+    queue: FakeQueue
+    limiter: FakeLimiter
+    locks: FakeLocks
+
+    rates: FakeRates = field(default_factory=FakeRates)
+
+    def processor(self) -> PayoutProcessor:
+        return PayoutProcessor(self.orders, self.gateway, self.queue, self.limiter, self.locks,
+                               self.rates, CONFIG, asyncio.Event())
+
+    async def handle(self, attempt: int = 0) -> Handled:
+        job = replace(self.orders.order.as_job(), attempt=attempt)
+        return await self.processor().handle(delivery_of(job))
+
+
+def world(state: OrderState, answers: list[GatewayAnswer], query: GatewayAnswer | None = None,
+          wait_s: float = 0.0) -> World:
+    return World(FakeOrders(make_order(state)), FakeGateway(answers, query), FakeQueue(),
+                 FakeLimiter(wait_s), FakeLocks())
+
+
+async def test_pending_payout_is_begun_paid_settled_and_acked() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(S)])
+    assert await w.handle() == Handled.ACKED
+    assert w.orders.settled == [(OrderState.SUCCEEDED, "")]
+    assert w.gateway.payouts == 1 and w.gateway.queries == 0 and w.orders.begins == 1
+    assert w.queue.actions == ["ack"]
+    assert w.locks.held == {}
+
+
+async def test_paying_order_is_queried_first_and_adopted_without_paying() -> None:
+    w = world(OrderState.PAYING, [], query=GatewayAnswer(S))
+    assert await w.handle(attempt=1) == Handled.ACKED
+    assert w.gateway.payouts == 0
+    assert w.orders.settled == [(OrderState.SUCCEEDED, "")]
+
+
+async def test_paying_order_unknown_to_the_gateway_is_paid() -> None:
+    w = world(OrderState.PAYING, [GatewayAnswer(S)], query=GatewayAnswer(GatewayStatus.NOT_FOUND))
+    assert await w.handle(attempt=1) == Handled.ACKED
+    assert (w.gateway.queries, w.gateway.payouts) == (1, 1)
+
+
+async def test_unknown_outcome_is_retried_never_failed() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(GatewayStatus.UNKNOWN, "UNAVAILABLE: reply lost")])
+    assert await w.handle() == Handled.RETRIED
+    assert w.orders.settled == []
+    assert w.orders.order.state is OrderState.PAYING
+    assert [j.attempt for j in w.queue.retried] == [1]
+    assert "outcome unknown" in w.queue.retried[0].last_error
+    assert "ack" not in w.queue.actions
+
+
+async def test_unknown_outcome_on_last_attempt_goes_to_dead_letters_and_order_stays() -> None:
+    w = world(OrderState.PAYING, [GatewayAnswer(GatewayStatus.UNKNOWN, "DEADLINE_EXCEEDED")],
+              query=GatewayAnswer(GatewayStatus.NOT_FOUND))
+    assert await w.handle(attempt=2) == Handled.DEAD
+    job, reason, attempts = w.queue.dead[0]
+    assert attempts == 3 and "DEADLINE_EXCEEDED" in reason
+    assert job is not None and job.attempt == 3
+    assert w.orders.settled == [] and w.orders.order.state is OrderState.PAYING
+
+
+async def test_definitive_failure_settles_failed_with_reason() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(F, "account closed")])
+    assert await w.handle() == Handled.ACKED
+    assert w.orders.settled == [(OrderState.FAILED, "account closed")]
+
+
+async def test_async_acceptance_is_parked() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(P)])
+    assert await w.handle() == Handled.PARKED
+    assert "o-1" in w.queue.awaiting and w.orders.settled == []
+
+
+async def test_capacity_exhaustion_paces_without_counting_attempts() -> None:
+    busy = GatewayAnswer(GatewayStatus.BUSY, "RESOURCE_EXHAUSTED")
+    w = world(OrderState.PENDING_PAYOUT, [busy, busy, GatewayAnswer(S)])
+    assert await w.handle() == Handled.ACKED
+    assert w.gateway.payouts == 3 and w.limiter.reserved == 3 and w.limiter.admitted == 3
+    assert w.queue.retried == [] and w.queue.dead == []
+
+
+async def test_limiter_wait_is_honoured_and_keeps_the_hold_alive() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(S)], wait_s=0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await w.handle() == Handled.ACKED
+    assert loop.time() - started >= 0.06
+    assert w.limiter.admitted == 2
+    assert "touch" in w.queue.actions
+
+
+async def test_a_raised_rate_is_picked_up_while_waiting_for_a_slot() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(S)])
+    w.rates.rate = 0.1
+    slots = {0.1: 30.0, 200.0: 0.0}  # a slot cut at 0.1/s is far away; at 200/s it is now
+
+    async def reserve(channel: str, rate: float) -> float:
+        w.limiter.reserved += 1
+        return slots[rate]
+
+    w.limiter.reserve = reserve  # type: ignore[method-assign]
+    task = asyncio.create_task(w.handle())
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    w.rates.rate = 200.0
+    assert await asyncio.wait_for(task, 3.0) == Handled.ACKED
+    assert w.limiter.reserved == 2 and w.gateway.payouts == 1
+
+
+async def test_locked_order_is_left_for_redelivery() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(S)])
+    w.locks.held["o-1"] = "someone-else"
+    assert await w.handle() == Handled.LEFT
+    assert w.queue.actions == [] and w.gateway.payouts == 0
+    assert w.locks.held == {"o-1": "someone-else"}
+
+
+@pytest.mark.parametrize("state", [OrderState.SUCCEEDED, OrderState.FAILED, OrderState.PENDING_DEDUCT])
+async def test_nothing_to_pay_is_acked(state: OrderState) -> None:
+    w = world(state, [])
+    assert await w.handle() == Handled.ACKED
+    assert w.queue.actions == ["ack"] and w.gateway.payouts == 0 and w.gateway.queries == 0
+
+
+async def test_coordinator_down_leaves_the_message_without_an_attempt() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [])
+    w.orders.down = True
+    assert await w.handle() == Handled.LEFT
+    assert w.queue.actions == [] and w.locks.held == {}
+
+
+async def test_begin_lost_to_another_worker_queries_before_paying() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [], query=GatewayAnswer(S))
+
+    async def begun_elsewhere(order_id: str) -> Begun:
+        w.orders.begins += 1
+        w.orders.order = replace(w.orders.order, state=OrderState.PAYING)
+        return Begun(w.orders.order, False)
+
+    w.orders.begin_payout = begun_elsewhere  # type: ignore[method-assign]
+    assert await w.handle() == Handled.ACKED
+    assert w.gateway.payouts == 0 and w.gateway.queries == 1 and w.orders.begins == 1
+
+
+async def test_missing_order_counts_as_a_failed_attempt() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [])
+    job = Job("o-unknown", 1, "bank", "m", 100)
+    assert await w.processor().handle(delivery_of(job)) == Handled.RETRIED
+    assert "not found" in w.queue.retried[0].last_error
+
+
+async def test_malformed_message_is_dead_lettered() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [])
+    assert await w.processor().handle(delivery_of(None)) == Handled.DEAD
+    assert w.queue.dead[0][0] is None and "malformed" in w.queue.dead[0][1]
+
+
+async def test_awaiting_checker_follows_until_final() -> None:
+    w = world(OrderState.PAYING, [], query=GatewayAnswer(P))
+    checker = AwaitingChecker(w.orders, w.gateway, w.queue, w.locks, CONFIG)
+    w.queue.awaiting["o-1"] = 0
+    assert await checker.check("bank", "o-1") == "waiting"
+    assert w.queue.awaiting["o-1"] > 0
+    w.gateway.query_answer = GatewayAnswer(F, "account closed")
+    assert await checker.check("bank", "o-1") == "settled"
+    assert w.orders.settled == [(OrderState.FAILED, "account closed")] and "o-1" not in w.queue.awaiting
+    assert await checker.check("bank", "o-1") == "dropped"
+
+
+async def test_awaiting_checker_requeues_when_the_gateway_has_no_record() -> None:
+    w = world(OrderState.PAYING, [], query=GatewayAnswer(GatewayStatus.NOT_FOUND))
+    checker = AwaitingChecker(w.orders, w.gateway, w.queue, w.locks, CONFIG)
+    assert await checker.check("bank", "o-1") == "requeued"
+    assert w.queue.requeued[0].order_id == "o-1" and w.queue.requeued[0].attempt == 0
+
+
+def test_settle_result_only_for_final_answers() -> None:
+    assert settle_result(GatewayAnswer(S)) == (OrderState.SUCCEEDED, "")
+    assert settle_result(GatewayAnswer(F, "x")) == (OrderState.FAILED, "x")
+    for status in (GatewayStatus.UNKNOWN, GatewayStatus.PROCESSING, GatewayStatus.BUSY,
+                   GatewayStatus.NOT_FOUND, GatewayStatus.REFUSED):
+        with pytest.raises(ValueError):
+            settle_result(GatewayAnswer(status))
+
+
+def test_parse_rates_and_validation() -> None:
+    assert parse_rates("bank:2000, alipay:5000,balance:0.5") == {"bank": 2000.0, "alipay": 5000.0,
+                                                                  "balance": 0.5}
+    for bad in ("bank", "bank:-1", "bank:x", ":5", "bank:nan"):
+        with pytest.raises(ValueError):
+            parse_rates(bad)
+    validate_rate(0.0)
+    for bad_rate in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(InvalidArgument):
+            validate_rate(bad_rate)
+
+
+def test_retry_backoff_doubles_and_is_capped() -> None:
+    assert [retry_backoff_s(a, 100) for a in range(3)] == [0.1, 0.2, 0.4]
+    assert retry_backoff_s(30, 100) == 5.0
