@@ -56,15 +56,15 @@ test-unit: proto ## unit tests only (no sockets)
 
 up: proto ## start PostgreSQL/Redis if needed, the five services, and run one demo withdrawal
 	$(PY) tools/devstack.py ensure
-	set -a && source .run/devstack.env && set +a && $(PY) tools/mesh.py up && $(PY) tools/demo.py
+	set -a && source .run/devstack.env && set +a && $(PY) tools/meshctl.py up && $(PY) tools/demo.py
 
 down: ## stop the services and any private PostgreSQL/Redis that `make up` started
-	-$(PY) tools/mesh.py down
+	-$(PY) tools/meshctl.py down
 	-$(PY) tools/devstack.py stop
 
 status: ## what runs
 	-$(PY) tools/devstack.py status
-	-$(PY) tools/mesh.py status
+	-$(PY) tools/meshctl.py status
 
 demo: proto ## one withdrawal through the running mesh
 	set -a && source .run/devstack.env && set +a && $(PY) tools/demo.py

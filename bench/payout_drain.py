@@ -56,7 +56,7 @@ from mesh.payout.v1 import payout_pb2, payout_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from tools import mesh as meshctl  # noqa: E402
+from tools import meshctl  # noqa: E402
 
 T = TypeVar("T")
 # payout_svc processes start with the channel all but closed, so that the drain begins with

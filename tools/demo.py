@@ -8,7 +8,7 @@ A fresh uid binds a payout method at the gateway, the campaign signs it a reward
 force-credits it, the user confirms a withdrawal, and the order is followed until it is
 terminal. Prints the order, its history, its ledger entries and the gateway payout.
 Exits 1 unless the order ends SUCCEEDED. Services are found at <SVC>_ADDR, else
-127.0.0.1:<SVC>_PORT (default 5005N), as tools/mesh.py starts them; TLS follows MESH_TLS_*.
+127.0.0.1:<SVC>_PORT (default 5005N), as tools/meshctl.py starts them; TLS follows MESH_TLS_*.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts tools/ first on sys.path, and tools/mesh.py would then shadow
-# the generated `mesh` package: drop tools/, put the repo and gen/ first.
+# Run as a script, Python puts tools/ first on sys.path: put the repo and gen/ first instead,
+# so `tools.*`, the services and the generated `mesh` package import alike from anywhere.
 sys.path[:] = [str(ROOT), str(ROOT / "gen")] + [
     p for p in sys.path if Path(p or ".").resolve() not in (ROOT / "tools", ROOT, ROOT / "gen")
 ]
@@ -39,7 +39,7 @@ from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.settings import TlsSettings  # noqa: E402
 from meshkit.transport import dial  # noqa: E402
-from tools.mesh import addr_of as mesh_addr_of  # noqa: E402
+from tools.meshctl import addr_of as mesh_addr_of  # noqa: E402
 
 RPC_TIMEOUT_S = 5.0
 SETTLE_TIMEOUT_S = 30.0
@@ -77,7 +77,7 @@ class StepFailed(Exception):
 
 
 def default_addresses() -> dict[str, str]:
-    """As tools/mesh.py places them: <SVC>_ADDR, else 127.0.0.1:<SVC>_PORT or the default."""
+    """As tools/meshctl.py places them: <SVC>_ADDR, else 127.0.0.1:<SVC>_PORT or the default."""
     return {peer: mesh_addr_of(peer, os.environ) for peer in PEERS}
 
 

@@ -8,7 +8,7 @@
    a not-yet-released one is refused;
 3. load (the `make load` driver), and during it: gateway faults (5% transient errors, 2%
    replies lost after commit, 1% definitive failures), SIGKILL + restart of payout_svc,
-   withdraw_svc and account_svc once each (tools/mesh.py), one Redis wipe (keys under
+   withdraw_svc and account_svc once each (tools/meshctl.py), one Redis wipe (keys under
    MESH_KEY_PREFIX; FLUSHALL with --flushall);
 4. stop the load, clear the faults, run the compensation job (short age threshold) until
    every order of the drill is terminal, wait for realtime recon, run the daily recon;
@@ -20,7 +20,7 @@
 Ends with exactly one line `DRILL PASS orders=... succeeded=... failed=... lost_fen=0
 double_payouts=0 discrepancies=0`, or `DRILL FAIL <what broke>` and exit status 1.
 Addresses come from `<SVC>_ADDR`, the Redis namespace from MESH_KEY_PREFIX, and process
-control goes through tools/mesh.py with the same environment.
+control goes through tools/meshctl.py with the same environment.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts tools/ first on sys.path, and tools/mesh.py would then shadow
-# the generated `mesh` package: drop tools/, put the repo and gen/ first.
+# Run as a script, Python puts tools/ first on sys.path: put the repo and gen/ first instead,
+# so `tools.*`, the services and the generated `mesh` package import alike from anywhere.
 sys.path[:] = [str(ROOT), str(ROOT / "gen")] + [
     p for p in sys.path if Path(p or ".").resolve() not in (ROOT / "tools", ROOT, ROOT / "gen")
 ]
@@ -57,7 +57,7 @@ from mesh.gateway.v1 import gateway_pb2  # noqa: E402
 from mesh.recon.v1 import recon_pb2  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2  # noqa: E402
 from meshkit.settings import DEFAULT_REDIS_URL  # noqa: E402
-from tools import mesh  # noqa: E402
+from tools import meshctl as mesh  # noqa: E402
 from tools.loadlib import gate  # noqa: E402
 from tools.loadlib.clients import MeshClients  # noqa: E402
 from tools.loadlib.driver import Driver, DriverConfig, parse_mix  # noqa: E402
@@ -188,7 +188,7 @@ class Drill:
         for service in self.o.kill:
             if mesh.running_pid(service, self.o.layout) is None:
                 raise DrillFailed(f"{service} has no live pid in {self.o.layout.pid_file(service)}: "
-                                  "the drill kills and restarts services started by tools/mesh.py")
+                                  "the drill kills and restarts services started by tools/meshctl.py")
         self.channels = await discover_channels(self.clients)
         self.gate_before = await gate.get_config(self.clients)
         for channel in self.channels:
@@ -319,7 +319,7 @@ class Drill:
         self.timeline.note(f"SIGKILL {service} (pid {pid})", mark=f"kill {service}")
         started = time.monotonic()
         address = self.clients.addresses[service]
-        # tools/mesh.py refuses to start on a port that still answers. A killed process can
+        # tools/meshctl.py refuses to start on a port that still answers. A killed process can
         # hold it a moment longer; anything longer is another process on the same port
         # (gRPC binds with SO_REUSEPORT), which would get half the traffic of the new one.
         if not await _port_closed(address, timeout_s=10.0):
@@ -873,7 +873,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--recon-timeout", type=float, default=d.recon_timeout_s)
     p.add_argument("--run-slot", type=int, default=-1, help="uid block of this run (default: random)")
     p.add_argument("--report-dir", type=Path, default=None, help="parent of drill-<timestamp>/")
-    p.add_argument("--run-dir", type=Path, default=mesh.RUN, help="the mesh's tools/mesh.py run directory")
+    p.add_argument("--run-dir", type=Path, default=mesh.RUN, help="the mesh's tools/meshctl.py run directory")
     p.add_argument("--quiet", action="store_true", help="no per-second progress lines")
     return p
 

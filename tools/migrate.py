@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts tools/ first on sys.path, and tools/mesh.py would then shadow
-# the generated `mesh` package: drop tools/, put the repo and gen/ first.
+# Run as a script, Python puts tools/ first on sys.path: put the repo and gen/ first instead,
+# so `tools.*`, the services and the generated `mesh` package import alike from anywhere.
 sys.path[:] = [str(ROOT), str(ROOT / "gen")] + [
     p for p in sys.path if Path(p or ".").resolve() not in (ROOT / "tools", ROOT, ROOT / "gen")
 ]

@@ -1,6 +1,6 @@
 """The whole mesh as five processes, once per test session, on free ports, against this
 run's fresh database and Redis key prefix (tests/conftest.py::mesh_env). Started and
-stopped with tools/mesh.py, exactly as `make up` / `make down` do; the teardown checks
+stopped with tools/meshctl.py, exactly as `make up` / `make down` do; the teardown checks
 that every service drains on SIGTERM and exits 0 within its grace period."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import demo, mesh
+from tools import demo
+from tools import meshctl as mesh
 
 # Short drains keep the suite fast; a service that cannot finish in time is a failure.
 GRACE_S = 5.0

@@ -1,6 +1,6 @@
 """The campaign-night drill, short (a few hundred orders, each fault once), on a private
 mesh of five processes: its own database, Redis key prefix and free ports, started and
-killed through tools/mesh.py exactly as `make drill` does on the `make up` mesh. Private,
+killed through tools/meshctl.py exactly as `make drill` does on the `make up` mesh. Private,
 because the drill kills services, wipes the Redis namespace and rewrites the gate: nothing
 another e2e test relies on may see that.
 
@@ -21,7 +21,8 @@ import pytest
 
 from tests.e2e.conftest import free_ports
 from tests.harness import create_database, drop_database
-from tools import drill, mesh
+from tools import drill
+from tools import meshctl as mesh
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,8 @@ from mesh.gateway.v1 import gateway_pb2
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from tests.e2e.conftest import GRACE_S, E2EMesh
-from tools import demo, mesh
+from tools import demo
+from tools import meshctl as mesh
 
 pytestmark = pytest.mark.e2e
 

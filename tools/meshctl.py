@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the five services as background processes.
 
-    python tools/mesh.py up | down | status | restart <svc> | kill <svc>
+    python tools/meshctl.py up | down | status | restart <svc> | kill <svc>
 
 `up` starts them in dependency order with `.venv/bin/python -m <svc>`, configured from
 the environment (DATABASE_URL, REDIS_URL, MESH_KEY_PREFIX, <SVC>_PORT, <SVC>_ADDR, ...),
