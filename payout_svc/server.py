@@ -16,6 +16,7 @@ from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
 from meshkit.transport import dial
 from payout_svc.clients import GatewayClient, WithdrawClient
+from payout_svc.metrics import ChannelSampler
 from payout_svc.repository import RatesRepository
 from payout_svc.service import AwaitingChecker, ChannelRates, PayoutAdmin, PayoutProcessor, ProcessorConfig
 from payout_svc.servicer import PayoutAdminServicer
@@ -73,6 +74,8 @@ class PayoutApp:
         self.background.spawn("payout-rates",
                               lambda stopping: refresh_rates(rates, s.rate_refresh_s, stopping))
         self.admin = PayoutAdmin(queue, limiter, rates)
+        sampler = ChannelSampler(self.admin, s.common.key_prefix, s.metrics_interval_s)
+        self.background.spawn("payout-metrics", sampler.run)
         log.info("payout consumer %s on channels %s", s.consumer, ",".join(s.channels))
 
     def register(self, server: grpc.aio.Server) -> list[str]:

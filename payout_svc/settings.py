@@ -29,6 +29,7 @@ class Settings:
     busy_backoff_ms: int                      # PAYOUT_BUSY_BACKOFF_MS: pause after RESOURCE_EXHAUSTED
     await_poll_ms: int                        # PAYOUT_AWAIT_POLL_MS: re-check period of async payouts
     rate_refresh_s: float                     # PAYOUT_RATE_REFRESH_S: re-read channel_config
+    metrics_interval_s: float                 # PAYOUT_METRICS_INTERVAL_S: channel gauge sampling
     rate_margin_ms: int                       # PAYOUT_RATE_MARGIN_MS: limiter window is 1 s + this
     gateway_timeout_s: float                  # PAYOUT_GATEWAY_TIMEOUT_S: deadline of gateway calls
     withdraw_timeout_s: float                 # PAYOUT_WITHDRAW_TIMEOUT_S: deadline of withdraw calls
@@ -58,6 +59,7 @@ class Settings:
             busy_backoff_ms=max(1, env_int("PAYOUT_BUSY_BACKOFF_MS", 50)),
             await_poll_ms=max(50, env_int("PAYOUT_AWAIT_POLL_MS", 1000)),
             rate_refresh_s=env_float("PAYOUT_RATE_REFRESH_S", 2.0),
+            metrics_interval_s=env_float("PAYOUT_METRICS_INTERVAL_S", 1.0),
             rate_margin_ms=max(0, env_int("PAYOUT_RATE_MARGIN_MS", 20)),
             gateway_timeout_s=env_float("PAYOUT_GATEWAY_TIMEOUT_S", 3.0),
             withdraw_timeout_s=env_float("PAYOUT_WITHDRAW_TIMEOUT_S", 3.0),

@@ -11,7 +11,13 @@ import pytest
 import redis.asyncio as redis
 
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from tests import tracing
 from tests.harness import create_database, drop_database
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any service starts: one recording provider for the whole test process.
+    tracing.install()
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,18 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as redis
+from opentelemetry.trace import SpanKind
 from redis.exceptions import ResponseError
 
 from mesh.payout.v1 import payout_pb2
 from meshkit.redis_keys import Keys
+from meshkit.streams import context_of, trace_fields
+from meshkit.telemetry import TRACEPARENT, tracer
 from meshkit.timeconv import to_ts
 from withdraw_svc.peers import Method
 from withdraw_svc.repository import PayoutRow
+
+_tracer = tracer("withdraw_svc.relay")
 
 # Compare-and-delete: only the owner releases its lock (the lock may have expired and been
 # taken by someone else meanwhile).
@@ -57,8 +62,15 @@ class RedisPort:
         async with self.client.pipeline(transaction=False) as pipe:
             for row in rows:
                 fields: dict[str, bytes | str] = {"job": payout_job(row, now)}
-                if tp := row.payload.get("traceparent"):
-                    fields["traceparent"] = str(tp)
+                # The relay runs outside the confirm's request: its PRODUCER span joins the
+                # confirm's trace through the traceparent the outbox row kept, and the
+                # consumer continues from this span.
+                parent = context_of({TRACEPARENT: str(row.payload.get(TRACEPARENT, ""))})
+                with _tracer.start_as_current_span(
+                    "payout publish", context=parent, kind=SpanKind.PRODUCER,
+                    attributes={"messaging.system": "redis", "payout.order_id": row.order_id},
+                ):
+                    fields.update(trace_fields())
                 pipe.xadd(self.keys.payout_stream(str(row.payload["channel"])), fields)  # type: ignore[arg-type]
             ids = await pipe.execute()
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
