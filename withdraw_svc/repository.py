@@ -285,14 +285,19 @@ class Repository:
             return len(jobs)
 
     async def republish_all_pending_payout(self, batch: int = 5000) -> int:
-        """After a Redis wipe: every PAYOUT job whose order still waits goes out again."""
+        """After a Redis wipe: every PAYOUT job whose order still waits goes out again, and
+        so does the job of every PAYING order — a payout the gateway accepted asynchronously
+        was followed only in Redis. A worker that meets a PAYING order asks the gateway before
+        anything else, so the extra message can never pay twice."""
         total = 0
         while True:
             result = await self.pool.execute(
-                "UPDATE outbox SET published_at = NULL WHERE id IN ("
+                "UPDATE outbox SET published_at = NULL, done_at = NULL, outcome = NULL WHERE id IN ("
                 " SELECT j.id FROM outbox j JOIN orders o ON o.order_id = j.order_id"
-                " WHERE j.kind = 'PAYOUT' AND j.done_at IS NULL AND j.published_at IS NOT NULL"
-                " AND o.state = 'PENDING_PAYOUT' LIMIT $1)", batch,
+                " WHERE j.kind = 'PAYOUT' AND ("
+                "  (o.state = 'PENDING_PAYOUT' AND j.done_at IS NULL AND j.published_at IS NOT NULL)"
+                "  OR (o.state = 'PAYING' AND j.done_at IS NOT NULL))"
+                " LIMIT $1)", batch,
             )
             n = int(result.split()[-1])
             total += n

@@ -67,13 +67,22 @@ async def test_a_confirmed_order_reaches_its_channel_stream(mesh: WdMesh) -> Non
     assert len(jobs) == 1 and jobs[0][0].amount_fen == 1_234
     assert await mesh.redis.get(mesh.keys.epoch()) is not None
 
-    # Once the order leaves PENDING_PAYOUT its job is closed and never republished.
+    # PAYING: the job is closed, but a wipe re-opens it (the gateway's pending answer was
+    # followed only in Redis); the worker will ask the gateway before paying.
     begun = await mesh.coordination().BeginPayout(
         withdraw_pb2.BeginPayoutRequest(order_id=order.order_id), timeout=10)
     assert begun.acquired
     done = await mesh.pool.fetchrow("SELECT done_at, outcome FROM outbox WHERE order_id = $1 "
                                     "AND kind = 'PAYOUT'", order.order_id)
     assert done["done_at"] is not None and done["outcome"] == "DONE"
+    async for key in mesh.redis.scan_iter(match=f"{mesh.keys.prefix}:*"):
+        await mesh.redis.delete(key)
+    jobs = await eventually(published, timeout=5, what="the PAYING order's job after the wipe")
+    assert len(jobs) == 1
+
+    # Terminal: the job is closed for good and no wipe brings it back.
+    await mesh.coordination().SettlePayout(withdraw_pb2.SettlePayoutRequest(
+        order_id=order.order_id, result=withdraw_pb2.PAYOUT_RESULT_SUCCEEDED), timeout=10)
     async for key in mesh.redis.scan_iter(match=f"{mesh.keys.prefix}:*"):
         await mesh.redis.delete(key)
     await eventually(lambda: mesh.redis.get(mesh.keys.epoch()), timeout=5, what="a new epoch")
