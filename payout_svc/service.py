@@ -43,6 +43,8 @@ _tracer = tracer("payout_svc")
 _meter = meter("payout_svc")
 _handled = _meter.create_counter("payout.messages", description="stream messages by channel and outcome")
 _gateway_calls = _meter.create_counter("payout.gateway.calls", description="gateway Payout calls by answer")
+_limiter_wait = _meter.create_histogram("payout.limiter.wait", unit="ms",
+                                        description="time a payout waited for its channel's rate limit")
 
 
 # -- ports ----------------------------------------------------------------------------------
@@ -248,6 +250,7 @@ class PayoutProcessor:
     async def _take_turn(self, channel: str, hold: Hold) -> None:
         """Wait for the channel's rate limit. Waiting is pacing: it never counts as an attempt."""
         await hold.refresh()
+        started = time.monotonic()
         if hold.slot is None:
             await self._reserve(channel, hold)
         while hold.slot is not None:
@@ -264,6 +267,7 @@ class PayoutProcessor:
                 await hold.sleep(min(left, RATE_RECHECK_S))
         while (wait := await self.limiter.admit(channel, self.rates.rate_of(channel))) > 0:
             await hold.sleep(wait)
+        _limiter_wait.record((time.monotonic() - started) * 1000.0, {"channel": channel})
 
     async def _adopt(self, delivery: Delivery, order: Order, answer: GatewayAnswer) -> Handled:
         if answer.final:

@@ -11,9 +11,11 @@ import logging
 from dataclasses import dataclass
 
 import asyncpg
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from meshkit.background import sleep_or_stop
 from meshkit.logs import log_context
+from meshkit.telemetry import meter
 from withdraw_svc.domain import (
     Action,
     Facts,
@@ -31,6 +33,22 @@ from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort
 
 log = logging.getLogger(__name__)
+_meter = meter("withdraw_svc")
+_actions = _meter.create_counter("withdraw.compensation.actions",
+                                 description="orders the compensation job pushed on, by action")
+# The latest early-warning sample of each live job in this process (read by the exporter).
+_samples: dict[int, list[StuckCount]] = {}
+
+
+def _observe_open_orders(_options: CallbackOptions) -> list[Observation]:
+    return [Observation(c.count, {"state": c.state.value, "older_than_s": c.older_than_s})
+            for counts in list(_samples.values()) for c in counts]
+
+
+_meter.create_observable_gauge(
+    "withdraw.orders.open", callbacks=[_observe_open_orders],
+    description="non-terminal orders by state and age band (0: all of them)",
+)
 
 PAGE = 500
 MAX_REPORTED_ACTIONS = 10_000
@@ -81,13 +99,15 @@ class Compensation:
                 log.warning("stuck-order check failed", exc_info=True)
                 continue
             for c in counts:
-                if c.count:
+                if c.count and c.older_than_s > 0:
                     log.warning("%d orders in %s for over %ds", c.count, c.state, c.older_than_s,
                                 extra={"stuck_state": c.state.value, "stuck_band_s": c.older_than_s,
                                        "stuck_count": c.count})
 
     async def stuck_counts(self) -> list[StuckCount]:
-        self.last_stuck = await self.repo.stuck_counts(self.settings.stuck_bands_s)
+        # Band 0 counts every open order by state: the "orders by state" gauge.
+        self.last_stuck = await self.repo.stuck_counts(sorted({0, *self.settings.stuck_bands_s}))
+        _samples[id(self)] = self.last_stuck
         return self.last_stuck
 
     # -- one run ---------------------------------------------------------------------------
@@ -122,7 +142,11 @@ class Compensation:
             orders = await self.repo.open_orders_older_than(min_age_s, PAGE, after)
             if not orders:
                 break
-            actions.extend(await asyncio.gather(*(bounded(o) for o in orders)))
+            done = await asyncio.gather(*(bounded(o) for o in orders))
+            if not dry_run:
+                for action in done:
+                    _actions.add(1, {"action": action.action.value, "from_state": action.from_state.value})
+            actions.extend(done)
             after = (orders[-1].created_at, orders[-1].order_id)
             if len(orders) < PAGE or dry_run:
                 # A dry run moves nothing, so one page shows what the next run starts with.
