@@ -13,6 +13,7 @@ from meshkit.errors import Conflict, FailedPrecondition, InvalidArgument
 
 MAX_ORDER_ID_LEN = 64
 MAX_FORCE_TOKENS = 500
+MAX_DEDUCT_BATCH = 1000
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 200
 INT64_MAX = 2**63 - 1
@@ -87,6 +88,13 @@ def validate_deduct(order_id: str, uid: int, amount_fen: int) -> None:
     validate_uid(uid)
     if amount_fen <= 0:
         raise InvalidArgument(f"amount_fen must be > 0, got {amount_fen}", reason="BAD_AMOUNT")
+
+
+def validate_deduct_batch(size: int) -> None:
+    if size > MAX_DEDUCT_BATCH:
+        raise InvalidArgument(
+            f"deducts: at most {MAX_DEDUCT_BATCH} per call, got {size}", reason="TOO_MANY_DEDUCTS"
+        )
 
 
 def validate_force_credit(uid: int, tokens: Sequence[str]) -> None:

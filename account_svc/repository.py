@@ -5,6 +5,7 @@ leave one without the others; the constraints in migrations/ are the last word."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -162,6 +163,90 @@ async def debit(db: Db, order_id: str, uid: int, amount_fen: int) -> Entry | Non
     order id already has a debit or a void (the whole statement is then undone)."""
     rows = await _run(db, _DEBIT_SQL, order_id, uid, amount_fen)
     return _entry(rows[0]) if rows else None
+
+
+# Many debits in one statement (one round trip, one commit). Per account, the items are
+# taken in request order, each debited when what is left covers it: exactly what the same
+# Deducts run one after another would do, with the balance check made against the locked
+# row, never a stale read. The order ids must be distinct (the caller splits repeats off).
+_DEBIT_BATCH_SQL = f"""
+WITH RECURSIVE batch AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+        WITH ORDINALITY AS b (order_id, uid, amount, ord)
+), prior AS (
+    -- Debits and voids committed before this statement: those items are repeats. One
+    -- committed since makes the INSERT below fail on the unique index, undoing it all.
+    SELECT {_ENTRY_COLUMNS} FROM entries
+    WHERE kind IN ('DEBIT', 'VOID') AND order_id = ANY($1::text[])
+), cand AS (
+    SELECT b.*, row_number() OVER (PARTITION BY b.uid ORDER BY b.ord) AS rn FROM batch b
+    WHERE NOT EXISTS (SELECT 1 FROM prior p WHERE p.order_id = b.order_id)
+), acct AS (
+    -- Rows locked in uid order, the order every writer uses: batches queue, never deadlock.
+    -- FOR UPDATE reads the latest committed balance, whatever the statement's snapshot.
+    SELECT uid, balance FROM accounts WHERE uid IN (SELECT uid FROM cand) ORDER BY uid FOR UPDATE
+), walk (uid, rn, amount, left_before, left_after) AS (
+    SELECT u.uid, 0::bigint, 0::bigint, coalesce(a.balance, 0), coalesce(a.balance, 0)
+    FROM (SELECT DISTINCT uid FROM cand) u LEFT JOIN acct a ON a.uid = u.uid
+    UNION ALL
+    SELECT w.uid, c.rn, c.amount, w.left_after,
+           CASE WHEN c.amount <= w.left_after THEN w.left_after - c.amount ELSE w.left_after END
+    FROM walk w JOIN cand c ON c.uid = w.uid AND c.rn = w.rn + 1
+), plan AS (
+    SELECT c.order_id, c.uid, c.amount, c.rn, w.left_before, w.left_after,
+           c.amount <= w.left_before AS covered
+    FROM cand c JOIN walk w ON w.uid = c.uid AND w.rn = c.rn
+), ins AS (
+    INSERT INTO entries (uid, kind, amount, order_id, balance_after)
+    SELECT uid, 'DEBIT', amount, order_id, left_after FROM plan WHERE covered ORDER BY uid, rn
+    RETURNING {_ENTRY_COLUMNS}
+), upd AS (
+    -- The CHECK (balance >= 0) still stands behind this.
+    UPDATE accounts a SET balance = a.balance - d.total, updated_at = now()
+    FROM (SELECT uid, sum(amount) AS total FROM ins GROUP BY uid) d
+    WHERE a.uid = d.uid
+    RETURNING a.uid
+), feed AS ({_FEED})
+SELECT 'DEBITED' AS tag, {_ENTRY_COLUMNS}, NULL::bigint AS short_of FROM ins
+UNION ALL
+SELECT 'TAKEN', {_ENTRY_COLUMNS}, NULL FROM prior
+UNION ALL
+SELECT 'SHORT', NULL, uid, NULL, amount, NULL, NULL, order_id, NULL, NULL, NULL, left_before
+FROM plan WHERE NOT covered
+"""
+
+
+@dataclass(frozen=True)
+class BatchDebit:
+    """What the batch statement did with one order id."""
+
+    order_id: str
+    # The new debit (debited), or the debit or void already there (taken); None when short.
+    entry: Entry | None
+    new: bool
+    # The balance left for this item when it was refused for want of funds.
+    balance_fen: int = 0
+
+
+async def debit_batch(
+    db: Db, items: Sequence[tuple[str, int, int]]
+) -> dict[str, BatchDebit]:
+    """Debit (order_id, uid, amount_fen) items with distinct order ids in one statement.
+    Returns, per order id, its new debit, the debit or void it already had, or that the
+    balance fell short. Raises KeyTaken when one of the order ids got a debit or void
+    concurrently (then nothing is written), Contention on deadlock."""
+    rows = await _run(
+        db, _DEBIT_BATCH_SQL,
+        [i[0] for i in items], [i[1] for i in items], [i[2] for i in items],
+    )
+    out: dict[str, BatchDebit] = {}
+    for r in rows:
+        tag = r["tag"]
+        if tag == "SHORT":
+            out[r["order_id"]] = BatchDebit(r["order_id"], None, False, int(r["short_of"]))
+        else:
+            out[r["order_id"]] = BatchDebit(r["order_id"], _entry(r), tag == "DEBITED")
+    return out
 
 
 async def debit_or_void(db: Db, order_id: str) -> Entry | None:

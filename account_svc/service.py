@@ -15,7 +15,7 @@ from account_svc import domain, repository
 from account_svc.domain import CreditOutcome, Entry, Kind, RefundOutcome
 from account_svc.repository import Contention, KeyTaken
 from campaign.tokens import RewardGrant, TokenError, verify
-from meshkit.errors import Conflict, InvalidArgument, Unavailable
+from meshkit.errors import Conflict, DomainError, InvalidArgument, Unavailable
 from meshkit.logs import log_context
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ def store_down_is_unavailable(method: Callable[P, Awaitable[R]]) -> Callable[P, 
                               reason="STORE_UNAVAILABLE") from exc
 
     return guarded
+
+
+# One item of a deduct batch: (the debit, replayed), or why it was refused.
+DeductOutcome = tuple[Entry, bool] | DomainError
 
 
 class CreditResult(NamedTuple):
@@ -175,6 +179,63 @@ class Ledger:
                     raise domain.insufficient(balance, amount_fen)
                 # A credit landed between the UPDATE and the read: try again.
             raise Unavailable("deduct kept racing with concurrent writes; retry", reason="CONTENTION")
+
+    @store_down_is_unavailable
+    async def deduct_batch(self, items: Sequence[tuple[str, int, int]]) -> list[DeductOutcome]:
+        """Deduct each (order_id, uid, amount_fen) with Deduct's rules, in one statement per
+        round: one result per item, in order, either (debit, replayed) or the DomainError
+        Deduct would have raised for it. Only a call that cannot run at all (too many items,
+        the database unreachable, endless contention) raises."""
+        domain.validate_deduct_batch(len(items))
+        results: list[DeductOutcome | None] = [None] * len(items)
+        # Round k holds the k-th occurrence of each order id, so every statement sees
+        # distinct order ids and a repeat is judged against what the earlier one left.
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for index, (order_id, uid, amount_fen) in enumerate(items):
+            try:
+                domain.validate_deduct(order_id, uid, amount_fen)
+            except DomainError as exc:
+                results[index] = exc
+                continue
+            k = seen.get(order_id, 0)
+            seen[order_id] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(index)
+        for members in rounds:
+            done = await self._deduct_round([items[i] for i in members])
+            for index, outcome in zip(members, done, strict=True):
+                results[index] = outcome
+        debited = sum(1 for r in results if isinstance(r, tuple) and not r[1])
+        log.info("deduct batch of %d: %d debited", len(items), debited)
+        return [r for r in results if r is not None]
+
+    async def _deduct_round(self, items: list[tuple[str, int, int]]) -> list[DeductOutcome]:
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                done = await repository.debit_batch(self.pool, items)
+            except (Contention, KeyTaken) as exc:
+                # A twin or a void of one of these order ids committed meanwhile: nothing
+                # was written; the next run sees it as a repeat.
+                log.info("deduct batch of %d raced (%s); retrying", len(items), exc)
+                continue
+            outcomes: list[DeductOutcome] = []
+            for order_id, uid, amount_fen in items:
+                outcome = done[order_id]
+                if outcome.entry is None:
+                    outcomes.append(domain.insufficient(outcome.balance_fen, amount_fen))
+                elif outcome.new:
+                    outcomes.append((outcome.entry, False))
+                else:
+                    try:
+                        prior = domain.replay_of_debit(outcome.entry, order_id, uid, amount_fen)
+                    except DomainError as exc:
+                        outcomes.append(exc)
+                    else:
+                        outcomes.append((prior, True))
+            return outcomes
+        raise Unavailable("deduct batch kept racing with concurrent writes; retry", reason="CONTENTION")
 
     @store_down_is_unavailable
     async def refund(self, order_id: str) -> tuple[RefundOutcome, Entry, bool]:

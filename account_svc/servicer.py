@@ -7,6 +7,7 @@ import grpc
 from account_svc.domain import CreditOutcome, Entry, Kind, RefundOutcome
 from account_svc.service import Ledger
 from mesh.account.v1 import account_pb2, account_pb2_grpc
+from meshkit.errors import DomainError
 from meshkit.timeconv import to_ts
 
 _KIND = {
@@ -63,6 +64,23 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     ) -> account_pb2.DeductResponse:
         entry, replayed = await self.ledger.deduct(request.order_id, request.uid, request.amount_fen)
         return account_pb2.DeductResponse(entry=entry_pb(entry), replayed=replayed)
+
+    async def DeductBatch(
+        self, request: account_pb2.DeductBatchRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.DeductBatchResponse:
+        outcomes = await self.ledger.deduct_batch(
+            [(d.order_id, d.uid, d.amount_fen) for d in request.deducts]
+        )
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, DomainError):
+                results.append(account_pb2.DeductResult(error=account_pb2.DeductError(
+                    code=outcome.code.value, reason=outcome.reason, message=outcome.message)))
+            else:
+                entry, replayed = outcome
+                results.append(account_pb2.DeductResult(
+                    deducted=account_pb2.DeductResponse(entry=entry_pb(entry), replayed=replayed)))
+        return account_pb2.DeductBatchResponse(results=results)
 
     async def Refund(
         self, request: account_pb2.RefundRequest, context: grpc.aio.ServicerContext

@@ -20,6 +20,16 @@ def _quoted(identifier: str) -> str:
     return f'"{identifier}"'
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query (advisory unlock all, CLOSE ALL, UNLISTEN,
+    RESET ALL): one round trip per release that undoes nothing here, since no code leaves
+    session state on a pooled connection. No SET, LISTEN or WITH HOLD cursor is used;
+    migrate() takes a transaction-scoped advisory lock, and the compensation job's session
+    lock lives on a connection of its own, outside the pool. asyncpg still
+    rolls back a transaction left open, and terminates a connection whose release fails.
+    Whoever adds session state to a pooled connection must undo it before release."""
+
+
 async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     conn = await asyncpg.connect(dsn)
     try:
@@ -31,6 +41,7 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
     pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size,
         server_settings={"search_path": schema, "application_name": schema},
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
@@ -44,24 +55,22 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_dir: Path) -> list[st
     """Apply shared then service migrations not yet applied; returns the names applied."""
     files = sorted(SHARED_MIGRATIONS.glob("*.sql")) + sorted(service_dir.glob("*.sql"))
     applied: list[str] = []
-    async with pool.acquire() as conn:
-        # Replicas starting together serialize here instead of racing on DDL.
-        await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(schema))
-        try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-            for path in files:
-                name = f"{path.parent.parent.name}/{path.name}"
-                if name in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(path.read_text())
-                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
-                applied.append(name)
-                log.info("applied migration %s to schema %s", name, schema)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(schema))
+    # One transaction under a transaction-scoped lock: replicas starting together serialize
+    # here instead of racing on DDL, and the lock cannot outlive the transaction and ride
+    # back into the pool (which skips the session reset).
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for path in files:
+            name = f"{path.parent.parent.name}/{path.name}"
+            if name in done:
+                continue
+            await conn.execute(path.read_text())
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            applied.append(name)
+            log.info("applied migration %s to schema %s", name, schema)
     return applied

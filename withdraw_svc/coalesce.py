@@ -2,11 +2,13 @@
 statement and one commit, while each caller still gets its own row back.
 
 Batches form naturally: while one batch is in flight the next accumulates, so a lone
-request waits for nothing and a burst shares round trips and commits."""
+request waits for nothing and a burst shares round trips and commits. With a linger, a
+batch about to leave waits that long (or until it is full) for company first."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -25,6 +27,7 @@ class Coalescer(Generic[In, Out]):
         *,
         max_batch: int = 256,
         max_in_flight: int = 2,
+        linger_s: float = 0.0,
     ) -> None:
         """run_batch returns one result per input, in order. run_one is the fallback that
         isolates a failing batch: each of its items is retried alone, so one bad row fails
@@ -33,6 +36,12 @@ class Coalescer(Generic[In, Out]):
         self.run_one = run_one
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        self.linger_s = linger_s
+        self._full = asyncio.Event()
+        # How batching goes: calls made, items carried, the largest batch so far.
+        self.batches = 0
+        self.items = 0
+        self.largest = 0
         self._queue: list[tuple[In, asyncio.Future[Out]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -40,6 +49,8 @@ class Coalescer(Generic[In, Out]):
     async def submit(self, item: In) -> Out:
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
+        if len(self._queue) >= self.max_batch:
+            self._full.set()
         if self._in_flight < self.max_in_flight:
             self._in_flight += 1
             task = asyncio.create_task(self._drain())
@@ -50,6 +61,10 @@ class Coalescer(Generic[In, Out]):
     async def _drain(self) -> None:
         try:
             while self._queue:
+                if self.linger_s > 0 and len(self._queue) < self.max_batch:
+                    self._full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), self.linger_s)
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 await self._run(batch)
         finally:
@@ -57,6 +72,9 @@ class Coalescer(Generic[In, Out]):
 
     async def _run(self, batch: list[tuple[In, asyncio.Future[Out]]]) -> None:
         items = [item for item, _ in batch]
+        self.batches += 1
+        self.items += len(items)
+        self.largest = max(self.largest, len(items))
         try:
             results = await self.run_batch(items) if len(items) > 1 else [await self.run_one(items[0])]
         except Exception as exc:

@@ -3,6 +3,7 @@ becomes a PeerError that says whether its outcome is known."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,42 @@ class AccountClient:
             )
         except grpc.aio.AioRpcError as err:
             raise _peer_error("account_svc", err) from err
+
+    async def deduct_one(self, item: tuple[str, int, int]) -> PeerError | None:
+        """deduct((order_id, uid, amount_fen)), its refusal returned rather than raised."""
+        try:
+            await self.deduct(*item)
+        except PeerError as err:
+            return err
+        return None
+
+    async def deduct_many(self, items: Sequence[tuple[str, int, int]]) -> list[PeerError | None]:
+        """Deduct each (order_id, uid, amount_fen) in one DeductBatch call: per item, None
+        (debited now or before) or the PeerError a lone Deduct would have raised. A batch
+        whose call failed answers that failure for every item: its outcome is unknown for
+        all of them (or, when definitive, nothing was done for any)."""
+        try:
+            reply = await self.stub.DeductBatch(
+                account_pb2.DeductBatchRequest(deducts=[
+                    account_pb2.DeductRequest(order_id=o, uid=u, amount_fen=a) for o, u, a in items
+                ]),
+                timeout=self.deadline_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # An account_svc older than DeductBatch ran nothing: ask item by item.
+                return list(await asyncio.gather(*(self.deduct_one(i) for i in items)))
+            error = _peer_error("account_svc", err)
+            return [error] * len(items)
+        if len(reply.results) != len(items):
+            unknown = PeerError("account_svc", "UNKNOWN",
+                                f"DeductBatch answered {len(reply.results)} results for {len(items)} items")
+            return [unknown] * len(items)
+        return [
+            PeerError("account_svc", r.error.code or "UNKNOWN", r.error.message)
+            if r.WhichOneof("outcome") == "error" else None
+            for r in reply.results
+        ]
 
     async def refund(self, order_id: str) -> str:
         """REFUNDED or VOIDED."""

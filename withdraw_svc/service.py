@@ -169,9 +169,17 @@ class WithdrawService:
         # Bound methods per uid, in front of the Redis copy. Only hits are trusted: a method
         # missing here is looked up again, so a binding made a moment ago is never refused.
         self._local_methods: dict[int, tuple[float, list[Method]]] = {}
-        self.inserts = Coalescer(repo.insert_orders, repo.insert_order)
+        self.inserts = Coalescer(repo.insert_orders, repo.insert_order,
+                                 max_in_flight=settings.order_writes_in_flight)
         self.deducted: Coalescer[tuple[str, dict[str, Any]], Order | None] = Coalescer(
-            repo.mark_deducted_many, lambda item: repo.mark_deducted(*item)
+            repo.mark_deducted_many, lambda item: repo.mark_deducted(*item),
+            max_in_flight=settings.order_writes_in_flight,
+        )
+        # Concurrent confirms' deducts share DeductBatch calls; each order keeps its own
+        # result (and its own idempotency: the ledger's key is still the order id).
+        self.deducts: Coalescer[tuple[str, int, int], PeerError | None] = Coalescer(
+            account.deduct_many, account.deduct_one, max_batch=settings.deduct_batch,
+            max_in_flight=settings.deduct_in_flight, linger_s=settings.deduct_linger_s,
         )
 
     # -- page ------------------------------------------------------------------------------
@@ -313,10 +321,9 @@ class WithdrawService:
 
     async def _deduct(self, order: Order) -> Order:
         with log_context(order_id=order.order_id, uid=order.uid):
-            try:
-                await self.account.deduct(order.order_id, order.uid, order.amount_fen)
-            except PeerError as err:
-                return await self._deduct_refused(order, err)
+            refused = await self.deducts.submit((order.order_id, order.uid, order.amount_fen))
+            if refused is not None:
+                return await self._deduct_refused(order, refused)
             payload = {
                 "uid": order.uid, "channel": order.channel, "method_id": order.method_id,
                 "amount_fen": order.amount_fen, **trace_fields(),

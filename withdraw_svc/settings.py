@@ -35,6 +35,15 @@ class Settings:
     order_lock_ms: int
     payout_group: str
     db_pool_size: int
+    # Confirms' deducts go to account_svc as DeductBatch calls: at most this many items
+    # per call (capped at the ledger's 1000), this many calls in flight, and a batch waits
+    # up to linger ms for company before it leaves.
+    deduct_batch: int
+    # Group-committed order writes (inserts, PENDING_DEDUCT -> PENDING_PAYOUT) in flight at
+    # once, per kind (WITHDRAW_ORDER_WRITES_IN_FLIGHT).
+    order_writes_in_flight: int
+    deduct_in_flight: int
+    deduct_linger_s: float
     # Test-only: exit the process (as kill -9 would) just before the refund call.
     test_crash_before_refund: bool
 
@@ -79,6 +88,10 @@ class Settings:
             order_lock_ms=env_int("WITHDRAW_ORDER_LOCK_MS", 60_000),
             payout_group=env_str("WITHDRAW_PAYOUT_GROUP", "payout"),
             db_pool_size=env_int("WITHDRAW_DB_POOL_SIZE", 10),
+            deduct_batch=max(1, min(1000, env_int("WITHDRAW_DEDUCT_BATCH", 256))),
+            order_writes_in_flight=max(1, env_int("WITHDRAW_ORDER_WRITES_IN_FLIGHT", 1)),
+            deduct_in_flight=max(1, env_int("WITHDRAW_DEDUCT_IN_FLIGHT", 1)),
+            deduct_linger_s=max(0, env_int("WITHDRAW_DEDUCT_LINGER_MS", 2)) / 1000.0,
             test_crash_before_refund=env_bool("WITHDRAW_TEST_CRASH_BEFORE_REFUND", False),
         )
 

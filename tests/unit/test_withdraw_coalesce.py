@@ -59,3 +59,20 @@ async def test_a_failing_batch_fails_only_the_bad_item() -> None:
     with pytest.raises(ValueError):
         await c.submit(-1)
     assert await c.submit(5) == 50  # still usable afterwards
+
+
+async def test_a_linger_gathers_company_and_a_full_batch_leaves_at_once() -> None:
+    store = Store()
+    c = Coalescer(store.run_batch, store.run_one, max_batch=4, max_in_flight=1, linger_s=0.05)
+    first = asyncio.create_task(c.submit(1))
+    await asyncio.sleep(0.01)  # well inside the linger: the first item still waits
+    assert store.batches == []
+    second = asyncio.create_task(c.submit(2))
+    assert await asyncio.gather(first, second) == [10, 20]
+    assert store.batches == [[1, 2]]
+    assert (c.batches, c.items, c.largest) == (1, 2, 2)
+
+    # A full batch does not wait out the linger.
+    slow = Coalescer(store.run_batch, store.run_one, max_batch=3, max_in_flight=1, linger_s=10.0)
+    results = await asyncio.wait_for(asyncio.gather(*(slow.submit(i) for i in (5, 6, 7))), timeout=1)
+    assert results == [50, 60, 70] and store.batches[-1] == [5, 6, 7]
