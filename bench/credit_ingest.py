@@ -50,6 +50,7 @@ from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+from meshkit.streams import group_lag  # noqa: E402
 
 GROUP = "account-credit"
 
@@ -188,7 +189,8 @@ async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, co
     while True:
         groups: Any = await client.xinfo_groups(keys.rewards_ingest())
         group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-        if group is not None and group["pending"] == 0 and group["lag"] == 0:
+        if group is not None and group["pending"] == 0 and \
+                await group_lag(client, keys.rewards_ingest(), group) == 0:
             done = await credits_of(pool, uids)
             if done >= count:
                 break

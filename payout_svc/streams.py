@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from mesh.payout.v1 import payout_pb2
 from meshkit.redis_keys import Keys
-from meshkit.streams import ensure_group, is_nogroup, trace_fields
+from meshkit.streams import ensure_group, group_lag, is_nogroup, trace_fields
 from meshkit.timeconv import from_ts, to_ts, utcnow
 from payout_svc.domain import DeadLetter, Delivery, Job
 
@@ -212,14 +212,8 @@ class ChannelQueue:
         ours = next((g for g in groups if _text(g["name"]) == self.group), None)
         if ours is None:
             return length, 0, 0
-        lag = ours.get("lag")
-        if lag is None:
-            # Redis cannot tell (entries after the last delivery were deleted): count them,
-            # up to a bound that keeps this call cheap.
-            undelivered: Any = await self.redis.xrange(stream, min="(" + _text(ours["last-delivered-id"]),
-                                                       count=LAG_COUNT_LIMIT)
-            lag = len(undelivered)
-        return int(lag), int(ours["pending"]), int(ours["consumers"])
+        lag = await group_lag(self.redis, stream, ours, LAG_COUNT_LIMIT)
+        return lag, int(ours["pending"]), int(ours["consumers"])
 
     async def dead_letter_count(self, channel: str) -> int:
         return int(await self.redis.xlen(self.keys.payout_dead_letters(channel)))

@@ -23,6 +23,7 @@ from campaign.tokens import RewardGrant, sign
 from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
 from meshkit.redis_keys import Keys
+from meshkit.streams import group_lag
 from tests.harness import new_id, new_uid, start_service
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, reward_token
 
@@ -92,7 +93,8 @@ async def wait_ingest_settled(client: redis.Redis, keys: Keys, timeout: float = 
     async def settled() -> bool:
         groups: Any = await client.xinfo_groups(keys.rewards_ingest())
         mine = [g for g in groups if g["name"] in (GROUP, GROUP.encode())]
-        return bool(mine) and mine[0]["pending"] == 0 and mine[0]["lag"] == 0
+        return bool(mine) and mine[0]["pending"] == 0 and \
+            await group_lag(client, keys.rewards_ingest(), mine[0]) == 0
     await wait_until(settled, timeout, "the ingest stream to be consumed")
 
 
