@@ -67,17 +67,22 @@ class GatewayService:
         requested_at = utcnow()
         request.validate(self.channels)
         with log_context(order_id=request.order_id, uid=request.uid):
-            method = await self.repo.get_method(request.method_id)
-            if method is None or method.uid != request.uid or method.channel != request.channel:
-                raise MethodNotBound(request.method_id)
             faults = self.faults[request.channel]
-            if not self.windows[request.channel].admit(faults.capacity_per_second, self.clock()):
-                raise CapacityExceeded(request.channel, faults.capacity_per_second)
+            # An order already recorded is answered from its record whatever has changed
+            # since (binding, capacity): a caller retrying after a lost reply must learn that
+            # it was paid, never get a refusal it could mistake for "not paid".
+            known = await self.repo.get_payout(request.order_id) is not None
+            if not known:
+                method = await self.repo.get_method(request.method_id)
+                if method is None or method.uid != request.uid or method.channel != request.channel:
+                    raise MethodNotBound(request.method_id)
+                if not self.windows[request.channel].admit(faults.capacity_per_second, self.clock()):
+                    raise CapacityExceeded(request.channel, faults.capacity_per_second)
             # Half the latency before the commit and half after: a caller that gives up
             # mid-call may find either no record or a committed payout, as with a real bank.
             latency = faults.latency_s(self.rng)
             await self.sleep(latency / 2)
-            if faults.transient(self.rng):
+            if not known and faults.transient(self.rng):
                 raise TransientError(request.channel)
             payout, created = await self.repo.insert_payout(
                 request, faults.decide(self.rng), faults.async_delay_ms, requested_at)

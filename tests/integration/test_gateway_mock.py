@@ -373,3 +373,24 @@ async def test_every_payout_change_is_in_the_feed(gateway: Gateway, faults: Any)
     assert len(states) == 2
     assert '"state": "PROCESSING"' in states[0] and '"state": "SUCCEEDED"' in states[1]
     assert f'"amount_fen": {req.amount_fen}' in states[1]
+
+
+async def test_a_recorded_payout_is_answered_from_its_record_whatever_changed(
+    gateway: Gateway, faults: Any, db: asyncpg.Connection
+) -> None:
+    # A retry after a lost reply must learn "paid", never a refusal that reads as "not paid".
+    await faults("gwa", capacity_per_second=1)
+    uid = new_uid()
+    method = await bind(gateway, uid, "gwa")
+    req = request(uid, "gwa", method)
+    first = await gateway.api.Payout(req)
+    other = request(uid, "gwa", method)
+    assert await status_of(gateway.api.Payout(other)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    at_capacity = await gateway.api.Payout(req)
+    assert at_capacity.replayed and at_capacity.payout == first.payout
+
+    await db.execute("DELETE FROM methods WHERE method_id = $1", method)
+    unbound = await gateway.api.Payout(req)
+    assert unbound.replayed and unbound.payout == first.payout
+    assert await status_of(gateway.api.Payout(other)) == grpc.StatusCode.FAILED_PRECONDITION
+    assert len(await rows_of(db, req.order_id)) == 1
