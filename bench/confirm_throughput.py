@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+from tools.meshctl import free_ports  # noqa: E402
 
 SERVICES = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052}
 CHANNELS = ("bank", "alipay", "balance")
@@ -62,12 +62,6 @@ def log(msg: str) -> None:
 def with_database(url: str, name: str) -> str:
     p = urlsplit(url)
     return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def serving(address: str, timeout: float = 1.0) -> bool:
@@ -144,7 +138,7 @@ async def spawn_mesh(base_db: str, redis_url: str) -> Mesh:
     mesh.log_dir.mkdir(parents=True, exist_ok=True)
     try:
         for svc in SERVICES:
-            port = free_port()
+            port = free_ports(1)[0]
             env[f"{svc.upper()}_PORT"] = str(port)
             env[f"{svc.upper()}_ADDR"] = f"127.0.0.1:{port}"
             mesh.addresses[svc] = f"127.0.0.1:{port}"

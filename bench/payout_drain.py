@@ -32,15 +32,12 @@ import asyncio
 import contextlib
 import os
 import secrets
-import socket
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -57,21 +54,15 @@ from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools import meshctl  # noqa: E402
+from tools.loadlib.clients import retry_unavailable  # noqa: E402
+from tools.loadlib.seeding import bounded_gather  # noqa: E402
+from tools.loadlib.stats import max_in_window  # noqa: E402
 
-T = TypeVar("T")
 # payout_svc processes start with the channel all but closed, so that the drain begins with
 # every process up and warm; SetChannelRate then opens it (a live rate change).
 PAUSED_RATE = 0.001
 CORE = ("gateway_mock", "account_svc", "withdraw_svc")
 ORDERS_PER_USER = 100
-
-
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 def say(message: str) -> None:
@@ -126,7 +117,7 @@ class BenchMesh:
             upper = service.upper()
             env[f"{upper}_DB_SCHEMA"] = f"bench_{run_id}_{service.split('_')[0]}"
             env[f"{upper}_METRICS_PORT"] = "0"
-        for service, port in zip(CORE, free_ports(len(CORE)), strict=True):
+        for service, port in zip(CORE, meshctl.free_ports(len(CORE)), strict=True):
             env[f"{service.upper()}_PORT"] = str(port)
             env[f"{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
         run_dir = ROOT / ".run" / f"bench-payout-{run_id}"
@@ -136,7 +127,7 @@ class BenchMesh:
         meshctl.up(self.env, self.layout, services=CORE)
 
     def start_payouts(self, count: int, extra: dict[str, str]) -> None:
-        for n, port in enumerate(free_ports(count)):
+        for n, port in enumerate(meshctl.free_ports(count)):
             layout = meshctl.Layout(self.run_dir / f"payout-{n}")
             env = {**self.env, **extra, "PAYOUT_SVC_PORT": str(port), "PAYOUT_SVC_ADDR": f"127.0.0.1:{port}"}
             meshctl.up(env, layout, services=("payout_svc",))
@@ -191,32 +182,6 @@ def private_mesh(channel: str, keep: bool = False) -> Iterator[BenchMesh]:
             asyncio.run(bench.cleanup())
 
 
-async def bounded(items: list[T], work: Callable[[T], Awaitable[None]], concurrency: int) -> None:
-    queue: asyncio.Queue[T] = asyncio.Queue()
-    for item in items:
-        queue.put_nowait(item)
-
-    async def worker() -> None:
-        while not queue.empty():
-            await work(queue.get_nowait())
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def retrying(call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as err:
-            if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
-                    or attempt == attempts - 1:
-                raise
-            await asyncio.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
-
-
 async def place_orders(bench: BenchMesh, count: int, amount_fen: int = 100, concurrency: int = 48) -> None:
     """Bind, fund and confirm `count` real orders through the mesh."""
     users = [(9_100_000_000_000 + int(bench.run_id, 16) % 10**6 * 1000 + i, f"bm-{bench.run_id}-{i}")
@@ -229,14 +194,14 @@ async def place_orders(bench: BenchMesh, count: int, amount_fen: int = 100, conc
 
     async def seed(user: tuple[int, str]) -> None:
         uid, method_id = user
-        await retrying(lambda: gateway.BindMethod(gateway_pb2.BindMethodRequest(
+        await retry_unavailable(lambda: gateway.BindMethod(gateway_pb2.BindMethodRequest(
             uid=uid, channel=bench.channel, account=f"62{uid:017d}", method_id=method_id), timeout=10))
         grant = RewardGrant(f"bench-{uid}", uid, ORDERS_PER_USER * amount_fen, "bench", int(time.time()))
         token = ring.sign(grant)
-        await retrying(lambda: account.ForceCredit(account_pb2.ForceCreditRequest(uid=uid, tokens=[token]),
-                                                   timeout=10))
+        credit = account_pb2.ForceCreditRequest(uid=uid, tokens=[token])
+        await retry_unavailable(lambda: account.ForceCredit(credit, timeout=10))
 
-    await bounded(users, seed, 16)
+    await bounded_gather(users, seed, 16)
     say(f"seeded {len(users)} users in {time.monotonic() - started:.1f}s")
 
     started = time.monotonic()
@@ -248,14 +213,14 @@ async def place_orders(bench: BenchMesh, count: int, amount_fen: int = 100, conc
         (uid, method_id), n = item
         request = withdraw_pb2.ConfirmWithdrawRequest(uid=uid, request_id=f"bench-{n}", amount_fen=amount_fen,
                                                       method_id=method_id)
-        reply = await retrying(lambda: withdraw.ConfirmWithdraw(request, timeout=30))
+        reply = await retry_unavailable(lambda: withdraw.ConfirmWithdraw(request, timeout=30))
         if reply.order.state != withdraw_pb2.ORDER_STATE_PENDING_PAYOUT:
             raise RuntimeError(f"order {reply.order.order_id} is {reply.order.state}, not PENDING_PAYOUT")
         done += 1
         if done % 1000 == 0:
             say(f"  {done} orders placed")
 
-    await bounded(requests, confirm, concurrency)
+    await bounded_gather(requests, confirm, concurrency)
     elapsed = time.monotonic() - started
     say(f"placed {count} orders through ConfirmWithdraw in {elapsed:.1f}s ({count / elapsed:.0f}/s)")
 
@@ -355,18 +320,6 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 def cpu_report(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
     return ", ".join(f"{name} {(after[name] - before.get(name, 0.0)) / seconds:.0%}"
                      for name in after)
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """Most calls in any half-open window [t, t + window) starting at a call."""
-    times = sorted(times)
-    best, j = 0, 0
-    for i, start in enumerate(times):
-        j = max(j, i)
-        while j < len(times) and times[j] < start + window:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 def per_second(times: list[float]) -> list[int]:

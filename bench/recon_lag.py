@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.db import create_pool, migrate  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+from tools.meshctl import free_ports  # noqa: E402
 
 MESH = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052, "payout_svc": 50053}
 FEEDS = {"account": "account_svc", "withdraw": "withdraw_svc", "gateway": "gateway_mock"}
@@ -59,12 +59,6 @@ AMOUNT_FEN = 100
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_database(url: str, name: str) -> str:
@@ -165,7 +159,7 @@ async def spawn_mesh(base_db: str, redis_url: str, run_dir: Path) -> Mesh:
     mesh = Mesh({}, env, keyring_from_env(env), env["DATABASE_URL"], scratch_db=name, base_db=base_db)
     try:
         for svc in MESH:
-            port = free_port()
+            port = free_ports(1)[0]
             env[f"{svc.upper()}_PORT"] = str(port)
             env[f"{svc.upper()}_ADDR"] = f"127.0.0.1:{port}"
             env[f"{svc.upper()}_METRICS_PORT"] = "0"
@@ -273,7 +267,7 @@ async def start_recon(mesh: Mesh, procs: Procs, schema: str, grace: float, run_d
             list(heads.items()))
     finally:
         await pool.close()
-    port = free_port()
+    port = free_ports(1)[0]
     env = {
         **mesh.env,
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",

@@ -59,7 +59,7 @@ from mesh.withdraw.v1 import withdraw_pb2  # noqa: E402
 from meshkit.settings import DEFAULT_REDIS_URL  # noqa: E402
 from tools import meshctl as mesh  # noqa: E402
 from tools.loadlib import gate  # noqa: E402
-from tools.loadlib.clients import MeshClients  # noqa: E402
+from tools.loadlib.clients import MeshClients, retry_unavailable  # noqa: E402
 from tools.loadlib.driver import Driver, DriverConfig, parse_mix  # noqa: E402
 from tools.loadlib.report import new_report_dir, summary_table, write_report  # noqa: E402
 from tools.loadlib.runner import funding_per_user, rate_figures  # noqa: E402
@@ -417,7 +417,7 @@ class Drill:
             token = ""
             while True:
                 request = withdraw_pb2.ListOrdersRequest(uid=user.uid, page_size=200, page_token=token)
-                reply = await _retry(functools.partial(
+                reply = await retry_unavailable(functools.partial(
                     self.clients.withdraw.ListOrders, request, timeout=10.0, metadata=self.clients.metadata))
                 for order in reply.orders:
                     orders[order.order_id] = order
@@ -491,7 +491,7 @@ class Drill:
         last = datetime.now(tz).date()
         day = first
         while day <= last:
-            reply = await _retry(functools.partial(
+            reply = await retry_unavailable(functools.partial(
                 self.clients.recon.RunDailyRecon, recon_pb2.RunDailyReconRequest(date=day.isoformat()),
                 timeout=120.0, metadata=self.clients.metadata))
             self.timeline.note(f"daily recon {day}: {reply.report.orders} orders, "
@@ -527,11 +527,11 @@ class Drill:
         balances: dict[int, int] = {}
 
         async def per_order(order_id: str) -> None:
-            reply = await _retry(lambda: self.clients.account.GetOrderEntries(
+            reply = await retry_unavailable(lambda: self.clients.account.GetOrderEntries(
                 account_pb2.GetOrderEntriesRequest(order_id=order_id), timeout=10.0, metadata=md))
             entries[order_id] = list(reply.entries)
             try:
-                found = await _retry(lambda: self.clients.gateway.QueryPayout(
+                found = await retry_unavailable(lambda: self.clients.gateway.QueryPayout(
                     gateway_pb2.QueryPayoutRequest(order_id=order_id), timeout=10.0, metadata=md))
                 payouts[order_id] = found.payout
             except grpc.aio.AioRpcError as err:
@@ -540,7 +540,7 @@ class Drill:
                 payouts[order_id] = None
 
         async def per_user(user: TestUser) -> None:
-            reply = await _retry(lambda: self.clients.account.GetBalance(
+            reply = await retry_unavailable(lambda: self.clients.account.GetBalance(
                 account_pb2.GetBalanceRequest(uid=user.uid), timeout=10.0, metadata=md))
             balances[user.uid] = reply.balance_fen
 
@@ -664,7 +664,7 @@ class Drill:
         while True:
             request = gateway_pb2.ListPayoutsRequest(start_time=_ts(start), end_time=_ts(end), page_size=5000,
                                                      page_token=token)
-            reply = await _retry(functools.partial(
+            reply = await retry_unavailable(functools.partial(
                 self.clients.gateway.ListPayouts, request, timeout=30.0, metadata=self.clients.metadata))
             found.extend(p for p in reply.payouts if lo <= p.uid <= hi)
             token = reply.next_page_token
@@ -677,7 +677,7 @@ class Drill:
         """Open discrepancies of the drill's orders, and open ones without an order raised
         since the drill started (conservation totals), reported but not attributed."""
         md = self.clients.metadata
-        reply = await _retry(lambda: self.clients.recon.ListDiscrepancies(
+        reply = await retry_unavailable(lambda: self.clients.recon.ListDiscrepancies(
             recon_pb2.ListDiscrepanciesRequest(status=recon_pb2.DISCREPANCY_STATUS_OPEN, page_size=1000),
             timeout=30.0, metadata=md))
         listed = list(reply.discrepancies)
@@ -689,7 +689,7 @@ class Drill:
         mine: list[recon_pb2.Discrepancy] = []
 
         async def one(order_id: str) -> None:
-            found = await _retry(lambda: self.clients.recon.ListDiscrepancies(
+            found = await retry_unavailable(lambda: self.clients.recon.ListDiscrepancies(
                 recon_pb2.ListDiscrepanciesRequest(status=recon_pb2.DISCREPANCY_STATUS_OPEN,
                                                    order_id=order_id),
                 timeout=10.0, metadata=md))
@@ -741,21 +741,6 @@ async def _port_closed(address: str, timeout_s: float) -> bool:
 
 def _state(order: withdraw_pb2.Order) -> str:
     return withdraw_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
-
-
-async def _retry(make_call: Callable[[], Any], attempts: int = 6) -> Any:
-    """Verdict reads must not fail on a service that just restarted."""
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
-            return await make_call()
-        except grpc.aio.AioRpcError as err:
-            if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
-                    or attempt == attempts - 1:
-                raise
-            await asyncio.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
 
 
 async def run_drill(options: DrillOptions, say: Callable[[str], None] = print) -> DrillResult:

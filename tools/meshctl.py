@@ -16,6 +16,7 @@ directory) to run a second, isolated mesh beside the default one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -111,6 +112,15 @@ def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         if env.get(f"{service.upper()}_PORT") and not env.get(f"{service.upper()}_ADDR"):
             env[f"{service.upper()}_ADDR"] = f"127.0.0.1:{env[f'{service.upper()}_PORT']}"
     return env
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports on 127.0.0.1: every socket stays bound until all are picked."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def port_of(service: str, env: Mapping[str, str]) -> int:

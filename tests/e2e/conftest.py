@@ -5,9 +5,7 @@ that every service drains on SIGTERM and exits 0 within its grace period."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,15 +34,6 @@ class E2EMesh:
         )
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: all sockets stay bound until every port is picked."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-
-
 @pytest.fixture(scope="session")
 def e2e_mesh(mesh_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EMesh]:
     env = dict(mesh_env)
@@ -56,7 +45,7 @@ def e2e_mesh(mesh_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     # One order needs few connections; the suite shares PostgreSQL's 100 with other meshes.
     for name in ("ACCOUNT", "WITHDRAW", "GATEWAY", "RECON"):
         env[f"{name}_DB_POOL_SIZE"] = "4"
-    for service, port in zip(mesh.SERVICES, free_ports(len(mesh.SERVICES)), strict=True):
+    for service, port in zip(mesh.SERVICES, mesh.free_ports(len(mesh.SERVICES)), strict=True):
         upper = service.upper()
         env[f"{upper}_PORT"] = str(port)
         env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_ports
 from tests.harness import create_database, drop_database
 from tools import drill
 from tools import meshctl as mesh
@@ -72,7 +71,7 @@ async def drill_mesh(mesh_env: dict[str, str],
         "RECON_DB_POOL_SIZE": "3",
         "PAYOUT_DB_POOL_SIZE": "2",
     }
-    for service, port in zip(mesh.SERVICES, free_ports(len(mesh.SERVICES)), strict=True):
+    for service, port in zip(mesh.SERVICES, mesh.free_ports(len(mesh.SERVICES)), strict=True):
         upper = service.upper()
         env[f"{upper}_PORT"] = str(port)
         env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"

@@ -16,6 +16,7 @@ from meshkit.metrics import setup_metrics
 from tests.harness import new_id, new_uid
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 from tests.tracing import captured_spans
+from tools.meshctl import free_ports
 
 CONFIRM = "/mesh.withdraw.v1.WithdrawService/ConfirmWithdraw"
 
@@ -101,7 +102,7 @@ def _gauge(text: str, name: str, channel: str, deployment: str) -> float | None:
 
 
 async def test_metrics_endpoint_reports_a_channels_backlog(mesh: WdMesh) -> None:
-    port = await asyncio.to_thread(setup_metrics, "tests", _free_port())
+    port = await asyncio.to_thread(setup_metrics, "tests", free_ports(1)[0])
     assert port
     channel, prefix = "alipay", mesh.env["MESH_KEY_PREFIX"]
     admin = payout_pb2_grpc.PayoutAdminServiceStub(mesh._channel(mesh.payout_srv.address))  # type: ignore[union-attr]
@@ -133,11 +134,3 @@ async def _backlog_in_redis(mesh: WdMesh, stream: str) -> int:
     last = next(g["last-delivered-id"] for g in groups)
     last = last.decode() if isinstance(last, bytes) else str(last)
     return len(await mesh.redis.xrange(stream, min=f"({last}", max="+"))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.gateway.v1 import gateway_pb2 as gw
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tools.loadlib.stats import max_in_window
+from tools.meshctl import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 CHANNELS = "pkill,prate"
 TERMINAL = {"SUCCEEDED", "FAILED"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServiceProcess:
@@ -41,7 +36,7 @@ class ServiceProcess:
 
     def __init__(self, service: str, env: dict[str, str], log_path: Path) -> None:
         self.service = service
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.log_path = log_path
         upper = service.upper()
         full = {
@@ -145,17 +140,6 @@ async def gateway_payouts(m: WdMesh, order_ids: list[str]) -> list[asyncpg.Recor
                                 " WHERE order_id = ANY($1::text[])", order_ids)
     finally:
         await conn.close()
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, start in enumerate(times):
-        j = max(j, i)
-        while j < len(times) and times[j] < start + window:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 async def test_kill_9_mid_payout_then_another_process_finishes_every_order(

@@ -14,6 +14,7 @@ import redis.asyncio as redis
 from meshkit.redis_keys import Keys
 from payout_svc.domain import Job
 from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter, decode_job, encode_job
+from tools.loadlib.stats import max_in_window
 
 
 @pytest.fixture
@@ -22,18 +23,6 @@ async def keys(mesh_env: dict[str, str], redis_client: redis.Redis) -> AsyncIter
     yield keys
     async for key in redis_client.scan_iter(match=f"{keys.prefix}:*"):
         await redis_client.delete(key)
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """Most events in any half-open window [t, t + window) starting at an event."""
-    times = sorted(times)
-    best, j = 0, 0
-    for i, start in enumerate(times):
-        j = max(j, i)
-        while j < len(times) and times[j] < start + window:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 async def test_two_limiter_users_share_one_rate(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tools.meshctl import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,12 +29,6 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
     m = await start_mesh(mesh_env, withdraw=False)  # withdraw_svc runs as a process here
     yield m
     await m.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class WithdrawProcess:
@@ -81,7 +75,7 @@ class WithdrawProcess:
 async def test_refund_happens_once_after_a_crash_between_failed_and_refund(
     mesh: WdMesh, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port = free_ports(1)[0]
     crashing = WithdrawProcess(mesh, port, {"WITHDRAW_TEST_CRASH_BEFORE_REFUND": "1"}, tmp_path / "a.log")
     try:
         await crashing.ready()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +21,26 @@ from mesh.recon.v1 import recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2_grpc
 from meshkit.identity import CALLER_HEADER
 from meshkit.settings import DEFAULT_PORTS, TlsSettings
+
+T = TypeVar("T")
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def retry_unavailable(make_call: Callable[[], Awaitable[T]], attempts: int = 6,
+                            delay_s: float = 0.2, max_delay_s: float | None = None) -> T:
+    """A service that was just killed and restarted answers UNAVAILABLE for a moment: retry
+    those (and deadlines) with doubling backoff; any other status is raised at once."""
+    for attempt in range(attempts):
+        try:
+            return await make_call()
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in RETRYABLE or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay_s)
+            delay_s = delay_s * 2 if max_delay_s is None else min(delay_s * 2, max_delay_s)
+    raise AssertionError("unreachable")
+
 
 SERVICES = ("gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc")
 

@@ -26,7 +26,7 @@ from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_REDIS_URL
-from tools.loadlib.clients import MeshClients
+from tools.loadlib.clients import MeshClients, retry_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,10 @@ async def bounded_gather(items: Sequence[T], work: Callable[[T], Awaitable[None]
 
 async def call_with_retry(make_call: Callable[[], Awaitable[T]], what: str, attempts: int = 8) -> T:
     """Seeding talks to a mesh that may be warming up: UNAVAILABLE is retried with backoff."""
-    delay = 0.1
-    for attempt in range(attempts):
-        try:
-            return await make_call()
-        except grpc.aio.AioRpcError as err:
-            retryable = err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-            if not retryable or attempt == attempts - 1:
-                raise RuntimeError(f"{what}: {err.code().name} {err.details()}") from err
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
+    try:
+        return await retry_unavailable(make_call, attempts, delay_s=0.1, max_delay_s=2.0)
+    except grpc.aio.AioRpcError as err:
+        raise RuntimeError(f"{what}: {err.code().name} {err.details()}") from err
 
 
 async def discover_channels(clients: MeshClients) -> list[str]:

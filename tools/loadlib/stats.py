@@ -13,6 +13,18 @@ import numpy as np
 PERCENTILES = (50, 95, 99)
 
 
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """Most events in any half-open window [t, t + window) starting at an event."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, start in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < start + window:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
 def percentiles(values: array[float] | list[float]) -> dict[str, float | None]:
     if len(values) == 0:
         empty: dict[str, float | None] = {f"p{p}": None for p in PERCENTILES}
