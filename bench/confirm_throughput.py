@@ -42,15 +42,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-from campaign.tokens import KeyRing, RewardGrant, keyring_from_env  # noqa: E402
-from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
-from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from bench.seeding import User, seed_users  # noqa: E402
+from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools.meshctl import free_ports  # noqa: E402
 
 SERVICES = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052}
-CHANNELS = ("bank", "alipay", "balance")
 AMOUNT_FEN = 100
 PGBENCH_CANDIDATES = ("pgbench", "/usr/lib/postgresql/15/bin/pgbench", "/usr/lib/postgresql/16/bin/pgbench")
 
@@ -156,39 +154,6 @@ async def spawn_mesh(base_db: str, redis_url: str) -> Mesh:
 
 
 # --- seeding -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class User:
-    uid: int
-    method_id: str
-
-
-async def seed(mesh: Mesh, users: int, per_user_fen: int) -> list[User]:
-    base = int(time.time() * 1000) % 10**9 * 10**5
-    gw_channel = grpc.aio.insecure_channel(mesh.addresses["gateway_mock"])
-    acc_channel = grpc.aio.insecure_channel(mesh.addresses["account_svc"])
-    gateway = gateway_pb2_grpc.GatewayServiceStub(gw_channel)
-    account = account_pb2_grpc.AccountServiceStub(acc_channel)
-    gate = asyncio.Semaphore(32)
-
-    async def one(i: int) -> User:
-        uid = base + i
-        method_id = f"bench-m-{uid}"
-        async with gate:
-            await gateway.BindMethod(gateway_pb2.BindMethodRequest(
-                uid=uid, channel=CHANNELS[i % len(CHANNELS)], account=f"6222{uid:015d}",
-                method_id=method_id), timeout=30)
-            token = mesh.keyring.sign(RewardGrant(f"bench-{uuid.uuid4().hex}", uid, per_user_fen,
-                                                  "red_packet", int(time.time())))
-            await account.ForceCredit(account_pb2.ForceCreditRequest(uid=uid, tokens=[token]), timeout=30)
-        return User(uid, method_id)
-
-    try:
-        return list(await asyncio.gather(*(one(i) for i in range(users))))
-    finally:
-        await gw_channel.close()
-        await acc_channel.close()
 
 
 # --- load ----------------------------------------------------------------------------------
@@ -332,7 +297,7 @@ async def main() -> None:
         # Enough for every confirm the run can make, with a wide margin.
         per_user = AMOUNT_FEN * max(50, int(3000 * (a.duration + a.warmup) / a.users) + 1)
         t0 = time.monotonic()
-        users = await seed(mesh, a.users, per_user)
+        users = await seed_users(mesh.addresses, mesh.keyring, a.users, per_user, tag="bench", concurrency=32)
         log(f"seeded {len(users)} users with bound methods and {per_user} fen each "
             f"in {time.monotonic() - t0:.1f}s")
         load = await drive(mesh, users, a.clients, a.duration, a.warmup)

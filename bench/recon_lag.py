@@ -42,10 +42,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-from campaign.tokens import KeyRing, RewardGrant, keyring_from_env  # noqa: E402
-from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
+from bench.seeding import User, seed_users  # noqa: E402
+from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc  # noqa: E402
-from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.db import create_pool, migrate  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
@@ -53,7 +52,6 @@ from tools.meshctl import free_ports  # noqa: E402
 
 MESH = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052, "payout_svc": 50053}
 FEEDS = {"account": "account_svc", "withdraw": "withdraw_svc", "gateway": "gateway_mock"}
-CHANNELS = ("bank", "alipay", "balance")
 AMOUNT_FEN = 100
 
 
@@ -175,35 +173,6 @@ async def spawn_mesh(base_db: str, redis_url: str, run_dir: Path) -> Mesh:
 
 # ---- seeding and load ----
 
-@dataclass(frozen=True)
-class User:
-    uid: int
-    method_id: str
-
-
-async def seed(mesh: Mesh, users: int, per_user_fen: int) -> list[User]:
-    base = int(time.time() * 1000) % 10**9 * 10**5
-    async with grpc.aio.insecure_channel(mesh.addresses["gateway_mock"]) as gw_channel, \
-            grpc.aio.insecure_channel(mesh.addresses["account_svc"]) as acc_channel:
-        gateway = gateway_pb2_grpc.GatewayServiceStub(gw_channel)
-        account = account_pb2_grpc.AccountServiceStub(acc_channel)
-        gate = asyncio.Semaphore(16)
-
-        async def one(i: int) -> User:
-            uid = base + i
-            method_id = f"lag-m-{uid}"
-            async with gate:
-                await gateway.BindMethod(gateway_pb2.BindMethodRequest(
-                    uid=uid, channel=CHANNELS[i % len(CHANNELS)], account=f"6222{uid:015d}",
-                    method_id=method_id), timeout=30)
-                token = mesh.keyring.sign(RewardGrant(f"lag-{uuid.uuid4().hex}", uid, per_user_fen,
-                                                      "red_packet", int(time.time())))
-                await account.ForceCredit(account_pb2.ForceCreditRequest(uid=uid, tokens=[token]), timeout=30)
-            return User(uid, method_id)
-
-        return list(await asyncio.gather(*(one(i) for i in range(users))))
-
-
 async def drive(mesh: Mesh, users: list[User], rate: float, duration_s: float) -> tuple[list[str], int]:
     """Open loop: one ConfirmWithdraw every 1/rate seconds, whatever the answers take."""
     order_ids: list[str] = []
@@ -316,7 +285,8 @@ async def main() -> None:
     schema = f"recon_lag_{tag}"
     try:
         per_user = int(args.rate * args.duration / args.users + 2) * AMOUNT_FEN
-        users = await seed(mesh, args.users, per_user)
+        users = await seed_users(mesh.addresses, mesh.keyring, args.users, per_user,
+                                 tag="lag", concurrency=16)
         log(f"seeded {len(users)} users")
         await start_recon(mesh, recon_procs, schema, args.grace, run_dir)
 
