@@ -1,6 +1,7 @@
-"""SQL of the ledger. Each money-moving write is one statement that changes the balance,
-appends the entry and appends the change-feed row together, so no crash or race can
-leave one without the others; the constraints in migrations/ are the last word."""
+"""SQL of the ledger. Each money-moving write is one statement that changes the balance
+and appends the entry together, so no crash or race can leave one without the other; the
+constraints in migrations/ are the last word. The entries are the change feed too
+(migrations/002), so a write needs nothing more."""
 
 from __future__ import annotations
 
@@ -29,19 +30,12 @@ class Contention(Exception):
     """Deadlock or serialization failure: the transaction was rolled back; run it again."""
 
 
+# The feed recon follows: the entries themselves, through a view (migrations/002).
+ENTRY_FEED = "entry_changes"
+
 _ENTRY_COLUMNS = (
     "entry_id, uid, kind, amount, reward_id, source, order_id, refund_of, balance_after, created_at"
 )
-
-# The change-feed row of each entry written by the statement (recon follows it).
-_FEED = """
-    INSERT INTO changes (kind, key, payload)
-    SELECT 'entry', coalesce(order_id, reward_id), jsonb_build_object(
-        'entry_id', entry_id, 'uid', uid, 'kind', kind, 'amount_fen', amount,
-        'order_id', order_id, 'reward_id', reward_id, 'source', source, 'refund_of', refund_of,
-        'balance_after_fen', balance_after, 'created_at', created_at)
-    FROM ins ORDER BY entry_id
-"""
 
 
 def _entry(row: asyncpg.Record) -> Entry:
@@ -103,7 +97,7 @@ WITH batch AS (
     FROM fresh f JOIN acct ON acct.uid = f.uid
     ORDER BY f.ord
     RETURNING {_ENTRY_COLUMNS}
-), feed AS ({_FEED})
+)
 SELECT reward_id, uid, amount, source FROM seen
 UNION ALL
 SELECT NULL, uid, max(balance_after), NULL FROM ins GROUP BY uid
@@ -153,7 +147,7 @@ WITH upd AS (
     INSERT INTO entries (uid, kind, amount, order_id, balance_after)
     SELECT uid, 'DEBIT', $3, $1, balance FROM upd
     RETURNING {_ENTRY_COLUMNS}
-), feed AS ({_FEED})
+)
 SELECT {_ENTRY_COLUMNS} FROM ins
 """
 
@@ -206,7 +200,7 @@ WITH RECURSIVE batch AS (
     FROM (SELECT uid, sum(amount) AS total FROM ins GROUP BY uid) d
     WHERE a.uid = d.uid
     RETURNING a.uid
-), feed AS ({_FEED})
+)
 SELECT 'DEBITED' AS tag, {_ENTRY_COLUMNS}, NULL::bigint AS short_of FROM ins
 UNION ALL
 SELECT 'TAKEN', {_ENTRY_COLUMNS}, NULL FROM prior
@@ -262,7 +256,7 @@ WITH ins AS (
     INSERT INTO entries (kind, amount, order_id) VALUES ('VOID', 0, $1)
     ON CONFLICT (order_id) WHERE kind IN ('DEBIT', 'VOID') DO NOTHING
     RETURNING {_ENTRY_COLUMNS}
-), feed AS ({_FEED})
+)
 SELECT {_ENTRY_COLUMNS} FROM ins
 """
 
@@ -294,7 +288,7 @@ WITH upd AS (
     INSERT INTO entries (uid, kind, amount, order_id, refund_of, balance_after)
     SELECT uid, 'REFUND', $3, $1, $4, balance FROM upd
     RETURNING {_ENTRY_COLUMNS}
-), feed AS ({_FEED})
+)
 SELECT {_ENTRY_COLUMNS} FROM ins
 """
 

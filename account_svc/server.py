@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 
 from account_svc.consumer import BulkCreditor
+from account_svc.repository import ENTRY_FEED
 from account_svc.service import Ledger
 from account_svc.servicer import AccountServicer
 from account_svc.settings import Settings
@@ -46,7 +47,8 @@ class AccountApp:
     def register(self, server: grpc.aio.Server) -> list[str]:
         assert self.ledger is not None and self.stores is not None
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self.ledger), server)
-        feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(self.stores.pool), server)
+        feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(
+            ChangeFeedServicer(self.stores.pool, ENTRY_FEED), server)
         return [
             account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
             feed_pb2.DESCRIPTOR.services_by_name["ChangeFeedService"].full_name,

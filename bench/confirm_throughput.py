@@ -16,6 +16,12 @@ count on a scratch database (scale 10) and prints
     RESULT confirm_per_s X
     RESULT confirm_p99_ms Y
     RESULT confirm_vs_pgbench_tpcb Z
+
+Between the two it drives bench/grpc_floor.py, a server that answers ConfirmWithdraw with no
+work, with the same clients (--no-floor skips it): the Python gRPC floor on this machine,
+and from it the ratio a confirm could reach if it cost one empty call plus one TPC-B
+transaction of database work and no application code
+(RESULT empty_hop_per_s, RESULT confirm_ceiling_vs_pgbench_tpcb).
 """
 
 from __future__ import annotations
@@ -166,8 +172,8 @@ class Load:
     elapsed_s: float = 0.0
 
 
-async def drive(mesh: Mesh, users: list[User], clients: int, duration_s: float, warmup_s: float) -> Load:
-    channels = [grpc.aio.insecure_channel(mesh.addresses["withdraw_svc"]) for _ in range(4)]
+async def drive(address: str, users: list[User], clients: int, duration_s: float, warmup_s: float) -> Load:
+    channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
     stubs = [withdraw_pb2_grpc.WithdrawServiceStub(c) for c in channels]
     load = Load()
     started = time.monotonic()
@@ -211,6 +217,39 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the floor: the same client against a server that does nothing ---------------------
+
+
+async def empty_hop(users: list[User], clients: int, duration_s: float, warmup_s: float) -> float:
+    """Confirms/s that bench/grpc_floor.py (answers at once, no work) takes from this client."""
+    port = free_ports(1)[0]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.grpc_floor", "--port", str(port), cwd=ROOT, env=env)
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not await answers(address):
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise SystemExit("bench.grpc_floor did not start")
+            await asyncio.sleep(0.2)
+        load = await drive(address, users, clients, duration_s, warmup_s)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+    return len(load.latencies_ms) / load.elapsed_s if load.elapsed_s else 0.0
+
+
+async def answers(address: str) -> bool:
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), 1.0)
+            return True
+        except TimeoutError:
+            return False
 
 
 # --- pgbench ------------------------------------------------------------------------------
@@ -281,6 +320,8 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--spawn", action="store_true", help="always start a private mesh")
     parser.add_argument("--no-pgbench", action="store_true")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the empty-server run (the Python gRPC floor)")
     parser.add_argument("--hold", type=float, default=0.0,
                         help="seconds to keep a spawned mesh after the load (for profiling)")
     a = parser.parse_args()
@@ -300,11 +341,12 @@ async def main() -> None:
         users = await seed_users(mesh.addresses, mesh.keyring, a.users, per_user, tag="bench", concurrency=32)
         log(f"seeded {len(users)} users with bound methods and {per_user} fen each "
             f"in {time.monotonic() - t0:.1f}s")
-        load = await drive(mesh, users, a.clients, a.duration, a.warmup)
+        load = await drive(mesh.addresses["withdraw_svc"], users, a.clients, a.duration, a.warmup)
         if a.hold:
             await asyncio.sleep(a.hold)
     finally:
         await mesh.stop()
+    hop = 0.0 if a.no_floor else await empty_hop(users, a.clients, a.duration, a.warmup)
 
     done = len(load.latencies_ms)
     rate = done / load.elapsed_s if load.elapsed_s else 0.0
@@ -318,6 +360,15 @@ async def main() -> None:
         tps = await pgbench(base_db, a.clients, a.duration)
         print(f"pgbench TPC-B-like, scale 10, {a.clients} clients, {a.duration:.0f}s: {tps:.0f} tps")
         print(f"RESULT pgbench_tpcb_tps {tps:.1f}")
+        if hop:
+            # A confirm that cost one empty gRPC call plus one TPC-B transaction's database
+            # work, and nothing else, on these same cores: 1 / (1/hop + 1/tps) per second.
+            ceiling = 1 / (1 / hop + 1 / tps)
+            print(f"floor: an empty ConfirmWithdraw server takes {hop:.0f}/s from this client "
+                  f"({hop / tps:.2f}x pgbench); empty hop + one TPC-B of work would give {ceiling:.0f}/s "
+                  f"= {ceiling / tps:.2f}x pgbench, with no application code at all")
+            print(f"RESULT empty_hop_per_s {hop:.1f}")
+            print(f"RESULT confirm_ceiling_vs_pgbench_tpcb {ceiling / tps:.3f}")
         print(f"RESULT confirm_vs_pgbench_tpcb {rate / tps:.3f}")
 
 

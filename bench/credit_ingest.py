@@ -18,6 +18,7 @@ its PostgreSQL backends, from /proc) is printed too: steadier than wall time on 
 machine. Last lines:
     RESULT credit_bulk_per_s X        (median over rounds)
     RESULT credit_force_per_s Y
+    RESULT credit_sql_only_vs_raw_insert S   (the ledger statement alone, no Python work)
     RESULT credit_vs_raw_insert R     (median of per-round bulk/raw)
 """
 
@@ -45,9 +46,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
+from account_svc import repository as account_repository  # noqa: E402
 from campaign.publish import publish_rewards  # noqa: E402
 from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
+from meshkit.db import create_pool, migrate  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from meshkit.streams import group_lag  # noqa: E402
@@ -286,6 +289,37 @@ async def bench_raw(dsn: str, count: int, uid_count: int, batch: int) -> tuple[f
     return count / insert_s, count / copy_s
 
 
+async def bench_sql_only(dsn: str, count: int, uid_count: int, batch: int, writers: int) -> float:
+    """Credits/s of the bulk path's database statement alone: grants already verified, no
+    stream, no service; `writers` connections each crediting its own uid partition, as the
+    consumer does, into a scratch schema with the ledger's migrations. The ceiling for
+    the bulk path if its Python cost were zero."""
+    schema = f"bench_sqlonly_{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(dsn, schema, min_size=writers, max_size=writers)
+    try:
+        await migrate(pool, schema, ROOT / "account_svc" / "migrations")
+        base = random.randint(10**12, 9 * 10**12)
+        now = int(time.time())
+        grants = [RewardGrant(f"sql-{i}", base + i % uid_count, 1 + i % 888, "red_packet", now)
+                  for i in range(count)]
+
+        async def writer(part: int) -> None:
+            mine = [g for g in grants if g.uid % writers == part]
+            async with pool.acquire() as conn:
+                for start in range(0, len(mine), batch // writers):
+                    chunk = sorted(mine[start:start + batch // writers], key=lambda g: (g.uid, g.reward_id))
+                    await account_repository.credit(conn, chunk, all_or_nothing=False)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(writer(p) for p in range(writers)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await pool.close()
+    print(f"sql only: {count} credits in {elapsed:.2f} s over {writers} connections", file=sys.stderr)
+    return count / elapsed
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -295,6 +329,8 @@ async def main() -> None:
     parser.add_argument("--force-callers", type=int, default=16)
     parser.add_argument("--force-per-call", type=int, default=10)
     parser.add_argument("--batch", type=int, default=500, help="raw insert batch (the bulk path's batch)")
+    parser.add_argument("--writers", type=int, default=2,
+                        help="connections of the statement-only run (account_svc's ACCOUNT_CREDIT_WRITERS)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="bulk and raw runs alternate this many times; medians are reported, so a "
                              "burst of load from elsewhere on the machine skews one round, not the ratio")
@@ -316,6 +352,7 @@ async def main() -> None:
             bulks.append(await bench_bulk(target, client, pool, args.rewards, args.uids,
                                           args.profile if round_no == 0 else ""))
         raws.append(await bench_raw(dsn, args.rewards, args.uids, args.batch))
+        sql_only = await bench_sql_only(dsn, args.rewards, args.uids, args.batch, args.writers)
         force = await bench_force(target, args.force_rewards, max(1, args.force_rewards // 10),
                                   args.force_callers, args.force_per_call)
     finally:
@@ -345,6 +382,9 @@ async def main() -> None:
     print(f"RESULT credit_bulk_per_s {bulk:.0f}")
     print(f"RESULT credit_force_per_s {force:.0f}")
     print(f"bulk/raw ratio per round {[round(r, 3) for r in ratios]}", file=sys.stderr)
+    # The same statement with no Python in front of it: how far the bulk path could go.
+    print(f"statement only (no tokens, no stream, no service): {sql_only:.0f} credits/s", file=sys.stderr)
+    print(f"RESULT credit_sql_only_vs_raw_insert {sql_only / raw_insert:.2f}")
     print(f"RESULT credit_vs_raw_insert {statistics.median(ratios):.2f}")
 
 

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
+
 from meshkit.errors import InvalidArgument
 
 DEFAULT_KEYS = "dev:dev-secret"
@@ -168,7 +170,9 @@ def verify(
     try:
         raw = _unb64(payload)
         seal = _unb64(seal_text)
-        body = json.loads(raw)
+        # orjson: a quarter of the stdlib's time, and stricter (no NaN, no integers beyond
+        # 64 bits), which only turns more junk into MALFORMED.
+        body = orjson.loads(raw)
     except (binascii.Error, ValueError) as exc:
         raise TokenError("token malformed: not base64url JSON", reason=MALFORMED) from exc
     if not isinstance(body, dict) or len(seal) != _MAC_LEN + _CHECK_LEN:
@@ -179,7 +183,7 @@ def verify(
     if secret is None:
         raise TokenError(f"token signed with unknown key id {str(kid)[:32]!r}", reason=UNKNOWN_KEY)
     message = payload.encode()
-    if not hmac.compare_digest(hmac.digest(secret, message, "sha256"), seal[:_MAC_LEN]):
+    if not hmac.compare_digest(_mac(secret, message), seal[:_MAC_LEN]):
         if hashlib.sha256(message).digest()[:_CHECK_LEN] != seal[_MAC_LEN:]:
             raise TokenError("token altered: payload was changed after signing", reason=ALTERED)
         raise TokenError(f"token forged: signature is not from key {kid!r}", reason=FORGED)
@@ -197,6 +201,22 @@ def verify(
             f"token belongs to another user (uid {grant.uid}, not {expected_uid})", reason=WRONG_USER
         )
     return grant
+
+
+# HMAC states already keyed, one per secret: copying one skips hashing the key again for
+# each of the hundreds of thousands of tokens a second the bulk path checks.
+_KEYED: dict[bytes, Any] = {}
+
+
+def _mac(secret: bytes, message: bytes) -> bytes:
+    keyed = _KEYED.get(secret)
+    if keyed is None:
+        if len(_KEYED) >= 64:  # keys rotate rarely; never let the cache grow without bound
+            _KEYED.clear()
+        keyed = _KEYED[secret] = hmac.new(secret, digestmod=hashlib.sha256)
+    mac = keyed.copy()
+    mac.update(message)
+    return bytes(mac.digest())
 
 
 def _grant_of(body: dict[str, Any]) -> RewardGrant:

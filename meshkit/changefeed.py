@@ -52,22 +52,31 @@ def _parse_cursor(cursor: str) -> tuple[str, int]:
     return xid, int(row_id)
 
 
-async def read(pool: asyncpg.Pool, cursor: str, limit: int) -> tuple[list[Change], str]:
+# A feed source is any relation with the columns of `changes` (id, xid, kind, key, payload,
+# created_at) and an index on (xid, id) under it: `changes` itself, or a service's own
+# append-only log seen through a view (account_svc's entry_changes).
+CHANGES = "changes"
+
+
+async def read(
+    pool: asyncpg.Pool, cursor: str, limit: int, source: str = CHANGES
+) -> tuple[list[Change], str]:
     xid, row_id = _parse_cursor(cursor)
     limit = max(1, min(limit or 500, MAX_PAGE))
     rows = await pool.fetch(
-        """
-        SELECT id, xid::text AS xid, kind, key, payload::text AS payload, created_at
-        FROM changes
-        WHERE (xid, id) > ($1::text::xid8, $2::bigint)
-          AND xid < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY xid, id
+        f"""
+        SELECT id, xid::text AS xid_text, kind, key, payload::text AS payload, created_at
+        FROM {source} AS f
+        WHERE (f.xid, f.id) > ($1::text::xid8, $2::bigint)
+          AND f.xid < pg_snapshot_xmin(pg_current_snapshot())
+        -- By the xid8 column, not its text: "100000" sorts before "99999" as text.
+        ORDER BY f.xid, f.id
         LIMIT $3
         """,
         xid, row_id, limit,
     )
     changes = [
-        Change(f"{r['xid']}:{r['id']}", r["kind"], r["key"], json.loads(r["payload"]), r["created_at"])
+        Change(f"{r['xid_text']}:{r['id']}", r["kind"], r["key"], json.loads(r["payload"]), r["created_at"])
         for r in rows
     ]
     return changes, (changes[-1].cursor if changes else cursor)

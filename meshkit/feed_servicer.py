@@ -1,4 +1,5 @@
-"""The ChangeFeedService every stateful service registers over its own `changes` table."""
+"""The ChangeFeedService every stateful service registers over its own feed (its `changes`
+table, or a view of the same shape over an append-only log of its own)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from meshkit.timeconv import to_ts
 
 
 class ChangeFeedServicer(feed_pb2_grpc.ChangeFeedServiceServicer):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, source: str = changefeed.CHANGES) -> None:
         self.pool = pool
+        self.source = source
 
     async def ReadChanges(
         self, request: feed_pb2.ReadChangesRequest, context: grpc.aio.ServicerContext
@@ -23,7 +25,7 @@ class ChangeFeedServicer(feed_pb2_grpc.ChangeFeedServiceServicer):
         if request.limit < 0:
             raise InvalidArgument("limit must be >= 0", reason="BAD_LIMIT")
         try:
-            changes, cursor = await changefeed.read(self.pool, request.cursor, request.limit)
+            changes, cursor = await changefeed.read(self.pool, request.cursor, request.limit, self.source)
         except ValueError as exc:
             raise InvalidArgument(f"cursor: {exc}", reason="BAD_CURSOR") from exc
         return feed_pb2.ReadChangesResponse(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
+import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -19,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from meshkit.interceptors import ServerInterceptor
 from meshkit.logs import setup_logging
 from meshkit.metrics import setup_metrics
-from meshkit.settings import CommonSettings, env_int
+from meshkit.settings import CommonSettings, env_int, env_str
 from meshkit.telemetry import setup_tracing
 from meshkit.transport import bind
 
@@ -128,4 +129,9 @@ def main(service: str, build: Callable[[], tuple[App, CommonSettings]]) -> None:
     app, settings = build()
     default_metrics_port = settings.port + 1000 if settings.port else 0
     setup_metrics(service, env_int(f"{service.upper()}_METRICS_PORT", default_metrics_port))
-    asyncio.run(serve(app, settings))
+    # uvloop by default: asyncpg and redis spend a good part of each call in the event
+    # loop's socket handling, which libuv does in C (MESH_EVENT_LOOP=asyncio opts out).
+    if env_str("MESH_EVENT_LOOP", "uvloop") == "asyncio":
+        asyncio.run(serve(app, settings))
+    else:
+        uvloop.run(serve(app, settings))
