@@ -106,14 +106,30 @@ def test_malformed(token: str) -> None:
     assert refusal(token).reason == tokens.MALFORMED
 
 
-def test_signed_but_unusable_content_is_malformed() -> None:
-    body = {"kid": "k1", "reward_id": "r1", "uid": -5, "amount_fen": 100, "source": "x", "issued_at": NOW}
-    payload = b64(json.dumps(body).encode())
+def sealed(body_json: str) -> str:
+    """A token over exactly this JSON text, correctly signed with k1."""
+    payload = b64(body_json.encode())
     mac = hmac.digest(KEYS["k1"], payload.encode(), "sha256")
     check = hashlib.sha256(payload.encode()).digest()[:8]
-    err = refusal(payload + "." + b64(mac + check), expected_uid=None)
+    return payload + "." + b64(mac + check)
+
+
+def body_with_uid(uid: str) -> str:
+    return (f'{{"kid":"k1","reward_id":"r1","uid":{uid},"amount_fen":100,"source":"x",'
+            f'"issued_at":{int(NOW)}}}')
+
+
+# Signed with our key but unusable: a uid that is negative, beyond BIGINT (as an integer, and
+# as the float a JSON parser makes of a number beyond 64 bits), or not a number at all.
+@pytest.mark.parametrize("uid", ["-5", str(2**63), str(2**64), "NaN", "1e3", "true"])
+def test_signed_but_unusable_content_is_malformed(uid: str) -> None:
+    err = refusal(sealed(body_with_uid(uid)), expected_uid=None)
     assert err.reason == tokens.MALFORMED
-    assert "uid" in err.message
+    assert "uid" in err.message or "JSON" in err.message
+
+
+def test_largest_bigint_uid_is_accepted() -> None:
+    assert verify(sealed(body_with_uid(str(2**63 - 1))), KEYS, expected_uid=None, now=NOW).uid == 2**63 - 1
 
 
 def test_key_rotation_old_key_still_verifies() -> None:
@@ -127,7 +143,8 @@ def test_key_rotation_old_key_still_verifies() -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("reward_id", ""), ("reward_id", "has space"), ("reward_id", "x" * 129), ("uid", 0),
-    ("uid", True), ("amount_fen", 0), ("amount_fen", 10**12), ("source", ""), ("issued_at", 0),
+    ("uid", True), ("uid", 2**63), ("amount_fen", 0), ("amount_fen", 10**12), ("source", ""),
+    ("issued_at", 0),
 ])
 def test_sign_refuses_bad_grants_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(InvalidArgument) as info:
