@@ -231,7 +231,7 @@ async def empty_hop(users: list[User], clients: int, duration_s: float, warmup_s
     try:
         address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 30
-        while not await answers(address):
+        while not await serving(address):
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise SystemExit("bench.grpc_floor did not start")
             await asyncio.sleep(0.2)
@@ -241,15 +241,6 @@ async def empty_hop(users: list[User], clients: int, duration_s: float, warmup_s
             proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 20)
     return len(load.latencies_ms) / load.elapsed_s if load.elapsed_s else 0.0
-
-
-async def answers(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            await asyncio.wait_for(channel.channel_ready(), 1.0)
-            return True
-        except TimeoutError:
-            return False
 
 
 # --- pgbench ------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import grpc
 import uvloop
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
@@ -40,6 +42,8 @@ class EmptyWithdraw(withdraw_pb2_grpc.WithdrawServiceServicer):
 async def serve(port: int) -> None:
     server = grpc.aio.server()
     withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(EmptyWithdraw(), server)
+    # Health ("" is SERVING from the start), so the bench waits for it as for a service.
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()

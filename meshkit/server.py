@@ -131,7 +131,7 @@ def main(service: str, build: Callable[[], tuple[App, CommonSettings]]) -> None:
     setup_metrics(service, env_int(f"{service.upper()}_METRICS_PORT", default_metrics_port))
     # uvloop by default: asyncpg and redis spend a good part of each call in the event
     # loop's socket handling, which libuv does in C (MESH_EVENT_LOOP=asyncio opts out).
-    if env_str("MESH_EVENT_LOOP", "uvloop") == "asyncio":
-        asyncio.run(serve(app, settings))
-    else:
-        uvloop.run(serve(app, settings))
+    loop = env_str("MESH_EVENT_LOOP", "uvloop")
+    if loop not in ("uvloop", "asyncio"):
+        raise SystemExit(f"MESH_EVENT_LOOP must be uvloop or asyncio, not {loop!r}")
+    (uvloop.run if loop == "uvloop" else asyncio.run)(serve(app, settings))
