@@ -39,11 +39,10 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
@@ -51,7 +50,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 from bench.seeding import User, seed_users  # noqa: E402
 from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
+from meshkit.db import with_database  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+from tools.loadlib.clients import serving  # noqa: E402
+from tools.loadlib.stats import percentiles  # noqa: E402
 from tools.meshctl import free_ports  # noqa: E402
 
 SERVICES = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052}
@@ -61,21 +63,6 @@ PGBENCH_CANDIDATES = ("pgbench", "/usr/lib/postgresql/15/bin/pgbench", "/usr/lib
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def with_database(url: str, name: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
-
-
-async def serving(address: str, timeout: float = 1.0) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.aio.AioRpcError:
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 @dataclass
@@ -212,13 +199,6 @@ async def drive(address: str, users: list[User], clients: int, duration_s: float
     return load
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 # --- the floor: the same client against a server that does nothing ---------------------
 
 
@@ -341,7 +321,8 @@ async def main() -> None:
 
     done = len(load.latencies_ms)
     rate = done / load.elapsed_s if load.elapsed_s else 0.0
-    p50, p99 = percentile(load.latencies_ms, 0.50), percentile(load.latencies_ms, 0.99)
+    spread = percentiles(load.latencies_ms)
+    p50, p99 = spread["p50"] or float("nan"), spread["p99"] or float("nan")
     print(f"confirms: {done} in {load.elapsed_s:.1f}s with {a.clients} clients: {rate:.0f}/s, "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, errors {dict(load.errors) or 'none'}")
     print(f"RESULT confirm_per_s {rate:.1f}")

@@ -41,7 +41,6 @@ from typing import Any
 import asyncpg
 import grpc
 import redis.asyncio as redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
@@ -54,6 +53,7 @@ from meshkit.db import create_pool, migrate  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from meshkit.streams import group_lag  # noqa: E402
+from tools.loadlib.clients import serving  # noqa: E402
 
 GROUP = "account-credit"
 
@@ -102,16 +102,6 @@ class CpuMeter:
 async def backends_of(pool: asyncpg.Pool, application_name: str) -> list[int]:
     return [r["pid"] for r in await pool.fetch(
         "SELECT pid FROM pg_stat_activity WHERE application_name = $1", application_name)]
-
-
-async def serving(address: str, timeout: float = 1.0) -> bool:
-    try:
-        async with grpc.aio.insecure_channel(address) as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.aio.AioRpcError:
-        return False
 
 
 async def ensure_service(address: str) -> Target:

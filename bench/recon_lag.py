@@ -33,11 +33,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
@@ -46,8 +44,13 @@ from bench.seeding import User, seed_users  # noqa: E402
 from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
-from meshkit.db import create_pool, migrate  # noqa: E402
+from meshkit.db import (  # noqa: E402
+    create_pool,
+    migrate,
+    with_database,
+)
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+from tools.loadlib.clients import serving  # noqa: E402
 from tools.meshctl import free_ports  # noqa: E402
 
 MESH = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052, "payout_svc": 50053}
@@ -57,21 +60,6 @@ AMOUNT_FEN = 100
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def with_database(url: str, name: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
-
-
-async def serving(address: str, timeout: float = 1.0) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.aio.AioRpcError:
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 @dataclass

@@ -207,7 +207,7 @@ def verify(
 
 # HMAC states already keyed, one per secret: copying one skips hashing the key again for
 # each of the hundreds of thousands of tokens a second the bulk path checks.
-_KEYED: dict[bytes, Any] = {}
+_KEYED: dict[bytes, hmac.HMAC] = {}
 
 
 def _mac(secret: bytes, message: bytes) -> bytes:
@@ -218,7 +218,7 @@ def _mac(secret: bytes, message: bytes) -> bytes:
         keyed = _KEYED[secret] = hmac.new(secret, digestmod=hashlib.sha256)
     mac = keyed.copy()
     mac.update(message)
-    return bytes(mac.digest())
+    return mac.digest()
 
 
 def _grant_of(body: dict[str, Any]) -> RewardGrant:

@@ -6,12 +6,20 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 log = logging.getLogger(__name__)
 
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` on the same server (scratch databases of tests
+    and benchmarks)."""
+    p = urlsplit(url)
+    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
 
 
 def _quoted(identifier: str) -> str:

@@ -9,10 +9,11 @@ import os
 import random
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
+from meshkit.db import with_database
 from meshkit.server import RunningServer, start_server
 
 SERVICES = ["gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc"]
@@ -27,11 +28,6 @@ def new_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 async def create_database(base_url: str) -> str:
     name = f"mesh_test_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(base_url)
@@ -39,7 +35,7 @@ async def create_database(base_url: str) -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return _with_database(base_url, name)
+    return with_database(base_url, name)
 
 
 async def drop_database(base_url: str, url: str) -> None:

@@ -53,6 +53,18 @@ _OPTIONS = [
 ]
 
 
+async def serving(address: str, timeout: float = 1.0) -> bool:
+    """Whether the plaintext server at `address` answers health SERVING (benches waiting for
+    processes they started)."""
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
+
+
 def open_channel(address: str, tls: TlsSettings) -> grpc.aio.Channel:
     """A channel without client interceptors: the load generator shares two cores with the
     mesh, and a Python interceptor per call costs more than the call itself."""
