@@ -8,10 +8,14 @@
    a not-yet-released one is refused;
 3. load (the `make load` driver), and during it: gateway faults (5% transient errors, 2%
    replies lost after commit, 1% definitive failures), SIGKILL + restart of payout_svc,
-   withdraw_svc and account_svc once each (tools/meshctl.py), one Redis wipe (keys under
+   withdraw_svc and account_svc once each (tools/meshctl.py), a PostgreSQL outage of a few
+   seconds (every service's database connections run through a fault proxy of the drill's,
+   which drops them all and refuses new ones), and two Redis wipes in a row (keys under
    MESH_KEY_PREFIX; FLUSHALL with --flushall);
-4. stop the load, clear the faults, run the compensation job (short age threshold) until
-   every order of the drill is terminal, wait for realtime recon, run the daily recon;
+4. stop the load, clear the faults, wait for every order of the drill to settle by itself
+   (no compensation run: the normal paths must finish every order); only if some do not
+   within the settle timeout, run the compensation job (short age threshold) and fail the
+   drill for every order it had to move; wait for realtime recon, run the daily recon;
 5. verdict, from the services' own answers over RPC only: every order terminal; per user,
    funding = balance + paid out; the gateway paid each SUCCEEDED order exactly once and no
    FAILED one; every FAILED order with a debit refunded exactly once; no open recon
@@ -61,6 +65,7 @@ from tools import meshctl as mesh  # noqa: E402
 from tools.loadlib import gate  # noqa: E402
 from tools.loadlib.clients import MeshClients, retry_unavailable  # noqa: E402
 from tools.loadlib.driver import Driver, DriverConfig, parse_mix  # noqa: E402
+from tools.loadlib.pgdetour import PostgresDetour  # noqa: E402
 from tools.loadlib.report import new_report_dir, summary_table, write_report  # noqa: E402
 from tools.loadlib.runner import funding_per_user, rate_figures  # noqa: E402
 from tools.loadlib.sampler import TERMINAL, OrderTracker, Sampler  # noqa: E402
@@ -95,7 +100,9 @@ class DrillOptions:
     definitive_rate: float = 0.01
     kill: tuple[str, ...] = KILLED
     wipe_redis: bool = True
+    redis_wipes: int = 2
     flushall: bool = False
+    pg_outage_s: float = 3.0
     release_modulus: int = 10
     release_steps: tuple[int, ...] = (3, 6, 10)
     compensation_min_age_s: int = 2
@@ -170,6 +177,9 @@ class Drill:
         self.channels: list[str] = []
         self.confirmed: set[str] = set()
         self.started_wall = datetime.now(UTC)
+        self.pg = PostgresDetour(self.env, options.layout, self.timeline.note, options.restart_timeout_s)
+        # Orders the compensation job had to move: the normal paths left them unfinished.
+        self.compensated: set[str] = set()
 
     async def close(self) -> None:
         await self.clients.close()
@@ -196,6 +206,11 @@ class Drill:
                 gateway_pb2.GetChannelFaultsRequest(channel=channel), timeout=5.0,
                 metadata=self.clients.metadata)
             self.faults_before[channel] = reply.faults
+        if self.o.pg_outage_s > 0:
+            await self.pg.install()
+            missing = await self.clients.wait_serving(timeout=20.0)
+            if missing:
+                raise DrillFailed(f"not serving through the PostgreSQL proxy: {', '.join(missing)}")
 
     async def seed(self, run_slot: int, funding: int) -> None:
         uids = run_uids(run_slot, self.o.users)
@@ -359,11 +374,16 @@ class Drill:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         steps: list[tuple[float, Callable[[], Any]]] = [(0.10, self._faults_on)]
-        spread = [0.25, 0.45, 0.65]
-        steps += [(spread[i] if i < len(spread) else 0.7, functools.partial(self._kill_restart, s))
+        spread = [0.2, 0.45, 0.6]
+        steps += [(spread[i] if i < len(spread) else 0.65, functools.partial(self._kill_restart, s))
                   for i, s in enumerate(self.o.kill)]
+        if self.pg.installed:
+            steps.append((0.3, functools.partial(self.pg.outage, self.o.pg_outage_s)))
         if self.o.wipe_redis:
-            steps.append((0.8, self._wipe_redis))
+            # The second wipe comes after the first one's republish went out: what that
+            # re-opened must survive being wiped again.
+            steps += [(0.7 + 0.15 * i, self._wipe_redis) for i in range(max(1, self.o.redis_wipes))]
+        steps.sort(key=lambda step: step[0])
         for share, action in steps:
             delay = t0 + share * load_s - loop.time()
             if delay > 0:
@@ -433,6 +453,26 @@ class Drill:
         self.timeline.note("gateway faults cleared", mark="faults off")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.o.settle_timeout_s
+        while True:
+            orders = await self.list_orders()
+            open_orders, unrefunded = _unsettled(orders)
+            if not open_orders and not unrefunded:
+                self.timeline.note("every drill order terminal without any compensation run", mark="settled")
+                return orders
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(1.0)
+        states = Counter(_state(o) for o in open_orders)
+        self.timeline.note(f"NOT settled by the normal paths after {self.o.settle_timeout_s:.0f}s: open "
+                           f"{dict(states)}, {len(unrefunded)} failed orders without a confirmed refund; "
+                           "running the compensation job")
+        return await self._compensate()
+
+    async def _compensate(self) -> dict[str, withdraw_pb2.Order]:
+        """The fallback: the compensation job with a short age threshold until every order is
+        terminal. Every order it moves is a finding (the night would have waited hours)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.o.settle_timeout_s
         runs = 0
         actions: Counter[str] = Counter()
         while True:
@@ -441,20 +481,20 @@ class Drill:
                     withdraw_pb2.RunCompensationRequest(min_age_seconds=self.o.compensation_min_age_s),
                     timeout=120.0, metadata=self.clients.metadata)
                 runs += 1
-                actions.update(a.action for a in reply.actions)
+                moved = [a for a in reply.actions if a.action.upper() != "WAIT"]
+                actions.update(a.action for a in moved)
+                self.compensated.update(a.order_id for a in moved)
             except grpc.aio.AioRpcError as err:
                 self.say(f"drill: RunCompensation answered {_code(err)}: {err.details()}")
             orders = await self.list_orders()
-            open_orders = [o for o in orders.values() if _state(o) not in TERMINAL]
-            unrefunded = [o for o in orders.values()
-                          if _state(o) == "FAILED" and o.refund_state not in OK_REFUNDS]
+            open_orders, unrefunded = _unsettled(orders)
             if not open_orders and not unrefunded:
                 self.timeline.note(f"every drill order terminal after {runs} compensation runs "
                                    f"({dict(actions) or 'no actions'})", mark="settled")
                 return orders
             if loop.time() >= deadline:
                 states = Counter(_state(o) for o in open_orders)
-                self.timeline.note(f"NOT settled after {self.o.settle_timeout_s:.0f}s: open {dict(states)}, "
+                self.timeline.note(f"NOT settled after {runs} compensation runs: open {dict(states)}, "
                                    f"{len(unrefunded)} failed orders without a confirmed refund")
                 return orders
             await asyncio.sleep(1.0)
@@ -623,6 +663,8 @@ class Drill:
         if gateway_fen != orders_fen:
             fail("gateway total differs from SUCCEEDED orders",
                  f"gateway {gateway_fen} fen, orders {orders_fen} fen")
+        for order_id in sorted(self.compensated & set(orders)):
+            fail("needed the compensation job (the normal paths left it unfinished)", order_id)
         for record in discrepancies:
             fail("open recon discrepancy", f"{record.reason} {record.order_id}: {record.detail[:80]}")
         for kind, items in examples.items():
@@ -640,6 +682,7 @@ class Drill:
                 e.kind == account_pb2.ENTRY_KIND_DEBIT for e in entries.get(o.order_id, []))),
             "failed_refund_states": dict(Counter(o.refund_state or "-" for o in failed)),
             "open_discrepancies_for_drill_orders": len(discrepancies),
+            "orders_moved_by_compensation": len(self.compensated & set(orders)),
             "open_discrepancies_without_order_since_start": [
                 {"reason": d.reason, "detail": d.detail, "source": d.source} for d in global_open],
             "problems": problems,
@@ -701,6 +744,10 @@ class Drill:
     # restore
 
     async def restore(self) -> None:
+        try:
+            await self.pg.remove()
+        except (mesh.MeshError, OSError) as exc:
+            self.timeline.note(f"could not move the services back to the real PostgreSQL address: {exc}")
         # A failed step may have left a killed service down: the mesh is left as found.
         for service in self.o.kill:
             if mesh.running_pid(service, self.o.layout) is not None:
@@ -741,6 +788,13 @@ async def _port_closed(address: str, timeout_s: float) -> bool:
 
 def _state(order: withdraw_pb2.Order) -> str:
     return withdraw_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
+
+
+def _unsettled(orders: Mapping[str, withdraw_pb2.Order]) -> tuple[list[withdraw_pb2.Order], list[withdraw_pb2.Order]]:
+    """(orders not terminal, FAILED orders whose refund is not confirmed)."""
+    open_orders = [o for o in orders.values() if _state(o) not in TERMINAL]
+    unrefunded = [o for o in orders.values() if _state(o) == "FAILED" and o.refund_state not in OK_REFUNDS]
+    return open_orders, unrefunded
 
 
 async def run_drill(options: DrillOptions, say: Callable[[str], None] = print) -> DrillResult:
@@ -810,7 +864,8 @@ def _write(drill: Drill, options: DrillOptions, result: DrillResult, recorder: R
             "faults": (f"transient {options.transient_rate}, lost reply {options.lost_reply_rate}, "
                        f"definitive {options.definitive_rate}"),
             "killed": ", ".join(options.kill), "redis_wipe": "FLUSHALL" if options.flushall else
-            ("prefix keys" if options.wipe_redis else "no"),
+            (f"prefix keys x{options.redis_wipes}" if options.wipe_redis else "no"),
+            "pg_outage_s": options.pg_outage_s,
             "key_prefix": drill.env.get("MESH_KEY_PREFIX") or "mesh",
             "started": drill.started_wall.isoformat(timespec="seconds"), "addresses": drill.clients.addresses,
         },
@@ -848,7 +903,10 @@ def parser() -> argparse.ArgumentParser:
                    help="gateway definitive failure rate")
     p.add_argument("--kill", default=",".join(d.kill), help="services to SIGKILL and restart, in order "
                    "(empty: none)")
-    p.add_argument("--no-wipe", action="store_true", help="skip the Redis wipe")
+    p.add_argument("--no-wipe", action="store_true", help="skip the Redis wipes")
+    p.add_argument("--wipes", type=int, default=d.redis_wipes, help="Redis wipes in a row (default %(default)s)")
+    p.add_argument("--pg-outage", type=float, default=d.pg_outage_s,
+                   help="seconds of PostgreSQL outage through the fault proxy (0: none; default %(default)s)")
     p.add_argument("--flushall", action="store_true",
                    help="wipe with FLUSHALL (the whole Redis) instead of the MESH_KEY_PREFIX keys")
     p.add_argument("--release-modulus", type=int, default=d.release_modulus, help="M of uid mod M < k")
@@ -874,7 +932,8 @@ def main() -> int:
         transient_rate=args.transient, lost_reply_rate=args.lost_reply, definitive_rate=args.definitive,
         release_modulus=args.release_modulus,
         release_steps=tuple(int(k) for k in args.release_steps.split(",") if k.strip()),
-        kill=kill, wipe_redis=not args.no_wipe, flushall=args.flushall,
+        kill=kill, wipe_redis=not args.no_wipe, redis_wipes=args.wipes, flushall=args.flushall,
+        pg_outage_s=args.pg_outage,
         settle_timeout_s=args.settle_timeout, recon_timeout_s=args.recon_timeout, run_slot=args.run_slot,
         report_dir=args.report_dir, layout=mesh.Layout(args.run_dir), progress=not args.quiet,
     )
