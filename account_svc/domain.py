@@ -9,14 +9,15 @@ from datetime import datetime
 from enum import StrEnum
 
 from campaign.tokens import RewardGrant
-from meshkit.errors import Conflict, FailedPrecondition, InvalidArgument
+from meshkit import validate
+from meshkit.errors import Conflict, FailedPrecondition
 
-MAX_ORDER_ID_LEN = 64
+MAX_ORDER_ID_LEN = validate.MAX_ORDER_ID_LEN
 MAX_FORCE_TOKENS = 500
 MAX_DEDUCT_BATCH = 1000
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 200
-INT64_MAX = 2**63 - 1
+INT64_MAX = validate.INT64_MAX
 
 
 class Kind(StrEnum):
@@ -66,55 +67,35 @@ class StoredCredit:
 
 
 def validate_uid(uid: int, field: str = "uid") -> None:
-    if uid <= 0:
-        raise InvalidArgument(f"{field} must be a positive user id, got {uid}", reason="BAD_UID")
+    validate.positive(field, uid, reason="BAD_UID")
 
 
 def validate_order_id(order_id: str) -> None:
-    if not order_id:
-        raise InvalidArgument("order_id is required", reason="BAD_ORDER_ID")
-    if len(order_id) > MAX_ORDER_ID_LEN:
-        raise InvalidArgument(
-            f"order_id must be at most {MAX_ORDER_ID_LEN} characters, got {len(order_id)}",
-            reason="BAD_ORDER_ID",
-        )
-    if not order_id.isprintable() or any(ch.isspace() for ch in order_id):
-        raise InvalidArgument("order_id must not contain spaces or control characters",
-                              reason="BAD_ORDER_ID")
+    validate.identifier("order_id", order_id, max_len=MAX_ORDER_ID_LEN)
 
 
 def validate_deduct(order_id: str, uid: int, amount_fen: int) -> None:
     validate_order_id(order_id)
     validate_uid(uid)
-    if amount_fen <= 0:
-        raise InvalidArgument(f"amount_fen must be > 0, got {amount_fen}", reason="BAD_AMOUNT")
+    validate.positive("amount_fen", amount_fen, reason="BAD_AMOUNT")
 
 
 def validate_deduct_batch(size: int) -> None:
     if size > MAX_DEDUCT_BATCH:
-        raise InvalidArgument(
-            f"deducts: at most {MAX_DEDUCT_BATCH} per call, got {size}", reason="TOO_MANY_DEDUCTS"
-        )
+        raise validate.invalid("deducts", f"at most {MAX_DEDUCT_BATCH} per call, got {size}",
+                               reason="TOO_MANY_DEDUCTS")
 
 
 def validate_force_credit(uid: int, tokens: Sequence[str]) -> None:
     validate_uid(uid)
-    if len(tokens) > MAX_FORCE_TOKENS:
-        raise InvalidArgument(
-            f"tokens: at most {MAX_FORCE_TOKENS} per call, got {len(tokens)}", reason="TOO_MANY_TOKENS"
-        )
+    validate.count("tokens", tokens, MAX_FORCE_TOKENS, reason="TOO_MANY_TOKENS")
 
 
 def page_of(page_size: int, page_token: str) -> tuple[int, int]:
     """(limit, entry ids below which to read) from a ListEntries request."""
-    if page_size < 0:
-        raise InvalidArgument(f"page_size must be >= 0, got {page_size}", reason="BAD_PAGE_SIZE")
-    limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    if not page_token:
-        return limit, INT64_MAX
-    if not page_token.isdigit() or len(page_token) > 19 or int(page_token) <= 0:
-        raise InvalidArgument("page_token is not a token this service returned", reason="BAD_PAGE_TOKEN")
-    return limit, int(page_token)
+    limit = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    below = validate.decode_id_token(page_token)
+    return limit, INT64_MAX if below is None else below
 
 
 # --- debits, refunds ----------------------------------------------------------------------

@@ -3,8 +3,6 @@ faults decide an outcome, and how a channel's capacity is counted. No I/O here."
 
 from __future__ import annotations
 
-import base64
-import binascii
 import random
 from collections import deque
 from dataclasses import asdict, dataclass, fields
@@ -12,9 +10,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from meshkit import validate
 from meshkit.errors import Conflict, Exhausted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 MAX_ID_LEN = 128
+MAX_CHANNEL_LEN = 32
 MAX_ACCOUNT_LEN = 64
 DEFAULT_PAGE = 500
 MAX_PAGE = 5000
@@ -86,12 +86,10 @@ class PayoutRequest:
 
     def validate(self, channels: tuple[str, ...]) -> None:
         check_id("order_id", self.order_id)
-        if self.uid <= 0:
-            raise InvalidArgument("uid: must be > 0", reason="BAD_UID")
+        check_uid(self.uid)
         check_channel(self.channel, channels)
         check_id("method_id", self.method_id)
-        if self.amount_fen <= 0:
-            raise InvalidArgument("amount_fen: must be > 0", reason="BAD_AMOUNT")
+        validate.positive("amount_fen", self.amount_fen, reason="BAD_AMOUNT")
 
 
 @dataclass(frozen=True)
@@ -216,15 +214,17 @@ class CapacityWindow:
 
 
 def check_channel(channel: str, channels: tuple[str, ...]) -> None:
+    validate.identifier("channel", channel, max_len=MAX_CHANNEL_LEN, reason="UNKNOWN_CHANNEL")
     if channel not in channels:
         raise UnknownChannel(channel)
 
 
 def check_id(name: str, value: str) -> None:
-    if not value:
-        raise InvalidArgument(f"{name}: required", reason="MISSING_ID")
-    if len(value) > MAX_ID_LEN:
-        raise InvalidArgument(f"{name}: at most {MAX_ID_LEN} characters", reason="BAD_ID")
+    validate.identifier(name, value, max_len=MAX_ID_LEN)
+
+
+def check_uid(uid: int) -> None:
+    validate.positive("uid", uid, reason="BAD_UID")
 
 
 def mask_account(account: str) -> str:
@@ -234,36 +234,19 @@ def mask_account(account: str) -> str:
 
 
 def validate_bind(uid: int, channel: str, account: str, method_id: str, channels: tuple[str, ...]) -> None:
-    if uid <= 0:
-        raise InvalidArgument("uid: must be > 0", reason="BAD_UID")
+    check_uid(uid)
     check_channel(channel, channels)
-    if not account.strip():
-        raise InvalidArgument("account: required", reason="MISSING_ACCOUNT")
-    if len(account) > MAX_ACCOUNT_LEN:
-        raise InvalidArgument(f"account: at most {MAX_ACCOUNT_LEN} characters", reason="BAD_ACCOUNT")
-    if method_id:
-        check_id("method_id", method_id)
+    validate.text("account", account, max_len=MAX_ACCOUNT_LEN, required=True)
+    validate.identifier("method_id", method_id, max_len=MAX_ID_LEN, required=False)
 
 
 def page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size: must be >= 0", reason="BAD_PAGE_SIZE")
-    return min(requested or DEFAULT_PAGE, MAX_PAGE)
+    return validate.page_size(requested, default=DEFAULT_PAGE, maximum=MAX_PAGE)
 
 
 def encode_page_token(created_at: datetime, order_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{order_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode()
+    return validate.encode_keyset_token(created_at, order_id)
 
 
 def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        created, _, order_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        when = datetime.fromisoformat(created)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidArgument("page_token: malformed", reason="BAD_PAGE_TOKEN") from exc
-    if not order_id or when.tzinfo is None:
-        raise InvalidArgument("page_token: malformed", reason="BAD_PAGE_TOKEN")
-    return when, order_id
+    return validate.decode_keyset_token(token, key_max_len=MAX_ID_LEN)

@@ -26,6 +26,7 @@ from gateway_mock.domain import (
     TransientError,
     check_channel,
     check_id,
+    check_uid,
     decode_page_token,
     encode_page_token,
     mask_account,
@@ -150,8 +151,7 @@ class GatewayService:
         return stored
 
     async def list_methods(self, uid: int) -> list[Method]:
-        if uid <= 0:
-            raise InvalidArgument("uid: must be > 0", reason="BAD_UID")
+        check_uid(uid)
         return await self.repo.list_methods(uid)
 
     # -- faults ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import grpc
 from gateway_mock.domain import ChannelFaults, Method, Payout, PayoutRequest, PayoutState
 from gateway_mock.service import GatewayService
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from meshkit.timeconv import from_ts, to_ts
+from meshkit.timeconv import from_request_ts, to_ts
 
 _STATE = {
     PayoutState.PROCESSING: gateway_pb2.PAYOUT_STATE_PROCESSING,
@@ -73,7 +73,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.ListPayoutsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListPayoutsResponse:
         payouts, token = await self.service.list_payouts(
-            from_ts(request.start_time), from_ts(request.end_time), request.page_token, request.page_size)
+            from_request_ts("start_time", request.start_time), from_request_ts("end_time", request.end_time),
+            request.page_token, request.page_size)
         return gateway_pb2.ListPayoutsResponse(payouts=[payout_pb(p) for p in payouts], next_page_token=token)
 
     async def ListMethods(

@@ -16,7 +16,11 @@ from typing import Any
 
 import asyncpg
 
+from meshkit import validate
+
+DEFAULT_PAGE = 500
 MAX_PAGE = 5000
+MAX_CURSOR_LEN = 64
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,16 @@ async def append_many(conn: asyncpg.Connection, rows: list[tuple[str, str, dict[
         )
 
 
-def _parse_cursor(cursor: str) -> tuple[str, int]:
+def parse_cursor(cursor: str) -> tuple[str, int]:
+    """(xid8 as text, row id) of a cursor "<xid>:<id>"; InvalidArgument naming `cursor`
+    for anything else, so no malformed or out-of-range value reaches the query."""
     if not cursor:
         return "0", 0
+    if len(cursor) > MAX_CURSOR_LEN:
+        raise validate.invalid("cursor", "malformed")
     xid, _, row_id = cursor.partition(":")
-    if not xid.isdigit() or not row_id.isdigit():
-        raise ValueError(f"malformed cursor {cursor!r}")
-    return xid, int(row_id)
+    return str(validate.decimal("cursor", xid, 0, validate.UINT64_MAX)), \
+        validate.decimal("cursor", row_id, 0, validate.INT64_MAX)
 
 
 # A feed source is any relation with the columns of `changes` (id, xid, kind, key, payload,
@@ -61,8 +68,8 @@ CHANGES = "changes"
 async def read(
     pool: asyncpg.Pool, cursor: str, limit: int, source: str = CHANGES
 ) -> tuple[list[Change], str]:
-    xid, row_id = _parse_cursor(cursor)
-    limit = max(1, min(limit or 500, MAX_PAGE))
+    xid, row_id = parse_cursor(cursor)
+    limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
     rows = await pool.fetch(
         f"""
         SELECT id, xid::text AS xid_text, kind, key, payload::text AS payload, created_at

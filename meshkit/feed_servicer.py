@@ -9,8 +9,7 @@ import asyncpg
 import grpc
 
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
-from meshkit import changefeed
-from meshkit.errors import InvalidArgument
+from meshkit import changefeed, validate
 from meshkit.timeconv import to_ts
 
 
@@ -22,12 +21,9 @@ class ChangeFeedServicer(feed_pb2_grpc.ChangeFeedServiceServicer):
     async def ReadChanges(
         self, request: feed_pb2.ReadChangesRequest, context: grpc.aio.ServicerContext
     ) -> feed_pb2.ReadChangesResponse:
-        if request.limit < 0:
-            raise InvalidArgument("limit must be >= 0", reason="BAD_LIMIT")
-        try:
-            changes, cursor = await changefeed.read(self.pool, request.cursor, request.limit, self.source)
-        except ValueError as exc:
-            raise InvalidArgument(f"cursor: {exc}", reason="BAD_CURSOR") from exc
+        limit = validate.page_size(request.limit, default=changefeed.DEFAULT_PAGE,
+                                   maximum=changefeed.MAX_PAGE, field="limit")
+        changes, cursor = await changefeed.read(self.pool, request.cursor, limit, self.source)
         return feed_pb2.ReadChangesResponse(
             changes=[
                 feed_pb2.Change(

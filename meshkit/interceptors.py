@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from meshkit.errors import DomainError
+from meshkit.errors import DomainError, InvalidArgument
 from meshkit.identity import CALLER_HEADER
 from meshkit.telemetry import extract_from, inject_into, meter
 
@@ -29,6 +30,25 @@ def _grpc_code(error: DomainError) -> grpc.StatusCode:
     return grpc.StatusCode[error.code.value]
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse (a string field with bad UTF-8,
+    a corrupt wire format), so the handler can refuse it as INVALID_ARGUMENT: grpc itself
+    answers UNKNOWN with the parser's exception text."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return parse
+
+
 def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         carrier = {k: str(v) for k, v in (context.invocation_metadata() or ())}
@@ -39,6 +59,9 @@ def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
             attributes={"rpc.system": "grpc", "rpc.method": method},
         ) as span:
             try:
+                if isinstance(request, _Undecodable):
+                    raise InvalidArgument(f"request: not a valid message: {request.error}"[:300],
+                                          reason="UNDECODABLE_REQUEST")
                 return await behavior(request, context)
             except DomainError as err:
                 status = err.code.value
@@ -73,9 +96,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # Health and reflection are streaming and need none of this.
         if handler is None or handler.unary_unary is None or method.startswith("/grpc."):
             return handler
+        deserialize = handler.request_deserializer
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(deserialize) if deserialize else None,
             response_serializer=handler.response_serializer,
         )
 

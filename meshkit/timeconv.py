@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from meshkit import validate
+
 
 def to_ts(value: datetime | None) -> Timestamp:
     ts = Timestamp()
@@ -18,6 +20,15 @@ def from_ts(ts: Timestamp) -> datetime | None:
     if ts.seconds == 0 and ts.nanos == 0:
         return None
     return ts.ToDatetime(tzinfo=UTC)
+
+
+def from_request_ts(field: str, ts: Timestamp) -> datetime | None:
+    """from_ts of a request field: a Timestamp outside 0001..9999 (or with bad nanos) is
+    InvalidArgument naming `field`, not a ValueError deep in the handler."""
+    try:
+        return from_ts(ts)
+    except ValueError as exc:
+        raise validate.invalid(field, "not a valid timestamp (years 0001..9999)") from exc
 
 
 def utcnow() -> datetime:

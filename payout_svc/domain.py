@@ -4,17 +4,18 @@ how gateway answers are adopted, when a message is retried or dead-lettered. No 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from meshkit import validate
 from meshkit.errors import InvalidArgument
 
 MAX_BACKOFF_S = 5.0
 DEFAULT_DLQ_PAGE = 100
 MAX_DLQ_PAGE = 1000
-_ENTRY_ID = re.compile(r"^\d+-\d+$")
+MAX_CHANNEL_LEN = 32
+_MAX_ENTRY_ID_LEN = 41  # two uint64 and a dash
 
 
 class OrderState(StrEnum):
@@ -148,6 +149,7 @@ class UnknownChannel(InvalidArgument):
 
 
 def check_channel(channel: str, channels: tuple[str, ...]) -> None:
+    validate.identifier("channel", channel, max_len=MAX_CHANNEL_LEN, reason="UNKNOWN_CHANNEL")
     if channel not in channels:
         raise UnknownChannel(channel)
 
@@ -159,16 +161,18 @@ def validate_rate(rate: float) -> None:
 
 
 def check_dead_letter_ids(ids: list[str]) -> None:
-    for entry_id in ids:
-        if not _ENTRY_ID.match(entry_id):
-            raise InvalidArgument(f"dead_letter_ids: {entry_id!r} is not a stream entry id",
-                                  reason="BAD_DEAD_LETTER_ID")
+    """Each id is a stream entry id "<ms>-<seq>", both parts within Redis's uint64."""
+    for index, entry_id in enumerate(ids):
+        field = f"dead_letter_ids[{index}]"
+        ms, sep, seq = entry_id.partition("-")
+        if len(entry_id) > _MAX_ENTRY_ID_LEN or not sep:
+            raise validate.invalid(field, "malformed", reason="BAD_DEAD_LETTER_ID")
+        validate.decimal(field, ms, 0, validate.UINT64_MAX, reason="BAD_DEAD_LETTER_ID")
+        validate.decimal(field, seq, 0, validate.UINT64_MAX, reason="BAD_DEAD_LETTER_ID")
 
 
 def dlq_page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size: must be >= 0", reason="BAD_PAGE_SIZE")
-    return min(requested or DEFAULT_DLQ_PAGE, MAX_DLQ_PAGE)
+    return validate.page_size(requested, default=DEFAULT_DLQ_PAGE, maximum=MAX_DLQ_PAGE)
 
 
 def parse_rates(text: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
+from meshkit import validate
 from meshkit.errors import InvalidArgument, NotFound
 
 
@@ -372,16 +373,24 @@ def latest_per_order(changes: Iterable[OrderChange]) -> list[tuple[OrderChange, 
 
 # ---- requests ----
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# A day's bounds (and their conversion to UTC) must stay inside what datetime holds.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
+MAX_ORDER_ID_LEN = validate.MAX_ORDER_ID_LEN
+MAX_NOTE_LEN = 1000
 
 
 def parse_day(text: str) -> date:
-    if not _DATE.match(text or ""):
-        raise InvalidArgument(f"date must be YYYY-MM-DD, got {text!r}", reason="BAD_DATE")
+    if not _DATE.fullmatch(text or ""):
+        shown = f", got {text!r}" if len(text) <= 16 and text.isprintable() else ""
+        raise InvalidArgument(f"date: must be YYYY-MM-DD{shown}", reason="BAD_DATE")
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError as exc:
-        raise InvalidArgument(f"date {text!r} is not a calendar day", reason="BAD_DATE") from exc
+        raise InvalidArgument(f"date: {text!r} is not a calendar day", reason="BAD_DATE") from exc
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidArgument(f"date: must be between {FIRST_DAY} and {LAST_DAY}", reason="BAD_DATE")
+    return day
 
 
 def day_bounds(day: date, zone: tzinfo) -> tuple[datetime, datetime]:
@@ -392,25 +401,29 @@ def day_bounds(day: date, zone: tzinfo) -> tuple[datetime, datetime]:
 
 def validate_resolution(status: str, note: str) -> None:
     if status not in (Status.RESOLVED, Status.ACCEPTED):
-        raise InvalidArgument("status must be RESOLVED or ACCEPTED", reason="BAD_STATUS")
+        raise InvalidArgument("status: must be RESOLVED or ACCEPTED", reason="BAD_STATUS")
     if not note.strip():
-        raise InvalidArgument("note is required to resolve a discrepancy", reason="NOTE_REQUIRED")
+        raise InvalidArgument("note: required to resolve a discrepancy", reason="NOTE_REQUIRED")
+    validate.text("note", note, max_len=MAX_NOTE_LEN, multiline=True)
 
 
-def validate_order_id(order_id: str) -> None:
-    if not order_id.strip():
-        raise InvalidArgument("order_id is required", reason="ORDER_ID_REQUIRED")
+def validate_order_id(order_id: str, *, required: bool = True) -> None:
+    validate.identifier("order_id", order_id, max_len=MAX_ORDER_ID_LEN, required=required)
 
 
 def page_size(requested: int, default: int = 100, maximum: int = 1000) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE")
-    return min(requested or default, maximum)
+    return validate.page_size(requested, default=default, maximum=maximum)
 
 
-def validate_reason_filter(reason: str) -> None:
-    if reason and reason not in {r.value for r in Reason}:
-        raise InvalidArgument(f"reason {reason!r} is not a discrepancy class", reason="BAD_REASON")
+def validate_filters(status: str, reason: str, order_id: str, source: str) -> None:
+    """ListDiscrepancies filters: each empty (any) or a value that can match."""
+    if status:
+        validate.one_of("status", status, [s.value for s in Status])
+    if reason:
+        validate.one_of("reason", reason, [r.value for r in Reason])
+    validate_order_id(order_id, required=False)
+    if source:
+        validate.one_of("source", source, [s.value for s in Source])
 
 
 class DiscrepancyNotFound(NotFound):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from meshkit import validate
 from meshkit.errors import Unavailable
 from meshkit.logs import log_context
 from meshkit.timeconv import utcnow
@@ -33,8 +34,8 @@ from recon_svc.domain import (
     order_change,
     page_size,
     payout_change,
+    validate_filters,
     validate_order_id,
-    validate_reason_filter,
     validate_resolution,
 )
 from recon_svc.peers import FeedChange, GatewayClient, LedgerClient, OrdersClient
@@ -262,10 +263,11 @@ class ReconService:
 
     async def list_discrepancies(self, status: str, reason: str, order_id: str, source: str,
                                  size: int) -> list[Discrepancy]:
-        validate_reason_filter(reason)
+        validate_filters(status, reason, order_id, source)
         return await self.repo.list_discrepancies(status, reason, order_id, source, page_size(size))
 
     async def resolve(self, discrepancy_id: int, status: str, note: str) -> Discrepancy:
+        validate.positive("discrepancy_id", discrepancy_id)
         validate_resolution(status, note)
         done = await self.repo.resolve(discrepancy_id, status, note.strip())
         if done is None:

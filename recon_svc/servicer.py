@@ -15,7 +15,15 @@ _STATUS = {
     Status.RESOLVED: recon_pb2.DISCREPANCY_STATUS_RESOLVED,
     Status.ACCEPTED: recon_pb2.DISCREPANCY_STATUS_ACCEPTED,
 }
-_STATUS_OF = {v: k.value for k, v in _STATUS.items()}
+_STATUS_OF: dict[int, str] = {int(v): k.value for k, v in _STATUS.items()}
+
+
+def status_of(value: int) -> str:
+    """The status name of an enum value; "" for UNSPECIFIED, the number for an unknown one
+    (which the rules then refuse by name)."""
+    if value == recon_pb2.DISCREPANCY_STATUS_UNSPECIFIED:
+        return ""
+    return _STATUS_OF.get(value, str(value))
 
 
 def discrepancy_pb(d: Discrepancy) -> recon_pb2.Discrepancy:
@@ -46,14 +54,14 @@ class ReconServicer(recon_pb2_grpc.ReconServiceServicer):
         self, request: recon_pb2.ListDiscrepanciesRequest, context: grpc.aio.ServicerContext
     ) -> recon_pb2.ListDiscrepanciesResponse:
         found = await self.service.list_discrepancies(
-            _STATUS_OF.get(request.status, ""), request.reason, request.order_id, request.source,
+            status_of(request.status), request.reason, request.order_id, request.source,
             request.page_size)
         return recon_pb2.ListDiscrepanciesResponse(discrepancies=[discrepancy_pb(d) for d in found])
 
     async def ResolveDiscrepancy(
         self, request: recon_pb2.ResolveDiscrepancyRequest, context: grpc.aio.ServicerContext
     ) -> recon_pb2.ResolveDiscrepancyResponse:
-        done = await self.service.resolve(request.discrepancy_id, _STATUS_OF.get(request.status, ""),
+        done = await self.service.resolve(request.discrepancy_id, status_of(request.status),
                                           request.note)
         return recon_pb2.ResolveDiscrepancyResponse(discrepancy=discrepancy_pb(done))
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from campaign.tokens import MAX_TOKEN_LEN
+from meshkit import validate
 from meshkit.errors import Code, Conflict, DomainError, FailedPrecondition, InvalidArgument
 
 MAX_REQUEST_ID_LEN = 64
 MAX_METHOD_ID_LEN = 128
+MAX_ORDER_ID_LEN = validate.MAX_ORDER_ID_LEN
 MAX_TOKENS = 200
+MAX_REASON_LEN = 1000
+MAX_BIND_PROMPT_LEN = 500
+MAX_TIMEZONE_LEN = 64
+# Ten years: beyond that no order is open, and PostgreSQL's interval arithmetic overflows.
+MAX_MIN_AGE_S = 10 * 366 * 24 * 3600
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_BIND_PROMPT = "Bind a payout method now so you can withdraw as soon as withdrawals open."
 MAX_RELEASE_MODULUS = 1_000_000
@@ -105,18 +114,24 @@ class ConfirmInput:
 
 
 def validate_uid(uid: int) -> None:
-    if uid <= 0:
-        raise InvalidArgument(f"uid must be a positive integer, got {uid}", reason="BAD_UID")
+    validate.positive("uid", uid, reason="BAD_UID")
+
+
+def validate_order_id(order_id: str) -> None:
+    validate.identifier("order_id", order_id, max_len=MAX_ORDER_ID_LEN)
+
+
+def validate_tokens(tokens: Sequence[str]) -> None:
+    """Reward tokens are the ledger's to judge; here only their number and that each is
+    one line of text, so nothing unreadable is forwarded."""
+    validate.count("tokens", tokens, MAX_TOKENS, reason="BAD_TOKENS")
+    for index, token in enumerate(tokens):
+        validate.text(f"tokens[{index}]", token, max_len=MAX_TOKEN_LEN, reason="BAD_TOKENS")
 
 
 def validate_confirm(req: ConfirmInput, limits: Limits) -> None:
     validate_uid(req.uid)
-    if not req.request_id:
-        raise InvalidArgument("request_id is required", reason="BAD_REQUEST_ID")
-    if len(req.request_id) > MAX_REQUEST_ID_LEN:
-        raise InvalidArgument(
-            f"request_id must be at most {MAX_REQUEST_ID_LEN} characters", reason="BAD_REQUEST_ID"
-        )
+    validate.identifier("request_id", req.request_id, max_len=MAX_REQUEST_ID_LEN)
     if req.amount_fen < limits.min_fen:
         raise InvalidArgument(
             f"amount_fen must be at least {limits.min_fen} fen, got {req.amount_fen}", reason="BAD_AMOUNT"
@@ -126,16 +141,10 @@ def validate_confirm(req: ConfirmInput, limits: Limits) -> None:
             f"amount_fen must be at most {limits.max_fen} fen per order, got {req.amount_fen}",
             reason="BAD_AMOUNT",
         )
-    if not req.method_id:
-        raise InvalidArgument("method_id is required", reason="BAD_METHOD_ID")
-    if len(req.method_id) > MAX_METHOD_ID_LEN:
-        raise InvalidArgument(
-            f"method_id must be at most {MAX_METHOD_ID_LEN} characters", reason="BAD_METHOD_ID"
-        )
-    if len(req.tokens) > MAX_TOKENS:
-        raise InvalidArgument(f"tokens: at most {MAX_TOKENS} per call", reason="BAD_TOKENS")
+    validate.identifier("method_id", req.method_id, max_len=MAX_METHOD_ID_LEN)
+    validate_tokens(req.tokens)
     if any(not t for t in req.tokens):
-        raise InvalidArgument("tokens must not contain empty strings", reason="BAD_TOKENS")
+        raise InvalidArgument("tokens: must not contain empty strings", reason="BAD_TOKENS")
 
 
 def check_replay(existing: Order, req: ConfirmInput) -> None:
@@ -176,7 +185,7 @@ def check_method(method_channel: str | None, method_id: str, uid: int, limits: L
 # ---------------------------------------------------------------------------------------
 # Gate
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,7 @@ class GateConfig:
 
 
 def _parse_hhmm(value: str, name: str) -> time:
-    match = _HHMM.match(value)
+    match = _HHMM.fullmatch(value)
     if not match:
         raise InvalidArgument(f"{name} must be HH:MM (00:00..23:59), got {value!r}", reason="BAD_GATE")
     return time(int(match.group(1)), int(match.group(2)))
@@ -218,11 +227,17 @@ def _parse_hhmm(value: str, name: str) -> time:
 
 def validate_gate(config: GateConfig) -> GateConfig:
     """The config as it will be stored (defaults filled in), or InvalidArgument."""
+    validate.identifier("timezone", config.timezone, max_len=MAX_TIMEZONE_LEN, required=False,
+                        reason="BAD_GATE")
+    validate.text("bind_prompt", config.bind_prompt, max_len=MAX_BIND_PROMPT_LEN, multiline=True,
+                  reason="BAD_GATE")
     tz_name = config.timezone or DEFAULT_TIMEZONE
     try:
         ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidArgument(f"timezone {tz_name!r} is not a known time zone", reason="BAD_GATE") from exc
+    validate.identifier("closed_start", config.closed_start, max_len=5, required=False, reason="BAD_GATE")
+    validate.identifier("closed_end", config.closed_end, max_len=5, required=False, reason="BAD_GATE")
     if bool(config.closed_start) != bool(config.closed_end):
         raise InvalidArgument(
             "closed_start and closed_end must both be set (a window) or both be empty (no window)",
@@ -244,8 +259,6 @@ def validate_gate(config: GateConfig) -> GateConfig:
             f"got {config.release_k}",
             reason="BAD_GATE",
         )
-    if len(config.bind_prompt) > 500:
-        raise InvalidArgument("bind_prompt must be at most 500 characters", reason="BAD_GATE")
     return replace(config, timezone=tz_name, bind_prompt=config.bind_prompt or DEFAULT_BIND_PROMPT)
 
 
@@ -346,6 +359,13 @@ class Facts:
     debit_exists: bool | None = None  # None: the ledger did not answer
     gateway: GatewayView | None = None
     refund_done: bool | None = None
+
+
+def compensation_min_age(requested_s: int, override: bool, default_s: int) -> int:
+    """The age threshold of a RunCompensation: the configured one unless given (or 0 given
+    with override)."""
+    validate.in_range("min_age_seconds", requested_s, 0, MAX_MIN_AGE_S, reason="BAD_MIN_AGE")
+    return requested_s if override or requested_s else default_s
 
 
 def decide(state: OrderState, facts: Facts) -> Action:

@@ -4,8 +4,6 @@ coordination and the gate. Background relays live in relay.py, the job in compen
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 import uuid
@@ -14,12 +12,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from meshkit import validate
 from meshkit.background import sleep_or_stop
 from meshkit.errors import Code, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from meshkit.logs import log_context
 from meshkit.streams import trace_fields
 from withdraw_svc.coalesce import Coalescer
 from withdraw_svc.domain import (
+    MAX_ORDER_ID_LEN,
+    MAX_REASON_LEN,
     MAX_TOKENS,
     ConfirmInput,
     FailureReason,
@@ -34,6 +35,7 @@ from withdraw_svc.domain import (
     insufficient_balance,
     validate_confirm,
     validate_gate,
+    validate_order_id,
     validate_uid,
     version_mismatch,
 )
@@ -100,12 +102,13 @@ class GateAdmin:
         self.gate = gate
 
     async def get(self, uid: int) -> tuple[GateConfig, GateDecision | None]:
+        validate.in_range("uid", uid, 0, validate.INT64_MAX, reason="BAD_UID")  # 0: no user
         config = await self.gate.load()
         return config, (self.gate.evaluate(uid) if uid > 0 else None)
 
     async def set(self, config: GateConfig, expected_version: int, actor: str, reason: str) -> GateConfig:
-        if expected_version < 0:
-            raise InvalidArgument("expected_version must be >= 0", reason="BAD_VERSION")
+        validate.in_range("expected_version", expected_version, 0, validate.INT64_MAX, reason="BAD_VERSION")
+        validate.text("reason", reason, max_len=MAX_REASON_LEN, multiline=True)
         valid = validate_gate(config)
         stored = await self.repo.replace_gate(valid, expected_version, actor, reason, version_mismatch)
         self.gate.config = stored
@@ -113,9 +116,8 @@ class GateAdmin:
         return stored
 
     async def audit(self, page_size: int) -> list[tuple[str, datetime, GateConfig | None, GateConfig, str]]:
-        if page_size < 0:
-            raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE")
-        return await self.repo.gate_audit(min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE))
+        size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        return await self.repo.gate_audit(size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -134,22 +136,11 @@ class Page:
 
 
 def encode_page_token(order: Order) -> str:
-    micros = int(order.created_at.timestamp() * 1_000_000)
-    raw = f"{micros}:{order.order_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return validate.encode_keyset_token(order.created_at, order.order_id)
 
 
-def decode_page_token(token: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        micros, _, order_id = raw.partition(":")
-        if not order_id:
-            raise ValueError("no order id")
-        return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), order_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidArgument(
-            "page_token is not a token this service issued", reason="BAD_PAGE_TOKEN"
-        ) from exc
+def decode_page_token(token: str) -> tuple[datetime, str] | None:
+    return validate.decode_keyset_token(token, key_max_len=MAX_ORDER_ID_LEN)
 
 
 class WithdrawService:
@@ -186,8 +177,7 @@ class WithdrawService:
 
     async def page(self, uid: int, tokens: Sequence[str]) -> Page:
         validate_uid(uid)
-        if len(tokens) > MAX_TOKENS:
-            raise InvalidArgument(f"tokens: at most {MAX_TOKENS} per call", reason="BAD_TOKENS")
+        validate.count("tokens", tokens, MAX_TOKENS, reason="BAD_TOKENS")
         (balance, stale), methods, recent = await asyncio.gather(
             self._page_balance(uid, [t for t in tokens if t]),
             self._page_methods(uid),
@@ -369,8 +359,7 @@ class WithdrawService:
     # -- queries ---------------------------------------------------------------------------
 
     async def get_order(self, order_id: str) -> Order:
-        if not order_id:
-            raise InvalidArgument("order_id is required", reason="BAD_ORDER_ID")
+        validate_order_id(order_id)
         order = await self.repo.get_order(order_id, with_history=True)
         if order is None:
             raise NotFound(f"order_id {order_id!r} not found", reason="ORDER_NOT_FOUND")
@@ -378,10 +367,8 @@ class WithdrawService:
 
     async def list_orders(self, uid: int, page_size: int, page_token: str) -> tuple[list[Order], str]:
         validate_uid(uid)
-        if page_size < 0:
-            raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = decode_page_token(page_token) if page_token else None
+        size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = decode_page_token(page_token)
         orders = await self.repo.list_orders(uid, size + 1, after)
         if len(orders) > size:
             return orders[:size], encode_page_token(orders[size - 1])
@@ -398,8 +385,7 @@ class Coordination:
         self.wake_refunds = wake_refunds
 
     async def begin_payout(self, order_id: str) -> tuple[Order, bool]:
-        if not order_id:
-            raise InvalidArgument("order_id is required", reason="BAD_ORDER_ID")
+        validate_order_id(order_id)
         with log_context(order_id=order_id):
             moved = await self.repo.transition(
                 order_id, [OrderState.PENDING_PAYOUT], OrderState.PAYING, "payout started"
@@ -412,10 +398,11 @@ class Coordination:
         self, order_id: str, result: OrderState | None, reason: str
     ) -> tuple[Order, bool]:
         """(order, replayed)."""
-        if not order_id:
-            raise InvalidArgument("order_id is required", reason="BAD_ORDER_ID")
+        validate_order_id(order_id)
         if result not in (OrderState.SUCCEEDED, OrderState.FAILED):
-            raise InvalidArgument("result must be SUCCEEDED or FAILED", reason="BAD_RESULT")
+            raise InvalidArgument("result: must be SUCCEEDED or FAILED", reason="BAD_RESULT")
+        # Any length (the stored reason is cut at 200), but nothing PostgreSQL refuses.
+        validate.text("reason", reason, max_len=None, multiline=True)
         with log_context(order_id=order_id):
             moved: Order | None
             if result is OrderState.SUCCEEDED:

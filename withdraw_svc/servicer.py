@@ -5,11 +5,17 @@ from __future__ import annotations
 import grpc
 
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
-from meshkit.errors import InvalidArgument
 from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
 from withdraw_svc.compensation import Compensation, CompensationAction
-from withdraw_svc.domain import ConfirmInput, GateConfig, GateDecision, Order, OrderState
+from withdraw_svc.domain import (
+    ConfirmInput,
+    GateConfig,
+    GateDecision,
+    Order,
+    OrderState,
+    compensation_min_age,
+)
 from withdraw_svc.peers import Method
 from withdraw_svc.service import Coordination, GateAdmin, WithdrawService
 
@@ -169,11 +175,8 @@ class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):
     async def RunCompensation(
         self, request: withdraw_pb2.RunCompensationRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.RunCompensationResponse:
-        if request.min_age_seconds < 0:
-            raise InvalidArgument("min_age_seconds must be >= 0", reason="BAD_MIN_AGE")
-        min_age = request.min_age_seconds
-        if not request.override_min_age and min_age == 0:
-            min_age = self.compensation.settings.compensation_min_age_s
+        min_age = compensation_min_age(request.min_age_seconds, request.override_min_age,
+                                       self.compensation.settings.compensation_min_age_s)
         ran, actions = await self.compensation.run(dry_run=request.dry_run, min_age_s=min_age)
         return withdraw_pb2.RunCompensationResponse(ran=ran, actions=[action_pb(a) for a in actions])
 
