@@ -34,14 +34,14 @@ $(GEN)/.stamp: $(STAMP) $(PROTOS)
 proto: $(GEN)/.stamp ## generate Python code from protos/ into gen/
 
 proto-check: $(STAMP) ## fail if protos do not lint or gen/ is stale
-	cd protos && ../$(VENV)/bin/buf lint
+	cd protos && $(abspath $(VENV))/bin/buf lint
 	tmp=$$(mktemp -d) && \
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
 	$(PY) tools/init_packages.py $$tmp && \
 	diff -r -x .stamp -x __pycache__ $$tmp $(GEN) && rm -rf $$tmp
 
 lint: proto ## buf lint, ruff
-	cd protos && ../$(VENV)/bin/buf lint
+	cd protos && $(abspath $(VENV))/bin/buf lint
 	$(VENV)/bin/ruff check .
 
 typecheck: proto ## mypy

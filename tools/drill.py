@@ -790,7 +790,10 @@ def _state(order: withdraw_pb2.Order) -> str:
     return withdraw_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
 
 
-def _unsettled(orders: Mapping[str, withdraw_pb2.Order]) -> tuple[list[withdraw_pb2.Order], list[withdraw_pb2.Order]]:
+Orders = list[withdraw_pb2.Order]
+
+
+def _unsettled(orders: Mapping[str, withdraw_pb2.Order]) -> tuple[Orders, Orders]:
     """(orders not terminal, FAILED orders whose refund is not confirmed)."""
     open_orders = [o for o in orders.values() if _state(o) not in TERMINAL]
     unrefunded = [o for o in orders.values() if _state(o) == "FAILED" and o.refund_state not in OK_REFUNDS]
@@ -904,7 +907,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kill", default=",".join(d.kill), help="services to SIGKILL and restart, in order "
                    "(empty: none)")
     p.add_argument("--no-wipe", action="store_true", help="skip the Redis wipes")
-    p.add_argument("--wipes", type=int, default=d.redis_wipes, help="Redis wipes in a row (default %(default)s)")
+    p.add_argument("--wipes", type=int, default=d.redis_wipes,
+                   help="Redis wipes in a row (default %(default)s)")
     p.add_argument("--pg-outage", type=float, default=d.pg_outage_s,
                    help="seconds of PostgreSQL outage through the fault proxy (0: none; default %(default)s)")
     p.add_argument("--flushall", action="store_true",
