@@ -25,12 +25,15 @@ processes, and, not counted, other databases' backends) and of the Redis server,
 ms of CPU per settled order by process group. Its own CPU (the load generator, and its
 monitoring connection's backend) is shown apart and not in the total; so is the rest of the
 host's busy time (other work on a shared machine). Nothing is polled during the load; the
-drain polls the feed every 0.25 s and recon's status only once every order is terminal.
+drain polls the feed every 0.25 s and recon's status only once the orders are done. Orders
+still open once the payout queues are empty and nothing moved for 5 s (a confirm that timed
+out with its deduct in doubt) are left to the compensation job: reported, not waited for,
+not counted as settled.
 
---profile-dir DIR also runs `py-spy record --rate 50 --format raw` against each service for
-the load phase (DIR/<svc>.txt; summarise with tools/pyspy_summary.py DIR/*.txt) and writes the
-services' CPU by thread over the window to DIR/cpu-by-thread.log. py-spy costs CPU on
-the same cores, so take figures from runs without it.
+--profile-dir DIR also runs `py-spy record --rate 50 --format raw` (plus --profile-args, e.g.
+"--gil") against each service for the load phase (DIR/<svc>.txt; summarise with
+tools/pyspy_summary.py DIR/*.txt) and writes the services' CPU by thread over the window to
+DIR/cpu-by-thread.log. py-spy costs CPU on the same cores: take figures from runs without it.
 
 Last lines:
     RESULT settled_orders N
@@ -160,21 +163,22 @@ def format_table(rows: list[Row], orders: int, window_s: float) -> str:
 # ---- observing the mesh -----------------------------------------------------------------
 
 
-async def recon_checked(clients: MeshClients) -> tuple[int, int] | None:
-    """(checked_orders, pending_checks) from recon_svc, or None when it does not answer."""
+@dataclass(frozen=True)
+class ReconView:
+    checked: int                # orders with a verdict, ever
+    pending: int                # checks queued (grace window, second looks)
+    heads: dict[str, float]     # when recon last read each feed to its end (epoch s; 0: never)
+
+
+async def recon_status(clients: MeshClients) -> ReconView | None:
+    """recon_svc's GetReconStatus, or None when it does not answer."""
     try:
         reply = await clients.recon.GetReconStatus(recon_pb2.GetReconStatusRequest(), timeout=5.0,
                                                    metadata=clients.metadata)
     except grpc.aio.AioRpcError:
         return None
-    return reply.checked_orders, reply.pending_checks
-
-
-async def recon_heads(clients: MeshClients) -> dict[str, float]:
-    """When recon last read each feed to its end (epoch seconds; 0 when never)."""
-    reply = await clients.recon.GetReconStatus(recon_pb2.GetReconStatusRequest(), timeout=5.0,
-                                               metadata=clients.metadata)
-    return {p.feed: p.head_time.seconds + p.head_time.nanos / 1e9 for p in reply.positions}
+    return ReconView(reply.checked_orders, reply.pending_checks,
+                     {p.feed: p.head_time.seconds + p.head_time.nanos / 1e9 for p in reply.positions})
 
 
 def metrics_url(env: Mapping[str, str]) -> str | None:
@@ -218,13 +222,12 @@ async def wait_quiet(clients: MeshClients, since: float, timeout_s: float) -> bo
     while True:
         stats = await channel_stats(clients, timeout_s=3.0)
         queued = None if stats is None else sum(int(c["backlog"] + c["pending"]) for c in stats.values())
-        heads = await recon_heads(clients)
-        checked = await recon_checked(clients)
-        if queued == 0 and heads and min(heads.values()) > since and checked is not None and checked[1] == 0:
+        recon = await recon_status(clients)
+        if queued == 0 and recon is not None and recon.heads and min(recon.heads.values()) > since \
+                and recon.pending == 0:
             return True
         if loop.time() >= deadline:
-            log(f"mesh not quiet after {timeout_s:.0f}s (queued {queued}, recon heads {heads}, "
-                f"recon checked/pending {checked}); measuring anyway")
+            log(f"mesh not quiet after {timeout_s:.0f}s (queued {queued}, recon {recon}); measuring anyway")
             return False
         await asyncio.sleep(0.25)
 
@@ -272,9 +275,9 @@ async def wait_judged(clients: MeshClients, tracker: OrderTracker, answered: int
         done = still_open == 0 or (quiet and await queues_empty(clients))
         if orders >= answered and done:
             settled = orders - still_open
-            status = await recon_checked(clients)
+            status = await recon_status(clients)
             polls += 1
-            judged = status[0] - checked0 if status else 0
+            judged = status.checked - checked0 if status else 0
             if judged >= settled:
                 now = await self_checks(url)
                 checks = None if now is None or self_checked0 is None else now - self_checked0
@@ -368,7 +371,7 @@ class Measured:
 
 async def measure(clients: MeshClients, procs: MeshProcesses, args: argparse.Namespace,
                   seeded_users: list[TestUser], config: DriverConfig, tracker: OrderTracker) -> Measured:
-    status0 = await recon_checked(clients)
+    status0 = await recon_status(clients)
     if status0 is None:
         raise SystemExit("recon_svc does not answer GetReconStatus")
     url = metrics_url(os.environ)
@@ -400,7 +403,7 @@ async def measure(clients: MeshClients, procs: MeshProcesses, args: argparse.Nam
     load_s = loop.time() - opened
     log(f"load done after {load_s:.1f}s: {len(state.order_ids)} orders confirmed; draining "
         f"(at most {args.drain_timeout:g}s)")
-    drained = await wait_judged(clients, tracker, len(state.order_ids), status0[0], self0, url,
+    drained = await wait_judged(clients, tracker, len(state.order_ids), status0.checked, self0, url,
                                 args.drain_timeout)
     window = await sampler.stop()
     window_s = loop.time() - opened
