@@ -11,24 +11,29 @@ import pytest
 from meshkit.settings import DEFAULT_DATABASE_URL
 from tools import devstack
 
+URL = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
 
-async def show(url: str, name: str) -> str:
-    conn = await asyncpg.connect(url)
+
+async def show(name: str) -> str:
+    conn = await asyncpg.connect(URL)
     try:
         return str(await conn.fetchval(f"SHOW {name}"))
     finally:
         await conn.close()
 
 
-def test_status_warns_exactly_when_the_server_does_not_autovacuum(capsys: pytest.CaptureFixture[str]) -> None:
-    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    autovacuum = asyncio.run(show(url, "autovacuum"))
-    devstack.status()
+# devstack is synchronous and runs its own event loop (asyncio.run): a thread of its own
+# keeps that loop away from the test session's.
+
+
+async def test_status_warns_exactly_when_the_server_does_not_autovacuum(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    autovacuum = await show("autovacuum")
+    await asyncio.to_thread(devstack.status)
     out = capsys.readouterr().out
     assert ("WARNING: autovacuum" in out) == (autovacuum == "off"), out
 
 
-def test_pg_settings_are_the_servers() -> None:
-    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    expected = {name: asyncio.run(show(url, name)) for name in ("autovacuum", "track_counts")}
-    assert devstack.pg_settings(url) == expected
+async def test_pg_settings_are_the_servers() -> None:
+    expected = {name: await show(name) for name in ("autovacuum", "track_counts")}
+    assert await asyncio.to_thread(devstack.pg_settings, URL) == expected
