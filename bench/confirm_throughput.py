@@ -47,12 +47,14 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
+from bench import pgstate  # noqa: E402
 from bench.seeding import User, seed_users  # noqa: E402
 from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.db import with_database  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools.loadlib.clients import serving  # noqa: E402
+from tools.loadlib.meshprocs import mesh_schemas  # noqa: E402
 from tools.loadlib.stats import percentiles  # noqa: E402
 from tools.meshctl import free_ports  # noqa: E402
 
@@ -73,6 +75,9 @@ class Mesh:
     scratch_db: str = ""
     base_db: str = ""
     log_dir: Path | None = None
+
+    def database_url(self, base_db: str) -> str:
+        return with_database(self.base_db, self.scratch_db) if self.scratch_db else base_db
 
     async def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -312,6 +317,9 @@ async def main() -> None:
         users = await seed_users(mesh.addresses, mesh.keyring, a.users, per_user, tag="bench", concurrency=32)
         log(f"seeded {len(users)} users with bound methods and {per_user} fen each "
             f"in {time.monotonic() - t0:.1f}s")
+        # A spawned mesh uses the default schema names in its scratch database.
+        await pgstate.prepare(mesh.database_url(base_db),
+                              mesh_schemas({} if mesh.scratch_db else os.environ).values(), say=log)
         load = await drive(mesh.addresses["withdraw_svc"], users, a.clients, a.duration, a.warmup)
         if a.hold:
             await asyncio.sleep(a.hold)

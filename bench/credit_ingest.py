@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
 from account_svc import repository as account_repository  # noqa: E402
+from bench import pgstate  # noqa: E402
 from campaign.publish import publish_rewards  # noqa: E402
 from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
@@ -54,6 +55,7 @@ from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from meshkit.streams import group_lag  # noqa: E402
 from tools.loadlib.clients import serving  # noqa: E402
+from tools.loadlib.cpu import read_stat  # noqa: E402
 
 GROUP = "account-credit"
 
@@ -74,11 +76,8 @@ def _service_log() -> Any:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process (all its threads) has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stat = read_stat(pid)
+    return stat.cpu_s if stat is not None else 0.0
 
 
 @dataclass
@@ -337,6 +336,7 @@ async def main() -> None:
     bulks: list[float] = []
     raws: list[tuple[float, float]] = []
     try:
+        await pgstate.prepare(dsn, [target.schema], say=lambda line: print(line, file=sys.stderr))
         for round_no in range(max(1, args.rounds)):
             raws.append(await bench_raw(dsn, args.rewards, args.uids, args.batch))
             bulks.append(await bench_bulk(target, client, pool, args.rewards, args.uids,

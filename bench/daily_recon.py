@@ -48,6 +48,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
+from bench import pgstate  # noqa: E402
 from meshkit.db import create_pool, migrate  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL  # noqa: E402
 
@@ -208,6 +209,7 @@ async def main() -> None:
         log(f"scratch schema {schema}: loading {args.orders} orders over {args.users} accounts")
         await load(pool, args.orders, args.users)
         want = await expected_faults(pool)
+        await pgstate.prepare(dsn, [schema], say=log)
 
         settings = Settings.from_env()
         daily = DailyRecon(Repository(pool), settings, Alerts("", 1.0))

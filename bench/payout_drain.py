@@ -46,6 +46,7 @@ import redis.asyncio as redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
+from bench import pgstate  # noqa: E402
 from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
@@ -55,6 +56,7 @@ from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools import meshctl  # noqa: E402
 from tools.loadlib.clients import retry_unavailable  # noqa: E402
+from tools.loadlib.cpu import read_stat  # noqa: E402
 from tools.loadlib.seeding import bounded_gather  # noqa: E402
 from tools.loadlib.stats import max_in_window  # noqa: E402
 
@@ -308,13 +310,8 @@ async def gateway_call_times(bench: BenchMesh) -> list[float]:
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     """CPU time (user + system) each process has used so far (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {}
-    for name, pid in pids.items():
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            used[name] = (int(fields[11]) + int(fields[12])) / ticks
-    return used
+    stats = {name: read_stat(pid) for name, pid in pids.items()}
+    return {name: stat.cpu_s for name, stat in stats.items() if stat is not None}
 
 
 def cpu_report(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
@@ -335,6 +332,9 @@ def per_second(times: list[float]) -> list[int]:
 async def prepare(bench: BenchMesh, orders: int) -> None:
     await place_orders(bench, orders)
     await wait_backlog(bench, orders)
+    # payout_svc's schema does not exist yet (it starts later): skipped.
+    schemas = [bench.schema(s) for s in (*CORE, "payout_svc")]
+    await pgstate.prepare(bench.env["DATABASE_URL"], schemas, say=say)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
+from bench import pgstate  # noqa: E402
 from bench.seeding import User, seed_users  # noqa: E402
 from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc  # noqa: E402
@@ -51,6 +52,7 @@ from meshkit.db import (  # noqa: E402
 )
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools.loadlib.clients import serving  # noqa: E402
+from tools.loadlib.meshprocs import mesh_schemas  # noqa: E402
 from tools.meshctl import free_ports  # noqa: E402
 
 MESH = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052, "payout_svc": 50053}
@@ -278,6 +280,7 @@ async def main() -> None:
         log(f"seeded {len(users)} users")
         await start_recon(mesh, recon_procs, schema, args.grace, run_dir)
 
+        await pgstate.prepare(mesh.database_url, [*mesh_schemas(mesh.env).values(), schema], say=log)
         log(f"driving {args.rate:.0f} confirms/s for {args.duration:.0f}s")
         order_ids, errors = await drive(mesh, users, args.rate, args.duration)
         log(f"placed {len(order_ids)} orders ({errors} refused)")

@@ -252,6 +252,41 @@ def stop() -> None:
     ENV_FILE.unlink(missing_ok=True)  # it may name servers that are gone; ensure rewrites it
 
 
+def pg_settings(url: str, names: tuple[str, ...] = ("autovacuum", "track_counts")) -> dict[str, str]:
+    """Server settings by name; {} when they cannot be read (no driver yet, or no access)."""
+    try:
+        import asyncio
+
+        import asyncpg
+    except ImportError:  # devstack runs before the venv has its packages too
+        return {}
+
+    async def read() -> dict[str, str]:
+        conn = await asyncpg.connect(url, timeout=5.0)
+        try:
+            rows = await conn.fetch("SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
+                                    list(names))
+        finally:
+            await conn.close()
+        return {r["name"]: r["setting"] for r in rows}
+
+    try:
+        return asyncio.run(read())
+    except Exception:  # a status line must never take `make status` down
+        return {}
+
+
+def vacuum_warning(settings: dict[str, str]) -> str | None:
+    """Why this PostgreSQL's tables are never vacuumed or analyzed by themselves, if they are not."""
+    off = [name for name in ("autovacuum", "track_counts") if settings.get(name) == "off"]
+    if not off:
+        return None
+    verb = "is" if len(off) == 1 else "are"
+    return (f"WARNING: {' and '.join(off)} {verb} off on this PostgreSQL: nothing vacuums or analyzes "
+            "its tables, so dead rows pile up and planner statistics go stale (benches VACUUM ANALYZE "
+            "first: bench/pgstate.py)")
+
+
 def status() -> int:
     words = shlex.split(ENV_FILE.read_text()) if ENV_FILE.exists() else []
     in_use = dict(w.split("=", 1) for w in words if w != "export")
@@ -268,6 +303,8 @@ def status() -> int:
         print(f"{var}={url}  [{which}, {'answers' if ok else 'NOT answering'}]")
         if private and which == "external":
             print(f"  (a private {kind} server is also running: pid {private[0]}, port {private[1]})")
+        if kind == "pg" and ok and (warning := vacuum_warning(pg_settings(url))):
+            print(f"  {warning}")
     return rc
 
 

@@ -1,0 +1,42 @@
+"""The cost table adds up the mesh (services, PostgreSQL, Redis) and keeps the load
+generator and other work on the machine out of the total; the drain's self-check count
+comes from account_svc's metrics page."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cost_per_order import cost_rows, format_table, metrics_url, ok_calls, total_of
+from tools.loadlib.meshprocs import PG_OTHER_DATABASES, PG_SERVER, PG_UNATTRIBUTED, REDIS, SELF, pg_group
+
+
+def test_total_is_services_postgres_and_redis_only() -> None:
+    used = {"withdraw_svc": 4.0, "account_svc": 1.0, "recon_svc": 0.5, pg_group("withdraw_svc"): 2.0,
+            PG_SERVER: 0.25, REDIS: 0.25, SELF: 3.0, PG_OTHER_DATABASES: 7.0, PG_UNATTRIBUTED: 0.5}
+    rows = cost_rows(used, host_busy_s=30.0, idle={"withdraw_svc": 0.01, REDIS: 0.02})
+    by_label = {r.label: r for r in rows}
+    assert total_of(rows).cpu_s == pytest.approx(8.0)
+    assert total_of(rows).idle_cores == pytest.approx(0.03)
+    assert by_label["PostgreSQL"].cpu_s == pytest.approx(2.25)
+    assert by_label["rest of the host (other work on the machine)"].cpu_s == pytest.approx(30.0 - 18.5)
+    table = format_table(rows, orders=1000, window_s=10.0)
+    assert "total" in table and "8.000" in table   # ms per order of the total
+
+
+def test_ok_calls_reads_one_method() -> None:
+    page = "\n".join([
+        "# HELP rpc_server_requests_total RPCs by method and status",
+        'rpc_server_requests_total{otel_scope_name="meshkit.grpc",rpc_grpc_status="OK",'
+        'rpc_method="/mesh.account.v1.AccountService/GetOrderEntries"} 2102.0',
+        'rpc_server_requests_total{rpc_grpc_status="UNAVAILABLE",'
+        'rpc_method="/mesh.account.v1.AccountService/GetOrderEntries"} 3.0',
+        'rpc_server_requests_total{rpc_grpc_status="OK",'
+        'rpc_method="/mesh.account.v1.AccountService/Deduct"} 9.0',
+    ])
+    assert ok_calls(page, "/mesh.account.v1.AccountService/GetOrderEntries") == 2102
+
+
+def test_metrics_url_follows_the_service_port() -> None:
+    assert metrics_url({}) == "http://127.0.0.1:51051/metrics"
+    assert metrics_url({"ACCOUNT_SVC_ADDR": "127.0.0.1:6000"}) == "http://127.0.0.1:7000/metrics"
+    assert metrics_url({"ACCOUNT_SVC_METRICS_PORT": "0"}) is None
