@@ -7,10 +7,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from meshkit import validate
 from meshkit.background import sleep_or_stop
@@ -47,6 +47,7 @@ from withdraw_svc.streams import RedisPort
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 Wake = Callable[[], None]
 
 RECENT_ORDERS = 5
@@ -65,6 +66,25 @@ def _failed_for_balance(order: Order) -> bool:
 
 def new_order_id() -> str:
     return f"wd-{uuid.uuid4().hex}"
+
+
+_unfinished: set[asyncio.Task[Any]] = set()
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    _unfinished.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        # Nobody waits for an abandoned confirm: its failure is only logged.
+        log.warning("an abandoned confirm ended with %r", task.exception())
+
+
+async def finish_even_if_abandoned(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to its end even when the awaiting RPC is cancelled: the cancellation
+    reaches the caller, not the work (which keeps a strong reference until done)."""
+    task = asyncio.ensure_future(work)
+    _unfinished.add(task)
+    task.add_done_callback(_forget)
+    return await asyncio.shield(task)
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,16 +273,21 @@ class WithdrawService:
                 if existing is None:
                     raise
                 return await self._replay(existing, req), True
-            order = await self.inserts.submit(NewOrder(
-                new_order_id(), req.uid, req.request_id, req.amount_fen, channel, req.method_id,
-            ))
-            if order is None:
-                # The request_id was used before (or by a concurrent twin of this request).
-                existing = await self.repo.get_by_request(req.uid, req.request_id)
-                if existing is None:
-                    raise RuntimeError("order vanished after a unique conflict")
-                return await self._replay(existing, req), True
-            return await self._deduct(order), False
+            # From the insert on, the order exists: a caller that gives up (deadline, cancel)
+            # must not leave it half-done in PENDING_DEDUCT with its debit possibly landed.
+            return await finish_even_if_abandoned(self._place(req, channel))
+
+    async def _place(self, req: ConfirmInput, channel: str) -> tuple[Order, bool]:
+        order = await self.inserts.submit(NewOrder(
+            new_order_id(), req.uid, req.request_id, req.amount_fen, channel, req.method_id,
+        ))
+        if order is None:
+            # The request_id was used before (or by a concurrent twin of this request).
+            existing = await self.repo.get_by_request(req.uid, req.request_id)
+            if existing is None:
+                raise RuntimeError("order vanished after a unique conflict")
+            return await self._replay(existing, req), True
+        return await self._deduct(order), False
 
     async def _replay(self, existing: Order, req: ConfirmInput) -> Order:
         check_replay(existing, req)

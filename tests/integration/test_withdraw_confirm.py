@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 
@@ -201,4 +202,36 @@ async def test_page_credits_tokens_and_shows_everything(mesh: WdMesh) -> None:
     assert page.gate.open
     assert [m.method_id for m in page.methods] == [method]
     assert len(page.recent_orders) == 1 and page.recent_orders[0].amount_fen == 200
+    await mesh.ledger_ok([uid])
+
+
+async def test_a_confirm_whose_caller_gives_up_mid_deduct_still_finishes(mesh: WdMesh) -> None:
+    # The account row is held locked from outside, so the deduct waits; the caller's deadline
+    # expires meanwhile. The order exists by then: it must not stay PENDING_DEDUCT (the
+    # compensation job would find it only hours later) with its debit landed or not.
+    uid, method = await mesh.user(balance_fen=1_000)
+    schema = mesh.env["ACCOUNT_SVC_DB_SCHEMA"]
+    blocker = await asyncpg.connect(mesh.env["DATABASE_URL"])
+    try:
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute(f'SELECT 1 FROM "{schema}".accounts WHERE uid = $1 FOR UPDATE', uid)
+        with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+            await mesh.withdraw().ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
+                uid=uid, request_id="impatient", amount_fen=300, method_id=method), timeout=0.5)
+        assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        rows = await mesh.order_rows(uid)
+        assert [r["state"] for r in rows] == ["PENDING_DEDUCT"]
+        await holding.rollback()
+    finally:
+        await blocker.close()
+    order_id = rows[0]["order_id"]
+
+    async def deducted() -> str | None:
+        state = await mesh.order_state(order_id)
+        return state if state != "PENDING_DEDUCT" else None
+
+    assert await eventually(deducted, what="the abandoned confirm to finish its deduct") == "PENDING_PAYOUT"
+    assert await mesh.entries(order_id) == ["DEBIT"]
+    assert await mesh.balance(uid) == 700
     await mesh.ledger_ok([uid])
