@@ -48,17 +48,18 @@ class RelayWorld:
         return OutboxRelay(dataclasses.replace(self.settings, **settings), self.repo,
                            RedisPort(client or self.redis, self.keys))
 
-    async def order(self, channel: str = "bank", *, paying: bool = False) -> str:
-        """A deducted order with its PAYOUT job (PAYING: BeginPayout's compare-and-set too)."""
+    async def order(self, channel: str = "bank") -> str:
+        """A deducted order with its PAYOUT job."""
         order_id = f"wd-{uuid.uuid4().hex[:16]}"
         uid = new_uid()
         await self.repo.insert_order(NewOrder(order_id, uid, uuid.uuid4().hex, 300, channel, "m-1"))
         assert await self.repo.mark_deducted(order_id, {"uid": uid, "channel": channel, "method_id": "m-1",
                                                         "amount_fen": 300})
-        if paying:
-            assert await self.repo.transition(order_id, [OrderState.PENDING_PAYOUT], OrderState.PAYING,
-                                              "begun")
         return order_id
+
+    async def begin(self, order_id: str) -> None:
+        """What BeginPayout does when a worker takes the message: PENDING_PAYOUT -> PAYING."""
+        assert await self.repo.transition(order_id, [OrderState.PENDING_PAYOUT], OrderState.PAYING, "begun")
 
     async def publish(self) -> int:
         return await self.repo.publish_pending(500, RedisPort(self.redis, self.keys).publish)
@@ -177,9 +178,11 @@ async def test_a_claim_whose_reply_was_lost_is_won_on_the_next_pass(
 
 async def test_the_sweep_picks_up_a_paying_order_nothing_waits_on(world: RelayWorld) -> None:
     await world.group("bank")
-    lost, awaited, locked = [await world.order(paying=True) for _ in range(3)]
+    lost, awaited, locked = [await world.order() for _ in range(3)]
     assert await world.publish() == 3
     await world.take_and_ack("bank")
+    for order_id in (lost, awaited, locked):
+        await world.begin(order_id)
     # Only the first has nothing waiting on it: the second's asynchronous answer is being
     # followed, the third is in a worker's hands.
     await world.redis.zadd(world.keys.payout_awaiting("bank"), {awaited: 0})
@@ -193,10 +196,12 @@ async def test_the_sweep_picks_up_a_paying_order_nothing_waits_on(world: RelayWo
 
 async def test_a_dead_lettered_order_is_not_republished(world: RelayWorld) -> None:
     await world.group("bank")
-    waiting, paying = await world.order(), await world.order(paying=True)
+    waiting, paying = await world.order(), await world.order()
     assert await world.publish() == 2
     stream = world.keys.payout_stream("bank")
     queue = ChannelQueue(world.redis, world.keys, GROUP, "worker")
+    # Three failed attempts each: one never got as far as BeginPayout, the other did.
+    await world.begin(paying)
     for delivery in await queue.read("bank", 10, 100):
         assert delivery.job is not None
         failed: Job = dataclasses.replace(delivery.job, attempt=3)
