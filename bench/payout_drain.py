@@ -60,9 +60,10 @@ from tools.loadlib.cpu import read_stat  # noqa: E402
 from tools.loadlib.seeding import bounded_gather  # noqa: E402
 from tools.loadlib.stats import max_in_window  # noqa: E402
 
-# payout_svc processes start with the channel all but closed, so that the drain begins with
-# every process up and warm; SetChannelRate then opens it (a live rate change).
-PAUSED_RATE = 0.001
+# payout_svc processes start with the channel paused (rate 0: no gateway calls), so that the
+# drain begins with every process up and warm; SetChannelRate then opens it (a live rate
+# change).
+PAUSED_RATE = 0
 CORE = ("gateway_mock", "account_svc", "withdraw_svc")
 ORDERS_PER_USER = 100
 
@@ -248,16 +249,18 @@ async def set_gateway_capacity(bench: BenchMesh, capacity: int) -> None:
             channel=bench.channel, capacity_per_second=capacity)), timeout=10)
 
 
-async def set_rate(bench: BenchMesh, rate: float) -> None:
+async def set_rate(bench: BenchMesh, rate: float, unlimited: bool = False) -> None:
     async with grpc.aio.insecure_channel(bench.payout_addrs[0]) as channel:
         admin = payout_pb2_grpc.PayoutAdminServiceStub(channel)
-        request = payout_pb2.SetChannelRateRequest(channel=bench.channel, rate_per_second=rate)
+        request = payout_pb2.SetChannelRateRequest(channel=bench.channel, rate_per_second=rate,
+                                                   unlimited=unlimited)
         await admin.SetChannelRate(request, timeout=10)
 
 
 def start_paused_then_open(bench: BenchMesh, processes: int, workers: int,
                            rate: float) -> tuple[float, dict[str, float]]:
-    """Start payout_svc processes with the channel paused, open it at `rate` once all are up.
+    """Start payout_svc processes with the channel paused, open it at `rate` once all are up
+    (rate 0 here: opened unlimited, said so explicitly to SetChannelRate).
     Returns when it was opened (time.time()) and the CPU times at that moment."""
     launched = time.time()
     bench.start_payouts(processes, {
@@ -270,7 +273,7 @@ def start_paused_then_open(bench: BenchMesh, processes: int, workers: int,
         f"opening the channel at {rate:g}/s" if rate else "opening the channel without a limit")
     cpu_before = cpu_seconds(bench.pids())
     opened = time.time()
-    asyncio.run(set_rate(bench, rate))
+    asyncio.run(set_rate(bench, rate, unlimited=not rate))
     return opened, cpu_before
 
 

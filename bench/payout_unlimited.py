@@ -9,7 +9,7 @@ outbox relay). Before payout_svc starts, the stream's entries are copied to a sc
 stream. Then:
 
 - payout_svc: `--processes` processes x `--workers` workers drain the channel, opened
-  (as in payout_drain) with the rate set to 0, unlimited, and no gateway latency or
+  (as in payout_drain) with SetChannelRate(unlimited: true), and no gateway latency or
   capacity limit. Per message a
   worker takes the order lock, reads the order, moves it to PAYING, calls the gateway,
   settles the order and acknowledges: payouts/s = orders / (first gateway call .. every

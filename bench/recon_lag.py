@@ -142,7 +142,8 @@ async def spawn_mesh(base_db: str, redis_url: str, run_dir: Path) -> Mesh:
         "REWARD_TOKEN_KEYS": "bench:bench-secret",
         "REWARD_TOKEN_ACTIVE_KEY": "bench",
         "WITHDRAW_COMPENSATION_ENABLED": "false",
-        "PAYOUT_DEFAULT_RATES": "",
+        # No limit: said explicitly, since a channel without a rate is paused.
+        "PAYOUT_DEFAULT_RATES": "bank:unlimited,alipay:unlimited,balance:unlimited",
     }
     mesh = Mesh({}, env, keyring_from_env(env), env["DATABASE_URL"], scratch_db=name, base_db=base_db)
     try:

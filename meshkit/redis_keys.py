@@ -15,6 +15,11 @@ class Keys:
     def payout_dead_letters(self, channel: str) -> str:
         return f"{self.prefix}:payout:{channel}:dlq"
 
+    def payout_dead_orders(self, channel: str) -> str:
+        """Order id -> how many of its messages sit in the channel's dead-letter stream
+        (written in the same MULTI as the dead letter, decremented by replay)."""
+        return f"{self.prefix}:payout:{channel}:dlq:orders"
+
     def payout_awaiting(self, channel: str) -> str:
         """Orders whose payout the gateway accepted asynchronously, scored by next check time."""
         return f"{self.prefix}:payout:{channel}:awaiting"

@@ -116,14 +116,46 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
+class ChannelRate:
+    """A channel's payout limit. No limit is only ever said explicitly (unlimited); no
+    positive rate, or no configured rate at all, means the channel is paused."""
+
+    per_second: float = 0.0
+    unlimited: bool = False
+
+    @property
+    def paused(self) -> bool:
+        return not self.unlimited and self.per_second <= 0
+
+    def __str__(self) -> str:
+        return "unlimited" if self.unlimited else "paused" if self.paused else f"{self.per_second:g}/s"
+
+
+PAUSED = ChannelRate()
+UNLIMITED = ChannelRate(unlimited=True)
+
+
+@dataclass(frozen=True)
 class ChannelStats:
     channel: str
     backlog: int
     pending: int
     consumers: int
-    rate_limit_per_second: float
+    rate: ChannelRate
     current_rate_per_second: float
     dead_letters: int
+
+    @property
+    def rate_limit_per_second(self) -> float:
+        return self.rate.per_second
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate.unlimited
+
+    @property
+    def paused(self) -> bool:
+        return self.rate.paused
 
 
 class AttemptFailed(Exception):
@@ -133,6 +165,11 @@ class AttemptFailed(Exception):
 class DependencyDown(Exception):
     """withdraw_svc (the coordinator) did not answer: not the message's fault. The message is
     left un-acked and redelivered; no attempt is counted."""
+
+
+class ChannelPaused(Exception):
+    """The channel was paused while a worker held a message and the worker is stopping:
+    the message is left un-acked for redelivery; no attempt is counted."""
 
 
 class OrderMissing(Exception):
@@ -154,10 +191,16 @@ def check_channel(channel: str, channels: tuple[str, ...]) -> None:
         raise UnknownChannel(channel)
 
 
-def validate_rate(rate: float) -> None:
-    if not math.isfinite(rate) or rate < 0:
-        raise InvalidArgument("rate_per_second: must be a finite number >= 0 (0: unlimited)",
+def validate_rate(rate_per_second: float, unlimited: bool) -> ChannelRate:
+    """The rate SetChannelRate asks for: a positive rate, or unlimited said explicitly."""
+    if unlimited:
+        if rate_per_second != 0:
+            raise InvalidArgument("rate_per_second: leave it 0 when unlimited is true", reason="BAD_RATE")
+        return UNLIMITED
+    if not math.isfinite(rate_per_second) or rate_per_second <= 0:
+        raise InvalidArgument("rate_per_second: must be a finite number > 0 (or set unlimited: true)",
                               reason="BAD_RATE")
+    return ChannelRate(rate_per_second)
 
 
 def check_dead_letter_ids(ids: list[str]) -> None:
@@ -175,19 +218,26 @@ def dlq_page_size(requested: int) -> int:
     return validate.page_size(requested, default=DEFAULT_DLQ_PAGE, maximum=MAX_DLQ_PAGE)
 
 
-def parse_rates(text: str) -> dict[str, float]:
-    """"bank:2000,alipay:5000" -> {"bank": 2000.0, "alipay": 5000.0}."""
-    rates: dict[str, float] = {}
+def parse_rates(text: str) -> dict[str, ChannelRate]:
+    """"bank:2000,alipay:unlimited,balance:0" -> bank at 2000/s, alipay unlimited, balance
+    paused. A channel left out has no rate: paused too."""
+    rates: dict[str, ChannelRate] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
         channel, sep, value = part.partition(":")
-        try:
-            rate = float(value)
-        except ValueError:
-            rate = -1.0
-        if not sep or not channel.strip() or not math.isfinite(rate) or rate < 0:
-            raise ValueError(f"bad rate {part!r}; expected channel:per_second")
+        if value.strip() == "unlimited":
+            rate = UNLIMITED
+        else:
+            try:
+                per_second = float(value)
+            except ValueError:
+                per_second = -1.0
+            if not math.isfinite(per_second) or per_second < 0:
+                raise ValueError(f"bad rate {part!r}; expected channel:per_second or channel:unlimited")
+            rate = ChannelRate(per_second)
+        if not sep or not channel.strip():
+            raise ValueError(f"bad rate {part!r}; expected channel:per_second or channel:unlimited")
         rates[channel.strip()] = rate
     return rates
 

@@ -37,7 +37,10 @@ for _name, _field, _help in [
     ("payout.channel.backlog", "backlog", "stream entries not yet delivered to the consumer group"),
     ("payout.channel.pending", "pending", "entries delivered and not yet acknowledged"),
     ("payout.channel.dead_letters", "dead_letters", "entries in the channel's dead-letter stream"),
-    ("payout.channel.rate_limit", "rate_limit_per_second", "configured payouts per second (0: unlimited)"),
+    ("payout.channel.rate_limit", "rate_limit_per_second",
+     "configured payouts per second (0 with unlimited: no limit; 0 otherwise: paused)"),
+    ("payout.channel.unlimited", "unlimited", "1 when the channel was explicitly set unlimited"),
+    ("payout.channel.paused", "paused", "1 when the channel is paused (rate 0 or none configured)"),
     ("payout.channel.rate_current", "current_rate_per_second", "gateway payout calls in the last second"),
 ]:
     _meter.create_observable_gauge(_name, callbacks=[_observe(_field)], description=_help)

@@ -5,33 +5,37 @@ from __future__ import annotations
 import asyncpg
 
 from meshkit import changefeed
+from payout_svc.domain import ChannelRate
 
 
 class RatesRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def all_rates(self) -> dict[str, float]:
-        rows = await self.pool.fetch("SELECT channel, rate_per_second FROM channel_config")
-        return {r["channel"]: float(r["rate_per_second"]) for r in rows}
+    async def all_rates(self) -> dict[str, ChannelRate]:
+        rows = await self.pool.fetch("SELECT channel, rate_per_second, unlimited FROM channel_config")
+        return {r["channel"]: ChannelRate(float(r["rate_per_second"]), bool(r["unlimited"])) for r in rows}
 
-    async def seed_rates(self, rates: dict[str, float]) -> None:
+    async def seed_rates(self, rates: dict[str, ChannelRate]) -> None:
         """Configured defaults for channels that have no rate yet; never overwrites one."""
         await self.pool.executemany(
-            "INSERT INTO channel_config (channel, rate_per_second) VALUES ($1, $2)"
+            "INSERT INTO channel_config (channel, rate_per_second, unlimited) VALUES ($1, $2, $3)"
             " ON CONFLICT (channel) DO NOTHING",
-            list(rates.items()),
+            [(channel, rate.per_second, rate.unlimited) for channel, rate in rates.items()],
         )
 
-    async def set_rate(self, channel: str, rate: float) -> None:
+    async def set_rate(self, channel: str, rate: ChannelRate) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """
-                INSERT INTO channel_config (channel, rate_per_second, updated_at) VALUES ($1, $2, now())
+                INSERT INTO channel_config (channel, rate_per_second, unlimited, updated_at)
+                VALUES ($1, $2, $3, now())
                 ON CONFLICT (channel) DO UPDATE
-                SET rate_per_second = EXCLUDED.rate_per_second, updated_at = now()
+                SET rate_per_second = EXCLUDED.rate_per_second, unlimited = EXCLUDED.unlimited,
+                    updated_at = now()
                 """,
-                channel, rate,
+                channel, rate.per_second, rate.unlimited,
             )
             await changefeed.append(conn, "channel_rate", channel,
-                                    {"channel": channel, "rate_per_second": rate})
+                                    {"channel": channel, "rate_per_second": rate.per_second,
+                                     "unlimited": rate.unlimited})

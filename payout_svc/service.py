@@ -16,8 +16,11 @@ from meshkit.logs import log_context
 from meshkit.streams import context_of
 from meshkit.telemetry import meter, tracer
 from payout_svc.domain import (
+    PAUSED,
     AttemptFailed,
     Begun,
+    ChannelPaused,
+    ChannelRate,
     ChannelStats,
     DeadLetter,
     Delivery,
@@ -73,8 +76,10 @@ class QueuePort(Protocol):
 
 
 class LimiterPort(Protocol):
-    async def reserve(self, channel: str, rate: float) -> float: ...
-    async def admit(self, channel: str, rate: float) -> float: ...
+    """Never asked for a paused rate: the processor waits for the channel to open first."""
+
+    async def reserve(self, channel: str, rate: ChannelRate) -> float: ...
+    async def admit(self, channel: str, rate: ChannelRate) -> float: ...
 
 
 class LockPort(Protocol):
@@ -84,11 +89,12 @@ class LockPort(Protocol):
 
 
 class RatesPort(Protocol):
-    def rate_of(self, channel: str) -> float: ...
+    def rate_of(self, channel: str) -> ChannelRate: ...
 
 
 Sleep = Callable[[float], Awaitable[None]]
-# How often a worker waiting for its slot looks whether the channel's rate changed.
+# How often a worker waiting for its slot (or for a paused channel) looks whether the
+# channel's rate changed.
 RATE_RECHECK_S = 0.5
 
 
@@ -118,7 +124,7 @@ class Hold:
         self.order_id, self.token, self.every_s, self._sleep = order_id, token, every_s, sleep
         self.last = time.monotonic()
         # The reserved slot: when it comes (time.monotonic()) and the rate it was cut for.
-        self.slot: tuple[float, float] | None = None
+        self.slot: tuple[float, ChannelRate] | None = None
 
     async def refresh(self) -> None:
         if time.monotonic() - self.last < self.every_s:
@@ -183,7 +189,7 @@ class PayoutProcessor:
             # which only ever lowers the rate.
             await self._reserve(delivery.channel, hold)
             return await self._work(delivery, hold)
-        except DependencyDown as exc:
+        except (DependencyDown, ChannelPaused) as exc:
             log.warning("%s; message %s left for redelivery", exc, delivery.entry_id)
             return Handled.LEFT
         except AttemptFailed as exc:
@@ -243,8 +249,20 @@ class PayoutProcessor:
                 return Handled.LEFT
             await hold.sleep(self.config.busy_backoff_ms / 1000.0)
 
+    def paused(self, channel: str) -> bool:
+        return self.rates.rate_of(channel).paused
+
+    async def _open_rate(self, channel: str, hold: Hold) -> ChannelRate:
+        """The channel's rate once it is not paused. Waiting is pacing, never an attempt;
+        a stop while paused leaves the message for redelivery."""
+        while (rate := self.rates.rate_of(channel)).paused:
+            if self.stopping.is_set():
+                raise ChannelPaused(f"channel {channel} is paused")
+            await hold.sleep(RATE_RECHECK_S)
+        return rate
+
     async def _reserve(self, channel: str, hold: Hold) -> None:
-        rate = self.rates.rate_of(channel)
+        rate = await self._open_rate(channel, hold)
         hold.slot = (time.monotonic() + await self.limiter.reserve(channel, rate), rate)
 
     async def _take_turn(self, channel: str, hold: Hold) -> None:
@@ -257,7 +275,7 @@ class PayoutProcessor:
             due, rate = hold.slot
             if rate != self.rates.rate_of(channel):
                 # The slot was cut for the old rate (after a raise from 1/s it could be many
-                # seconds away): take one on the new schedule.
+                # seconds away): take one on the new schedule (a pause is waited out first).
                 await self._reserve(channel, hold)
                 continue
             left = due - time.monotonic()
@@ -265,7 +283,7 @@ class PayoutProcessor:
                 hold.slot = None
             else:
                 await hold.sleep(min(left, RATE_RECHECK_S))
-        while (wait := await self.limiter.admit(channel, self.rates.rate_of(channel))) > 0:
+        while (wait := await self.limiter.admit(channel, await self._open_rate(channel, hold))) > 0:
             await hold.sleep(wait)
         _limiter_wait.record((time.monotonic() - started) * 1000.0, {"channel": channel})
 
@@ -361,35 +379,43 @@ class AwaitingChecker:
 
 
 class RatesRepository(Protocol):
-    async def all_rates(self) -> dict[str, float]: ...
-    async def seed_rates(self, rates: dict[str, float]) -> None: ...
-    async def set_rate(self, channel: str, rate: float) -> None: ...
+    async def all_rates(self) -> dict[str, ChannelRate]: ...
+    async def seed_rates(self, rates: dict[str, ChannelRate]) -> None: ...
+    async def set_rate(self, channel: str, rate: ChannelRate) -> None: ...
 
 
 class ChannelRates:
     """The rates in force in this process: PostgreSQL's channel_config, re-read every few
-    seconds so a change made through any replica reaches all of them."""
+    seconds so a change made through any replica reaches all of them. A channel with no
+    configured rate is paused, never unlimited."""
 
-    def __init__(self, repo: RatesRepository, channels: tuple[str, ...], defaults: dict[str, float]) -> None:
+    def __init__(self, repo: RatesRepository, channels: tuple[str, ...],
+                 defaults: dict[str, ChannelRate]) -> None:
         self.repo = repo
         self.channels = channels
         self.defaults = defaults
-        self.rates: dict[str, float] = {ch: defaults.get(ch, 0.0) for ch in channels}
+        self.rates: dict[str, ChannelRate] = {ch: PAUSED for ch in channels}
 
     async def start(self) -> None:
-        await self.repo.seed_rates({ch: self.defaults.get(ch, 0.0) for ch in self.channels})
-        await self.refresh()
+        await self.repo.seed_rates({ch: self.defaults[ch] for ch in self.channels if ch in self.defaults})
+        stored = await self.refresh()
+        for channel in self.channels:
+            if channel not in stored:
+                log.warning("channel %s has no configured rate: paused (no payouts) until SetChannelRate "
+                            "gives it one, or PAYOUT_DEFAULT_RATES does", channel)
+            elif stored[channel].paused:
+                log.warning("channel %s is paused (rate 0): no payouts until SetChannelRate", channel)
 
-    async def refresh(self) -> None:
+    async def refresh(self) -> dict[str, ChannelRate]:
         stored = await self.repo.all_rates()
         for channel in self.channels:
-            if channel in stored:
-                self.rates[channel] = stored[channel]
+            self.rates[channel] = stored.get(channel, PAUSED)
+        return stored
 
-    def rate_of(self, channel: str) -> float:
-        return self.rates.get(channel, 0.0)
+    def rate_of(self, channel: str) -> ChannelRate:
+        return self.rates.get(channel, PAUSED)
 
-    async def set(self, channel: str, rate: float) -> None:
+    async def set(self, channel: str, rate: ChannelRate) -> None:
         await self.repo.set_rate(channel, rate)
         self.rates[channel] = rate
 
@@ -420,11 +446,11 @@ class PayoutAdmin:
         dead = await self.source.dead_letter_count(channel)
         return ChannelStats(channel, backlog, pending, consumers, self.rates.rate_of(channel), current, dead)
 
-    async def set_rate(self, channel: str, rate: float) -> ChannelStats:
+    async def set_rate(self, channel: str, rate_per_second: float, unlimited: bool) -> ChannelStats:
         check_channel(channel, self.rates.channels)
-        validate_rate(rate)
+        rate = validate_rate(rate_per_second, unlimited)
         await self.rates.set(channel, rate)
-        log.info("channel %s rate set to %s/s", channel, rate)
+        log.info("channel %s rate set to %s", channel, rate)
         return await self._stats(channel)
 
     async def list_dead_letters(self, channel: str, page_size: int) -> list[DeadLetter]:

@@ -14,7 +14,7 @@ def stats_pb(s: ChannelStats) -> payout_pb2.ChannelStats:
     return payout_pb2.ChannelStats(
         channel=s.channel, backlog=s.backlog, pending=s.pending, consumers=s.consumers,
         rate_limit_per_second=s.rate_limit_per_second, current_rate_per_second=s.current_rate_per_second,
-        dead_letters=s.dead_letters,
+        dead_letters=s.dead_letters, unlimited=s.unlimited, paused=s.paused,
     )
 
 
@@ -42,7 +42,7 @@ class PayoutAdminServicer(payout_pb2_grpc.PayoutAdminServiceServicer):
     async def SetChannelRate(
         self, request: payout_pb2.SetChannelRateRequest, context: grpc.aio.ServicerContext
     ) -> payout_pb2.SetChannelRateResponse:
-        stats = await self.admin.set_rate(request.channel, request.rate_per_second)
+        stats = await self.admin.set_rate(request.channel, request.rate_per_second, request.unlimited)
         return payout_pb2.SetChannelRateResponse(stats=stats_pb(stats))
 
     async def ListDeadLetters(

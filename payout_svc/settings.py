@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 
 from meshkit.settings import CommonSettings, addr_of, env_float, env_int, env_list, env_str
-from payout_svc.domain import parse_rates
+from payout_svc.domain import ChannelRate, parse_rates
 
 DEFAULT_CHANNELS = ["bank", "alipay", "balance"]
 DEFAULT_RATES = "bank:2000,alipay:5000,balance:10000"
@@ -21,7 +21,9 @@ class Settings:
     gateway_addr: str                         # GATEWAY_MOCK_ADDR
     channels: tuple[str, ...]                 # PAYOUT_CHANNELS
     workers_per_channel: int                  # PAYOUT_WORKERS_PER_CHANNEL: concurrent messages per channel
-    default_rates: dict[str, float]           # PAYOUT_DEFAULT_RATES: seeds channel_config, per second
+    # PAYOUT_DEFAULT_RATES seeds channel_config: "bank:2000,alipay:unlimited" (per second;
+    # 0 or a channel left out: paused).
+    default_rates: dict[str, ChannelRate]
     max_attempts: int                         # PAYOUT_MAX_ATTEMPTS before the dead-letter stream
     claim_idle_ms: int                        # PAYOUT_CLAIM_IDLE_MS: reclaim messages idle this long
     lock_ttl_ms: int                          # PAYOUT_LOCK_TTL_MS: order lock expiry (extended while held)

@@ -18,7 +18,7 @@ from mesh.payout.v1 import payout_pb2
 from meshkit.redis_keys import Keys
 from meshkit.streams import ensure_group, group_lag, is_nogroup, trace_fields
 from meshkit.timeconv import from_ts, to_ts, utcnow
-from payout_svc.domain import DeadLetter, Delivery, Job
+from payout_svc.domain import ChannelRate, DeadLetter, Delivery, Job
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,10 @@ class ChannelQueue:
             fields[TRACEPARENT] = delivery.traceparent
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.keys.payout_dead_letters(delivery.channel), fields)
+            if job is not None:
+                # withdraw_svc's sweep asks here, so it never puts a dead letter back on
+                # the stream behind the operator's back (at most max_attempts, then here).
+                pipe.hincrby(self.keys.payout_dead_orders(delivery.channel), job.order_id, 1)
             pipe.xack(stream, self.group, delivery.entry_id)
             await pipe.execute()
 
@@ -244,7 +248,8 @@ class ChannelQueue:
                         job.enqueue_time, f"replayed after: {job.last_error}"[:500])
             trace = fields.get(b"traceparent", b"")
             replayed += int(await self._replay(
-                keys=[dlq, self.stream(channel)], args=[entry_id, encode_job(fresh), trace]))
+                keys=[dlq, self.stream(channel), self.keys.payout_dead_orders(channel)],
+                args=[entry_id, encode_job(fresh), trace, job.order_id]))
         return replayed
 
 
@@ -308,7 +313,9 @@ class RateLimiter:
     than others; the margin keeps the gateway's own count at or under the rate even then,
     for a throughput cost of margin / (1 s + margin).
 
-    Rate 0 means unlimited (calls are still counted for the stats)."""
+    An unlimited rate (said explicitly; see ChannelRate) never waits, and its calls are
+    still counted for the stats. A paused rate is never passed here: a paused channel makes
+    no calls at all, so asking is a bug, refused loudly."""
 
     def __init__(self, client: redis.Redis, keys: Keys, margin_ms: int = 0) -> None:
         self.redis = client
@@ -317,16 +324,17 @@ class RateLimiter:
         self._reserve = self.redis.register_script(_GCRA_RESERVE)
         self._admit = self.redis.register_script(_ADMIT)
 
-    async def reserve(self, channel: str, rate: float) -> float:
+    async def reserve(self, channel: str, rate: ChannelRate) -> float:
         """Seconds to wait for this call's slot."""
-        if rate <= 0:
+        if rate.unlimited:
             return 0.0
-        wait_us = await self._reserve(keys=[self.keys.rate_limit(channel)], args=[repr(float(rate))])
+        wait_us = await self._reserve(keys=[self.keys.rate_limit(channel)],
+                                      args=[repr(float(limited(rate)))])
         return max(0, int(wait_us)) / 1_000_000
 
-    async def admit(self, channel: str, rate: float) -> float:
+    async def admit(self, channel: str, rate: ChannelRate) -> float:
         """0 when the call may start now (it is then counted); else seconds to wait."""
-        limit = window_limit(rate)
+        limit = "unlimited" if rate.unlimited else window_limit(limited(rate))
         wait_us = await self._admit(keys=[self.keys.rate_window(channel)],
                                     args=[limit, secrets.token_hex(6), self.window_us])
         return max(0, int(wait_us)) / 1_000_000
@@ -338,12 +346,15 @@ class RateLimiter:
         return float(int(raw)) if raw else 0.0
 
 
-def window_limit(rate: float) -> int:
-    """Calls allowed in any one-second window: the rate, rounded down (at least one);
-    0 for unlimited."""
-    if rate <= 0:
-        return 0
-    return max(1, math.floor(rate + 1e-9))
+def limited(rate: ChannelRate) -> float:
+    if rate.paused:
+        raise ValueError("a paused channel makes no gateway calls: nothing to rate-limit")
+    return rate.per_second
+
+
+def window_limit(per_second: float) -> int:
+    """Calls allowed in any one-second window: the rate, rounded down (at least one)."""
+    return max(1, math.floor(per_second + 1e-9))
 
 
 # KEYS[1] schedule (hash: tat, rate); ARGV[1] rate per second. Microseconds of Redis's
@@ -365,15 +376,15 @@ redis.call('PEXPIRE', KEYS[1], math.floor((next_tat - now) / 1000) + 1000)
 return math.floor(slot - now)
 """
 
-# KEYS[1] sliding log (zset of call times); ARGV[1] calls allowed per window (0: no
-# limit), ARGV[2] a unique member, ARGV[3] window in microseconds. Counts admitted calls
-# per second in KEYS[1]:<second>.
+# KEYS[1] sliding log (zset of call times); ARGV[1] calls allowed per window (a number
+# >= 1, or "unlimited"), ARGV[2] a unique member, ARGV[3] window in microseconds. Counts
+# admitted calls per second in KEYS[1]:<second>.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[3])
-if limit > 0 then
+if ARGV[1] ~= 'unlimited' then
+  local limit = tonumber(ARGV[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
   if redis.call('ZCARD', KEYS[1]) >= limit then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -413,9 +424,11 @@ redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS[1] dead-letter stream, KEYS[2] channel stream; ARGV: entry id, job bytes, traceparent.
+# KEYS[1] dead-letter stream, KEYS[2] channel stream, KEYS[3] dead orders (hash: order id
+# -> dead letters); ARGV: entry id, job bytes, traceparent, order id.
 _REPLAY = """
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[3], ARGV[4], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[4]) end
 if ARGV[3] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[2], 'traceparent', ARGV[3])
 else

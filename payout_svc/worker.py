@@ -9,7 +9,7 @@ import time
 
 from meshkit.background import sleep_or_stop
 from payout_svc.domain import Delivery
-from payout_svc.service import AwaitingChecker, ChannelRates, PayoutProcessor
+from payout_svc.service import RATE_RECHECK_S, AwaitingChecker, ChannelRates, PayoutProcessor
 from payout_svc.streams import ChannelQueue
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,10 @@ class ChannelWorkers:
         """One worker: one message in hand at a time. On stop it finishes that message and
         reads no more; anything not finished stays un-acked for another consumer."""
         while not stopping.is_set():
+            if self.processor.paused(self.channel):
+                # Paused: take nothing, so no message spends an attempt or waits in hand.
+                await sleep_or_stop(stopping, RATE_RECHECK_S)
+                continue
             try:
                 delivery = self.claimed.get_nowait()
             except asyncio.QueueEmpty:
@@ -51,7 +55,7 @@ class ChannelWorkers:
         last_housekeeping = 0.0
         while not await sleep_or_stop(stopping, self.claim_idle_ms / 2000.0):
             free = self.claimed.maxsize - self.claimed.qsize()
-            if free > 0:
+            if free > 0 and not self.processor.paused(self.channel):
                 taken = await self.queue.autoclaim(self.channel, self.claim_idle_ms, free)
                 for delivery in taken:
                     self.claimed.put_nowait(delivery)
@@ -66,6 +70,8 @@ class ChannelWorkers:
 
     async def follow_awaiting(self, stopping: asyncio.Event) -> None:
         while not await sleep_or_stop(stopping, AWAIT_POLL_EVERY_S):
+            if self.processor.paused(self.channel):
+                continue  # a paused channel makes no gateway calls, queries included
             for order_id in await self.queue.claim_due(self.channel, self.lease_ms, AWAIT_BATCH):
                 if stopping.is_set():
                     break  # the lease brings it back

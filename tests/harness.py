@@ -19,6 +19,12 @@ from meshkit.server import RunningServer, start_server
 SERVICES = ["gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc"]
 
 
+def unlimited_rates(channels: str) -> str:
+    """PAYOUT_DEFAULT_RATES for channels ("a,b") that tests pay through without a limit:
+    said explicitly, since a channel without a rate is paused."""
+    return ",".join(f"{channel}:unlimited" for channel in channels.split(",") if channel)
+
+
 def new_uid() -> int:
     """A uid no other test of this run uses."""
     return random.randint(10**9, 10**15)

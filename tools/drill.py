@@ -72,7 +72,7 @@ from tools.loadlib.sampler import TERMINAL, OrderTracker, Sampler  # noqa: E402
 from tools.loadlib.seeding import (  # noqa: E402
     TestUser,
     bounded_gather,
-    discover_channels,
+    channels_and_paused,
     new_run_slot,
     run_uids,
     seed_users,
@@ -199,7 +199,10 @@ class Drill:
             if mesh.running_pid(service, self.o.layout) is None:
                 raise DrillFailed(f"{service} has no live pid in {self.o.layout.pid_file(service)}: "
                                   "the drill kills and restarts services started by tools/meshctl.py")
-        self.channels = await discover_channels(self.clients)
+        self.channels, paused = await channels_and_paused(self.clients)
+        if paused:
+            raise DrillFailed(f"channels {', '.join(paused)} are paused (rate 0 or none configured): "
+                              "their orders would never settle; give them a rate with SetChannelRate")
         self.gate_before = await gate.get_config(self.clients)
         for channel in self.channels:
             reply = await self.clients.gateway_admin.GetChannelFaults(

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
 from withdraw_svc.peers import AccountClient, PeerError
 from withdraw_svc.repository import RefundRow, Repository
 from withdraw_svc.settings import Settings
-from withdraw_svc.streams import RedisPort, stream_id_key
+from withdraw_svc.streams import RedisPort
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,15 @@ async def _wait_wake(wake: asyncio.Event, stopping: asyncio.Event, timeout: floa
                 await w
 
 
+# Jobs the sweep looks at per pass; the next pass goes on from where this one stopped.
+SWEEP_PAGE = 5000
+
+
 class OutboxRelay:
     """Publishes PAYOUT jobs. PostgreSQL is the truth: when the Redis epoch key vanishes
     (Redis restarted empty), the replica that re-creates it republishes every job whose
-    order still waits; jobs delivered long ago whose order still waits go out again too."""
+    order has not settled. Between wipes, a sweep republishes jobs published long ago
+    that nothing in Redis waits on any more, at most `republish_cap` times each."""
 
     def __init__(self, settings: Settings, repo: Repository, redis: RedisPort) -> None:
         self.settings = settings
@@ -42,13 +49,12 @@ class OutboxRelay:
         self.redis = redis
         self.wake = asyncio.Event()
         self.epoch: str | None = None
+        self._claim: str | None = None
         self._last_stale_check = 0.0
+        self._sweep_after: tuple[datetime, int] | None = None
 
     async def start(self) -> None:
-        won, self.epoch = await self.redis.claim_epoch()
-        if won:
-            n = await self.repo.republish_all_pending_payout()
-            log.info("claimed Redis epoch %s; %d payout jobs queued for publishing", self.epoch, n)
+        await self.check_epoch()
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -75,47 +81,45 @@ class OutboxRelay:
 
     async def check_epoch(self) -> None:
         current = await self.redis.epoch()
+        if current is None:
+            # Redis lost its data (or this is its first start). The claim's token is kept
+            # until its outcome is known, so a claim whose reply was lost still counts as
+            # this replica's win on the next pass.
+            self._claim = self._claim or secrets.token_hex(8)
+            current = await self.redis.claim_epoch(self._claim)
         if current is not None and current == self.epoch:
             return
-        if current is not None:
-            # Another replica noticed the wipe first and republished.
-            self.epoch = current
-            return
-        won, self.epoch = await self.redis.claim_epoch()
-        if won:
-            n = await self.repo.republish_all_pending_payout()
-            log.warning("Redis lost its data (epoch key gone): republishing %d payout jobs", n)
+        if current is not None and current == self._claim:
+            n = await self.repo.republish_all_in_flight()
+            log.warning("Redis lost its data (epoch key gone): claimed epoch %s, republishing %d "
+                        "payout jobs", current, n)
+        # Otherwise another replica noticed the wipe first and republished. The epoch is
+        # adopted only now: a republish that failed is tried again on the next pass.
+        self.epoch, self._claim = current, None
 
     async def republish_stale(self) -> int:
-        rows = await self.repo.stale_published(self.settings.republish_after_s, 5000)
-        if not rows:
+        """One sweep pass. A job nothing waits on is put back once more, up to the cap:
+        a dead letter stays where payout_svc put it (at most its attempts, then the
+        operator or the compensation job), and beyond the cap the compensation job is the
+        one that pushes the order on."""
+        cap = self.settings.republish_cap
+        if cap <= 0:
             return 0
-        delivered: dict[str, tuple[int, int] | None] = {}
-        due: list[int] = []
-        for outbox_id, channel, stream_id in rows:
-            if channel not in delivered:
-                delivered[channel] = await self._delivered_upto(channel)
-            upto = delivered[channel]
-            # Still behind the group's read position: it is queued, not lost. Republishing
-            # it would only lengthen a backlog the channel's rate limit is already draining.
-            if upto is not None and stream_id and stream_id_key(stream_id) > upto:
-                continue
-            due.append(outbox_id)
-        n = await self.repo.unpublish(due)
+        jobs = await self.repo.in_flight_jobs(self.settings.republish_after_s, cap, self._sweep_after,
+                                              SWEEP_PAGE)
+        # Paging on, instead of starting over each time, keeps the jobs that rightly wait
+        # for long (dead letters, a long backlog) from hiding the ones behind them.
+        self._sweep_after = (jobs[-1].published_at, jobs[-1].outbox_id) if len(jobs) == SWEEP_PAGE else None
+        if not jobs:
+            return 0
+        seen = await self.redis.in_redis(jobs, self.settings.payout_group)
+        lost = [job for job, found in zip(jobs, seen, strict=True) if not found.waiting]
+        n = await self.repo.claim_republish(lost, cap)
         if n:
-            log.warning("republishing %d payout jobs delivered over %ds ago whose orders still wait",
-                        n, self.settings.republish_after_s)
+            log.warning("republishing %d payout jobs published over %ds ago that nothing in Redis "
+                        "waits on", n, self.settings.republish_after_s)
             self.wake.set()
         return n
-
-    async def _delivered_upto(self, channel: str) -> tuple[int, int] | None:
-        """The group's last delivered id; (0, 0) when the stream exists without the group
-        (nothing consumed yet, so nothing is lost); None when the stream is gone."""
-        upto = await self.redis.last_delivered(channel, self.settings.payout_group)
-        if upto is not None:
-            return upto
-        exists = await self.redis.client.exists(self.redis.keys.payout_stream(channel))
-        return (0, 0) if exists else None
 
 
 class RefundRelay:

@@ -61,6 +61,18 @@ class PayoutRow:
 
 
 @dataclass(frozen=True)
+class InFlightJob:
+    """A published PAYOUT job whose order has not settled, as the sweep sees it."""
+
+    outbox_id: int
+    order_id: str
+    channel: str
+    stream_id: str
+    published_at: datetime
+    republished: int
+
+
+@dataclass(frozen=True)
 class RefundRow:
     outbox_id: int
     order_id: str
@@ -284,45 +296,65 @@ class Repository:
             )
             return len(jobs)
 
-    async def republish_all_pending_payout(self, batch: int = 5000) -> int:
-        """After a Redis wipe: every PAYOUT job whose order still waits goes out again, and
-        so does the job of every PAYING order — a payout the gateway accepted asynchronously
-        was followed only in Redis. A worker that meets a PAYING order asks the gateway before
-        anything else, so the extra message can never pay twice."""
+    async def republish_all_in_flight(self, batch: int = 5000) -> int:
+        """After a Redis wipe: every PAYOUT job in flight goes out again. A job stays open
+        until its order settles, so this is every PENDING_PAYOUT order and every PAYING one
+        (a payout the gateway accepted asynchronously was followed only in Redis), however
+        many wipes came before. A worker that meets a PAYING order asks the gateway before
+        anything else, so the extra message can never pay twice. Jobs published after the
+        wipe was noticed (by another replica meanwhile) are on the new streams: left alone."""
+        noticed = await self.pool.fetchval("SELECT clock_timestamp()")
         total = 0
         while True:
             result = await self.pool.execute(
-                "UPDATE outbox SET published_at = NULL, done_at = NULL, outcome = NULL WHERE id IN ("
-                " SELECT j.id FROM outbox j JOIN orders o ON o.order_id = j.order_id"
-                " WHERE j.kind = 'PAYOUT' AND ("
-                "  (o.state = 'PENDING_PAYOUT' AND j.done_at IS NULL AND j.published_at IS NOT NULL)"
-                "  OR (o.state = 'PAYING' AND j.done_at IS NOT NULL))"
-                " LIMIT $1)", batch,
+                "UPDATE outbox SET published_at = NULL WHERE id IN ("
+                " SELECT id FROM outbox WHERE kind = 'PAYOUT' AND published_at IS NOT NULL"
+                " AND done_at IS NULL AND published_at < $1 ORDER BY published_at, id LIMIT $2)",
+                noticed, batch,
             )
             n = int(result.split()[-1])
             total += n
             if n < batch:
                 return total
 
-    async def stale_published(self, older_than_s: int, limit: int) -> list[tuple[int, str, str]]:
-        """(outbox id, channel, stream id) of PAYOUT jobs published long ago whose order still
-        waits in PENDING_PAYOUT."""
-        rows = await self.pool.fetch(
-            "SELECT j.id, o.channel, coalesce(j.stream_id, '') AS stream_id "
-            "FROM outbox j JOIN orders o ON o.order_id = j.order_id "
-            "WHERE j.kind = 'PAYOUT' AND j.done_at IS NULL AND j.published_at IS NOT NULL "
-            "AND j.published_at < now() - make_interval(secs => $1) AND o.state = 'PENDING_PAYOUT' "
-            "ORDER BY j.published_at LIMIT $2",
-            float(older_than_s), limit,
+    async def in_flight_jobs(
+        self, older_than_s: int, below_cap: int, after: tuple[datetime, int] | None, limit: int,
+    ) -> list[InFlightJob]:
+        """PAYOUT jobs published more than older_than_s ago whose order has not settled (the
+        job closes when it does) and that were republished fewer than below_cap times, in
+        (published_at, id) order after `after`: one range of outbox_payout_sweep, nothing
+        else read."""
+        query = (
+            "SELECT id, order_id, payload->>'channel' AS channel, coalesce(stream_id, '') AS stream_id, "
+            "published_at, republished "
+            "FROM outbox WHERE kind = 'PAYOUT' AND published_at IS NOT NULL AND done_at IS NULL "
+            "AND published_at < now() - make_interval(secs => $1) AND republished < $2 "
         )
-        return [(r["id"], r["channel"], r["stream_id"]) for r in rows]
+        order = "ORDER BY published_at, id LIMIT $3"
+        if after is None:
+            rows = await self.pool.fetch(query + order, float(older_than_s), below_cap, limit)
+        else:
+            rows = await self.pool.fetch(
+                query + "AND published_at >= $4 AND (published_at, id) > ($4, $5) " + order,
+                float(older_than_s), below_cap, limit, after[0], after[1],
+            )
+        return [InFlightJob(r["id"], r["order_id"], r["channel"], r["stream_id"], r["published_at"],
+                            r["republished"]) for r in rows]
 
-    async def unpublish(self, outbox_ids: Sequence[int]) -> int:
-        if not outbox_ids:
+    async def claim_republish(self, jobs: Sequence[InFlightJob], below_cap: int) -> int:
+        """Put jobs back for publishing, counting it: a compare-and-set on the counter and
+        stream id each job was seen with, so of two relays that saw the same job one wins,
+        and the cap holds."""
+        if not jobs:
             return 0
         result = await self.pool.execute(
-            "UPDATE outbox SET published_at = NULL WHERE id = ANY($1::bigint[]) AND done_at IS NULL",
-            list(outbox_ids),
+            "UPDATE outbox SET published_at = NULL, republished = outbox.republished + 1 "
+            "FROM unnest($1::bigint[], $2::int[], $3::text[]) AS s(id, seen, stream_id) "
+            "WHERE outbox.id = s.id AND outbox.republished = s.seen AND outbox.republished < $4 "
+            "AND coalesce(outbox.stream_id, '') = s.stream_id "
+            "AND outbox.published_at IS NOT NULL AND outbox.done_at IS NULL",
+            [j.outbox_id for j in jobs], [j.republished for j in jobs], [j.stream_id for j in jobs],
+            below_cap,
         )
         return int(result.split()[-1])
 

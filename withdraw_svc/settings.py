@@ -24,6 +24,8 @@ class Settings:
     relay_batch: int
     republish_after_s: int
     republish_check_s: float
+    # Times the sweep may put one job back on its stream (WITHDRAW_REPUBLISH_CAP; 0: never).
+    republish_cap: int
     refund_batch: int
     refund_max_backoff_s: int
     compensation_enabled: bool
@@ -77,6 +79,7 @@ class Settings:
             relay_batch=env_int("WITHDRAW_RELAY_BATCH", 500),
             republish_after_s=env_int("WITHDRAW_REPUBLISH_AFTER_S", 600),
             republish_check_s=float(env_int("WITHDRAW_REPUBLISH_CHECK_S", 30)),
+            republish_cap=max(0, env_int("WITHDRAW_REPUBLISH_CAP", 1)),
             refund_batch=env_int("WITHDRAW_REFUND_BATCH", 100),
             refund_max_backoff_s=env_int("WITHDRAW_REFUND_MAX_BACKOFF_S", 300),
             compensation_enabled=env_bool("WITHDRAW_COMPENSATION_ENABLED", True),

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis.asyncio as redis
 from opentelemetry.trace import SpanKind
-from redis.exceptions import ResponseError
 
 from mesh.payout.v1 import payout_pb2
 from meshkit.redis_keys import Keys
@@ -18,7 +18,7 @@ from meshkit.streams import context_of, trace_fields
 from meshkit.telemetry import TRACEPARENT, tracer
 from meshkit.timeconv import to_ts
 from withdraw_svc.peers import Method
-from withdraw_svc.repository import PayoutRow
+from withdraw_svc.repository import InFlightJob, PayoutRow
 
 _tracer = tracer("withdraw_svc.relay")
 
@@ -48,6 +48,32 @@ def stream_id_key(stream_id: str) -> tuple[int, int]:
     return int(ms or 0), int(seq or 0)
 
 
+def _read_position(groups: object, exists: object, group: str) -> tuple[int, int] | None:
+    """The group's last delivered id; (0, 0) when the stream exists without the group
+    (nothing consumed yet, so nothing is lost), or when Redis could not say; None when
+    the stream is gone. XINFO GROUPS of a missing stream is an error: EXISTS tells."""
+    if isinstance(groups, list):
+        for g in groups:
+            if _text(g.get("name")) == group:
+                return stream_id_key(_text(g.get("last-delivered-id")))
+    return None if exists == 0 else (0, 0)
+
+
+@dataclass(frozen=True)
+class InRedis:
+    """What waits in Redis on one PAYOUT job in flight. Anything at all means the job is
+    not lost; nothing means it is (a wipe, a crash, a follow-up dropped)."""
+
+    queued: bool      # its entry is still behind the consumer group's read position
+    dead: bool        # in its channel's dead-letter stream: left for an operator or compensation
+    awaiting: bool    # payout_svc follows the gateway's asynchronous answer
+    locked: bool      # a worker (or the compensation job) holds the order right now
+
+    @property
+    def waiting(self) -> bool:
+        return self.queued or self.dead or self.awaiting or self.locked
+
+
 class RedisPort:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
@@ -75,25 +101,48 @@ class RedisPort:
             ids = await pipe.execute()
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
-    async def last_delivered(self, channel: str, group: str) -> tuple[int, int] | None:
-        """The consumer group's last delivered entry id; None when stream or group is missing."""
-        try:
-            groups = await self.client.xinfo_groups(self.keys.payout_stream(channel))
-        except ResponseError:
-            return None
-        for g in groups:
-            if _text(g.get("name")) == group:
-                return stream_id_key(_text(g.get("last-delivered-id")))
-        return None
+    async def in_redis(self, jobs: Sequence[InFlightJob], group: str) -> list[InRedis]:
+        """What waits on each job in Redis, read in one round trip: where the channel's
+        consumer group reads, the channel's dead letters, payout_svc's awaiting set and the
+        order locks."""
+        channels = sorted({j.channel for j in jobs})
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                stream = self.keys.payout_stream(channel)
+                pipe.xinfo_groups(stream)
+                pipe.exists(stream)
+            for job in jobs:
+                pipe.hexists(self.keys.payout_dead_orders(job.channel), job.order_id)
+                pipe.zscore(self.keys.payout_awaiting(job.channel), job.order_id)
+                pipe.exists(self.keys.order_lock(job.order_id))
+            replies = await pipe.execute(raise_on_error=False)
+        upto = {ch: _read_position(replies[2 * n], replies[2 * n + 1], group)
+                for n, ch in enumerate(channels)}
+        found = []
+        for n, job in enumerate(jobs):
+            # A reply that is an error counts as "something waits": unsure, leave it.
+            dead, awaiting, locked = replies[2 * len(channels) + 3 * n: 2 * len(channels) + 3 * n + 3]
+            read_upto = upto[job.channel]
+            found.append(InRedis(
+                queued=read_upto is not None and bool(job.stream_id)
+                and stream_id_key(job.stream_id) > read_upto,
+                dead=isinstance(dead, Exception) or bool(dead),
+                awaiting=isinstance(awaiting, Exception) or awaiting is not None,
+                locked=isinstance(locked, Exception) or bool(locked),
+            ))
+        return found
 
     # -- epoch ----------------------------------------------------------------------------
 
-    async def claim_epoch(self) -> tuple[bool, str]:
-        """(won, epoch): won is True when this call created the epoch, i.e. Redis had lost it."""
-        token = secrets.token_hex(8)
-        won = bool(await self.client.set(self.keys.epoch(), token, nx=True))
+    async def claim_epoch(self, token: str) -> str | None:
+        """Create the epoch with `token` unless it exists; returns the epoch now stored
+        (None if Redis lost it again at once). The caller won iff that is its token: SET
+        NX's own reply cannot say, since a retry of a SET that did land (redis-py's after a
+        broken connection, or the caller's after a timeout) finds the key its first try
+        wrote and answers "not set"."""
+        await self.client.set(self.keys.epoch(), token, nx=True)
         current = await self.client.get(self.keys.epoch())
-        return won, (_text(current) if current else token)
+        return _text(current) if current else None
 
     async def epoch(self) -> str | None:
         value = await self.client.get(self.keys.epoch())

@@ -124,7 +124,7 @@ async def test_metrics_endpoint_reports_a_channels_backlog(mesh: WdMesh) -> None
     reported, expected = await eventually(matches, timeout=10, what="metric backlog == Redis backlog")
     assert 40 - 9 <= expected <= 40, f"backlog {expected}: workers took more than one message each"
     assert reported == expected
-    await admin.SetChannelRate(payout_pb2.SetChannelRateRequest(channel=channel, rate_per_second=0),
+    await admin.SetChannelRate(payout_pb2.SetChannelRateRequest(channel=channel, unlimited=True),
                                timeout=10)
 
 

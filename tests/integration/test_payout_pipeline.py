@@ -22,13 +22,13 @@ from opentelemetry import trace
 from mesh.gateway.v1 import gateway_pb2 as gw
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from meshkit.server import RunningServer, start_server
-from tests.harness import patched_env
+from tests.harness import patched_env, unlimited_rates
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 
 CHANNELS = "bank,alipay,balance,pok,pfail,pasync,plost,pdlq,pwipe,padmin,ptrace"
 PAYOUT_ENV = {
     "PAYOUT_CHANNELS": CHANNELS,
-    "PAYOUT_DEFAULT_RATES": "",  # unlimited unless a test sets a rate
+    "PAYOUT_DEFAULT_RATES": unlimited_rates(f"{CHANNELS},pdrain"),  # unless a test sets a rate
     "PAYOUT_WORKERS_PER_CHANNEL": "4",
     "PAYOUT_CLAIM_IDLE_MS": "1000",
     "PAYOUT_LOCK_TTL_MS": "3000",
@@ -248,6 +248,10 @@ async def test_admin_stats_rates_and_validation(pm: PayoutMesh) -> None:
 
     bad = [
         admin.SetChannelRate(payout_pb2.SetChannelRateRequest(channel="padmin", rate_per_second=-1)),
+        # No limit is never a default: rate 0 alone is refused, and so is a rate with unlimited.
+        admin.SetChannelRate(payout_pb2.SetChannelRateRequest(channel="padmin", rate_per_second=0)),
+        admin.SetChannelRate(payout_pb2.SetChannelRateRequest(channel="padmin", rate_per_second=5,
+                                                              unlimited=True)),
         admin.SetChannelRate(payout_pb2.SetChannelRateRequest(channel="pigeon", rate_per_second=5)),
         admin.GetChannelStats(payout_pb2.GetChannelStatsRequest(channel="pigeon")),
         admin.ListDeadLetters(payout_pb2.ListDeadLettersRequest(channel="padmin", page_size=-1)),

@@ -22,6 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.gateway.v1 import gateway_pb2 as gw
+from tests.harness import unlimited_rates
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 from tools.loadlib.stats import max_in_window
 from tools.meshctl import free_ports
@@ -110,7 +111,7 @@ def payout_env(m: WdMesh, **extra: str) -> dict[str, str]:
         **m.env,
         "WITHDRAW_SVC_ADDR": m.withdraw_addr,
         "PAYOUT_CHANNELS": CHANNELS,
-        "PAYOUT_DEFAULT_RATES": "",
+        "PAYOUT_DEFAULT_RATES": unlimited_rates(CHANNELS),
         "PAYOUT_CLAIM_IDLE_MS": "1000",
         "PAYOUT_LOCK_TTL_MS": "2000",
         "PAYOUT_RETRY_BACKOFF_MS": "20",

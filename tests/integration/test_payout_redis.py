@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as redis
 
 from meshkit.redis_keys import Keys
-from payout_svc.domain import Job
+from payout_svc.domain import PAUSED, UNLIMITED, ChannelRate, Job
 from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter, decode_job, encode_job
 from tools.loadlib.stats import max_in_window
 
@@ -37,11 +37,11 @@ async def test_two_limiter_users_share_one_rate(
     async def user(limiter: RateLimiter) -> None:
         nonlocal granted
         while time.time() < deadline:
-            await asyncio.sleep(await limiter.reserve("bank", 50.0))
-            wait = await limiter.admit("bank", 50.0)
+            await asyncio.sleep(await limiter.reserve("bank", ChannelRate(50.0)))
+            wait = await limiter.admit("bank", ChannelRate(50.0))
             while wait > 0:
                 await asyncio.sleep(wait)
-                wait = await limiter.admit("bank", 50.0)
+                wait = await limiter.admit("bank", ChannelRate(50.0))
             granted += 1
 
     users_done = asyncio.Event()
@@ -74,7 +74,8 @@ async def test_two_limiter_users_share_one_rate(
 
 async def test_unlimited_rate_never_waits_and_is_counted(redis_client: redis.Redis, keys: Keys) -> None:
     limiter = RateLimiter(redis_client, keys)
-    waits = [await limiter.reserve("alipay", 0.0) + await limiter.admit("alipay", 0.0) for _ in range(200)]
+    waits = [await limiter.reserve("alipay", UNLIMITED) + await limiter.admit("alipay", UNLIMITED)
+             for _ in range(200)]
     assert max(waits) == 0.0
     # Counted per Redis second: the last complete second holds what we just did, or the
     # current one does (read again once it is complete).
@@ -83,6 +84,16 @@ async def test_unlimited_rate_never_waits_and_is_counted(redis_client: redis.Red
     for second in (seconds - 1, seconds):
         counted += int(await redis_client.get(f"{keys.rate_window('alipay')}:{second}") or 0)
     assert counted == 200
+
+
+async def test_a_paused_rate_is_never_taken_for_unlimited(redis_client: redis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis_client, keys)
+    for paused in (PAUSED, ChannelRate(0.0)):
+        with pytest.raises(ValueError, match="paused"):
+            await limiter.reserve("alipay", paused)
+        with pytest.raises(ValueError, match="paused"):
+            await limiter.admit("alipay", paused)
+    assert await redis_client.exists(keys.rate_window("alipay"), keys.rate_limit("alipay")) == 0
 
 
 async def test_current_rate_reports_the_last_second(redis_client: redis.Redis, keys: Keys) -> None:
@@ -94,20 +105,20 @@ async def test_current_rate_reports_the_last_second(redis_client: redis.Redis, k
 
 async def test_admit_holds_calls_past_the_rate_in_any_second(redis_client: redis.Redis, keys: Keys) -> None:
     limiter = RateLimiter(redis_client, keys)
-    waits = [await limiter.admit("bank", 5.0) for _ in range(8)]
+    waits = [await limiter.admit("bank", ChannelRate(5.0)) for _ in range(8)]
     assert waits[:5] == [0.0] * 5
     # The sixth may go once the first call leaves the one-second window.
     assert all(0.9 < w <= 1.0 for w in waits[5:])
-    assert await limiter.admit("bank", 5.9) > 0  # a fractional rate rounds down
+    assert await limiter.admit("bank", ChannelRate(5.9)) > 0  # a fractional rate rounds down
 
 
 async def test_a_new_rate_starts_a_new_schedule(redis_client: redis.Redis, keys: Keys) -> None:
     limiter = RateLimiter(redis_client, keys)
-    slow = [await limiter.reserve("bank", 1.0) for _ in range(4)]
+    slow = [await limiter.reserve("bank", ChannelRate(1.0)) for _ in range(4)]
     assert slow[0] < 0.01 and 2.9 < slow[3] < 3.01
     # Raised: the next slot is now, not behind the slots cut for 1/s.
-    first = await limiter.reserve("bank", 2.0)
-    second = await limiter.reserve("bank", 2.0)
+    first = await limiter.reserve("bank", ChannelRate(2.0))
+    second = await limiter.reserve("bank", ChannelRate(2.0))
     assert first < 0.01 and 0.45 < second - first < 0.55
 
 
@@ -161,6 +172,9 @@ async def test_dead_letters_list_and_replay_once(redis_client: redis.Redis, keys
     await publish(redis_client, keys, failing)
     [delivery] = await queue.read("bank", 1, 100)
     await queue.dead_letter(delivery, failing.next_attempt("gateway down"), "gateway down", 3)
+    # The order is recorded as dead-lettered with the letter (withdraw_svc's sweep reads it).
+    dead_orders = keys.payout_dead_orders("bank")
+    assert await redis_client.hget(dead_orders, failing.order_id) == b"1"
     [letter] = await queue.list_dead_letters("bank", 10)
     assert (letter.reason, letter.attempts, letter.job.order_id) == ("gateway down", 3, failing.order_id)
     assert letter.dead_time is not None
@@ -171,9 +185,28 @@ async def test_dead_letters_list_and_replay_once(redis_client: redis.Redis, keys
     assert sorted(results) == [0, 1]
     assert await queue.replay("bank", [letter.dead_letter_id]) == 0
     assert await queue.dead_letter_count("bank") == 0
+    assert await redis_client.hexists(dead_orders, failing.order_id) == 0
     [again] = await queue.read("bank", 10, 100)
     assert again.job is not None and again.job.order_id == failing.order_id and again.job.attempt == 0
     assert again.traceparent.startswith("00-")
+
+
+async def test_an_order_dead_twice_stays_recorded_until_both_letters_are_replayed(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    await queue.ensure("bank")
+    failing = job(attempt=2)
+    for _ in range(2):  # e.g. a duplicate message of the same order
+        await publish(redis_client, keys, failing)
+        [delivery] = await queue.read("bank", 1, 100)
+        await queue.dead_letter(delivery, failing.next_attempt("gateway down"), "gateway down", 3)
+    first, second = await queue.list_dead_letters("bank", 10)
+    dead_orders = keys.payout_dead_orders("bank")
+    assert await queue.replay("bank", [first.dead_letter_id]) == 1
+    assert await redis_client.hget(dead_orders, failing.order_id) == b"1"
+    assert await queue.replay("bank", [second.dead_letter_id]) == 1
+    assert await redis_client.hexists(dead_orders, failing.order_id) == 0
 
 
 async def test_idle_messages_of_a_dead_consumer_are_reclaimed(redis_client: redis.Redis, keys: Keys) -> None:

@@ -25,7 +25,7 @@ from mesh.gateway.v1 import gateway_pb2
 from mesh.recon.v1 import recon_pb2
 from meshkit.server import RunningServer, start_server
 from meshkit.timeconv import from_ts, utcnow
-from tests.harness import new_id, patched_env
+from tests.harness import new_id, patched_env, unlimited_rates
 from tests.integration.test_recon_support import Recon, daily_reasons, day_of, eventually
 from tests.integration.test_withdraw_support import WdMesh, start_mesh
 
@@ -132,7 +132,8 @@ async def rm(mesh_env: dict[str, str]) -> AsyncIterator[ReconMesh]:
         "PAYOUT_SVC_DB_SCHEMA": f"payout_rc{tag}", "RECON_SVC_DB_SCHEMA": f"recon_rc{tag}",
     })
     payout = await start_in_process("payout_svc", {
-        **m.env, "PAYOUT_CHANNELS": CHANNELS, "PAYOUT_DEFAULT_RATES": "", "PAYOUT_WORKERS_PER_CHANNEL": "4",
+        **m.env, "PAYOUT_CHANNELS": CHANNELS, "PAYOUT_DEFAULT_RATES": unlimited_rates(CHANNELS),
+        "PAYOUT_WORKERS_PER_CHANNEL": "4",
         "PAYOUT_RETRY_BACKOFF_MS": "20", "PAYOUT_AWAIT_POLL_MS": "200", "PAYOUT_RATE_REFRESH_S": "0.5",
     })
     recon_srv = await start_in_process("recon_svc", {

@@ -23,6 +23,7 @@ from mesh.recon.v1 import recon_pb2
 from mesh.withdraw.v1 import withdraw_pb2
 from meshkit.server import RunningServer
 from meshkit.timeconv import utcnow
+from tests.harness import unlimited_rates
 from tests.integration.test_recon_mesh import schema_pool, start_in_process
 from tests.integration.test_recon_support import Recon, day_of, eventually
 from tests.integration.test_withdraw_support import WdMesh, start_mesh
@@ -57,7 +58,8 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
         "PAYOUT_SVC_DB_SCHEMA": f"payout_nf{tag}", "RECON_SVC_DB_SCHEMA": f"recon_nf{tag}",
     })
     payout = await start_in_process("payout_svc", {
-        **m.env, "PAYOUT_CHANNELS": channels, "PAYOUT_DEFAULT_RATES": "", "PAYOUT_WORKERS_PER_CHANNEL": "16",
+        **m.env, "PAYOUT_CHANNELS": channels, "PAYOUT_DEFAULT_RATES": unlimited_rates(channels),
+        "PAYOUT_WORKERS_PER_CHANNEL": "16",
         "PAYOUT_RETRY_BACKOFF_MS": "20", "PAYOUT_AWAIT_POLL_MS": "200", "PAYOUT_CLAIM_IDLE_MS": "1000",
         "PAYOUT_LOCK_TTL_MS": "3000", "PAYOUT_GATEWAY_TIMEOUT_S": "2",
     })

@@ -67,14 +67,15 @@ async def test_a_confirmed_order_reaches_its_channel_stream(mesh: WdMesh) -> Non
     assert len(jobs) == 1 and jobs[0][0].amount_fen == 1_234
     assert await mesh.redis.get(mesh.keys.epoch()) is not None
 
-    # PAYING: the job is closed, but a wipe re-opens it (the gateway's pending answer was
-    # followed only in Redis); the worker will ask the gateway before paying.
+    # PAYING: the job stays open until the order settles, so a wipe brings it back (the
+    # gateway's pending answer was followed only in Redis); the worker will ask the
+    # gateway before paying.
     begun = await mesh.coordination().BeginPayout(
         withdraw_pb2.BeginPayoutRequest(order_id=order.order_id), timeout=10)
     assert begun.acquired
-    done = await mesh.pool.fetchrow("SELECT done_at, outcome FROM outbox WHERE order_id = $1 "
-                                    "AND kind = 'PAYOUT'", order.order_id)
-    assert done["done_at"] is not None and done["outcome"] == "DONE"
+    job_row = await mesh.pool.fetchrow("SELECT done_at, outcome FROM outbox WHERE order_id = $1 "
+                                       "AND kind = 'PAYOUT'", order.order_id)
+    assert job_row["done_at"] is None and job_row["outcome"] is None
     async for key in mesh.redis.scan_iter(match=f"{mesh.keys.prefix}:*"):
         await mesh.redis.delete(key)
     jobs = await eventually(published, timeout=5, what="the PAYING order's job after the wipe")
@@ -88,6 +89,9 @@ async def test_a_confirmed_order_reaches_its_channel_stream(mesh: WdMesh) -> Non
     await eventually(lambda: mesh.redis.get(mesh.keys.epoch()), timeout=5, what="a new epoch")
     await mesh.app().outbox.tick()
     assert await published() == []
+    done = await mesh.pool.fetchrow("SELECT done_at, outcome FROM outbox WHERE order_id = $1 "
+                                    "AND kind = 'PAYOUT'", order.order_id)
+    assert done["done_at"] is not None and done["outcome"] == "DONE"
 
 
 async def test_jobs_delivered_long_ago_go_out_again_queued_ones_do_not(mesh: WdMesh) -> None:

@@ -5,13 +5,19 @@ a PAYING order is queried before it is paid, pacing never counts as an attempt."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
 
 from meshkit.errors import InvalidArgument
+from payout_svc import service as payout_service
+from payout_svc import worker as payout_worker
 from payout_svc.domain import (
+    PAUSED,
+    UNLIMITED,
     Begun,
+    ChannelRate,
     Delivery,
     DependencyDown,
     GatewayAnswer,
@@ -26,7 +32,8 @@ from payout_svc.domain import (
     settle_result,
     validate_rate,
 )
-from payout_svc.service import AwaitingChecker, PayoutProcessor, ProcessorConfig
+from payout_svc.service import AwaitingChecker, ChannelRates, PayoutProcessor, ProcessorConfig
+from payout_svc.worker import ChannelWorkers
 
 S, F, P = GatewayStatus.SUCCEEDED, GatewayStatus.FAILED, GatewayStatus.PROCESSING
 
@@ -122,11 +129,13 @@ class FakeLimiter:
         self.reserved = 0
         self.admitted = 0
 
-    async def reserve(self, channel: str, rate: float) -> float:
+    async def reserve(self, channel: str, rate: ChannelRate) -> float:
+        assert not rate.paused, "a paused channel asks the limiter nothing"
         self.reserved += 1
         return self.wait_s
 
-    async def admit(self, channel: str, rate: float) -> float:
+    async def admit(self, channel: str, rate: ChannelRate) -> float:
+        assert not rate.paused, "a paused channel asks the limiter nothing"
         self.admitted += 1
         # The window is full once, then the call may go.
         return 0.01 if self.admitted == 1 and self.wait_s else 0.0
@@ -153,10 +162,10 @@ class FakeLocks:
 
 
 class FakeRates:
-    def __init__(self, rate: float = 100.0) -> None:
-        self.rate = rate
+    def __init__(self, rate: ChannelRate | None = None) -> None:
+        self.rate = rate or ChannelRate(100.0)
 
-    def rate_of(self, channel: str) -> float:
+    def rate_of(self, channel: str) -> ChannelRate:
         return self.rate
 
 
@@ -271,10 +280,11 @@ async def test_limiter_wait_is_honoured_and_keeps_the_hold_alive() -> None:
 
 async def test_a_raised_rate_is_picked_up_while_waiting_for_a_slot() -> None:
     w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(S)])
-    w.rates.rate = 0.1
-    slots = {0.1: 30.0, 200.0: 0.0}  # a slot cut at 0.1/s is far away; at 200/s it is now
+    w.rates.rate = ChannelRate(0.1)
+    # A slot cut at 0.1/s is far away; at 200/s it is now.
+    slots = {ChannelRate(0.1): 30.0, ChannelRate(200.0): 0.0}
 
-    async def reserve(channel: str, rate: float) -> float:
+    async def reserve(channel: str, rate: ChannelRate) -> float:
         w.limiter.reserved += 1
         return slots[rate]
 
@@ -282,9 +292,123 @@ async def test_a_raised_rate_is_picked_up_while_waiting_for_a_slot() -> None:
     task = asyncio.create_task(w.handle())
     await asyncio.sleep(0.05)
     assert not task.done()
-    w.rates.rate = 200.0
+    w.rates.rate = ChannelRate(200.0)
     assert await asyncio.wait_for(task, 3.0) == Handled.ACKED
     assert w.limiter.reserved == 2 and w.gateway.payouts == 1
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
+    """A bounded wait on something the code under test does (it runs on the same loop)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def quick_rate_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(payout_service, "RATE_RECHECK_S", 0.01)
+    monkeypatch.setattr(payout_worker, "RATE_RECHECK_S", 0.01)
+
+
+@pytest.mark.usefixtures("quick_rate_recheck")
+async def test_a_paused_channel_calls_nothing_and_spends_no_attempt_until_opened() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(S)])
+    w.rates.rate = PAUSED
+    waits: list[int] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(w.gateway.payouts + w.gateway.queries + w.orders.begins + w.limiter.reserved)
+        await asyncio.sleep(seconds)
+
+    processor = PayoutProcessor(w.orders, w.gateway, w.queue, w.limiter, w.locks, w.rates, CONFIG,
+                                asyncio.Event(), sleep=sleep)
+    task = asyncio.create_task(processor.handle(delivery_of(w.orders.order.as_job())))
+    await until(lambda: len(waits) >= 5, "the worker to wait out the pause")
+    assert set(waits) == {0} and not task.done()  # no gateway call, no BeginPayout, no slot
+    w.rates.rate = ChannelRate(100.0)
+    assert await asyncio.wait_for(task, 3.0) == Handled.ACKED
+    assert w.gateway.payouts == 1 and w.queue.retried == [] and w.queue.dead == []
+
+
+@pytest.mark.usefixtures("quick_rate_recheck")
+async def test_a_stop_while_paused_leaves_the_message_without_an_attempt() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(S)])
+    w.rates.rate = ChannelRate(0.0)
+    stopping = asyncio.Event()
+    processor = PayoutProcessor(w.orders, w.gateway, w.queue, w.limiter, w.locks, w.rates, CONFIG, stopping)
+    task = asyncio.create_task(processor.handle(delivery_of(w.orders.order.as_job())))
+    await until(lambda: "o-1" in w.locks.held, "the message in hand")
+    stopping.set()
+    assert await asyncio.wait_for(task, 3.0) == Handled.LEFT
+    assert w.gateway.payouts == 0 and w.queue.actions.count("retry") == 0 and w.queue.dead == []
+    assert w.locks.held == {}
+
+
+class ReadCountingQueue(FakeQueue):
+    reads: int = 0
+
+    async def read(self, channel: str, count: int, block_ms: int) -> list[Delivery]:
+        self.reads += 1
+        await asyncio.sleep(0.001)
+        return []
+
+
+class PausedProcessor:
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def paused(self, channel: str) -> bool:
+        self.asked += 1
+        return True
+
+
+@pytest.mark.usefixtures("quick_rate_recheck")
+async def test_workers_of_a_paused_channel_take_no_message() -> None:
+    queue, processor = ReadCountingQueue(), PausedProcessor()
+    loops = ChannelWorkers("bank", 1, queue, processor, None, 1000, 5000)  # type: ignore[arg-type]
+    stopping = asyncio.Event()
+    task = asyncio.create_task(loops.work(stopping))
+    await until(lambda: processor.asked >= 5, "the worker to look at the pause a few times")
+    stopping.set()
+    await asyncio.wait_for(task, 3.0)
+    assert queue.reads == 0
+
+
+class FakeRatesRepo:
+    def __init__(self, stored: dict[str, ChannelRate]) -> None:
+        self.stored = dict(stored)
+
+    async def all_rates(self) -> dict[str, ChannelRate]:
+        return dict(self.stored)
+
+    async def seed_rates(self, rates: dict[str, ChannelRate]) -> None:
+        for channel, rate in rates.items():
+            self.stored.setdefault(channel, rate)
+
+    async def set_rate(self, channel: str, rate: ChannelRate) -> None:
+        self.stored[channel] = rate
+
+
+async def test_a_channel_without_a_configured_rate_is_paused_not_unlimited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    repo = FakeRatesRepo({"bank": ChannelRate(5.0)})
+    rates = ChannelRates(repo, ("bank", "alipay", "balance", "open"),
+                         {"balance": ChannelRate(0.0), "open": UNLIMITED})
+    with caplog.at_level("WARNING", logger="payout_svc.service"):
+        await rates.start()
+    assert rates.rate_of("bank") == ChannelRate(5.0)
+    assert rates.rate_of("alipay").paused and not rates.rate_of("alipay").unlimited
+    assert rates.rate_of("balance").paused
+    assert rates.rate_of("open").unlimited and not rates.rate_of("open").paused
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "alipay has no configured rate" in warned and "balance is paused" in warned
+    assert "bank" not in warned and "open" not in warned
+    # A row that goes away pauses the channel again; it never falls back to unlimited.
+    del repo.stored["open"]
+    await rates.refresh()
+    assert rates.rate_of("open").paused
 
 
 async def test_locked_order_is_left_for_redelivery() -> None:
@@ -364,15 +488,19 @@ def test_settle_result_only_for_final_answers() -> None:
 
 
 def test_parse_rates_and_validation() -> None:
-    assert parse_rates("bank:2000, alipay:5000,balance:0.5") == {"bank": 2000.0, "alipay": 5000.0,
-                                                                  "balance": 0.5}
-    for bad in ("bank", "bank:-1", "bank:x", ":5", "bank:nan"):
+    assert parse_rates("bank:2000, alipay:unlimited,balance:0.5,pix:0") == {
+        "bank": ChannelRate(2000.0), "alipay": UNLIMITED, "balance": ChannelRate(0.5), "pix": PAUSED}
+    assert parse_rates("pix:0")["pix"].paused and not parse_rates("a:unlimited")["a"].paused
+    for bad in ("bank", "bank:-1", "bank:x", ":5", "bank:nan", ":unlimited", "bank:Unlimited"):
         with pytest.raises(ValueError):
             parse_rates(bad)
-    validate_rate(0.0)
-    for bad_rate in (-1.0, float("inf"), float("nan")):
+    assert validate_rate(2.5, False) == ChannelRate(2.5)
+    assert validate_rate(0.0, True) == UNLIMITED
+    # No limit is never what a forgotten field means: rate 0 without unlimited is refused.
+    for bad_rate, unlimited in ((0.0, False), (-1.0, False), (float("inf"), False), (float("nan"), False),
+                                (5.0, True)):
         with pytest.raises(InvalidArgument):
-            validate_rate(bad_rate)
+            validate_rate(bad_rate, unlimited)
 
 
 def test_retry_backoff_doubles_and_is_capped() -> None:

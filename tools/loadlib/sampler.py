@@ -142,6 +142,8 @@ async def channel_stats(clients: MeshClients, timeout_s: float = 1.0) -> dict[st
             "consumers": c.consumers,
             "dead_letters": c.dead_letters,
             "rate_limit": c.rate_limit_per_second,
+            "unlimited": c.unlimited,
+            "paused": c.paused,
             "current_rate": c.current_rate_per_second,
         }
         for c in reply.channels

@@ -105,14 +105,22 @@ async def call_with_retry(make_call: Callable[[], Awaitable[T]], what: str, atte
 
 async def discover_channels(clients: MeshClients) -> list[str]:
     """The channels payout_svc drains, else the default three."""
+    channels, _paused = await channels_and_paused(clients)
+    return channels
+
+
+async def channels_and_paused(clients: MeshClients) -> tuple[list[str], list[str]]:
+    """The channels payout_svc drains (else the default three), and those of them paused
+    (rate 0 or no rate configured: nothing on them is ever paid)."""
     from mesh.payout.v1 import payout_pb2
 
     try:
         reply = await clients.payout_admin.GetChannelStats(
             payout_pb2.GetChannelStatsRequest(), timeout=3.0, metadata=clients.metadata)
     except grpc.aio.AioRpcError:
-        return list(DEFAULT_CHANNELS)
-    return [c.channel for c in reply.channels] or list(DEFAULT_CHANNELS)
+        return list(DEFAULT_CHANNELS), []
+    channels = [c.channel for c in reply.channels] or list(DEFAULT_CHANNELS)
+    return channels, [c.channel for c in reply.channels if c.paused]
 
 
 def token_amounts(total_fen: int) -> list[int]:
