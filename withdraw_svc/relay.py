@@ -11,12 +11,14 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from meshkit.outage import OutageLog
 from withdraw_svc.peers import AccountClient, PeerError
 from withdraw_svc.repository import RefundRow, Repository
 from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort, stream_id_key
 
 log = logging.getLogger(__name__)
+_outages = OutageLog(log)
 
 
 async def _wait_wake(wake: asyncio.Event, stopping: asyncio.Event, timeout: float) -> None:
@@ -55,8 +57,8 @@ class OutboxRelay:
             self.wake.clear()
             try:
                 await self.tick(stopping)
-            except Exception:
-                log.warning("outbox relay pass failed; retrying", exc_info=True)
+            except Exception as exc:
+                _outages.failed(exc, "outbox relay pass failed; retrying")
             await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
 
     async def tick(self, stopping: asyncio.Event | None = None) -> int:
@@ -134,8 +136,8 @@ class RefundRelay:
             try:
                 while await self.process() == self.settings.refund_batch and not stopping.is_set():
                     pass
-            except Exception:
-                log.warning("refund relay pass failed; retrying", exc_info=True)
+            except Exception as exc:
+                _outages.failed(exc, "refund relay pass failed; retrying")
             await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
 
     async def process(self, order_ids: Sequence[str] | None = None) -> int:
