@@ -535,8 +535,8 @@ class Recorder:
 
 
 async def test_worker_loop_survives_redis_away_and_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker, "OUTAGE_BACKOFF_MS", 1)
-    monkeypatch.setattr(worker, "OUTAGE_BACKOFF_MAX_MS", 4)
+    monkeypatch.setattr(worker, "OUTAGE_BACKOFF_MS", 1, raising=False)
+    monkeypatch.setattr(worker, "OUTAGE_BACKOFF_MAX_MS", 4, raising=False)
     stopping = asyncio.Event()
     queue, processor = FlakyReads(3, stopping), Recorder()
     loops = worker.ChannelWorkers("bank", 1, queue, processor, None, 1000, 1000)  # type: ignore[arg-type]
