@@ -46,10 +46,11 @@ _UNKNOWN_OUTCOME = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEED
                     grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 # Gateway Payout answered UNAVAILABLE: nothing answered (connection refused or lost) or the
 # gateway says it is away. Not the message's fault, so no attempt is used up (a gateway down
-# for a while must not dead-letter every order): DependencyDown, and the message is retried
-# in place. Safe even when a payout committed behind it (a reply lost after the commit is
-# an UNAVAILABLE too): the order is PAYING by then, and a PAYING order is queried at the
-# gateway before it is paid again.
+# for a while must not dead-letter every order): DependencyDown, and the message is left
+# for redelivery. Safe even when a payout committed behind it (a reply lost after the
+# commit is an UNAVAILABLE too): the order is PAYING by then, and a PAYING order is queried
+# at the gateway before it is paid again (and the worker asks at once, see
+# PayoutProcessor._after_no_answer).
 _GATEWAY_AWAY = {grpc.StatusCode.UNAVAILABLE}
 # A QueryPayout that gets no answer in time: nothing is at stake in a read, so a timeout
 # is the gateway being away as well.
@@ -58,8 +59,10 @@ _GATEWAY_QUERY_AWAY = _GATEWAY_AWAY | {grpc.StatusCode.DEADLINE_EXCEEDED}
 # failure, resolved by querying first on the next try. It counts as an attempt: the gateway
 # took the call and did not answer it, which may be this order's doing (a poison order
 # must reach the dead letters and the compensation job, not circle for ever). A gateway
-# that hangs costs at most that one attempt per Payout call: the next try's query, timing
-# out too, is DependencyDown. An internal error may come after its commit: just as unknown.
+# that hangs uses up one attempt: the next try's query, timing out as well, is
+# DependencyDown, and the message waits uncounted until the gateway answers again. Only a
+# gateway that answers queries but times out on this order's payout, three times, sends it
+# to the dead letters. An internal error may come after its commit: just as unknown.
 _GATEWAY_UNKNOWN = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
                     grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 WITHDRAW_RETRY_DELAYS_S = (0.1, 0.3, 0.9)

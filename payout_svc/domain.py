@@ -131,8 +131,7 @@ class AttemptFailed(Exception):
 
 class DependencyDown(Exception):
     """withdraw_svc (the coordinator), the gateway or Redis did not answer: not the
-    message's fault. The message is retried in place after a backoff (or, on shutdown, left
-    un-acked for redelivery); no attempt is counted."""
+    message's fault. The message is left un-acked and redelivered; no attempt is counted."""
 
 
 class OrderMissing(Exception):
