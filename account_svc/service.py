@@ -17,18 +17,14 @@ from account_svc.repository import Contention, KeyTaken
 from campaign.tokens import RewardGrant, TokenError, verify
 from meshkit.errors import Conflict, DomainError, InvalidArgument, Unavailable
 from meshkit.logs import log_context
+from meshkit.outage import OutageLog, outage_of
 
 log = logging.getLogger(__name__)
+_outages = OutageLog(log)
 
 # Each retry follows a race lost to a concurrent writer that has committed since, so the
 # next look-up sees it; more than a few in a row means something else is wrong.
 MAX_ATTEMPTS = 8
-
-# PostgreSQL unreachable, refusing connections, or shutting down: the caller may retry.
-_STORE_DOWN = (
-    asyncpg.PostgresConnectionError, asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError, ConnectionError, OSError,
-)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,8 +39,14 @@ def store_down_is_unavailable(method: Callable[P, Awaitable[R]]) -> Callable[P, 
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
-        except _STORE_DOWN as exc:
-            log.warning("ledger database unavailable: %s", exc)
+        except DomainError:
+            raise
+        except Exception as exc:
+            # PostgreSQL unreachable, refusing connections, or shutting down (meshkit.outage).
+            outage = outage_of(exc)
+            if outage is None:
+                raise
+            _outages.warn(method.__qualname__, outage)
             raise Unavailable("ledger database unavailable; retry the same request",
                               reason="STORE_UNAVAILABLE") from exc
 

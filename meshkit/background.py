@@ -8,7 +8,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from meshkit.outage import OutageLog, outage_of
+
 log = logging.getLogger(__name__)
+_outages = OutageLog(log)
 
 Loop = Callable[[asyncio.Event], Awaitable[None]]
 
@@ -26,9 +29,12 @@ class Background:
                     return
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
                     # A loop must survive a Redis wipe or a database restart.
-                    log.exception("background loop %s failed; restarting in 1s", name)
+                    if (outage := outage_of(exc)) is not None:
+                        _outages.warn(f"background loop {name} (restarting in 1s)", outage)
+                    else:
+                        log.exception("background loop %s failed; restarting in 1s", name)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
 

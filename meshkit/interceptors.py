@@ -1,5 +1,7 @@
 """The one place where domain errors become gRPC statuses, and where every RPC gets its
-server span, its metrics and, on the client side, the trace context and caller name."""
+server span, its metrics and, on the client side, the trace context and caller name.
+A dependency that is away (meshkit.outage) is UNAVAILABLE, not INTERNAL: callers retry
+UNAVAILABLE and count INTERNAL as a failure (payout_svc would dead-letter the order)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshkit.errors import DomainError, InvalidArgument
 from meshkit.identity import CALLER_HEADER
+from meshkit.outage import OutageLog, outage_of
 from meshkit.telemetry import extract_from, inject_into, meter
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,8 @@ _tracer = trace.get_tracer("meshkit.grpc")
 _meter = meter("meshkit.grpc")
 _requests = _meter.create_counter("rpc.server.requests", description="RPCs by method and status")
 _latency = _meter.create_histogram("rpc.server.duration", unit="ms", description="RPC latency")
+
+_outages = OutageLog(log)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -72,11 +77,19 @@ def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
                 code = context.code()
                 status = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
                 raise
-            except Exception:
-                status = "INTERNAL"
-                log.exception("unexpected error in %s", method)
-                span.set_status(Status(StatusCode.ERROR, "internal"))
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see server logs")
+            except Exception as exc:
+                outage = outage_of(exc)
+                if outage is None:
+                    status = "INTERNAL"
+                    log.exception("unexpected error in %s", method)
+                    span.set_status(Status(StatusCode.ERROR, "internal"))
+                    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see server logs")
+                else:
+                    status = "UNAVAILABLE"
+                    _outages.warn(method, outage)
+                    span.set_status(Status(StatusCode.ERROR, outage.message))
+                    span.set_attribute("error.reason", "DEPENDENCY_UNAVAILABLE")
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, outage.message)
             finally:
                 attrs = {"rpc.method": method, "rpc.grpc.status": status}
                 _requests.add(1, attrs)

@@ -11,6 +11,9 @@ from meshkit.settings import TlsSettings
 
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
+    # gRPC's reconnect backoff grows to 120 s by default: a peer back after a 10 s outage
+    # would stay unreachable (calls failing fast) for tens of seconds more.
+    ("grpc.max_reconnect_backoff_ms", 2_000),
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
 ]
 

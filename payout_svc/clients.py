@@ -36,11 +36,35 @@ _GATEWAY_STATE = {
     gateway_pb2.PAYOUT_STATE_SUCCEEDED: GatewayStatus.SUCCEEDED,
     gateway_pb2.PAYOUT_STATE_FAILED: GatewayStatus.FAILED,
 }
-# Codes after which the call may or may not have taken effect, or the peer is just away.
+# From withdraw_svc: the peer is away, or the call may or may not have taken effect. Its
+# calls are idempotent (a read or a compare-and-set), so these are retried and in the end
+# DependencyDown: the message waits, no attempt is counted. A PostgreSQL outage behind
+# withdraw_svc arrives as UNAVAILABLE (meshkit.outage). INTERNAL is not here: it is a bug
+# or an unclassified failure, which may well repeat for this order, and max_attempts is what
+# keeps such a message from circling for ever.
 _UNKNOWN_OUTCOME = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                     grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
-# From the gateway an internal error may come after its commit: just as unknown.
-_GATEWAY_UNKNOWN = _UNKNOWN_OUTCOME | {grpc.StatusCode.INTERNAL}
+# Gateway Payout answered UNAVAILABLE: nothing answered (connection refused or lost) or the
+# gateway says it is away. Not the message's fault, so no attempt is used up (a gateway down
+# for a while must not dead-letter every order): DependencyDown, and the message is left
+# for redelivery. Safe even when a payout committed behind it (a reply lost after the
+# commit is an UNAVAILABLE too): the order is PAYING by then, and a PAYING order is queried
+# at the gateway before it is paid again (and the worker asks at once, see
+# PayoutProcessor._after_no_answer).
+_GATEWAY_AWAY = {grpc.StatusCode.UNAVAILABLE}
+# A QueryPayout that gets no answer in time: nothing is at stake in a read, so a timeout
+# is the gateway being away as well.
+_GATEWAY_QUERY_AWAY = _GATEWAY_AWAY | {grpc.StatusCode.DEADLINE_EXCEEDED}
+# Payout calls after which the gateway may have committed: an unknown outcome, never a
+# failure, resolved by querying first on the next try. It counts as an attempt: the gateway
+# took the call and did not answer it, which may be this order's doing (a poison order
+# must reach the dead letters and the compensation job, not circle for ever). A gateway
+# that hangs uses up one attempt: the next try's query, timing out as well, is
+# DependencyDown, and the message waits uncounted until the gateway answers again. Only a
+# gateway that answers queries but times out on this order's payout, three times, sends it
+# to the dead letters. An internal error may come after its commit: just as unknown.
+_GATEWAY_UNKNOWN = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                    grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 WITHDRAW_RETRY_DELAYS_S = (0.1, 0.3, 0.9)
 
 
@@ -110,6 +134,8 @@ class GatewayClient:
         try:
             reply = await self.stub.Payout(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as err:
+            if err.code() in _GATEWAY_AWAY:
+                raise _gateway_down(err) from err
             return _error_answer(err)
         return _answer(reply.payout)
 
@@ -120,6 +146,8 @@ class GatewayClient:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return GatewayAnswer(GatewayStatus.NOT_FOUND)
+            if err.code() in _GATEWAY_QUERY_AWAY:
+                raise _gateway_down(err) from err
             return _error_answer(err)
         return _answer(reply.payout)
 
@@ -129,6 +157,10 @@ def _answer(payout: gateway_pb2.Payout) -> GatewayAnswer:
     if status is None:
         return GatewayAnswer(GatewayStatus.UNKNOWN, f"unexpected payout state {payout.state}")
     return GatewayAnswer(status, payout.failure_reason)
+
+
+def _gateway_down(err: grpc.aio.AioRpcError) -> DependencyDown:
+    return DependencyDown(f"gateway: {err.code().name} {err.details()}")
 
 
 def _error_answer(err: grpc.aio.AioRpcError) -> GatewayAnswer:

@@ -163,8 +163,8 @@ class AttemptFailed(Exception):
 
 
 class DependencyDown(Exception):
-    """withdraw_svc (the coordinator) did not answer: not the message's fault. The message is
-    left un-acked and redelivered; no attempt is counted."""
+    """withdraw_svc (the coordinator), the gateway or Redis did not answer: not the
+    message's fault. The message is left un-acked and redelivered; no attempt is counted."""
 
 
 class ChannelPaused(Exception):
@@ -240,6 +240,13 @@ def parse_rates(text: str) -> dict[str, ChannelRate]:
             raise ValueError(f"bad rate {part!r}; expected channel:per_second or channel:unlimited")
         rates[channel.strip()] = rate
     return rates
+
+
+def outage_backoff_s(previous_s: float, base_ms: int, max_ms: int) -> float:
+    """Next pause while a dependency is away: from base, doubling, capped at max."""
+    if previous_s <= 0:
+        return base_ms / 1000.0
+    return min(max_ms / 1000.0, previous_s * 2)
 
 
 def retry_backoff_s(attempt: int, base_ms: int) -> float:

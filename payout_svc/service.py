@@ -13,6 +13,7 @@ from typing import Protocol
 from opentelemetry.trace import SpanKind
 
 from meshkit.logs import log_context
+from meshkit.outage import OutageLog, outage_of
 from meshkit.streams import context_of
 from meshkit.telemetry import meter, tracer
 from payout_svc.domain import (
@@ -36,12 +37,14 @@ from payout_svc.domain import (
     check_channel,
     check_dead_letter_ids,
     dlq_page_size,
+    outage_backoff_s,
     retry_backoff_s,
     settle_result,
     validate_rate,
 )
 
 log = logging.getLogger(__name__)
+_outages = OutageLog(log)
 _tracer = tracer("payout_svc")
 _meter = meter("payout_svc")
 _handled = _meter.create_counter("payout.messages", description="stream messages by channel and outcome")
@@ -106,6 +109,10 @@ class ProcessorConfig:
     await_poll_ms: int = 1000
     # How often a worker holding an order proves it is alive (lock expiry, message idle time).
     keepalive_s: float = 1.0
+    # Pause of a worker before its next message while dependencies are away: doubles from
+    # the first to the last value.
+    outage_backoff_ms: int = 200
+    outage_backoff_max_ms: int = 2000
 
 
 def now_ms() -> int:
@@ -151,6 +158,12 @@ class PayoutProcessor:
         self.orders, self.gateway, self.queue = orders, gateway, queue
         self.limiter, self.locks, self.rates = limiter, locks, rates
         self.config, self.stopping, self.sleep = config, stopping, sleep
+        # Per channel, how long a worker should pause before its next message: grows while
+        # dependencies are found away, back to 0 at the first message that gets anywhere.
+        self._pauses: dict[str, float] = {}
+
+    def pause_of(self, channel: str) -> float:
+        return self._pauses.get(channel, 0.0)
 
     async def handle(self, delivery: Delivery) -> Handled:
         job = delivery.job
@@ -169,6 +182,8 @@ class PayoutProcessor:
                                            attributes=attributes) as span, \
                 log_context(order_id=job.order_id, uid=job.uid):
             handled = await self._handle(delivery, job)
+            if handled is not Handled.LEFT:
+                self._pauses.pop(delivery.channel, None)
             span.set_attribute("payout.handled", handled.value)
             _handled.add(1, {"channel": delivery.channel, "handled": handled.value})
             return handled
@@ -189,25 +204,38 @@ class PayoutProcessor:
             # which only ever lowers the rate.
             await self._reserve(delivery.channel, hold)
             return await self._work(delivery, hold)
-        except (DependencyDown, ChannelPaused) as exc:
+        except ChannelPaused as exc:
             log.warning("%s; message %s left for redelivery", exc, delivery.entry_id)
             return Handled.LEFT
+        except DependencyDown as exc:
+            return self._left_while_away(delivery, str(exc))
         except AttemptFailed as exc:
             failure = str(exc)
         except OrderMissing:
             failure = "order not found in withdraw_svc"
         except Exception as exc:
+            if (outage := outage_of(exc)) is not None:
+                # Redis away (ack, limiter, lock): just as little the message's fault.
+                return self._left_while_away(delivery, f"{outage.dependency} unavailable: {outage.detail}")
             log.exception("unexpected error while paying out")
             failure = f"unexpected error: {type(exc).__name__}: {exc}"
         finally:
-            await self._release(job.order_id, token)
+            await release_quietly(self.locks, job.order_id, token)
         return await self._fail_attempt(delivery, job, failure)
 
-    async def _release(self, order_id: str, token: str) -> None:
-        try:
-            await self.locks.release(order_id, token)
-        except Exception:
-            log.warning("could not release the order lock; it expires on its own", exc_info=True)
+    def _left_while_away(self, delivery: Delivery, away: str) -> Handled:
+        """A dependency is away (withdraw_svc, the gateway, Redis): not the message's fault,
+        so no attempt is counted. The message stays un-acked and XAUTOCLAIM hands it out
+        again once it has been idle claim_idle_ms; every step is safe to repeat (BeginPayout
+        is a compare-and-set, a PAYING order is queried before it is paid, settling is
+        idempotent). Left rather than retried in place: a worker holds no lock and no
+        message while it waits, a drain finds nothing in hand, and the wait needs no Redis
+        (which may be what is away). Workers pause before their next message (pause_of), so
+        an outage is no hot loop and pulls the backlog into the pending list only slowly."""
+        self._pauses[delivery.channel] = outage_backoff_s(
+            self.pause_of(delivery.channel), self.config.outage_backoff_ms, self.config.outage_backoff_max_ms)
+        log.warning("%s; message %s left for redelivery", away, delivery.entry_id)
+        return Handled.LEFT
 
     async def _work(self, delivery: Delivery, hold: Hold) -> Handled:
         assert delivery.job is not None
@@ -238,7 +266,11 @@ class PayoutProcessor:
     async def _pay(self, delivery: Delivery, order: Order, hold: Hold) -> Handled:
         while True:
             await self._take_turn(delivery.channel, hold)
-            answer = await self.gateway.payout(order)
+            try:
+                answer = await self.gateway.payout(order)
+            except DependencyDown:
+                _gateway_calls.add(1, {"channel": delivery.channel, "answer": "AWAY"})
+                return await self._after_no_answer(delivery, order)
             _gateway_calls.add(1, {"channel": delivery.channel, "answer": answer.status.value})
             if answer.status is not GatewayStatus.BUSY:
                 return await self._adopt(delivery, order, answer)
@@ -260,6 +292,17 @@ class PayoutProcessor:
                 raise ChannelPaused(f"channel {channel} is paused")
             await hold.sleep(RATE_RECHECK_S)
         return rate
+
+    async def _after_no_answer(self, delivery: Delivery, order: Order) -> Handled:
+        """Payout got no answer (UNAVAILABLE). A reply lost after the commit looks just the
+        same as a gateway that is away: one query tells them apart, so a payout that went
+        through settles now rather than at its redelivery. If the gateway has no record, or
+        does not answer the query either, it is away: the message is left (DependencyDown)
+        and its redelivery queries again before paying."""
+        answer = await self.gateway.query(order.order_id)
+        if answer.status is GatewayStatus.NOT_FOUND:
+            raise DependencyDown("gateway: no answer to Payout and no record of the order")
+        return await self._adopt(delivery, order, answer)
 
     async def _reserve(self, channel: str, hold: Hold) -> None:
         rate = await self._open_rate(channel, hold)
@@ -316,6 +359,13 @@ class PayoutProcessor:
         return Handled.RETRIED
 
 
+async def release_quietly(locks: LockPort, order_id: str, token: str) -> None:
+    try:
+        await locks.release(order_id, token)
+    except Exception as exc:
+        _outages.failed(exc, "could not release the order lock; it expires on its own")
+
+
 async def settle(orders: OrdersPort, order: Order, answer: GatewayAnswer) -> None:
     state, reason = settle_result(answer)
     try:
@@ -335,7 +385,7 @@ class AwaitingChecker:
         self.orders, self.gateway, self.queue, self.locks, self.config = orders, gateway, queue, locks, config
 
     async def check(self, channel: str, order_id: str) -> str:
-        """Returns what was done: settled, waiting, requeued, dropped, busy."""
+        """Returns what was done: settled, waiting, requeued, dropped, busy, away."""
         with _tracer.start_as_current_span("payout await check", attributes={"payout.order_id": order_id}), \
                 log_context(order_id=order_id):
             token = await self.locks.acquire(order_id)
@@ -343,11 +393,12 @@ class AwaitingChecker:
                 return "busy"  # its lease brings it back
             try:
                 return await self._check(channel, order_id)
+            except DependencyDown as exc:
+                # Its lease (claim_due) brings it back: a dependency away costs nothing here.
+                log.warning("%s; awaited payout checked again later", exc)
+                return "away"
             finally:
-                try:
-                    await self.locks.release(order_id, token)
-                except Exception:
-                    log.warning("could not release the order lock; it expires on its own", exc_info=True)
+                await release_quietly(self.locks, order_id, token)
 
     async def _check(self, channel: str, order_id: str) -> str:
         try:

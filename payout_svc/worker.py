@@ -8,16 +8,21 @@ import logging
 import time
 
 from meshkit.background import sleep_or_stop
-from payout_svc.domain import Delivery
+from meshkit.outage import OutageLog, outage_of
+from payout_svc.domain import Delivery, outage_backoff_s
 from payout_svc.service import RATE_RECHECK_S, AwaitingChecker, ChannelRates, PayoutProcessor
 from payout_svc.streams import ChannelQueue
 
 log = logging.getLogger(__name__)
+_outages = OutageLog(log)
 
 READ_BLOCK_MS = 500
 HOUSEKEEPING_EVERY_S = 10.0
 AWAIT_POLL_EVERY_S = 0.2
 AWAIT_BATCH = 100
+# Pause of a worker loop while Redis is away: doubles from the first to the last value.
+OUTAGE_BACKOFF_MS = 200
+OUTAGE_BACKOFF_MAX_MS = 2000
 
 
 class ChannelWorkers:
@@ -36,20 +41,38 @@ class ChannelWorkers:
 
     async def work(self, stopping: asyncio.Event) -> None:
         """One worker: one message in hand at a time. On stop it finishes that message and
-        reads no more; anything not finished stays un-acked for another consumer."""
+        reads no more; anything not finished stays un-acked for another consumer. A
+        dependency away pauses the worker, which then carries on; a message it had in hand
+        stays pending and is reclaimed after claim_idle_ms."""
+        pause = 0.0
         while not stopping.is_set():
             if self.processor.paused(self.channel):
                 # Paused: take nothing, so no message spends an attempt or waits in hand.
                 await sleep_or_stop(stopping, RATE_RECHECK_S)
                 continue
             try:
-                delivery = self.claimed.get_nowait()
-            except asyncio.QueueEmpty:
-                batch = await self.queue.read(self.channel, 1, READ_BLOCK_MS)
-                if not batch:
-                    continue
-                delivery = batch[0]
-            await self.processor.handle(delivery)
+                await self._work_one(stopping)
+                pause = 0.0
+            except Exception as exc:
+                outage = outage_of(exc)
+                if outage is None:
+                    raise
+                pause = outage_backoff_s(pause, OUTAGE_BACKOFF_MS, OUTAGE_BACKOFF_MAX_MS)
+                _outages.warn(f"payout worker of {self.channel} (pausing {pause:.1f}s)", outage)
+                await sleep_or_stop(stopping, pause)
+
+    async def _work_one(self, stopping: asyncio.Event) -> None:
+        try:
+            delivery = self.claimed.get_nowait()
+        except asyncio.QueueEmpty:
+            batch = await self.queue.read(self.channel, 1, READ_BLOCK_MS)
+            if not batch:
+                return
+            delivery = batch[0]
+        await self.processor.handle(delivery)
+        if (pause := self.processor.pause_of(self.channel)) > 0:
+            # A dependency was away: the next message would most likely find it away too.
+            await sleep_or_stop(stopping, pause)
 
     async def reclaim(self, stopping: asyncio.Event) -> None:
         last_housekeeping = 0.0
@@ -76,10 +99,17 @@ class ChannelWorkers:
                 if stopping.is_set():
                     break  # the lease brings it back
                 try:
-                    await self.checker.check(self.channel, order_id)
-                except Exception:
-                    log.warning("checking awaited payout %s failed; checked again later", order_id,
-                                exc_info=True)
+                    done = await self.checker.check(self.channel, order_id)
+                except Exception as exc:
+                    if (outage := outage_of(exc)) is None:
+                        log.warning("checking awaited payout %s failed; checked again later", order_id,
+                                    exc_info=True)
+                        continue
+                    _outages.warn(f"awaited payouts of {self.channel}", outage)
+                    done = "away"
+                if done == "away":
+                    # The rest of the batch would find it away too; their leases bring them back.
+                    break
 
 
 async def refresh_rates(rates: ChannelRates, every_s: float, stopping: asyncio.Event) -> None:

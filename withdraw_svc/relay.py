@@ -13,12 +13,14 @@ from datetime import datetime
 
 import asyncpg
 
+from meshkit.outage import OutageLog
 from withdraw_svc.peers import AccountClient, PeerError
 from withdraw_svc.repository import RefundRow, Repository
 from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort
 
 log = logging.getLogger(__name__)
+_outages = OutageLog(log)
 
 
 async def _wait_wake(wake: asyncio.Event, stopping: asyncio.Event, timeout: float) -> None:
@@ -61,8 +63,8 @@ class OutboxRelay:
             self.wake.clear()
             try:
                 await self.tick(stopping)
-            except Exception:
-                log.warning("outbox relay pass failed; retrying", exc_info=True)
+            except Exception as exc:
+                _outages.failed(exc, "outbox relay pass failed; retrying")
             await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
 
     async def tick(self, stopping: asyncio.Event | None = None) -> int:
@@ -138,8 +140,8 @@ class RefundRelay:
             try:
                 while await self.process() == self.settings.refund_batch and not stopping.is_set():
                     pass
-            except Exception:
-                log.warning("refund relay pass failed; retrying", exc_info=True)
+            except Exception as exc:
+                _outages.failed(exc, "refund relay pass failed; retrying")
             await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
 
     async def process(self, order_ids: Sequence[str] | None = None) -> int:

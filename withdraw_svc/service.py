@@ -16,6 +16,7 @@ from meshkit import validate
 from meshkit.background import sleep_or_stop
 from meshkit.errors import Code, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from meshkit.logs import log_context
+from meshkit.outage import OutageLog
 from meshkit.streams import trace_fields
 from withdraw_svc.coalesce import Coalescer
 from withdraw_svc.domain import (
@@ -45,6 +46,7 @@ from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort
 
 log = logging.getLogger(__name__)
+_outages = OutageLog(log)
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -109,8 +111,8 @@ class GateHolder:
         while not await sleep_or_stop(stopping, self.refresh_s):
             try:
                 await self.load()
-            except Exception:
-                log.warning("gate refresh failed; keeping version %d", self.config.version, exc_info=True)
+            except Exception as exc:
+                _outages.failed(exc, "gate refresh failed; keeping version %d", self.config.version)
 
     def evaluate(self, uid: int) -> GateDecision:
         return evaluate_gate(self.config, uid, self.clock())

@@ -25,7 +25,9 @@ from meshkit.server import RunningServer, start_server
 from tests.harness import patched_env, unlimited_rates
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 
-CHANNELS = "bank,alipay,balance,pok,pfail,pasync,plost,pdlq,pwipe,padmin,ptrace"
+CHANNELS = "bank,alipay,balance,pok,pfail,pasync,plost,paway,pwipe,padmin,ptrace"
+# Channels whose test starts a payout_svc of its own.
+OWN_CHANNELS = "pdrain,pdlq"
 PAYOUT_ENV = {
     "PAYOUT_CHANNELS": CHANNELS,
     "PAYOUT_DEFAULT_RATES": unlimited_rates(f"{CHANNELS},pdrain"),  # unless a test sets a rate
@@ -115,7 +117,7 @@ async def start_payout(env: dict[str, str]) -> RunningServer:
 @pytest.fixture(scope="module")
 async def pm(mesh_env: dict[str, str]) -> AsyncIterator[PayoutMesh]:
     m = await start_mesh(mesh_env, extra={
-        "GATEWAY_CHANNELS": f"{CHANNELS},pdrain", "WITHDRAW_CHANNELS": f"{CHANNELS},pdrain",
+        "GATEWAY_CHANNELS": f"{CHANNELS},{OWN_CHANNELS}", "WITHDRAW_CHANNELS": f"{CHANNELS},{OWN_CHANNELS}",
         "WITHDRAW_RELAY_INTERVAL_MS": "100",
         "GATEWAY_FAULTS_REFRESH_S": "0.5", "GATEWAY_SWEEP_INTERVAL_S": "0.1",
         "PAYOUT_SVC_DB_SCHEMA": f"payout_{uuid.uuid4().hex[:8]}", "GATEWAY_DB_POOL_SIZE": "3",
@@ -185,36 +187,67 @@ async def test_lost_replies_never_pay_twice_nor_refund_a_paid_order(pm: PayoutMe
 
 
 async def test_three_failures_dead_letter_and_replay_pays_once(pm: PayoutMesh) -> None:
-    admin = pm.admin()
-    await pm.faults("pdlq", transient_error_rate=1.0)
-    uid, [order_id] = await pm.orders("pdlq", 1)
+    # A payout the gateway takes but does not answer in time (it may have committed) is an
+    # unknown outcome, one attempt each. Here it never commits: the gateway's handler is
+    # cancelled at the deadline, before its commit (half the latency in).
+    await pm.faults("pdlq", latency_min_ms=3000, latency_max_ms=3000)
+    env = {**pm.m.env, **PAYOUT_ENV, "PAYOUT_CHANNELS": "pdlq", "PAYOUT_GATEWAY_TIMEOUT_S": "0.5"}
+    own = await start_payout(env)
+    channel = grpc.aio.insecure_channel(own.address)
+    admin = payout_pb2_grpc.PayoutAdminServiceStub(channel)
+    try:
+        uid, [order_id] = await pm.orders("pdlq", 1)
 
-    async def dead() -> list[payout_pb2.DeadLetter]:
-        reply = await admin.ListDeadLetters(payout_pb2.ListDeadLettersRequest(channel="pdlq"))
-        return list(reply.dead_letters)
+        async def dead() -> list[payout_pb2.DeadLetter]:
+            reply = await admin.ListDeadLetters(payout_pb2.ListDeadLettersRequest(channel="pdlq"))
+            return list(reply.dead_letters)
 
-    [letter] = await eventually(dead, what="the message to reach the dead-letter stream")
-    assert letter.attempts == 3 and letter.job.order_id == order_id
-    assert "UNAVAILABLE" in letter.reason and "outcome unknown" in letter.reason
-    # The outcome was never known to be a failure: the order waits, unpaid and unrefunded.
-    assert (await pm.states(uid))[order_id] == "PAYING"
-    assert (await pm.gateway_rows([order_id]))[order_id] == []
-    assert await pm.m.entries(order_id) == ["DEBIT"]
-    stats = await admin.GetChannelStats(payout_pb2.GetChannelStatsRequest(channel="pdlq"))
-    assert stats.channels[0].dead_letters == 1 and stats.channels[0].pending == 0
+        [letter] = await eventually(dead, timeout=20, what="the message to reach the dead-letter stream")
+        assert letter.attempts == 3 and letter.job.order_id == order_id
+        assert "DEADLINE_EXCEEDED" in letter.reason and "outcome unknown" in letter.reason
+        # The outcome was never known to be a failure: the order waits, unpaid and unrefunded.
+        assert (await pm.states(uid))[order_id] == "PAYING"
+        assert (await pm.gateway_rows([order_id]))[order_id] == []
+        assert await pm.m.entries(order_id) == ["DEBIT"]
+        stats = await admin.GetChannelStats(payout_pb2.GetChannelStatsRequest(channel="pdlq"))
+        assert stats.channels[0].dead_letters == 1 and stats.channels[0].pending == 0
 
-    await pm.faults("pdlq")
-    await asyncio.sleep(0.6)  # the gateway re-reads its faults every 0.5 s
-    replayed = await admin.ReplayDeadLetters(payout_pb2.ReplayDeadLettersRequest(
-        channel="pdlq", dead_letter_ids=[letter.dead_letter_id]))
-    assert replayed.replayed == 1
+        await pm.faults("pdlq")
+        await asyncio.sleep(0.6)  # the gateway re-reads its faults every 0.5 s
+        replayed = await admin.ReplayDeadLetters(payout_pb2.ReplayDeadLettersRequest(
+            channel="pdlq", dead_letter_ids=[letter.dead_letter_id]))
+        assert replayed.replayed == 1
+        states = await pm.settled(uid)
+        assert states[order_id] == "SUCCEEDED"
+        again = await admin.ReplayDeadLetters(payout_pb2.ReplayDeadLettersRequest(
+            channel="pdlq", dead_letter_ids=[letter.dead_letter_id]))
+        assert again.replayed == 0
+        await pm.assert_paid_once(uid, [order_id])
+        assert await dead() == []
+    finally:
+        await channel.close()
+        await own.stop(2.0)
+
+
+async def test_a_channel_unavailable_for_a_while_dead_letters_nothing(pm: PayoutMesh,
+                                                                     redis_client: Any) -> None:
+    # UNAVAILABLE from the gateway is the gateway away: no attempt is used up, however long.
+    await pm.faults("paway", transient_error_rate=1.0)
+    uid, order_ids = await pm.orders("paway", 2)
+    stream = pm.m.keys.payout_stream("paway")
+
+    async def delivered_more_than_max_attempts() -> bool:
+        pending = await redis_client.xpending_range(stream, "payout", min="-", max="+", count=10)
+        return len(pending) == 2 and all(p["times_delivered"] > 3 for p in pending)
+
+    await eventually(delivered_more_than_max_attempts, timeout=20, what="payouts to be tried again and again")
+    assert await redis_client.xlen(pm.m.keys.payout_dead_letters("paway")) == 0
+    assert set((await pm.states(uid)).values()) == {"PAYING"}
+    await pm.faults("paway")
     states = await pm.settled(uid)
-    assert states[order_id] == "SUCCEEDED"
-    again = await admin.ReplayDeadLetters(payout_pb2.ReplayDeadLettersRequest(
-        channel="pdlq", dead_letter_ids=[letter.dead_letter_id]))
-    assert again.replayed == 0
-    await pm.assert_paid_once(uid, [order_id])
-    assert await dead() == []
+    assert set(states.values()) == {"SUCCEEDED"}
+    await pm.assert_paid_once(uid, order_ids)
+    assert await redis_client.xlen(pm.m.keys.payout_dead_letters("paway")) == 0
 
 
 async def test_payouts_resume_after_a_redis_wipe(pm: PayoutMesh, redis_client: Any) -> None:

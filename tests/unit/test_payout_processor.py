@@ -8,11 +8,14 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import grpc
 import pytest
+import redis.exceptions as redis_errors
 
 from meshkit.errors import InvalidArgument
 from payout_svc import service as payout_service
-from payout_svc import worker as payout_worker
+from payout_svc import worker
+from payout_svc.clients import GatewayClient
 from payout_svc.domain import (
     PAUSED,
     UNLIMITED,
@@ -71,7 +74,10 @@ class FakeOrders:
 
 
 class FakeGateway:
-    def __init__(self, answers: list[GatewayAnswer], query: GatewayAnswer | None = None) -> None:
+    """Answers in turn; an exception in place of an answer is raised (the gateway away)."""
+
+    def __init__(self, answers: list[GatewayAnswer | Exception],
+                 query: GatewayAnswer | Exception | None = None) -> None:
         self.answers = answers
         self.query_answer = query or GatewayAnswer(GatewayStatus.NOT_FOUND)
         self.payouts = 0
@@ -79,10 +85,15 @@ class FakeGateway:
 
     async def payout(self, order: Order) -> GatewayAnswer:
         self.payouts += 1
-        return self.answers.pop(0)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def query(self, order_id: str) -> GatewayAnswer:
         self.queries += 1
+        if isinstance(self.query_answer, Exception):
+            raise self.query_answer
         return self.query_answer
 
 
@@ -200,8 +211,8 @@ class World:
         return await self.processor().handle(delivery_of(job))
 
 
-def world(state: OrderState, answers: list[GatewayAnswer], query: GatewayAnswer | None = None,
-          wait_s: float = 0.0) -> World:
+def world(state: OrderState, answers: list[GatewayAnswer | Exception],
+          query: GatewayAnswer | Exception | None = None, wait_s: float = 0.0) -> World:
     return World(FakeOrders(make_order(state)), FakeGateway(answers, query), FakeQueue(),
                  FakeLimiter(wait_s), FakeLocks())
 
@@ -308,7 +319,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 3.0) 
 @pytest.fixture
 def quick_rate_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(payout_service, "RATE_RECHECK_S", 0.01)
-    monkeypatch.setattr(payout_worker, "RATE_RECHECK_S", 0.01)
+    monkeypatch.setattr(worker, "RATE_RECHECK_S", 0.01)
 
 
 @pytest.mark.usefixtures("quick_rate_recheck")
@@ -506,3 +517,158 @@ def test_parse_rates_and_validation() -> None:
 def test_retry_backoff_doubles_and_is_capped() -> None:
     assert [retry_backoff_s(a, 100) for a in range(3)] == [0.1, 0.2, 0.4]
     assert retry_backoff_s(30, 100) == 5.0
+
+
+# -- dependencies away: never an attempt -------------------------------------------------------
+
+GATEWAY_AWAY = DependencyDown("gateway: UNAVAILABLE failed to connect to all addresses")
+
+
+async def test_gateway_away_leaves_the_message_without_an_attempt_and_pauses_the_channel() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GATEWAY_AWAY], query=GATEWAY_AWAY)
+    processor = w.processor()
+    assert await processor.handle(delivery_of(w.orders.order.as_job())) == Handled.LEFT
+    assert w.queue.retried == [] and w.queue.dead == [] and "ack" not in w.queue.actions
+    assert w.orders.order.state is OrderState.PAYING and w.locks.held == {}
+    assert processor.pause_of("bank") > 0 and processor.pause_of("alipay") == 0
+
+
+async def test_gateway_down_for_many_deliveries_never_dead_letters_then_pays_once() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GATEWAY_AWAY], query=GatewayAnswer(GatewayStatus.NOT_FOUND))
+    processor = w.processor()
+    job = w.orders.order.as_job()
+    assert await processor.handle(delivery_of(job)) == Handled.LEFT  # paid into the void
+    w.gateway.query_answer = GATEWAY_AWAY
+    pauses = []
+    for _ in range(10):  # redeliveries (XAUTOCLAIM) while the gateway stays down
+        assert await processor.handle(delivery_of(job)) == Handled.LEFT
+        pauses.append(processor.pause_of("bank"))
+    assert w.queue.retried == [] and w.queue.dead == []
+    assert pauses == sorted(pauses) and pauses[-1] == CONFIG.outage_backoff_max_ms / 1000
+    # Back: the redelivery queries first, finds nothing, pays once and settles.
+    w.gateway.query_answer = GatewayAnswer(GatewayStatus.NOT_FOUND)
+    w.gateway.answers = [GatewayAnswer(S)]
+    assert await processor.handle(delivery_of(job)) == Handled.ACKED
+    assert w.gateway.payouts == 2 and w.orders.settled == [(OrderState.SUCCEEDED, "")]
+    assert processor.pause_of("bank") == 0
+
+
+async def test_a_reply_lost_after_the_commit_is_settled_by_one_query() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [DependencyDown("gateway: UNAVAILABLE reply lost")],
+              query=GatewayAnswer(S))
+    assert await w.handle() == Handled.ACKED
+    assert (w.gateway.payouts, w.gateway.queries) == (1, 1)
+    assert w.orders.settled == [(OrderState.SUCCEEDED, "")] and w.queue.actions == ["ack"]
+
+
+async def test_paying_order_whose_query_finds_the_gateway_away_is_left() -> None:
+    w = world(OrderState.PAYING, [], query=GATEWAY_AWAY)
+    assert await w.handle(attempt=2) == Handled.LEFT
+    assert w.gateway.payouts == 0 and w.queue.dead == [] and w.queue.retried == []
+
+
+class RedisDown(FakeQueue):
+    async def ack(self, delivery: Delivery) -> None:
+        raise redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+async def test_redis_away_after_settling_is_no_attempt() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(S)])
+    w.queue = RedisDown()
+    assert await w.handle() == Handled.LEFT
+    assert w.queue.retried == [] and w.queue.dead == []
+    assert w.orders.settled == [(OrderState.SUCCEEDED, "")]
+
+
+async def test_awaiting_checker_with_a_dependency_away_keeps_the_order_parked() -> None:
+    w = world(OrderState.PAYING, [], query=GATEWAY_AWAY)
+    checker = AwaitingChecker(w.orders, w.gateway, w.queue, w.locks, CONFIG)
+    w.queue.awaiting["o-1"] = 5
+    assert await checker.check("bank", "o-1") == "away"
+    w.gateway.query_answer = GatewayAnswer(S)
+    w.orders.down = True
+    assert await checker.check("bank", "o-1") == "away"
+    assert w.queue.awaiting == {"o-1": 5} and w.orders.settled == [] and w.locks.held == {}
+
+
+# -- the gateway adapter: which answers use up an attempt ---------------------------------------
+
+
+class Stub:
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    async def _fail(self, request: object, timeout: float) -> None:
+        raise grpc.aio.AioRpcError(self.code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="boom")
+
+    Payout = QueryPayout = _fail
+
+
+def gateway_client(code: grpc.StatusCode) -> GatewayClient:
+    client = GatewayClient.__new__(GatewayClient)
+    client.stub, client.timeout_s = Stub(code), 1.0  # type: ignore[assignment]
+    return client
+
+
+async def test_gateway_unavailable_is_the_gateway_away_not_an_unknown_outcome() -> None:
+    client = gateway_client(grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(DependencyDown, match="gateway: UNAVAILABLE"):
+        await client.payout(make_order(OrderState.PAYING))
+    with pytest.raises(DependencyDown):
+        await client.query("o-1")
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
+                                  grpc.StatusCode.UNKNOWN])
+async def test_a_payout_that_may_have_committed_is_an_unknown_outcome(code: grpc.StatusCode) -> None:
+    answer = await gateway_client(code).payout(make_order(OrderState.PAYING))
+    assert answer.status is GatewayStatus.UNKNOWN and code.name in answer.reason
+
+
+async def test_a_query_without_an_answer_in_time_is_the_gateway_away() -> None:
+    with pytest.raises(DependencyDown, match="DEADLINE_EXCEEDED"):
+        await gateway_client(grpc.StatusCode.DEADLINE_EXCEEDED).query("o-1")
+    assert (await gateway_client(grpc.StatusCode.RESOURCE_EXHAUSTED).payout(
+        make_order(OrderState.PAYING))).status is GatewayStatus.BUSY
+
+
+# -- the worker loop survives Redis ---------------------------------------------------------------
+
+
+class FlakyReads:
+    """A channel queue whose reads fail while Redis is away, then hand out one message."""
+
+    def __init__(self, failures: int, stopping: asyncio.Event) -> None:
+        self.failures, self.stopping, self.reads = failures, stopping, 0
+
+    async def read(self, channel: str, count: int, block_ms: int) -> list[Delivery]:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        self.stopping.set()
+        return [delivery_of(make_order(OrderState.PENDING_PAYOUT).as_job())]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.handled: list[Delivery] = []
+
+    async def handle(self, delivery: Delivery) -> Handled:
+        self.handled.append(delivery)
+        return Handled.ACKED
+
+    def pause_of(self, channel: str) -> float:
+        return 0.0
+
+    def paused(self, channel: str) -> bool:
+        return False
+
+
+async def test_worker_loop_survives_redis_away_and_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "OUTAGE_BACKOFF_MS", 1, raising=False)
+    monkeypatch.setattr(worker, "OUTAGE_BACKOFF_MAX_MS", 4, raising=False)
+    stopping = asyncio.Event()
+    queue, processor = FlakyReads(3, stopping), Recorder()
+    loops = worker.ChannelWorkers("bank", 1, queue, processor, None, 1000, 1000)  # type: ignore[arg-type]
+    await asyncio.wait_for(loops.work(stopping), 5.0)
+    assert queue.reads == 4 and len(processor.handled) == 1
