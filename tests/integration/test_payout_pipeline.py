@@ -191,7 +191,8 @@ async def test_three_failures_dead_letter_and_replay_pays_once(pm: PayoutMesh) -
     # unknown outcome, one attempt each. Here it never commits: the gateway's handler is
     # cancelled at the deadline, before its commit (half the latency in).
     await pm.faults("pdlq", latency_min_ms=3000, latency_max_ms=3000)
-    env = {**pm.m.env, **PAYOUT_ENV, "PAYOUT_CHANNELS": "pdlq", "PAYOUT_GATEWAY_TIMEOUT_S": "0.5"}
+    env = {**pm.m.env, **PAYOUT_ENV, "PAYOUT_CHANNELS": "pdlq", "PAYOUT_GATEWAY_TIMEOUT_S": "0.5",
+           "PAYOUT_DEFAULT_RATES": unlimited_rates("pdlq")}
     own = await start_payout(env)
     channel = grpc.aio.insecure_channel(own.address)
     admin = payout_pb2_grpc.PayoutAdminServiceStub(channel)
