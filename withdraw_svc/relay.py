@@ -95,10 +95,9 @@ class OutboxRelay:
         for outbox_id, channel, stream_id in rows:
             if channel not in delivered:
                 delivered[channel] = await self._delivered_upto(channel)
-            upto = delivered[channel]
             # Still behind the group's read position: it is queued, not lost. Republishing
             # it would only lengthen a backlog the channel's rate limit is already draining.
-            if upto is not None and stream_id and stream_id_key(stream_id) > upto:
+            if _ahead(stream_id, delivered[channel]):
                 continue
             due.append(outbox_id)
         n = await self.repo.unpublish(due)
@@ -108,6 +107,13 @@ class OutboxRelay:
             self.wake.set()
         return n
 
+    async def queued(self, channel: str, stream_id: str) -> bool:
+        """Whether the channel's stream entry `stream_id` still waits to be delivered: it is
+        beyond the group's read position and still there (a stream deleted and made anew
+        starts with no group, and every old id would look ahead of it)."""
+        return (_ahead(stream_id, await self._delivered_upto(channel))
+                and await self.redis.has_entry(channel, stream_id))
+
     async def _delivered_upto(self, channel: str) -> tuple[int, int] | None:
         """The group's last delivered id; (0, 0) when the stream exists without the group
         (nothing consumed yet, so nothing is lost); None when the stream is gone."""
@@ -116,6 +122,10 @@ class OutboxRelay:
             return upto
         exists = await self.redis.client.exists(self.redis.keys.payout_stream(channel))
         return (0, 0) if exists else None
+
+
+def _ahead(stream_id: str, delivered_upto: tuple[int, int] | None) -> bool:
+    return delivered_upto is not None and bool(stream_id) and stream_id_key(stream_id) > delivered_upto
 
 
 class RefundRelay:

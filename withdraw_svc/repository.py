@@ -61,6 +61,15 @@ class PayoutRow:
 
 
 @dataclass(frozen=True)
+class PayoutJob:
+    """Where an order's PAYOUT outbox job stands."""
+
+    published: bool  # handed to the channel stream (stream_id is its entry)
+    done: bool       # closed: the order left PENDING_PAYOUT (or PAYING)
+    stream_id: str
+
+
+@dataclass(frozen=True)
 class RefundRow:
     outbox_id: int
     order_id: str
@@ -303,6 +312,27 @@ class Repository:
             total += n
             if n < batch:
                 return total
+
+    async def payout_job(self, order_id: str) -> PayoutJob | None:
+        row = await self.pool.fetchrow(
+            "SELECT published_at IS NOT NULL AS published, done_at IS NOT NULL AS done, "
+            "coalesce(stream_id, '') AS stream_id FROM outbox WHERE kind = 'PAYOUT' AND order_id = $1",
+            order_id,
+        )
+        return PayoutJob(row["published"], row["done"], row["stream_id"]) if row else None
+
+    async def requeue_payout(self, order_id: str, state: OrderState) -> bool:
+        """Re-open the order's PAYOUT job for the relay to publish again, if the order is
+        still in `state`. The order row is share-locked for the statement: a transition
+        racing it waits, and then its trigger closes the job again, so a job is never left
+        open behind a settled order."""
+        result = await self.pool.execute(
+            "WITH o AS (SELECT order_id FROM orders WHERE order_id = $1 AND state = $2 FOR SHARE) "
+            "UPDATE outbox j SET published_at = NULL, stream_id = NULL, done_at = NULL, outcome = NULL "
+            "FROM o WHERE j.kind = 'PAYOUT' AND j.order_id = o.order_id",
+            order_id, state.value,
+        )
+        return result == "UPDATE 1"
 
     async def stale_published(self, older_than_s: int, limit: int) -> list[tuple[int, str, str]]:
         """(outbox id, channel, stream id) of PAYOUT jobs published long ago whose order still

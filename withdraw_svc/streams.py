@@ -75,6 +75,9 @@ class RedisPort:
             ids = await pipe.execute()
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
+    async def has_entry(self, channel: str, stream_id: str) -> bool:
+        return bool(await self.client.xrange(self.keys.payout_stream(channel), stream_id, stream_id, count=1))
+
     async def last_delivered(self, channel: str, group: str) -> tuple[int, int] | None:
         """The consumer group's last delivered entry id; None when stream or group is missing."""
         try:
