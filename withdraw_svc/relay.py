@@ -149,8 +149,8 @@ class RefundRelay:
             await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
 
     async def process(self, order_ids: Sequence[str] | None = None) -> int:
-        """Settle due refund jobs (or those of `order_ids`, due or not). Jobs another worker
-        holds are skipped."""
+        """Settle due refund jobs, skipping those another worker holds; or those of
+        `order_ids`, due or not, waiting for any another worker holds."""
         return await self.repo.with_refund_batch(self.settings.refund_batch, order_ids, self._settle)
 
     async def _settle(self, conn: asyncpg.Connection, rows: list[RefundRow]) -> None:

@@ -363,7 +363,10 @@ class Repository:
     ) -> int:
         """Claim due REFUND jobs (FOR UPDATE SKIP LOCKED: a replica or the compensation job
         working on the same job skips it) and let `work(conn, rows)` settle them while the
-        rows stay locked. A crash releases the locks; the jobs are simply picked up again."""
+        rows stay locked. A crash releases the locks; the jobs are simply picked up again.
+        The jobs of `order_ids` (the compensation job's, due or not) are waited for instead:
+        the job must learn how its refund ended, not report it pending because a relay had
+        it in hand; once that relay commits, a settled job no longer matches."""
         async with self.pool.acquire() as conn, conn.transaction():
             if order_ids is None:
                 rows = await conn.fetch(
@@ -376,7 +379,7 @@ class Repository:
                 rows = await conn.fetch(
                     "SELECT id, order_id, attempts FROM outbox "
                     "WHERE kind = 'REFUND' AND done_at IS NULL AND order_id = ANY($1::text[]) "
-                    "ORDER BY id FOR UPDATE SKIP LOCKED", list(order_ids),
+                    "ORDER BY id FOR UPDATE", list(order_ids),
                 )
             if not rows:
                 return 0

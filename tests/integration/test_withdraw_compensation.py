@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import grpc
 import pytest
 
@@ -319,6 +320,40 @@ async def test_the_sweep_settles_failed_orders_whose_refund_is_pending(mesh: WdM
     assert action.action == "refund" and action.from_state == withdraw_pb2.ORDER_STATE_FAILED
     assert "REFUNDED" in action.detail
     assert order_id not in await compensate(mesh)
+    assert await mesh.entries(order_id) == ["DEBIT", "REFUND"]
+    assert await mesh.balance(uid) == 1_000
+    await mesh.ledger_ok([uid])
+
+
+async def test_a_refund_job_another_worker_holds_is_waited_for_not_reported_pending(mesh: WdMesh) -> None:
+    uid, method = await mesh.user(balance_fen=1_000)
+    order_id = await paying_order(mesh, uid, method, 700)
+    async with mesh.pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE orders SET state = 'FAILED', failure_reason = 'PAYOUT_FAILED', "
+                           "state_reason = 'test' WHERE order_id = $1", order_id)
+        await conn.execute("UPDATE outbox SET next_attempt_at = now() + interval '1 hour' "
+                           "WHERE kind = 'REFUND' AND order_id = $1", order_id)
+    # A refund relay holds the job (as in the middle of its pass) when the job comes to it.
+    relay = await asyncpg.connect(mesh.env["DATABASE_URL"],
+                                  server_settings={"search_path": mesh.env["WITHDRAW_SVC_DB_SCHEMA"]})
+    try:
+        held = relay.transaction()
+        await held.start()
+        await relay.execute("SELECT 1 FROM outbox WHERE kind = 'REFUND' AND order_id = $1 FOR UPDATE",
+                            order_id)
+        run = asyncio.ensure_future(compensate(mesh))
+
+        async def waiting_or_done() -> bool:
+            return run.done() or bool(await mesh.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"))
+
+        await eventually(waiting_or_done, what="the job to wait for the refund job's lock")
+        await held.rollback()  # that relay's refund call failed: the job is still owed
+        action = (await run)[order_id]
+    finally:
+        await relay.close()
+    assert action.action == "refund" and "REFUNDED" in action.detail, action
     assert await mesh.entries(order_id) == ["DEBIT", "REFUND"]
     assert await mesh.balance(uid) == 1_000
     await mesh.ledger_ok([uid])
