@@ -169,7 +169,9 @@ WITH RECURSIVE batch AS (
         WITH ORDINALITY AS b (order_id, uid, amount, ord)
 ), prior AS (
     -- Debits and voids committed before this statement: those items are repeats. One
-    -- committed since makes the INSERT below fail on the unique index, undoing it all.
+    -- committed since makes the INSERT below fail on the unique index, undoing it all;
+    -- or, when the twin's debit left too little for the item, the item comes out SHORT
+    -- and debit_batch looks again.
     SELECT {_ENTRY_COLUMNS} FROM entries
     WHERE kind IN ('DEBIT', 'VOID') AND order_id = ANY($1::text[])
 ), cand AS (
@@ -226,9 +228,11 @@ async def debit_batch(
     db: Db, items: Sequence[tuple[str, int, int]]
 ) -> dict[str, BatchDebit]:
     """Debit (order_id, uid, amount_fen) items with distinct order ids in one statement.
-    Returns, per order id, its new debit, the debit or void it already had, or that the
-    balance fell short. Raises KeyTaken when one of the order ids got a debit or void
-    concurrently (then nothing is written), Contention on deadlock."""
+    Returns, per order id, its new debit, the debit or void it already had (committed
+    before this call returned), or that the balance fell short. Raises KeyTaken when one
+    of the order ids got a debit or void concurrently (then nothing is written),
+    Contention on deadlock. `db` runs under READ COMMITTED (each statement its own
+    snapshot), as the pool does."""
     rows = await _run(
         db, _DEBIT_BATCH_SQL,
         [i[0] for i in items], [i[1] for i in items], [i[2] for i in items],
@@ -240,7 +244,27 @@ async def debit_batch(
             out[r["order_id"]] = BatchDebit(r["order_id"], None, False, int(r["short_of"]))
         else:
             out[r["order_id"]] = BatchDebit(r["order_id"], _entry(r), tag == "DEBITED")
+    short = [order_id for order_id, d in out.items() if d.entry is None]
+    if short:
+        # `prior` reads the statement's snapshot, but FOR UPDATE reads the latest balance:
+        # a twin of the order (a concurrent Deduct or batch) that committed in between is
+        # missing from the one and already taken out of the other, so its order looks
+        # short. A new statement (a new snapshot under READ COMMITTED) sees the twin's
+        # debit; such an item is the repeat it is. Any twin that debits the row first has
+        # committed before this statement could lock it, so this look sees every one.
+        for entry in await debits_or_voids(db, short):
+            assert entry.order_id is not None
+            out[entry.order_id] = BatchDebit(entry.order_id, entry, False)
     return out
+
+
+async def debits_or_voids(db: Db, order_ids: Sequence[str]) -> list[Entry]:
+    rows = await db.fetch(
+        f"SELECT {_ENTRY_COLUMNS} FROM entries "
+        "WHERE kind IN ('DEBIT', 'VOID') AND order_id = ANY($1::text[])",
+        list(order_ids),
+    )
+    return [_entry(r) for r in rows]
 
 
 async def debit_or_void(db: Db, order_id: str) -> Entry | None:

@@ -1,7 +1,17 @@
 """The compensation job: pushes every old non-terminal order to a final state, and makes
 sure every FAILED order's refund is settled. One runner across replicas (advisory lock);
 safe beside payout_svc's workers because it takes the same Redis order lock and moves
-orders only by the same compare-and-set transitions."""
+orders only by the same compare-and-set transitions.
+
+It never pays. A channel's quota (payout_svc's rate limiter, shared by its replicas)
+must hold for every payout, and paying here, up to `compensation_concurrency` at a time,
+went around it just when a backlog of overdue orders made it matter most. Taking permits
+from the same limiter would split "who pays" over two services that must then keep its
+keys, Lua and failure handling in step; instead an unpaid order is handed back to the
+one path that pays: its PAYOUT outbox job is re-opened, the relay publishes it, and a
+payout_svc worker pays it under the limiter (for a PAYING order, after asking the
+gateway, and only on NOT_FOUND). Queries are not payouts: the job still asks the
+gateway about PAYING orders and adopts a final answer itself."""
 
 from __future__ import annotations
 
@@ -27,7 +37,7 @@ from withdraw_svc.domain import (
     decide,
 )
 from withdraw_svc.peers import AccountClient, GatewayClient, GatewayPayout, PeerError
-from withdraw_svc.relay import RefundRelay
+from withdraw_svc.relay import OutboxRelay, RefundRelay
 from withdraw_svc.repository import Repository, StuckCount
 from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort
@@ -52,8 +62,6 @@ _meter.create_observable_gauge(
 
 PAGE = 500
 MAX_REPORTED_ACTIONS = 10_000
-# The gateway refused the request itself: it recorded nothing and never will for it.
-_PAYOUT_REFUSED = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ class CompensationAction:
 class Compensation:
     def __init__(
         self, settings: Settings, repo: Repository, redis: RedisPort, account: AccountClient,
-        gateway: GatewayClient, refunds: RefundRelay,
+        gateway: GatewayClient, refunds: RefundRelay, outbox: OutboxRelay,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -75,6 +83,7 @@ class Compensation:
         self.account = account
         self.gateway = gateway
         self.refunds = refunds
+        self.outbox = outbox
         digest = hashlib.sha256(f"withdraw-compensation:{settings.common.db_schema}".encode()).digest()
         self.lock_key = int.from_bytes(digest[:8], "big", signed=True)
         self.last_stuck: list[StuckCount] = []
@@ -185,16 +194,11 @@ class Compensation:
             if current is None or current.state is not order.state:
                 return self._act(order, Action.WAIT, "order moved on meanwhile")
             if order.state is OrderState.PENDING_PAYOUT:
-                moved = await self.repo.transition(
-                    order.order_id, [OrderState.PENDING_PAYOUT], OrderState.PAYING, "compensation: paying out"
-                )
-                if moved is None:
-                    return self._act(order, Action.WAIT, "order moved on meanwhile")
-                return await self._pay(order, Action.PAY_OUT)
+                return await self._requeue(order, Action.REQUEUE_PAYOUT, dry_run=False)
             view = await self._query(order.order_id)
             action = decide(OrderState.PAYING, Facts(gateway=view.view))
-            if action is Action.RETRY_PAYOUT:
-                return await self._pay(order, Action.RETRY_PAYOUT)
+            if action is Action.REQUEUE_UNPAID:
+                return await self._requeue(order, action, dry_run=False)
             if action in (Action.ADOPT_SUCCEEDED, Action.ADOPT_FAILED):
                 return await self._adopt(order, view, action)
             return self._act(order, Action.WAIT, f"gateway says {view.view}; left PAYING")
@@ -203,10 +207,33 @@ class Compensation:
 
     async def _plan(self, order: Order) -> CompensationAction:
         if order.state is OrderState.PENDING_PAYOUT:
-            return self._act(order, Action.PAY_OUT, f"would pay out through {order.channel}")
+            return await self._requeue(order, Action.REQUEUE_PAYOUT, dry_run=True)
         view = await self._query(order.order_id)
         action = decide(order.state, Facts(gateway=view.view))
+        if action is Action.REQUEUE_UNPAID:
+            return await self._requeue(order, action, dry_run=True)
         return self._act(order, action, f"gateway says {view.view}")
+
+    async def _requeue(self, order: Order, action: Action, *, dry_run: bool) -> CompensationAction:
+        """Hand an unpaid order back to payout_svc: re-open its PAYOUT job, unless the job's
+        message still waits in the stream (a second copy would only lengthen the backlog
+        the channel's rate is draining)."""
+        job = await self.repo.payout_job(order.order_id)
+        if job is None:
+            log.error("order %s is %s without a PAYOUT job", order.order_id, order.state)
+            return self._act(order, Action.WAIT, "no payout job to re-queue")
+        if not job.done and not job.published:
+            return self._act(order, Action.WAIT, "payout job waits for the outbox relay")
+        if not job.done and await self.outbox.queued(order.channel, job.stream_id):
+            return self._act(order, Action.WAIT, f"payout job still queued on {order.channel}")
+        seen = "gateway has no record; " if action is Action.REQUEUE_UNPAID else ""
+        if dry_run:
+            return self._act(order, action, f"{seen}would re-queue its payout job on {order.channel}")
+        if not await self.repo.requeue_payout(order.order_id, order.state):
+            return self._act(order, Action.WAIT, "order moved on meanwhile")
+        self.outbox.wake.set()
+        return self._act(order, action, f"{seen}payout job re-queued on {order.channel}; "
+                                         "payout_svc pays it within the channel's rate")
 
     async def _pending_deduct(self, order: Order, dry_run: bool) -> CompensationAction:
         try:
@@ -233,24 +260,6 @@ class Compensation:
         except PeerError as err:
             log.warning("could not query the gateway for %s: %s", order_id, err)
             return GatewayPayout(GatewayView.UNKNOWN)
-
-    async def _pay(self, order: Order, action: Action) -> CompensationAction:
-        """Pay a PAYING order (idempotent at the gateway per order id) and adopt the answer."""
-        try:
-            answer = await self.gateway.payout(
-                order.order_id, order.uid, order.channel, order.method_id, order.amount_fen
-            )
-        except PeerError as err:
-            if err.code in _PAYOUT_REFUSED:
-                failed = await self.repo.fail_order(
-                    order.order_id, [OrderState.PAYING], FailureReason.PAYOUT_REJECTED, err.message[:200]
-                )
-                if failed is not None:
-                    await self.refunds.process([order.order_id])
-                    return self._act(order, action, f"gateway refused the payout ({err.message}); "
-                                                    f"FAILED, {await self._refund_detail(order.order_id)}")
-            return self._act(order, Action.WAIT, f"payout outcome unknown ({err.code}); left PAYING")
-        return await self._adopt(order, answer, action)
 
     async def _adopt(self, order: Order, answer: GatewayPayout, action: Action) -> CompensationAction:
         target = adopt_payout(answer.view)

@@ -60,7 +60,7 @@ class FailureReason(StrEnum):
     DEDUCT_REFUSED = "DEDUCT_REFUSED"
     DEDUCT_UNCONFIRMED = "DEDUCT_UNCONFIRMED"
     PAYOUT_FAILED = "PAYOUT_FAILED"
-    PAYOUT_REJECTED = "PAYOUT_REJECTED"
+    PAYOUT_REJECTED = "PAYOUT_REJECTED"  # written by earlier compensation jobs, which paid themselves
 
 
 class RefundState(StrEnum):
@@ -334,12 +334,18 @@ def version_mismatch(expected: int, actual: int) -> DomainError:
 
 
 class Action(StrEnum):
+    """What the job does with an order. It never pays: payout_svc's workers are the one
+    path to the gateway's Payout, under the channel's rate limit, so the job hands an
+    unpaid order back to them by re-opening its PAYOUT outbox job."""
+
     FAIL = "fail"                        # no debit (yet): FAILED, the refund job voids the order id
     FAIL_AND_REFUND = "fail_and_refund"  # debit exists: FAILED, the refund job returns it
-    PAY_OUT = "pay_out"                  # PENDING_PAYOUT: PAYING, then the gateway
+    REQUEUE_PAYOUT = "requeue_payout"    # PENDING_PAYOUT: its payout job goes to the stream again
     ADOPT_SUCCEEDED = "adopt_succeeded"
     ADOPT_FAILED = "adopt_failed"
-    RETRY_PAYOUT = "retry_payout"        # PAYING but the gateway has no record: pay (idempotent)
+    # PAYING but the gateway has no record: the job goes to the stream again; the worker
+    # meets a PAYING order, queries the gateway first and pays only on NOT_FOUND.
+    REQUEUE_UNPAID = "requeue_unpaid"
     REFUND = "refund"                    # FAILED, refund not confirmed
     WAIT = "wait"                        # nothing safe to do now
 
@@ -375,12 +381,12 @@ def decide(state: OrderState, facts: Facts) -> Action:
         # a Deduct still in flight can never land. The label only says which one we expect.
         return Action.FAIL_AND_REFUND if facts.debit_exists is not False else Action.FAIL
     if state is OrderState.PENDING_PAYOUT:
-        return Action.PAY_OUT
+        return Action.REQUEUE_PAYOUT
     if state is OrderState.PAYING:
         return {
             GatewayView.SUCCEEDED: Action.ADOPT_SUCCEEDED,
             GatewayView.FAILED: Action.ADOPT_FAILED,
-            GatewayView.NOT_FOUND: Action.RETRY_PAYOUT,
+            GatewayView.NOT_FOUND: Action.REQUEUE_UNPAID,
         }.get(facts.gateway or GatewayView.UNKNOWN, Action.WAIT)
     if state is OrderState.FAILED and facts.refund_done is False:
         return Action.REFUND

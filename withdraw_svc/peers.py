@@ -161,6 +161,9 @@ _PAYOUT_VIEW = {
 
 
 class GatewayClient:
+    """Reads only: withdraw_svc never calls Payout (payout_svc is the one path that pays,
+    under the channel's rate limit)."""
+
     def __init__(self, address: str, tls: TlsSettings, deadline_s: float) -> None:
         self.channel = dial(address, tls, caller="withdraw_svc")
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
@@ -177,20 +180,6 @@ class GatewayClient:
         except grpc.aio.AioRpcError as err:
             raise _peer_error("gateway_mock", err) from err
         return [Method(m.method_id, m.channel, m.display) for m in reply.methods]
-
-    async def payout(
-        self, order_id: str, uid: int, channel: str, method_id: str, amount_fen: int
-    ) -> GatewayPayout:
-        try:
-            reply = await self.stub.Payout(
-                gateway_pb2.PayoutRequest(order_id=order_id, uid=uid, channel=channel,
-                                          method_id=method_id, amount_fen=amount_fen),
-                timeout=self.deadline_s,
-            )
-        except grpc.aio.AioRpcError as err:
-            raise _peer_error("gateway_mock", err) from err
-        return GatewayPayout(_PAYOUT_VIEW.get(reply.payout.state, GatewayView.UNKNOWN),
-                             reply.payout.failure_reason)
 
     async def query(self, order_id: str) -> GatewayPayout:
         """The gateway's record; NOT_FOUND is an answer, not an error."""

@@ -17,7 +17,7 @@ from meshkit.outage import OutageLog
 from withdraw_svc.peers import AccountClient, PeerError
 from withdraw_svc.repository import RefundRow, Repository
 from withdraw_svc.settings import Settings
-from withdraw_svc.streams import RedisPort
+from withdraw_svc.streams import RedisPort, stream_id_key
 
 log = logging.getLogger(__name__)
 _outages = OutageLog(log)
@@ -123,6 +123,26 @@ class OutboxRelay:
             self.wake.set()
         return n
 
+    async def queued(self, channel: str, stream_id: str) -> bool:
+        """Whether the channel's stream entry `stream_id` still waits to be delivered: it is
+        beyond the group's read position and still there (a stream deleted and made anew
+        starts with no group, and every old id would look ahead of it)."""
+        return (_ahead(stream_id, await self._delivered_upto(channel))
+                and await self.redis.has_entry(channel, stream_id))
+
+    async def _delivered_upto(self, channel: str) -> tuple[int, int] | None:
+        """The group's last delivered id; (0, 0) when the stream exists without the group
+        (nothing consumed yet, so nothing is lost); None when the stream is gone."""
+        upto = await self.redis.last_delivered(channel, self.settings.payout_group)
+        if upto is not None:
+            return upto
+        exists = await self.redis.client.exists(self.redis.keys.payout_stream(channel))
+        return (0, 0) if exists else None
+
+
+def _ahead(stream_id: str, delivered_upto: tuple[int, int] | None) -> bool:
+    return delivered_upto is not None and bool(stream_id) and stream_id_key(stream_id) > delivered_upto
+
 
 class RefundRelay:
     """Settles REFUND jobs with the ledger: Refund(order_id) returns the debit once, or voids
@@ -145,8 +165,8 @@ class RefundRelay:
             await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
 
     async def process(self, order_ids: Sequence[str] | None = None) -> int:
-        """Settle due refund jobs (or those of `order_ids`, due or not). Jobs another worker
-        holds are skipped."""
+        """Settle due refund jobs, skipping those another worker holds; or those of
+        `order_ids`, due or not, waiting for any another worker holds."""
         return await self.repo.with_refund_batch(self.settings.refund_batch, order_ids, self._settle)
 
     async def _settle(self, conn: asyncpg.Connection, rows: list[RefundRow]) -> None:

@@ -73,6 +73,15 @@ class InFlightJob:
 
 
 @dataclass(frozen=True)
+class PayoutJob:
+    """Where an order's PAYOUT outbox job stands."""
+
+    published: bool  # handed to the channel stream (stream_id is its entry)
+    done: bool       # closed: the order settled (SUCCEEDED or FAILED)
+    stream_id: str
+
+
+@dataclass(frozen=True)
 class RefundRow:
     outbox_id: int
     order_id: str
@@ -317,6 +326,27 @@ class Repository:
             if n < batch:
                 return total
 
+    async def payout_job(self, order_id: str) -> PayoutJob | None:
+        row = await self.pool.fetchrow(
+            "SELECT published_at IS NOT NULL AS published, done_at IS NOT NULL AS done, "
+            "coalesce(stream_id, '') AS stream_id FROM outbox WHERE kind = 'PAYOUT' AND order_id = $1",
+            order_id,
+        )
+        return PayoutJob(row["published"], row["done"], row["stream_id"]) if row else None
+
+    async def requeue_payout(self, order_id: str, state: OrderState) -> bool:
+        """Re-open the order's PAYOUT job for the relay to publish again, if the order is
+        still in `state`. The order row is share-locked for the statement: a transition
+        racing it waits, and then its trigger closes the job again, so a job is never left
+        open behind a settled order."""
+        result = await self.pool.execute(
+            "WITH o AS (SELECT order_id FROM orders WHERE order_id = $1 AND state = $2 FOR SHARE) "
+            "UPDATE outbox j SET published_at = NULL, stream_id = NULL, done_at = NULL, outcome = NULL "
+            "FROM o WHERE j.kind = 'PAYOUT' AND j.order_id = o.order_id",
+            order_id, state.value,
+        )
+        return result == "UPDATE 1"
+
     async def in_flight_jobs(
         self, older_than_s: int, below_cap: int, after: tuple[datetime, int] | None, limit: int,
     ) -> list[InFlightJob]:
@@ -365,7 +395,10 @@ class Repository:
     ) -> int:
         """Claim due REFUND jobs (FOR UPDATE SKIP LOCKED: a replica or the compensation job
         working on the same job skips it) and let `work(conn, rows)` settle them while the
-        rows stay locked. A crash releases the locks; the jobs are simply picked up again."""
+        rows stay locked. A crash releases the locks; the jobs are simply picked up again.
+        The jobs of `order_ids` (the compensation job's, due or not) are waited for instead:
+        the job must learn how its refund ended, not report it pending because a relay had
+        it in hand; once that relay commits, a settled job no longer matches."""
         async with self.pool.acquire() as conn, conn.transaction():
             if order_ids is None:
                 rows = await conn.fetch(
@@ -378,7 +411,7 @@ class Repository:
                 rows = await conn.fetch(
                     "SELECT id, order_id, attempts FROM outbox "
                     "WHERE kind = 'REFUND' AND done_at IS NULL AND order_id = ANY($1::text[]) "
-                    "ORDER BY id FOR UPDATE SKIP LOCKED", list(order_ids),
+                    "ORDER BY id FOR UPDATE", list(order_ids),
                 )
             if not rows:
                 return 0

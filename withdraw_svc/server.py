@@ -48,7 +48,8 @@ class WithdrawApp:
         )
         self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set)
         self.admin = GateAdmin(self.repo, self.gate)
-        self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds)
+        self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,
+                                         self.outbox)
 
         self.background.spawn("gate-refresh", self.gate.refresh_loop)
         self.background.spawn("outbox-relay", self.outbox.run)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import redis.asyncio as redis
 from opentelemetry.trace import SpanKind
+from redis.exceptions import ResponseError
 
 from mesh.payout.v1 import payout_pb2
 from meshkit.redis_keys import Keys
@@ -131,6 +132,20 @@ class RedisPort:
                 locked=isinstance(locked, Exception) or bool(locked),
             ))
         return found
+
+    async def has_entry(self, channel: str, stream_id: str) -> bool:
+        return bool(await self.client.xrange(self.keys.payout_stream(channel), stream_id, stream_id, count=1))
+
+    async def last_delivered(self, channel: str, group: str) -> tuple[int, int] | None:
+        """The consumer group's last delivered entry id; None when stream or group is missing."""
+        try:
+            groups = await self.client.xinfo_groups(self.keys.payout_stream(channel))
+        except ResponseError:
+            return None
+        for g in groups:
+            if _text(g.get("name")) == group:
+                return stream_id_key(_text(g.get("last-delivered-id")))
+        return None
 
     # -- epoch ----------------------------------------------------------------------------
 

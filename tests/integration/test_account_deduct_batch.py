@@ -18,6 +18,7 @@ from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
 from tests.harness import new_id, new_uid, start_service
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, fund
+from tests.integration.test_withdraw_support import eventually
 
 Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
 
@@ -217,3 +218,52 @@ async def test_an_oversized_batch_is_refused_whole_and_writes_nothing(account: S
         await conn.close()
     assert await batch(account, []) == []
     assert await balance(account, uid) == 5_000
+
+
+async def _lock_waiters(conn: Any, count: int) -> bool:
+    """Whether `count` backends (or more) of this run's database wait for a lock. The second
+    one in a queue waits for the first, not for the holder, so count them all."""
+    return bool(await conn.fetchval(
+        "SELECT count(*) >= $1 FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'", count))
+
+
+@pytest.mark.parametrize("twin", ["batch", "deduct"])
+async def test_a_twin_that_commits_first_is_a_repeat_not_a_short_balance(account: Stub, twin: str) -> None:
+    # Balance = exactly one order's amount. Both callers start while a third connection holds
+    # the account row, so both statements take their snapshot before either debit commits;
+    # then the row is released and one of them debits first. The batch statement that goes
+    # second must see the twin's debit as the repeat it is, not the emptied balance as short.
+    holder = await connect_ledger()
+    watcher = await connect_ledger()
+    try:
+        for _round in range(8):
+            uid, order_id = new_uid(), new_id("twin")
+            await fund(account, uid, 100)
+            tx = holder.transaction()
+            await tx.start()
+            released = False
+            try:
+                await holder.execute("SELECT 1 FROM accounts WHERE uid = $1 FOR UPDATE", uid)
+                first = asyncio.ensure_future(batch(account, [item(order_id, uid, 100)]))
+                second = asyncio.ensure_future(
+                    batch(account, [item(order_id, uid, 100)]) if twin == "batch"
+                    else account.Deduct(item(order_id, uid, 100), timeout=30))
+                await eventually(lambda: _lock_waiters(watcher, 2), timeout=10,
+                                 what="both deducts to wait for the account row")
+                await tx.commit()
+                released = True
+                results: list[Any] = await asyncio.gather(first, second)
+            finally:
+                if not released:
+                    await tx.rollback()
+            answers = [debit_of(results[0][0])]
+            answers.append(debit_of(results[1][0]) if twin == "batch" else results[1])
+            assert {a.entry.entry_id for a in answers} == {answers[0].entry.entry_id}
+            assert sorted(a.replayed for a in answers) == [False, True]
+            assert await order_kinds(account, order_id) == [pb.ENTRY_KIND_DEBIT]
+            assert await balance(account, uid) == 0
+            await assert_ledger_invariants([uid])
+    finally:
+        await holder.close()
+        await watcher.close()
