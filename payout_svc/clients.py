@@ -170,4 +170,8 @@ def _error_answer(err: grpc.aio.AioRpcError) -> GatewayAnswer:
         return GatewayAnswer(GatewayStatus.UNKNOWN, detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return GatewayAnswer(GatewayStatus.BUSY, detail)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        # The gateway holds a record for this order id with other content: whatever it is,
+        # it may have paid. Never a refusal that could fail the order.
+        return GatewayAnswer(GatewayStatus.UNKNOWN, detail)
     return GatewayAnswer(GatewayStatus.REFUSED, detail)

@@ -342,6 +342,20 @@ class PayoutProcessor:
         if answer.status is GatewayStatus.UNKNOWN:
             # The money may have left: never a failure. The retry queries the gateway first.
             raise AttemptFailed(f"payout outcome unknown: {answer.reason}")
+        assert delivery.job is not None
+        if delivery.job.attempt + 1 >= self.config.max_attempts:
+            # Refused on every attempt (the method unbound, the account unknown...): the
+            # gateway recorded nothing, and will not. Left PAYING, the order would hold the
+            # user's money until someone looks; failed, its refund follows in the same
+            # transaction. Asked once more first: only "no record" makes failing it safe.
+            check = await self.gateway.query(order.order_id)
+            if check.status is GatewayStatus.NOT_FOUND:
+                log.warning("gateway refused the payout %d times (%s): order failed, refund follows",
+                            delivery.job.attempt + 1, answer.reason)
+                return await self._adopt(delivery, order, GatewayAnswer(
+                    GatewayStatus.FAILED, f"gateway refused the payout: {answer.reason}"[:200]))
+            if check.status is not GatewayStatus.REFUSED:
+                return await self._adopt(delivery, order, check)
         raise AttemptFailed(f"gateway refused the payout: {answer.reason}")
 
     async def _fail_attempt(self, delivery: Delivery, job: Job, reason: str) -> Handled:

@@ -44,7 +44,8 @@ async def payout_svc(mesh: WdMesh, channel: str, rate: float | None = None) -> A
     window is 1 s + 300 ms: between admission and the gateway's clock a call crosses this
     process's one event loop, which every service here shares (see test_payout_processes)."""
     running = await start_payout({
-        **mesh.env, "PAYOUT_CHANNELS": channel, "PAYOUT_DEFAULT_RATES": f"{channel}:{'unlimited' if rate is None else rate}",
+        **mesh.env, "PAYOUT_CHANNELS": channel,
+        "PAYOUT_DEFAULT_RATES": f"{channel}:{'unlimited' if rate is None else rate}",
         "PAYOUT_WORKERS_PER_CHANNEL": "4", "PAYOUT_RATE_MARGIN_MS": "300",
         "PAYOUT_CLAIM_IDLE_MS": "1000", "PAYOUT_RETRY_BACKOFF_MS": "20", "PAYOUT_SVC_METRICS_PORT": "0",
     })

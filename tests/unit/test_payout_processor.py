@@ -265,6 +265,38 @@ async def test_definitive_failure_settles_failed_with_reason() -> None:
     assert w.orders.settled == [(OrderState.FAILED, "account closed")]
 
 
+async def test_a_refusal_is_retried_but_on_the_last_attempt_fails_the_order_for_its_refund() -> None:
+    refused = GatewayAnswer(GatewayStatus.REFUSED, "FAILED_PRECONDITION: method not bound")
+    w = world(OrderState.PENDING_PAYOUT, [refused])
+    assert await w.handle() == Handled.RETRIED and w.orders.settled == []
+    # The last attempt: asked once more, the gateway has no record, so nothing can have left.
+    last = world(OrderState.PAYING, [refused], query=GatewayAnswer(GatewayStatus.NOT_FOUND))
+    assert await last.handle(attempt=2) == Handled.ACKED
+    assert last.orders.settled == [(OrderState.FAILED, "gateway refused the payout: "
+                                                       "FAILED_PRECONDITION: method not bound")]
+    assert last.queue.dead == [] and last.queue.actions == ["ack"]
+
+
+async def test_a_refusal_on_the_last_attempt_with_a_gateway_record_adopts_the_record() -> None:
+    refused = GatewayAnswer(GatewayStatus.REFUSED, "FAILED_PRECONDITION: method not bound")
+    w = world(OrderState.PAYING, [refused])
+
+    class PaidMeanwhile(FakeGateway):
+        async def query(self, order_id: str) -> GatewayAnswer:
+            self.queries += 1
+            # NOT_FOUND for the PAYING check before paying, a record when asked again.
+            return GatewayAnswer(GatewayStatus.NOT_FOUND if self.queries == 1 else S)
+
+    w.gateway = PaidMeanwhile([refused])
+    assert await w.handle(attempt=2) == Handled.ACKED
+    assert w.orders.settled == [(OrderState.SUCCEEDED, "")]
+
+
+async def test_a_conflicting_record_is_never_a_refusal() -> None:
+    answer = await gateway_client(grpc.StatusCode.ALREADY_EXISTS).payout(make_order(OrderState.PAYING))
+    assert answer.status is GatewayStatus.UNKNOWN
+
+
 async def test_async_acceptance_is_parked() -> None:
     w = world(OrderState.PENDING_PAYOUT, [GatewayAnswer(P)])
     assert await w.handle() == Handled.PARKED
