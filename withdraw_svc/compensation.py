@@ -25,6 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from meshkit.background import sleep_or_stop
 from meshkit.logs import log_context
+from meshkit.outage import OutageLog
 from meshkit.telemetry import meter
 from withdraw_svc.domain import (
     Action,
@@ -43,6 +44,7 @@ from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort
 
 log = logging.getLogger(__name__)
+_outages = OutageLog(log)
 _meter = meter("withdraw_svc")
 _actions = _meter.create_counter("withdraw.compensation.actions",
                                  description="orders the compensation job pushed on, by action")
@@ -98,6 +100,35 @@ class Compensation:
                     log.info("compensation moved %d orders", len(actions))
             except Exception:
                 log.exception("compensation run failed")
+
+    async def deduct_resolve_loop(self, stopping: asyncio.Event) -> None:
+        """Orders whose confirm died with its replica (SIGKILL, a crash) between the insert
+        and the deduct's answer stay PENDING_DEDUCT; nobody else would move them before the
+        compensation job's hours-long cut-off. Settled here the way that job settles them:
+        FAILED, its refund job returning the debit if one landed or voiding the order id so
+        a late one is refused. Compare-and-set, so replicas running it at once are safe."""
+        after_s = self.settings.deduct_resolve_after_s
+        if after_s <= 0:
+            return
+        while not await sleep_or_stop(stopping, self.settings.deduct_resolve_interval_s):
+            try:
+                moved = await self.resolve_unconfirmed_deducts(after_s)
+                if moved:
+                    log.warning("%d orders left PENDING_DEDUCT by a lost confirm: failed, refund jobs "
+                                "settle them", moved)
+            except Exception as exc:
+                _outages.failed(exc, "resolving unconfirmed deducts failed; retrying")
+
+    async def resolve_unconfirmed_deducts(self, min_age_s: int) -> int:
+        moved = 0
+        while orders := await self.repo.unconfirmed_deducts(min_age_s, PAGE):
+            for order in orders:
+                with log_context(order_id=order.order_id, uid=order.uid):
+                    action = await self._pending_deduct(order, dry_run=False)
+                moved += action.action is not Action.WAIT
+            if len(orders) < PAGE:
+                break
+        return moved
 
     async def stuck_loop(self, stopping: asyncio.Event) -> None:
         """Early warning: orders past the age bands, reported long before the job's cut-off."""

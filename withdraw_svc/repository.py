@@ -156,6 +156,16 @@ class Repository:
         )
         return [_order(r) for r in rows]
 
+    async def unconfirmed_deducts(self, min_age_s: int, limit: int) -> list[Order]:
+        """PENDING_DEDUCT orders created more than min_age_s ago, oldest first: one range of
+        orders_open_by_age (state, created_at), whatever the history."""
+        rows = await self.pool.fetch(
+            f"{_SELECT_ORDER} WHERE o.state = 'PENDING_DEDUCT' "
+            "AND o.created_at < now() - make_interval(secs => $1) ORDER BY o.created_at LIMIT $2",
+            float(min_age_s), limit,
+        )
+        return [_order(r) for r in rows]
+
     async def failed_unrefunded(self, min_age_s: int, limit: int) -> list[Order]:
         """FAILED orders whose refund job is not done, job older than min_age_s."""
         rows = await self.pool.fetch(

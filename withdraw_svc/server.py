@@ -55,6 +55,7 @@ class WithdrawApp:
         self.background.spawn("outbox-relay", self.outbox.run)
         self.background.spawn("refund-relay", self.refunds.run)
         self.background.spawn("stuck-orders", self.compensation.stuck_loop)
+        self.background.spawn("unconfirmed-deducts", self.compensation.deduct_resolve_loop)
         if s.compensation_enabled:
             self.background.spawn("compensation", self.compensation.loop)
 

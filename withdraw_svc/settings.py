@@ -34,6 +34,8 @@ class Settings:
     compensation_concurrency: int
     stuck_bands_s: tuple[int, ...]
     stuck_check_interval_s: float
+    deduct_resolve_after_s: int
+    deduct_resolve_interval_s: float
     order_lock_ms: int
     payout_group: str
     db_pool_size: int
@@ -88,6 +90,10 @@ class Settings:
             compensation_concurrency=env_int("WITHDRAW_COMPENSATION_CONCURRENCY", 16),
             stuck_bands_s=_bands(env_list("WITHDRAW_STUCK_BANDS_S", ["600", "3600"])),
             stuck_check_interval_s=float(env_int("WITHDRAW_STUCK_CHECK_INTERVAL_S", 60)),
+            # A confirm lasts seconds: one still PENDING_DEDUCT a minute on lost its replica
+            # mid-flight (0 leaves such orders to the compensation job alone).
+            deduct_resolve_after_s=env_int("WITHDRAW_DEDUCT_RESOLVE_AFTER_S", 60),
+            deduct_resolve_interval_s=float(env_int("WITHDRAW_DEDUCT_RESOLVE_INTERVAL_S", 10)),
             order_lock_ms=env_int("WITHDRAW_ORDER_LOCK_MS", 60_000),
             payout_group=env_str("WITHDRAW_PAYOUT_GROUP", "payout"),
             db_pool_size=env_int("WITHDRAW_DB_POOL_SIZE", 10),

@@ -386,3 +386,33 @@ async def test_overdue_orders_are_paid_within_the_channel_rate(mesh: WdMesh) -> 
         assert await mesh.entries(order_id) == ["DEBIT"]
     assert await mesh.balance(uid) == 0
     await mesh.ledger_ok([uid])
+
+
+async def test_a_confirm_lost_with_its_replica_is_settled_within_a_minute_not_hours(mesh: WdMesh) -> None:
+    # A replica SIGKILLed between a confirm's insert and the deduct's answer leaves the order
+    # PENDING_DEDUCT, debited or not. A second replica (resolving after 1 s here, a minute by
+    # default) settles it as the compensation job would: FAILED, refund iff a debit landed.
+    uid, method = await mesh.user(balance_fen=10_000)
+    debited = await pending_deduct_order(mesh, uid, method, 300, debited=True)
+    never = await pending_deduct_order(mesh, uid, method, 400, debited=False)
+    resolver = await mesh.start_withdraw({"WITHDRAW_DEDUCT_RESOLVE_AFTER_S": "1",
+                                          "WITHDRAW_DEDUCT_RESOLVE_INTERVAL_S": "1"})
+    try:
+        await settled(mesh, [debited, never], state="FAILED")
+
+        async def refunds_done() -> dict[str, str] | None:
+            rows = await mesh.pool.fetch(
+                "SELECT order_id, outcome FROM outbox WHERE kind = 'REFUND' AND order_id = ANY($1::text[])",
+                [debited, never])
+            outcomes = {r["order_id"]: r["outcome"] for r in rows}
+            return outcomes if len(outcomes) == 2 and None not in outcomes.values() else None
+
+        assert await eventually(refunds_done, what="both refund jobs to settle") == {
+            debited: "REFUNDED", never: "VOIDED"}
+        assert await mesh.entries(debited) == ["DEBIT", "REFUND"]
+        assert await mesh.entries(never) == ["VOID"]
+        assert await mesh.balance(uid) == 10_000
+        await mesh.ledger_ok([uid])
+    finally:
+        mesh.withdraws.remove(resolver)
+        await resolver.stop(1.0)
