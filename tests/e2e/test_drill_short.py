@@ -64,6 +64,10 @@ async def drill_mesh(mesh_env: dict[str, str],
         # missing_refund for refunds that are merely late (and keeps them open).
         "RECON_GRACE_S": "8",
         "RECON_AUDIT_S": "2",
+        # A confirm lost with its killed withdraw_svc is settled 5 s on, not after a minute:
+        # the drill fails any order the compensation job has to move.
+        "WITHDRAW_DEDUCT_RESOLVE_AFTER_S": "5",
+        "WITHDRAW_DEDUCT_RESOLVE_INTERVAL_S": "1",
         # PostgreSQL's connection slots are shared with the session's other meshes and tests.
         "WITHDRAW_DB_POOL_SIZE": "6",
         "ACCOUNT_DB_POOL_SIZE": "5",
