@@ -326,9 +326,10 @@ class Drill:
                 faults.transient_error_rate = self.o.transient_rate
                 faults.lost_reply_rate = self.o.lost_reply_rate
                 faults.definitive_failure_rate = self.o.definitive_rate
-            await self.clients.gateway_admin.SetChannelFaults(
-                gateway_pb2.SetChannelFaultsRequest(faults=faults), timeout=5.0,
-                metadata=self.clients.metadata)
+            request = gateway_pb2.SetChannelFaultsRequest(faults=faults)
+            await retry_unavailable(functools.partial(
+                self.clients.gateway_admin.SetChannelFaults, request, timeout=5.0,
+                metadata=self.clients.metadata))
 
     async def _kill_restart(self, service: str) -> None:
         pid = await asyncio.to_thread(mesh.kill, service, self.o.layout)
