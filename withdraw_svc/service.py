@@ -73,11 +73,14 @@ def new_order_id() -> str:
 _unfinished: set[asyncio.Task[Any]] = set()
 
 
-def _forget(task: asyncio.Task[Any]) -> None:
+def _done(task: asyncio.Task[Any]) -> None:
     _unfinished.discard(task)
+
+
+def _log_abandoned(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        # Nobody waits for an abandoned confirm: its failure is only logged.
-        log.warning("an abandoned confirm ended with %r", task.exception())
+        # Nobody waits for an abandoned confirm any more: its failure is only logged.
+        log.warning("a confirm abandoned by its caller ended with %r", task.exception())
 
 
 async def finish_even_if_abandoned(work: Coroutine[Any, Any, T]) -> T:
@@ -85,8 +88,12 @@ async def finish_even_if_abandoned(work: Coroutine[Any, Any, T]) -> T:
     reaches the caller, not the work (which keeps a strong reference until done)."""
     task = asyncio.ensure_future(work)
     _unfinished.add(task)
-    task.add_done_callback(_forget)
-    return await asyncio.shield(task)
+    task.add_done_callback(_done)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_abandoned)
+        raise
 
 
 # ---------------------------------------------------------------------------------------
