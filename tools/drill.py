@@ -60,6 +60,7 @@ from mesh.feed.v1 import feed_pb2  # noqa: E402
 from mesh.gateway.v1 import gateway_pb2  # noqa: E402
 from mesh.recon.v1 import recon_pb2  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2  # noqa: E402
+from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_REDIS_URL  # noqa: E402
 from tools import meshctl as mesh  # noqa: E402
 from tools.loadlib import gate  # noqa: E402
@@ -373,6 +374,21 @@ class Drill:
             await client.aclose()
         self.timeline.note(f"Redis wiped: {deleted} keys under '{prefix}:*' deleted", mark="redis wipe")
 
+    async def _wipe_redis_again(self) -> None:
+        """The next wipe only once the mesh has noticed the last one (the relay put its epoch
+        key back and republished): two wipes a moment apart would be one wipe."""
+        client = redis.Redis.from_url(self.env.get("REDIS_URL") or DEFAULT_REDIS_URL)
+        epoch = Keys(self.env.get("MESH_KEY_PREFIX") or "mesh").epoch()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30.0
+        try:
+            while not await client.exists(epoch) and loop.time() < deadline:
+                await asyncio.sleep(0.2)
+        finally:
+            await client.aclose()
+        await asyncio.sleep(2.0)
+        await self._wipe_redis()
+
     async def chaos(self, load_s: float) -> None:
         """Each fault once, spread over the load; a step waits for the previous one."""
         loop = asyncio.get_running_loop()
@@ -386,7 +402,8 @@ class Drill:
         if self.o.wipe_redis:
             # The second wipe comes after the first one's republish went out: what that
             # re-opened must survive being wiped again.
-            steps += [(0.7 + 0.15 * i, self._wipe_redis) for i in range(max(1, self.o.redis_wipes))]
+            steps.append((0.7, self._wipe_redis))
+            steps += [(0.85, self._wipe_redis_again)] * (max(1, self.o.redis_wipes) - 1)
         steps.sort(key=lambda step: step[0])
         for share, action in steps:
             delay = t0 + share * load_s - loop.time()
