@@ -199,3 +199,24 @@ def plan_credits(grants: Sequence[RewardGrant], stored: Mapping[str, StoredCredi
         outcomes.append(CreditOutcome.CREDITED)
         messages.append("")
     return CreditPlan(outcomes, messages, sorted(fresh.values(), key=lambda g: (g.uid, g.reward_id)))
+
+
+# --- batch queries ------------------------------------------------------------------------
+
+MAX_ORDER_QUERY_BATCH = 1000
+
+
+def distinct_order_ids(order_ids: Sequence[str]) -> list[str]:
+    """The order ids of a batch query, validated, each once in first-seen order. One bad id
+    refuses the whole call, naming its position."""
+    if len(order_ids) > MAX_ORDER_QUERY_BATCH:
+        raise InvalidArgument(
+            f"order_ids: at most {MAX_ORDER_QUERY_BATCH} per call, got {len(order_ids)}",
+            reason="TOO_MANY_ORDER_IDS",
+        )
+    for index, order_id in enumerate(order_ids):
+        try:
+            validate_order_id(order_id)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"order_ids[{index}]: {exc.message}", reason=exc.reason) from exc
+    return list(dict.fromkeys(order_ids))

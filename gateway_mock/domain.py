@@ -267,3 +267,16 @@ def decode_page_token(token: str) -> tuple[datetime, str] | None:
     if not order_id or when.tzinfo is None:
         raise InvalidArgument("page_token: malformed", reason="BAD_PAGE_TOKEN")
     return when, order_id
+
+
+MAX_QUERY_BATCH = 1000
+
+
+def distinct_order_ids(order_ids: list[str]) -> list[str]:
+    """The order ids of a batch query, validated, each once in first-seen order."""
+    if len(order_ids) > MAX_QUERY_BATCH:
+        raise InvalidArgument(f"order_ids: at most {MAX_QUERY_BATCH} per call, got {len(order_ids)}",
+                              reason="TOO_MANY_ORDER_IDS")
+    for index, order_id in enumerate(order_ids):
+        check_id(f"order_ids[{index}]", order_id)
+    return list(dict.fromkeys(order_ids))
