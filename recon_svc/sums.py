@@ -60,7 +60,8 @@ class Sums:
 
     @classmethod
     def of(cls, rows: Iterable[tuple[str, int, int]]) -> Sums:
-        return cls({name: Amount(count, fen) for name, count, fen in rows})
+        # A sum at zero is the same as one never moved: two Sums compare by their values.
+        return cls({name: Amount(count, fen) for name, count, fen in rows if count or fen})
 
     def __getitem__(self, name: str) -> Amount:
         return self.values.get(name, Amount())

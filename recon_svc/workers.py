@@ -84,7 +84,9 @@ async def nap(stopping: asyncio.Event, wake: asyncio.Event, seconds: float) -> b
 async def checker_loop(service: ReconService, stopping: asyncio.Event) -> None:
     interval = service.settings.check_interval_s
     idle = max(service.settings.idle_poll_s, interval)
+    loop = asyncio.get_running_loop()
     while not stopping.is_set():
+        ran_at = loop.time()
         try:
             judged, next_due = await service.run_checks()
         except asyncpg.DeadlockDetectedError:
@@ -106,6 +108,10 @@ async def checker_loop(service: ReconService, stopping: asyncio.Event) -> None:
             # this loop earlier), at most the idle interval.
             pause = min(idle, max(interval, until))
         if await nap(stopping, service.checks_queued, pause):
+            return
+        # Woken by a feed page: still no more often than every interval (under load every
+        # page of every feed would wake it).
+        if (left := ran_at + interval - loop.time()) > 0 and await sleep_or_stop(stopping, left):
             return
 
 
