@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from campaign.tokens import RewardGrant
 from meshkit import validate
-from meshkit.errors import Conflict, FailedPrecondition
+from meshkit.errors import Conflict, FailedPrecondition, InvalidArgument
 
 MAX_ORDER_ID_LEN = validate.MAX_ORDER_ID_LEN
 MAX_FORCE_TOKENS = 500
@@ -180,3 +180,21 @@ def plan_credits(grants: Sequence[RewardGrant], stored: Mapping[str, StoredCredi
         outcomes.append(CreditOutcome.CREDITED)
         messages.append("")
     return CreditPlan(outcomes, messages, sorted(fresh.values(), key=lambda g: (g.uid, g.reward_id)))
+
+
+# --- batch queries ------------------------------------------------------------------------
+
+MAX_ORDER_QUERY_BATCH = 1000
+
+
+def distinct_order_ids(order_ids: Sequence[str]) -> list[str]:
+    """The order ids of a batch query, validated, each once in first-seen order. One bad id
+    refuses the whole call, naming its position."""
+    if len(order_ids) > MAX_ORDER_QUERY_BATCH:
+        raise InvalidArgument(
+            f"order_ids: at most {MAX_ORDER_QUERY_BATCH} per call, got {len(order_ids)}",
+            reason="TOO_MANY_ORDER_IDS",
+        )
+    for index, order_id in enumerate(order_ids):
+        validate.identifier(f"order_ids[{index}]", order_id, max_len=MAX_ORDER_ID_LEN)
+    return list(dict.fromkeys(order_ids))

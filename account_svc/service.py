@@ -297,3 +297,14 @@ class Ledger:
     async def order_entries(self, order_id: str) -> list[Entry]:
         domain.validate_order_id(order_id)
         return await repository.order_entries(self.pool, order_id)
+
+    @store_down_is_unavailable
+    async def orders_entries(self, order_ids: Sequence[str]) -> dict[str, list[Entry]]:
+        """Entries per distinct order id, in request order (an empty list when none)."""
+        ids = domain.distinct_order_ids(order_ids)
+        found: dict[str, list[Entry]] = {order_id: [] for order_id in ids}
+        if ids:
+            for entry in await repository.orders_entries(self.pool, ids):
+                assert entry.order_id is not None
+                found[entry.order_id].append(entry)
+        return found

@@ -111,3 +111,12 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     ) -> account_pb2.GetOrderEntriesResponse:
         entries = await self.ledger.order_entries(request.order_id)
         return account_pb2.GetOrderEntriesResponse(entries=[entry_pb(e) for e in entries])
+
+    async def GetOrderEntriesBatch(
+        self, request: account_pb2.GetOrderEntriesBatchRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.GetOrderEntriesBatchResponse:
+        found = await self.ledger.orders_entries(list(request.order_ids))
+        return account_pb2.GetOrderEntriesBatchResponse(orders=[
+            account_pb2.OrderEntries(order_id=order_id, entries=[entry_pb(e) for e in entries])
+            for order_id, entries in found.items()
+        ])

@@ -72,10 +72,11 @@ WITH od AS (
     WHERE g < $5::bigint),
 ins_orders AS (
     INSERT INTO r_orders (order_id, uid, amount, channel, state, state_rank, created_at, updated_at,
-                          terminal_at, seen_terminal_at, checked_at, verdict)
+                          terminal_at, seen_terminal_at, checked_at, verdict, settled_fen, settled_paid)
     SELECT order_id, uid, amount, channel, CASE fate WHEN 'S' THEN 'SUCCEEDED' ELSE 'FAILED' END, 3,
            created_at, created_at + interval '2 s', created_at + interval '2 s',
-           created_at + interval '2 s', created_at + interval '4 s', 'ok'
+           created_at + interval '2 s', created_at + interval '4 s', 'ok',
+           CASE fate WHEN 'S' THEN amount ELSE 0 END, CASE fate WHEN 'S' THEN amount ELSE 0 END
     FROM od),
 ins_payouts AS (
     INSERT INTO r_payouts (order_id, payout_ref, uid, channel, amount, state, state_rank, paid_count,

@@ -250,3 +250,16 @@ def encode_page_token(created_at: datetime, order_id: str) -> str:
 
 def decode_page_token(token: str) -> tuple[datetime, str] | None:
     return validate.decode_keyset_token(token, key_max_len=MAX_ID_LEN)
+
+
+MAX_QUERY_BATCH = 1000
+
+
+def distinct_order_ids(order_ids: list[str]) -> list[str]:
+    """The order ids of a batch query, validated, each once in first-seen order."""
+    if len(order_ids) > MAX_QUERY_BATCH:
+        raise InvalidArgument(f"order_ids: at most {MAX_QUERY_BATCH} per call, got {len(order_ids)}",
+                              reason="TOO_MANY_ORDER_IDS")
+    for index, order_id in enumerate(order_ids):
+        check_id(f"order_ids[{index}]", order_id)
+    return list(dict.fromkeys(order_ids))

@@ -72,9 +72,15 @@ class Repository:
         row = await self.pool.fetchrow(f"SELECT {_PAYOUT_COLUMNS} FROM payouts WHERE order_id = $1", order_id)
         return _payout(row) if row else None
 
-    async def complete_due(self, order_id: str | None = None, limit: int = 500) -> list[Payout]:
-        """Finalize PROCESSING payouts whose completion time passed (compare-and-set on the
-        state, so replicas and concurrent queries finalize each row once)."""
+    async def get_payouts(self, order_ids: list[str]) -> list[Payout]:
+        rows = await self.pool.fetch(
+            f"SELECT {_PAYOUT_COLUMNS} FROM payouts WHERE order_id = ANY($1::text[])", order_ids)
+        return [_payout(r) for r in rows]
+
+    async def complete_due(self, order_ids: list[str] | None = None, limit: int = 500) -> list[Payout]:
+        """Finalize PROCESSING payouts whose completion time passed, all of them or only
+        those of `order_ids` (compare-and-set on the state, so replicas and concurrent
+        queries finalize each row once)."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""
@@ -83,7 +89,7 @@ class Repository:
                 WHERE p.order_id IN (
                     SELECT order_id FROM payouts
                     WHERE state = 'PROCESSING' AND complete_at <= now()
-                      AND ($1::text IS NULL OR order_id = $1)
+                      AND ($1::text[] IS NULL OR order_id = ANY($1::text[]))
                     ORDER BY complete_at
                     LIMIT $2
                     FOR UPDATE SKIP LOCKED
@@ -91,7 +97,7 @@ class Repository:
                 AND p.state = 'PROCESSING'
                 RETURNING {", ".join("p." + c.strip() for c in _PAYOUT_COLUMNS.split(","))}
                 """,
-                order_id, limit,
+                order_ids, limit,
             )
             done = [_payout(r) for r in rows]
             await changefeed.append_many(conn, [("payout", p.order_id, p.feed_payload()) for p in done])

@@ -28,6 +28,7 @@ from gateway_mock.domain import (
     check_id,
     check_uid,
     decode_page_token,
+    distinct_order_ids,
     encode_page_token,
     mask_account,
     page_size,
@@ -107,6 +108,17 @@ class GatewayService:
             raise PayoutNotFound(order_id)
         return await self._finalize_if_due(payout)
 
+    async def query_payouts(self, order_ids: list[str]) -> tuple[list[Payout], list[str]]:
+        """(payouts found, order ids without one), both in request order, each id once.
+        One statement reads them all; only when some are still PROCESSING does a second one
+        finalize those whose completion time passed, as QueryPayout does."""
+        ids = distinct_order_ids(order_ids)
+        found = {p.order_id: p for p in await self.repo.get_payouts(ids)} if ids else {}
+        due = [p.order_id for p in found.values() if p.state is PayoutState.PROCESSING]
+        if due:
+            found.update((p.order_id, p) for p in await self.repo.complete_due(due, limit=len(due)))
+        return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
+
     async def list_payouts(
         self, start: datetime | None, end: datetime | None, token: str, size: int
     ) -> tuple[list[Payout], str]:
@@ -134,7 +146,7 @@ class GatewayService:
     async def _finalize_if_due(self, payout: Payout) -> Payout:
         if payout.state is not PayoutState.PROCESSING:
             return payout
-        done = await self.repo.complete_due(payout.order_id)
+        done = await self.repo.complete_due([payout.order_id])
         if done:
             return done[0]
         # Not due yet, or finalized by someone else meanwhile: read what is stored.

@@ -69,6 +69,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         payout = await self.service.query_payout(request.order_id)
         return gateway_pb2.QueryPayoutResponse(payout=payout_pb(payout))
 
+    async def QueryPayouts(
+        self, request: gateway_pb2.QueryPayoutsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.QueryPayoutsResponse:
+        payouts, missing = await self.service.query_payouts(list(request.order_ids))
+        return gateway_pb2.QueryPayoutsResponse(payouts=[payout_pb(p) for p in payouts],
+                                                missing_order_ids=missing)
+
     async def ListPayouts(
         self, request: gateway_pb2.ListPayoutsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListPayoutsResponse:

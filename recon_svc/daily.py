@@ -137,7 +137,8 @@ class DailyRecon:
     async def _facts(self, order_ids: list[str]) -> dict[str, OrderFacts]:
         out: dict[str, OrderFacts] = {}
         for i in range(0, len(order_ids), _FACTS_CHUNK):
-            out.update(await self.repo.facts(self.repo.pool, order_ids[i:i + _FACTS_CHUNK]))
+            async with self.repo.transaction() as conn:
+                out.update(await self.repo.facts(conn, order_ids[i:i + _FACTS_CHUNK]))
         return out
 
     def _report(self, day: str, start: datetime, end: datetime, groups: list[Any], ledger: Any,

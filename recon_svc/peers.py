@@ -37,6 +37,14 @@ def _unavailable(peer: str, err: grpc.aio.AioRpcError) -> Unavailable:
                        reason="PEER_UNAVAILABLE")
 
 
+def _entry(e: account_pb2.Entry) -> EntryView:
+    return EntryView(norm_enum(account_pb2.EntryKind.Name(e.kind)), e.amount_fen, e.entry_id)
+
+
+def _payout(p: gateway_pb2.Payout) -> PayoutView:
+    return PayoutView.queried(norm_enum(gateway_pb2.PayoutState.Name(p.state)), p.amount_fen)
+
+
 class FeedClient:
     def __init__(self, feed: str, address: str, tls: TlsSettings, timeout_s: float) -> None:
         self.feed = feed
@@ -64,7 +72,7 @@ class FeedClient:
 
 
 class LedgerClient:
-    """account_svc, asked about one order."""
+    """account_svc, asked about orders."""
 
     def __init__(self, address: str, tls: TlsSettings, timeout_s: float) -> None:
         self.channel = dial(address, tls, caller=CALLER)
@@ -77,8 +85,16 @@ class LedgerClient:
                 account_pb2.GetOrderEntriesRequest(order_id=order_id), timeout=self.timeout_s)
         except grpc.aio.AioRpcError as err:
             raise _unavailable("account_svc", err) from err
-        return [EntryView(norm_enum(account_pb2.EntryKind.Name(e.kind)), e.amount_fen, e.entry_id)
-                for e in reply.entries]
+        return [_entry(e) for e in reply.entries]
+
+    async def orders_entries(self, order_ids: list[str]) -> dict[str, list[EntryView]]:
+        """The entries of many orders (at most the ledger's batch limit) in one call."""
+        try:
+            reply = await self.stub.GetOrderEntriesBatch(
+                account_pb2.GetOrderEntriesBatchRequest(order_ids=order_ids), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise _unavailable("account_svc", err) from err
+        return {o.order_id: [_entry(e) for e in o.entries] for o in reply.orders}
 
     async def close(self) -> None:
         await self.channel.close()
@@ -98,8 +114,17 @@ class GatewayClient:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             raise _unavailable("gateway_mock", err) from err
-        p = reply.payout
-        return PayoutView.queried(norm_enum(gateway_pb2.PayoutState.Name(p.state)), p.amount_fen)
+        return _payout(reply.payout)
+
+    async def query_payouts(self, order_ids: list[str]) -> dict[str, PayoutView]:
+        """The payouts of many orders (at most the gateway's batch limit) in one call; an
+        order without one is absent."""
+        try:
+            reply = await self.stub.QueryPayouts(
+                gateway_pb2.QueryPayoutsRequest(order_ids=order_ids), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise _unavailable("gateway_mock", err) from err
+        return {p.order_id: _payout(p) for p in reply.payouts}
 
     async def close(self) -> None:
         await self.channel.close()

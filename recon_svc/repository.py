@@ -7,15 +7,13 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeAlias
 
 import asyncpg
 
+from recon_svc import projections
 from recon_svc.domain import (
-    PAYOUT_RANK,
-    SUCCEEDED,
-    TERMINAL_RANK,
     Discrepancy,
     EntryChange,
     EntryView,
@@ -25,6 +23,7 @@ from recon_svc.domain import (
     PayoutChange,
     PayoutView,
 )
+from recon_svc.sums import Moves, Settled, Sums
 
 Conn: TypeAlias = asyncpg.Connection
 # Reads run on a transaction's connection or straight on the pool.
@@ -61,26 +60,17 @@ class OrderFacts:
     terminal_seen: datetime | None   # when recon applied the order's final transition
     entries: list[EntryView]
     payouts: list[PayoutView]
+    judged: bool = False              # it has a near-real-time verdict
+    settled: Settled | None = None    # its share of the settled sums (latest verdict ok)
 
 
 @dataclass(frozen=True)
-class Totals:
-    credits: int
-    debits: int
-    refunds: int
-    balances: int
-    gateway_succeeded: int
-    orders_succeeded: int
+class Verdict:
+    """A near-real-time verdict on one order and its share of the settled sums (None
+    unless the verdict is ok)."""
 
-
-@dataclass(frozen=True)
-class SettledPayoutTotals:
-    """Σ succeeded orders vs Σ paid at the gateway over orders already judged, with no
-    re-check pending and no discrepancy of their own: any difference is unexplained."""
-
-    orders: int
-    orders_fen: int
-    paid_fen: int
+    verdict: str
+    settled: Settled | None
 
 
 @dataclass(frozen=True)
@@ -99,6 +89,15 @@ class StuckOrder:
     uid: int
     state: str
     created_at: datetime
+
+
+async def keyed_lookups(conn: Conn) -> None:
+    """For the rest of this transaction, plan every statement as the keyed lookup it is. The
+    lookups by order id into r_entries and r_payouts have no unique index to go by, so
+    without fresh statistics (autovacuum off, never analyzed) PostgreSQL guesses that an
+    array of 500 keys matches most of the table and scans all of it, once per batch. No
+    sequential scans, then, and no JIT compilation (which such guesses would trigger too)."""
+    await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL jit = off")
 
 
 class Repository:
@@ -139,24 +138,28 @@ class Repository:
         now: datetime,
         due_at: datetime,
     ) -> bool:
-        """Apply one page and move the cursor, atomically. False (and nothing written) when
-        the stored cursor is no longer `from_cursor` (another replica applied it first)."""
+        """Apply one page, move its running sums and the cursor, atomically. False (and
+        nothing written) when the stored cursor is no longer `from_cursor` (another replica
+        applied it first)."""
         async with self.transaction() as conn:
             stored = await conn.fetchval("SELECT cursor FROM feed_positions WHERE feed = $1 FOR UPDATE", feed)
             if stored is None or stored != from_cursor:
                 return False
+            await keyed_lookups(conn)
+            moves = Moves()
             # Orders first: a debit in the same page then finds its order.
             if orders:
-                await _apply_orders(conn, orders, now, due_at)
+                await projections.apply_orders(conn, orders, now, due_at, moves)
             if entries:
-                await _apply_entries(conn, entries, now, due_at)
+                await projections.apply_entries(conn, entries, now, due_at, moves)
             if payouts:
-                await _apply_payouts(conn, payouts, now, due_at)
+                await projections.apply_payouts(conn, payouts, now, due_at, moves)
             await conn.execute(
                 "UPDATE feed_positions SET cursor = $2, applied = applied + $3, updated_at = $4"
                 " WHERE feed = $1",
                 feed, to_cursor, len(orders) + len(entries) + len(payouts), now,
             )
+            await projections.add_moves(conn, moves)
         return True
 
     # ---- checks ----
@@ -171,63 +174,76 @@ class Repository:
         )
         return [DueCheck(r["order_id"], r["gen"], r["confirming"]) for r in rows]
 
-    async def facts(self, conn: Db, order_ids: Sequence[str]) -> dict[str, OrderFacts]:
+    async def next_due(self, conn: Conn) -> datetime | None:
+        """When the earliest queued check is due (the first entry of r_checks_due)."""
+        value = await conn.fetchval("SELECT due_at FROM r_checks ORDER BY due_at LIMIT 1")
+        return value if isinstance(value, datetime) else None
+
+    async def facts(self, conn: Conn, order_ids: Sequence[str]) -> dict[str, OrderFacts]:
+        """The projections of these orders. `conn` must be in a transaction (see
+        keyed_lookups); entries and payouts come in no particular order and are sorted here,
+        since an ORDER BY could make an index on the sort key look cheaper than the keys'."""
+        await keyed_lookups(conn)
         ids = list(order_ids)
         orders = await conn.fetch(
-            "SELECT order_id, uid, amount, state, conflict_state, created_at, seen_terminal_at"
-            " FROM r_orders WHERE order_id = ANY($1)",
+            "SELECT order_id, uid, amount, state, conflict_state, created_at, seen_terminal_at,"
+            " checked_at, settled_fen, settled_paid FROM r_orders WHERE order_id = ANY($1::text[])",
             ids,
         )
+        # `order_id <> ''` is r_entries_order's predicate: without it that index cannot be used.
         entries = await conn.fetch(
             "SELECT order_id, entry_id, kind, amount FROM r_entries"
-            " WHERE order_id = ANY($1) ORDER BY entry_id",
+            " WHERE order_id = ANY($1::text[]) AND order_id <> ''",
             ids,
         )
         payouts = await conn.fetch(
-            """
-            SELECT order_id, payout_ref, state, amount, paid_count, paid_sum
-            FROM r_payouts WHERE order_id = ANY($1) ORDER BY payout_ref
-            """,
+            "SELECT order_id, payout_ref, state, amount, paid_count, paid_sum FROM r_payouts"
+            " WHERE order_id = ANY($1::text[])",
             ids,
         )
-        by_order: dict[str, tuple[OrderView | None, datetime | None, datetime | None]] = {
-            r["order_id"]: (OrderView(r["order_id"], r["uid"], r["amount"], r["state"], r["conflict_state"]),
-                            r["created_at"], r["seen_terminal_at"])
-            for r in orders
-        }
         found: dict[str, list[EntryView]] = {i: [] for i in ids}
-        for r in entries:
+        for r in sorted(entries, key=lambda r: r["entry_id"]):
             found[r["order_id"]].append(EntryView(r["kind"], r["amount"], r["entry_id"]))
         paid: dict[str, list[PayoutView]] = {i: [] for i in ids}
-        for r in payouts:
+        for r in sorted(payouts, key=lambda r: r["payout_ref"]):
             paid[r["order_id"]].append(
                 PayoutView(r["state"], r["amount"], r["paid_count"], r["paid_sum"], r["payout_ref"]))
-        return {
-            i: OrderFacts(i, *by_order.get(i, (None, None, None)), found[i], paid[i])
-            for i in ids
-        }
+        out = {i: OrderFacts(i, None, None, None, found[i], paid[i]) for i in ids}
+        for r in orders:
+            i = r["order_id"]
+            settled = None if r["settled_fen"] is None else Settled(r["settled_fen"], r["settled_paid"])
+            out[i] = OrderFacts(
+                i, OrderView(i, r["uid"], r["amount"], r["state"], r["conflict_state"]), r["created_at"],
+                r["seen_terminal_at"], found[i], paid[i], r["checked_at"] is not None, settled)
+        return out
 
     async def finish_checks(
-        self, conn: Conn, done: Sequence[DueCheck], verdicts: dict[str, str], now: datetime, self_check: bool,
-        later: dict[str, tuple[datetime, bool]],
+        self, conn: Conn, done: Sequence[DueCheck], verdicts: dict[str, Verdict], now: datetime,
+        self_check: bool, later: dict[str, tuple[datetime, bool]],
     ) -> None:
-        """Record verdicts and drop the checks taken; a check in `later` stays queued until
-        its time instead (something may still be on its way), flagged when that next look
-        is the one that confirms a finding."""
+        """Record verdicts (with each order's share of the settled sums) and drop the checks
+        taken; a check in `later` stays queued until its time instead (something may still
+        be on its way), flagged when that next look is the one that confirms a finding."""
         if verdicts:
             await conn.execute(
                 """
                 UPDATE r_orders o SET checked_at = $3, verdict = v.verdict,
-                    self_check_due_at = CASE WHEN $4 THEN $3 ELSE o.self_check_due_at END
-                FROM unnest($1::text[], $2::text[]) AS v(order_id, verdict)
-                WHERE o.order_id = v.order_id
+                    self_check_due_at = CASE WHEN $4 THEN $3 ELSE o.self_check_due_at END,
+                    settled_fen = v.settled_fen, settled_paid = v.settled_paid
+                FROM unnest($1::text[], $2::text[], $5::bigint[], $6::bigint[])
+                    AS v(order_id, verdict, settled_fen, settled_paid)
+                WHERE o.order_id = v.order_id AND o.order_id = ANY($1::text[])
                 """,
-                list(verdicts), list(verdicts.values()), now, self_check,
+                list(verdicts), [v.verdict for v in verdicts.values()], now, self_check,
+                [v.settled.fen if v.settled else None for v in verdicts.values()],
+                [v.settled.paid if v.settled else None for v in verdicts.values()],
             )
+        # Each statement joining a table with an unnest() of keys also names the keys as
+        # `= ANY(...)`: whichever join PostgreSQL picks, the table is then read by them.
         await conn.execute(
             """
             DELETE FROM r_checks c USING unnest($1::text[], $2::bigint[]) AS d(order_id, gen)
-            WHERE c.order_id = d.order_id AND c.gen = d.gen
+            WHERE c.order_id = d.order_id AND c.gen = d.gen AND c.order_id = ANY($1::text[])
             """,
             [d.order_id for d in done if d.order_id not in later],
             [d.gen for d in done if d.order_id not in later],
@@ -237,10 +253,13 @@ class Repository:
                 """
                 UPDATE r_checks c SET due_at = l.due_at, confirming = l.confirming
                 FROM unnest($1::text[], $2::timestamptz[], $3::bool[]) AS l(order_id, due_at, confirming)
-                WHERE c.order_id = l.order_id
+                WHERE c.order_id = l.order_id AND c.order_id = ANY($1::text[])
                 """,
                 list(later), [at for at, _ in later.values()], [c for _, c in later.values()],
             )
+
+    async def add_moves(self, conn: Conn, moves: Moves) -> None:
+        await projections.add_moves(conn, moves)
 
     async def pending_checks(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM r_checks"))
@@ -249,30 +268,34 @@ class Repository:
 
     async def claim_self_checks(
         self, now: datetime, lease_s: float, limit: int
-    ) -> list[tuple[OrderView, datetime]]:
+    ) -> tuple[list[OrderView], datetime]:
+        """Lease up to `limit` due orders; returns them and the lease (their new due time)."""
+        lease = now + timedelta(seconds=lease_s)
+        # `= ANY(ARRAY(...))` rather than `IN (...)`: the outer rows are then fetched by
+        # primary key, where a join with the subquery may be planned as a scan of r_orders.
         rows = await self.pool.fetch(
             """
-            UPDATE r_orders o SET self_check_due_at = $1 + $2 * interval '1 second'
-            WHERE o.order_id IN (
+            UPDATE r_orders o SET self_check_due_at = $2
+            WHERE o.order_id = ANY(ARRAY(
                 SELECT order_id FROM r_orders WHERE self_check_due_at <= $1
-                ORDER BY self_check_due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-            RETURNING o.order_id, o.uid, o.amount, o.state, o.conflict_state, o.self_check_due_at
+                ORDER BY self_check_due_at LIMIT $3 FOR UPDATE SKIP LOCKED))
+            RETURNING o.order_id, o.uid, o.amount, o.state, o.conflict_state
             """,
-            now, lease_s, limit,
+            now, lease, limit,
         )
-        return [(OrderView(r["order_id"], r["uid"], r["amount"], r["state"], r["conflict_state"]),
-                 r["self_check_due_at"]) for r in rows]
+        return [OrderView(r["order_id"], r["uid"], r["amount"], r["state"], r["conflict_state"])
+                for r in rows], lease
 
-    async def finish_self_check(self, order_id: str, lease: datetime, now: datetime,
-                                retry_at: datetime | None) -> None:
-        # Only the holder of this lease clears it; a re-check queued meanwhile stays queued.
+    async def finish_self_checks(self, order_ids: Sequence[str], lease: datetime, now: datetime,
+                                 retry_at: datetime | None) -> None:
+        # Only the holder of a lease clears it; a re-check queued meanwhile stays queued.
         await self.pool.execute(
             """
             UPDATE r_orders SET self_check_due_at = $4,
                 self_checked_at = CASE WHEN $4::timestamptz IS NULL THEN $3 ELSE self_checked_at END
-            WHERE order_id = $1 AND self_check_due_at = $2
+            WHERE order_id = ANY($1::text[]) AND self_check_due_at = $2
             """,
-            order_id, lease, now, retry_at,
+            list(order_ids), lease, now, retry_at,
         )
 
     # ---- discrepancies ----
@@ -326,10 +349,10 @@ class Repository:
         rows = await conn.fetch(
             """
             UPDATE r_orders o SET stuck_flagged = true
-            WHERE o.order_id IN (
+            WHERE o.order_id = ANY(ARRAY(
                 SELECT order_id FROM r_orders
                 WHERE state_rank < 3 AND NOT stuck_flagged AND created_at < $1
-                ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))
             RETURNING o.order_id, o.uid, o.state, o.created_at
             """,
             created_before, limit,
@@ -348,40 +371,21 @@ class Repository:
         return [AccountOff(r["uid"], r["credits"], r["debits"], r["refunds"], r["balance"],
                            r["last_entry_id"]) for r in rows]
 
-    async def settled_payout_totals(self) -> SettledPayoutTotals:
-        row = await self.pool.fetchrow(
-            """
-            SELECT count(*) AS orders,
-                   coalesce(sum(o.amount) FILTER (WHERE o.state = 'SUCCEEDED'), 0)::bigint AS orders_fen,
-                   coalesce(sum(p.paid), 0)::bigint AS paid_fen
-            FROM r_orders o
-            LEFT JOIN (SELECT order_id, sum(paid_sum) AS paid FROM r_payouts GROUP BY order_id) p
-                   USING (order_id)
-            WHERE o.state_rank = 3 AND o.checked_at IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM r_checks c WHERE c.order_id = o.order_id)
-              AND NOT EXISTS (SELECT 1 FROM discrepancies d WHERE d.order_id = o.order_id)
-            """
-        )
-        assert row is not None
-        return SettledPayoutTotals(row["orders"], row["orders_fen"], row["paid_fen"])
+    async def running_sums(self) -> Sums:
+        """The running sums: a dozen rows by primary key, whatever the history."""
+        rows = await self.pool.fetch("SELECT name, count, fen FROM r_totals")
+        return Sums.of((r["name"], r["count"], r["fen"]) for r in rows)
 
-    async def totals(self) -> Totals:
-        row = await self.pool.fetchrow(
-            """
-            SELECT (SELECT coalesce(sum(credits), 0) FROM r_balances) AS credits,
-                   (SELECT coalesce(sum(debits), 0) FROM r_balances) AS debits,
-                   (SELECT coalesce(sum(refunds), 0) FROM r_balances) AS refunds,
-                   (SELECT coalesce(sum(balance), 0) FROM r_balances) AS balances,
-                   (SELECT coalesce(sum(paid_sum), 0) FROM r_payouts) AS gateway_succeeded,
-                   (SELECT coalesce(sum(amount), 0) FROM r_orders WHERE state = 'SUCCEEDED')
-                       AS orders_succeeded
-            """
-        )
-        assert row is not None
-        return Totals(**{k: int(row[k]) for k in row.keys()})
-
-    async def checked_orders(self) -> int:
-        return int(await self.pool.fetchval("SELECT count(*) FROM r_orders WHERE checked_at IS NOT NULL"))
+    async def sums_and_recount(self) -> tuple[Sums, Sums]:
+        """The running sums and the same sums counted from the projections, in one snapshot
+        (so they agree whatever is being applied meanwhile). The recount scans every table:
+        for verification only, never for a poll."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                 readonly=True):
+            running = await conn.fetch("SELECT name, count, fen FROM r_totals")
+            recount = await conn.fetch("SELECT name, count, fen FROM r_totals_recount")
+        return (Sums.of((r["name"], r["count"], r["fen"]) for r in running),
+                Sums.of((r["name"], r["count"], r["fen"]) for r in recount))
 
     # ---- daily batch ----
 
@@ -520,165 +524,3 @@ SELECT state, channel, count(*) AS orders, coalesce(sum(amount), 0)::bigint AS a
 FROM k GROUP BY state, channel ORDER BY state, channel
 """
 
-
-async def _apply_orders(conn: Conn, orders: Sequence[tuple[OrderChange, str]], now: datetime,
-                        due_at: datetime) -> None:
-    await conn.execute(
-        """
-        WITH incoming AS (
-            SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
-                                 $6::smallint[], $7::text[], $8::timestamptz[], $9::timestamptz[],
-                                 $10::text[])
-                AS t(order_id, uid, amount, channel, state, state_rank, failure_reason,
-                     created_at, updated_at, conflict_state)),
-        up AS (
-            INSERT INTO r_orders AS o (order_id, uid, amount, channel, state, state_rank, failure_reason,
-                                       created_at, updated_at, conflict_state, terminal_at, seen_terminal_at)
-            SELECT order_id, uid, amount, channel, state, state_rank, failure_reason, created_at,
-                   updated_at, conflict_state,
-                   CASE WHEN state_rank = 3 THEN updated_at END,
-                   CASE WHEN state_rank = 3 THEN $11::timestamptz END
-            FROM incoming
-            ON CONFLICT (order_id) DO UPDATE SET
-                conflict_state = CASE
-                    WHEN o.state_rank = 3 AND excluded.state_rank = 3 AND excluded.state <> o.state
-                        THEN excluded.state
-                    WHEN o.conflict_state = '' THEN excluded.conflict_state
-                    ELSE o.conflict_state END,
-                state = CASE WHEN excluded.state_rank > o.state_rank THEN excluded.state ELSE o.state END,
-                failure_reason = CASE WHEN excluded.state_rank > o.state_rank
-                                      THEN excluded.failure_reason ELSE o.failure_reason END,
-                state_rank = GREATEST(o.state_rank, excluded.state_rank),
-                updated_at = GREATEST(o.updated_at, excluded.updated_at),
-                terminal_at = COALESCE(o.terminal_at, excluded.terminal_at),
-                seen_terminal_at = COALESCE(o.seen_terminal_at, excluded.seen_terminal_at)
-            RETURNING order_id, state_rank)
-        INSERT INTO r_checks AS c (order_id, due_at, first_at)
-        SELECT order_id, $12::timestamptz, $11::timestamptz FROM up WHERE state_rank = 3 ORDER BY order_id
-        ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at, gen = c.gen + 1,
-            confirming = false
-        """,
-        [c.order_id for c, _ in orders], [c.uid for c, _ in orders], [c.amount for c, _ in orders],
-        [c.channel for c, _ in orders], [c.state for c, _ in orders], [c.rank for c, _ in orders],
-        [c.failure_reason for c, _ in orders], [c.created_at for c, _ in orders],
-        [c.changed_at for c, _ in orders], [conflict for _, conflict in orders], now, due_at,
-    )
-
-
-async def _apply_entries(conn: Conn, entries: Sequence[EntryChange], now: datetime, due_at: datetime) -> None:
-    # Only entries not seen before move the running sums (RETURNING of ON CONFLICT DO
-    # NOTHING), which is what makes a replayed page harmless.
-    await conn.execute(
-        """
-        WITH incoming AS (
-            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
-                                 $6::text[], $7::bigint[], $8::timestamptz[])
-                AS t(entry_id, uid, kind, amount, order_id, reward_id, balance_after, created_at)),
-        ins AS (
-            INSERT INTO r_entries (entry_id, uid, kind, amount, order_id, reward_id, balance_after,
-                                   created_at, applied_at)
-            SELECT entry_id, uid, kind, amount, order_id, reward_id, balance_after, created_at, $9
-            FROM incoming
-            ON CONFLICT (entry_id) DO NOTHING
-            RETURNING entry_id, uid, kind, amount, order_id, balance_after),
-        bal AS (
-            INSERT INTO r_balances AS b (uid, credits, debits, refunds, balance, last_entry_id, updated_at)
-            SELECT uid,
-                   coalesce(sum(amount) FILTER (WHERE kind = 'CREDIT'), 0),
-                   coalesce(sum(amount) FILTER (WHERE kind = 'DEBIT'), 0),
-                   coalesce(sum(amount) FILTER (WHERE kind = 'REFUND'), 0),
-                   coalesce((array_agg(balance_after ORDER BY entry_id DESC))[1], 0),
-                   max(entry_id), $9
-            FROM ins WHERE uid IS NOT NULL AND kind IN ('CREDIT', 'DEBIT', 'REFUND')
-            GROUP BY uid
-            ON CONFLICT (uid) DO UPDATE SET
-                credits = b.credits + excluded.credits,
-                debits = b.debits + excluded.debits,
-                refunds = b.refunds + excluded.refunds,
-                balance = CASE WHEN excluded.last_entry_id > b.last_entry_id
-                               THEN excluded.balance ELSE b.balance END,
-                last_entry_id = GREATEST(b.last_entry_id, excluded.last_entry_id),
-                updated_at = excluded.updated_at)
-        INSERT INTO r_checks AS c (order_id, due_at, first_at)
-        SELECT DISTINCT i.order_id, $10::timestamptz, $9::timestamptz
-        FROM ins i LEFT JOIN r_orders o ON o.order_id = i.order_id
-        WHERE i.order_id <> '' AND (o.order_id IS NULL OR o.state_rank = 3)
-        ORDER BY 1
-        ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at, gen = c.gen + 1,
-            confirming = false
-        """,
-        [e.entry_id for e in entries], [e.uid or None for e in entries], [e.kind for e in entries],
-        [e.amount for e in entries], [e.order_id for e in entries], [e.reward_id for e in entries],
-        [e.balance_after for e in entries], [e.created_at for e in entries], now, due_at,
-    )
-
-
-async def _apply_payouts(
-    conn: Conn, payouts: Sequence[PayoutChange], now: datetime, due_at: datetime
-) -> None:
-    fresh_cursors = {
-        r["cursor"] for r in await conn.fetch(
-            """
-            INSERT INTO r_payout_events (cursor, order_id, payout_ref, state, amount, changed_at)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                                 $6::timestamptz[])
-            ON CONFLICT (cursor) DO NOTHING RETURNING cursor
-            """,
-            [p.cursor for p in payouts], [p.order_id for p in payouts], [p.payout_ref for p in payouts],
-            [p.state for p in payouts], [p.amount for p in payouts], [p.changed_at for p in payouts],
-        )
-    }
-    # Fold the page's new events per record, in feed order: the furthest state wins, every
-    # arrival at SUCCEEDED counts.
-    records: dict[tuple[str, str], dict[str, Any]] = {}
-    for p in payouts:
-        if p.cursor not in fresh_cursors:
-            continue
-        rank = PAYOUT_RANK.get(p.state, 0)
-        rec = records.setdefault((p.order_id, p.payout_ref), {
-            "uid": p.uid, "channel": p.channel, "amount": p.amount, "state": p.state, "rank": rank,
-            "reason": p.failure_reason, "paid_count": 0, "paid_sum": 0, "created": p.changed_at,
-            "updated": p.changed_at,
-        })
-        if rank >= rec["rank"]:
-            rec.update(amount=p.amount, state=p.state, rank=rank, reason=p.failure_reason, uid=p.uid,
-                       channel=p.channel)
-        rec["updated"] = p.changed_at
-        if p.state == SUCCEEDED:
-            rec["paid_count"] += 1
-            rec["paid_sum"] += p.amount
-    if not records:
-        return
-    keys = sorted(records)
-    vals = [records[k] for k in keys]
-    await conn.execute(
-        """
-        WITH up AS (
-            INSERT INTO r_payouts AS p (order_id, payout_ref, uid, channel, amount, state, state_rank,
-                                        failure_reason, paid_count, paid_sum, created_at, updated_at)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
-                                 $7::smallint[], $8::text[], $9::int[], $10::bigint[],
-                                 $11::timestamptz[], $12::timestamptz[])
-            ON CONFLICT (order_id, payout_ref) DO UPDATE SET
-                state = CASE WHEN excluded.state_rank >= p.state_rank THEN excluded.state ELSE p.state END,
-                amount = CASE WHEN excluded.state_rank >= p.state_rank THEN excluded.amount ELSE p.amount END,
-                failure_reason = CASE WHEN excluded.state_rank >= p.state_rank
-                                      THEN excluded.failure_reason ELSE p.failure_reason END,
-                state_rank = GREATEST(p.state_rank, excluded.state_rank),
-                paid_count = p.paid_count + excluded.paid_count,
-                paid_sum = p.paid_sum + excluded.paid_sum,
-                updated_at = excluded.updated_at
-            RETURNING order_id)
-        INSERT INTO r_checks AS c (order_id, due_at, first_at)
-        SELECT DISTINCT u.order_id, $13::timestamptz, $15::timestamptz
-        FROM up u LEFT JOIN r_orders o ON o.order_id = u.order_id
-        WHERE o.order_id IS NULL OR o.state_rank = $14
-        ORDER BY 1
-        ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at, gen = c.gen + 1,
-            confirming = false
-        """,
-        [k[0] for k in keys], [k[1] for k in keys], [v["uid"] for v in vals], [v["channel"] for v in vals],
-        [v["amount"] for v in vals], [v["state"] for v in vals], [v["rank"] for v in vals],
-        [v["reason"] for v in vals], [v["paid_count"] for v in vals], [v["paid_sum"] for v in vals],
-        [v["created"] for v in vals], [v["updated"] for v in vals], due_at, TERMINAL_RANK, now,
-    )

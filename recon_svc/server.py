@@ -28,6 +28,7 @@ class ReconApp:
         self.service: ReconService | None = None
         self.daily: DailyRecon | None = None
         self.feeds: list[FeedClient] = []
+        self.peers: list[LedgerClient | GatewayClient | OrdersClient] = []
         self.alerts = Alerts(settings.webhook_url, settings.webhook_timeout_s)
         self.background = Background()
 
@@ -37,16 +38,19 @@ class ReconApp:
                                         pool_size=s.db_pool_size)
         repo = Repository(self.stores.pool)
         tls, timeout = s.common.tls, s.rpc_timeout_s
-        self.service = ReconService(
-            repo, s, self.alerts, LedgerClient(s.account_addr, tls, timeout),
-            GatewayClient(s.gateway_addr, tls, timeout), OrdersClient(s.withdraw_addr, tls, timeout))
+        ledger = LedgerClient(s.account_addr, tls, timeout)
+        gateway = GatewayClient(s.gateway_addr, tls, timeout)
+        orders = OrdersClient(s.withdraw_addr, tls, timeout)
+        self.peers = [ledger, gateway, orders]
+        self.service = ReconService(repo, s, self.alerts, ledger, gateway, orders)
         self.daily = DailyRecon(repo, s, self.alerts)
         await repo.ensure_feeds([name for name, _ in s.feeds])
         for name, address in s.feeds:
             client = FeedClient(name, address, tls, timeout)
             self.feeds.append(client)
             self.background.spawn(f"recon-feed-{name}",
-                                  FeedFollower(self.service, client, s.poll_s, s.page_size).run)
+                                  FeedFollower(self.service, client, s.poll_s, s.idle_poll_s,
+                                               s.page_size).run)
         self.background.spawn("recon-checker", functools.partial(checker_loop, self.service))
         if s.self_check:
             self.background.spawn("recon-self-check", functools.partial(self_check_loop, self.service))
@@ -67,10 +71,8 @@ class ReconApp:
     async def close(self) -> None:
         for client in self.feeds:
             await client.close()
-        if self.service is not None:
-            await self.service.ledger.close()
-            await self.service.gateway.close()
-            await self.service.orders.close()
+        for peer in self.peers:
+            await peer.close()
         if self.stores is not None:
             await self.stores.close()
 

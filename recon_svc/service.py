@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 
 from meshkit import validate
 from meshkit.errors import Unavailable
-from meshkit.logs import log_context
 from meshkit.timeconv import utcnow
 from recon_svc.alerts import Alerts
 from recon_svc.domain import (
@@ -22,7 +21,6 @@ from recon_svc.domain import (
     NewDiscrepancy,
     OrderChange,
     OrderNotFound,
-    OrderView,
     PayoutChange,
     Reason,
     Source,
@@ -38,9 +36,11 @@ from recon_svc.domain import (
     validate_order_id,
     validate_resolution,
 )
-from recon_svc.peers import FeedChange, GatewayClient, LedgerClient, OrdersClient
-from recon_svc.repository import Position, Repository, Totals
+from recon_svc.peers import FeedChange
+from recon_svc.ports import GatewayPort, LedgerPort, OrdersPort
+from recon_svc.repository import Position, Repository, Verdict
 from recon_svc.settings import Settings
+from recon_svc.sums import Moves, Sums, differences, settled_mismatch, settled_share, verdict_moves
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,8 @@ class Status:
     positions: list[Position]
     heads: dict[str, datetime | None]
     pending_checks: int
-    checked_orders: int
     open_discrepancies: int
-    totals: Totals
+    sums: Sums
 
 
 class ReconService:
@@ -86,9 +85,9 @@ class ReconService:
         repo: Repository,
         settings: Settings,
         alerts: Alerts,
-        ledger: LedgerClient,
-        gateway: GatewayClient,
-        orders: OrdersClient,
+        ledger: LedgerPort,
+        gateway: GatewayPort,
+        orders: OrdersPort,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -101,6 +100,13 @@ class ReconService:
         self.refund_grace = timedelta(seconds=settings.refund_grace_s)
         # Accounts seen not adding up: uid -> (first seen, last entry id then).
         self._accounts_off: dict[int, tuple[datetime, int]] = {}
+        # Set when this process queued checks (a feed page) or self-checks (verdicts), so
+        # that idle loops wake up at once instead of at their next poll.
+        self.checks_queued = asyncio.Event()
+        self.self_checks_queued = asyncio.Event()
+        # Set when a check is due but some feed has not been read past it: that feed's
+        # follower, however idle, reads it now.
+        self.feed_wanted = {name: asyncio.Event() for name, _ in settings.feeds}
 
     # ---- feeds ----
 
@@ -130,21 +136,23 @@ class ReconService:
 
     # ---- near-real-time verdicts ----
 
-    async def run_checks(self) -> int:
-        """Judge the orders whose grace window passed; returns how many were judged."""
+    async def run_checks(self) -> tuple[int, datetime | None]:
+        """Judge the orders whose grace window passed; returns how many were taken and, when
+        none was due, when the next check is (None: none queued)."""
         horizon = self.heads.horizon()
         if horizon is None:
-            return 0
+            return 0, None
         now = utcnow()
         horizon = min(horizon, now)
         async with self.repo.transaction() as conn:
             due = await self.repo.take_due(conn, horizon, self.settings.check_batch)
             if not due:
-                return 0
+                return 0, await self.repo.next_due(conn)
             facts = await self.repo.facts(conn, [d.order_id for d in due])
             found: list[NewDiscrepancy] = []
-            verdicts: dict[str, str] = {}
+            verdicts: dict[str, Verdict] = {}
             later: dict[str, tuple[datetime, bool]] = {}
+            moves = Moves()
             for d in due:
                 f = facts[d.order_id]
                 if f.order is not None and not f.order.terminal:
@@ -162,45 +170,47 @@ class ReconService:
                 if wait_until is not None:
                     later[d.order_id] = (wait_until, False)
                 elif f.order is not None:
-                    verdicts[d.order_id] = "discrepancy" if findings else "ok"
+                    share = None if findings else settled_share(f.order, f.payouts)
+                    verdicts[d.order_id] = Verdict("discrepancy" if findings else "ok", share)
+                    # No other transaction writes an order's verdict while this one holds its
+                    # check (FOR UPDATE), so `f` is what the verdict replaces.
+                    verdict_moves(moves, f.order.amount, f.judged, f.settled, share)
             new = await self.repo.record(conn, found)
             await self.repo.finish_checks(conn, due, verdicts, now, self.settings.self_check, later)
+            await self.repo.add_moves(conn, moves)
         self.alerts.publish(new)
-        return len(due)
+        if verdicts and self.settings.self_check:
+            self.self_checks_queued.set()
+        return len(due), None
 
     # ---- self-check: ask the ledger and the gateway themselves ----
 
     async def run_self_checks(self) -> int:
+        """Ask the ledger and the gateway about a batch of settled orders: one call to each
+        for the whole batch. Returns how many orders were claimed."""
         now = utcnow()
-        claimed = await self.repo.claim_self_checks(now, lease_s=max(30.0, 4 * self.settings.rpc_timeout_s),
-                                                    limit=self.settings.self_check_concurrency * 8)
+        claimed, lease = await self.repo.claim_self_checks(
+            now, lease_s=max(30.0, 4 * self.settings.rpc_timeout_s), limit=self.settings.self_check_batch)
         if not claimed:
             return 0
-        gate = asyncio.Semaphore(self.settings.self_check_concurrency)
-
-        async def one(order: OrderView, lease: datetime) -> None:
-            async with gate:
-                with log_context(order_id=order.order_id, uid=order.uid):
-                    try:
-                        findings = await self._live_findings(order)
-                    except Unavailable as exc:
-                        log.info("self-check postponed: %s", exc)
-                        await self.repo.finish_self_check(order.order_id, lease, utcnow(),
-                                                          retry_at=utcnow() + timedelta(seconds=5))
-                        return
-                    new = await self.repo.record(self.repo.pool, [
-                        NewDiscrepancy.of_order(x, order.order_id, order.uid, Source.SELF_CHECK)
-                        for x in findings])
-                    await self.repo.finish_self_check(order.order_id, lease, utcnow(), retry_at=None)
-                    self.alerts.publish(new)
-
-        await asyncio.gather(*(one(o, lease) for o, lease in claimed))
+        ids = [o.order_id for o in claimed]
+        try:
+            entries, payouts = await asyncio.gather(self.ledger.orders_entries(ids),
+                                                    self.gateway.query_payouts(ids))
+        except Unavailable as exc:
+            log.info("self-check of %d orders postponed: %s", len(ids), exc)
+            await self.repo.finish_self_checks(ids, lease, utcnow(), retry_at=utcnow() + timedelta(seconds=5))
+            return len(claimed)
+        found: list[NewDiscrepancy] = []
+        for order in claimed:
+            payout = payouts.get(order.order_id)
+            findings = check_order(order, entries.get(order.order_id, []), [payout] if payout else [])
+            found += [NewDiscrepancy.of_order(x, order.order_id, order.uid, Source.SELF_CHECK)
+                      for x in findings]
+        new = await self.repo.record(self.repo.pool, found)
+        await self.repo.finish_self_checks(ids, lease, utcnow(), retry_at=None)
+        self.alerts.publish(new)
         return len(claimed)
-
-    async def _live_findings(self, order: OrderView) -> list[Finding]:
-        entries, payout = await asyncio.gather(self.ledger.order_entries(order.order_id),
-                                               self.gateway.query_payout(order.order_id))
-        return check_order(order, entries, [payout] if payout else [])
 
     async def check_order(self, order_id: str) -> list[NewDiscrepancy]:
         """CheckOrder RPC: all three services asked now; nothing stored."""
@@ -250,12 +260,10 @@ class ReconService:
             NewDiscrepancy.of_account(a.uid, ledger_conservation(a.credits, a.debits, a.refunds, a.balance),
                                       Source.REALTIME)
             for a in confirmed])
-        settled = await self.repo.settled_payout_totals()
-        if settled.orders_fen != settled.paid_fen:
-            found += await self.repo.record(self.repo.pool, [NewDiscrepancy.of_totals(
-                "payouts",
-                f"over {settled.orders} judged orders: succeeded orders {settled.orders_fen} fen, "
-                f"gateway paid {settled.paid_fen} fen", Source.REALTIME)])
+        # The conservation of the judged orders, from their running sums: no scan of orders.
+        if detail := settled_mismatch(await self.repo.running_sums()):
+            found += await self.repo.record(self.repo.pool, [
+                NewDiscrepancy.of_totals("payouts", detail, Source.REALTIME)])
         self.alerts.publish(found)
         return found
 
@@ -276,8 +284,13 @@ class ReconService:
         return done
 
     async def status(self) -> Status:
-        positions, pending, checked, open_, totals = await asyncio.gather(
-            self.repo.positions(), self.repo.pending_checks(), self.repo.checked_orders(),
-            self.repo.open_discrepancies(), self.repo.totals())
+        positions, pending, open_, sums = await asyncio.gather(
+            self.repo.positions(), self.repo.pending_checks(), self.repo.open_discrepancies(),
+            self.repo.running_sums())
         return Status(positions, {name: self.heads.of(name) for name, _ in self.settings.feeds},
-                      pending, checked, open_, totals)
+                      pending, open_, sums)
+
+    async def verify_sums(self) -> list[str]:
+        """Every running sum that a full recount of the projections does not confirm. A scan
+        of every table: for tests, benchmarks and operators, never for a poll."""
+        return differences(*await self.repo.sums_and_recount())

@@ -9,6 +9,7 @@ from meshkit.timeconv import to_ts
 from recon_svc.daily import DailyRecon, Report
 from recon_svc.domain import Discrepancy, NewDiscrepancy, Status
 from recon_svc.service import ReconService
+from recon_svc.sums import Sum
 
 _STATUS = {
     Status.OPEN: recon_pb2.DISCREPANCY_STATUS_OPEN,
@@ -75,15 +76,15 @@ class ReconServicer(recon_pb2_grpc.ReconServiceServicer):
         self, request: recon_pb2.GetReconStatusRequest, context: grpc.aio.ServicerContext
     ) -> recon_pb2.GetReconStatusResponse:
         s = await self.service.status()
-        t = s.totals
+        t = s.sums
         return recon_pb2.GetReconStatusResponse(
             positions=[recon_pb2.FeedPosition(feed=p.feed, cursor=p.cursor, update_time=to_ts(p.updated_at),
                                               applied=p.applied, head_time=to_ts(s.heads.get(p.feed)))
                        for p in s.positions],
-            pending_checks=s.pending_checks, checked_orders=s.checked_orders,
-            open_discrepancies=s.open_discrepancies, credits_fen=t.credits, debits_fen=t.debits,
-            refunds_fen=t.refunds, balances_fen=t.balances, gateway_succeeded_fen=t.gateway_succeeded,
-            orders_succeeded_fen=t.orders_succeeded,
+            pending_checks=s.pending_checks, checked_orders=t[Sum.JUDGED].count,
+            open_discrepancies=s.open_discrepancies, credits_fen=t[Sum.CREDIT].fen,
+            debits_fen=t[Sum.DEBIT].fen, refunds_fen=t[Sum.REFUND].fen, balances_fen=t[Sum.BALANCE].fen,
+            gateway_succeeded_fen=t[Sum.PAID].fen, orders_succeeded_fen=t[Sum.SUCCEEDED].fen,
         )
 
     async def RunDailyRecon(

@@ -15,6 +15,9 @@ from meshkit.settings import (
     env_str,
 )
 
+# GetOrderEntriesBatch and QueryPayouts answer at most this many order ids per call.
+SELF_CHECK_BATCH_MAX = 1000
+
 # Which service serves which feed (mesh.feed.v1.ChangeFeedService on its own port).
 FEED_SERVICES = {"account": "account_svc", "withdraw": "withdraw_svc", "gateway": "gateway_mock"}
 
@@ -30,6 +33,9 @@ class Settings:
     # How often a caught-up follower polls its feed (RECON_POLL_MS) and its page size.
     poll_s: float
     page_size: int
+    # A loop that finds nothing to do (a feed without changes, no check or self-check due)
+    # doubles its interval up to this (RECON_IDLE_POLL_MS); new work brings it back at once.
+    idle_poll_s: float
     # How long after an order settles (or after its last related change) recon waits for
     # in-flight work (a refund, an async payout record) before judging it (RECON_GRACE_S).
     grace_s: float
@@ -43,10 +49,12 @@ class Settings:
     # How often the checker looks for due orders, and how many it takes per transaction.
     check_interval_s: float
     check_batch: int
-    # Query account_svc and the gateway for every settled order (RECON_SELF_CHECK).
+    # Query account_svc and the gateway for every settled order (RECON_SELF_CHECK), this
+    # many orders per call to each (RECON_SELF_CHECK_BATCH, at most the peers' limit).
     self_check: bool
-    self_check_concurrency: int
-    # How often stuck orders and the conservation totals are scanned (RECON_AUDIT_S).
+    self_check_batch: int
+    # How often stuck orders, accounts that do not add up and the settled sums are looked
+    # at (RECON_AUDIT_S).
     audit_interval_s: float
     # Deadline of every call to a peer.
     rpc_timeout_s: float
@@ -75,13 +83,14 @@ class Settings:
             gateway_addr=addr_of("gateway_mock"),
             poll_s=env_int("RECON_POLL_MS", 200) / 1000.0,
             page_size=env_int("RECON_PAGE_SIZE", 1000),
+            idle_poll_s=env_int("RECON_IDLE_POLL_MS", 1000) / 1000.0,
             grace_s=env_float("RECON_GRACE_S", 2.0),
             refund_grace_s=env_float("RECON_REFUND_GRACE_S", 60.0),
             stuck_after_s=env_float("RECON_STUCK_AFTER_S", 5 * 3600.0),
             check_interval_s=env_int("RECON_CHECK_MS", 200) / 1000.0,
             check_batch=env_int("RECON_CHECK_BATCH", 500),
             self_check=env_bool("RECON_SELF_CHECK", True),
-            self_check_concurrency=env_int("RECON_SELF_CHECK_CONCURRENCY", 8),
+            self_check_batch=min(max(1, env_int("RECON_SELF_CHECK_BATCH", 500)), SELF_CHECK_BATCH_MAX),
             audit_interval_s=env_float("RECON_AUDIT_S", 10.0),
             rpc_timeout_s=env_float("RECON_RPC_TIMEOUT_S", 3.0),
             webhook_url=env_str("RECON_WEBHOOK_URL", ""),

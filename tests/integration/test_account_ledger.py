@@ -232,6 +232,12 @@ def _deduct(order_id: str = "v-1", uid: int = 5, amount_fen: int = 1) -> CallFac
     ("list page_size", lambda s: s.ListEntries(pb.ListEntriesRequest(uid=5, page_size=-1)), "page_size"),
     ("list page_token", lambda s: s.ListEntries(pb.ListEntriesRequest(uid=5, page_token="zz")), "page_token"),
     ("order entries empty", lambda s: s.GetOrderEntries(pb.GetOrderEntriesRequest(order_id="")), "order_id"),
+    ("batch entries too many",
+     lambda s: s.GetOrderEntriesBatch(pb.GetOrderEntriesBatchRequest(order_ids=["v-1"] * 1001)), "order_ids"),
+    ("batch entries empty id",
+     lambda s: s.GetOrderEntriesBatch(pb.GetOrderEntriesBatchRequest(order_ids=["v-1", ""])), "order_ids[1]"),
+    ("batch entries long id",
+     lambda s: s.GetOrderEntriesBatch(pb.GetOrderEntriesBatchRequest(order_ids=[_LONG])), "order_ids[0]"),
 ])
 async def test_validation_failures_name_the_field_and_write_nothing(
     account: Stub, name: str, call: CallFactory, field: str
@@ -249,6 +255,35 @@ async def test_validation_failures_name_the_field_and_write_nothing(
         assert await conn.fetchval("SELECT count(*) FROM entries WHERE order_id = 'v-1'") == 0
     finally:
         await conn.close()
+
+
+async def test_order_entries_batch_answers_every_order_id_once_in_request_order(account: Stub) -> None:
+    uid = new_uid()
+    await fund(account, uid, 1_000)
+    debited, refunded, voided, unknown = (new_id("o") for _ in range(4))
+    debit = (await account.Deduct(pb.DeductRequest(order_id=debited, uid=uid, amount_fen=100))).entry
+    first = (await account.Deduct(pb.DeductRequest(order_id=refunded, uid=uid, amount_fen=200))).entry
+    refund = (await account.Refund(pb.RefundRequest(order_id=refunded))).entry
+    void = (await account.Refund(pb.RefundRequest(order_id=voided))).entry
+    ids = [unknown, refunded, debited, voided, refunded]  # a repeat, and an order the ledger never saw
+    reply = await account.GetOrderEntriesBatch(pb.GetOrderEntriesBatchRequest(order_ids=ids))
+    assert [o.order_id for o in reply.orders] == [unknown, refunded, debited, voided]
+    got = {o.order_id: [(e.kind, e.entry_id, e.amount_fen) for e in o.entries] for o in reply.orders}
+    assert got == {
+        unknown: [],
+        refunded: [(pb.ENTRY_KIND_DEBIT, first.entry_id, 200), (pb.ENTRY_KIND_REFUND, refund.entry_id, 200)],
+        debited: [(pb.ENTRY_KIND_DEBIT, debit.entry_id, 100)],
+        voided: [(pb.ENTRY_KIND_VOID, void.entry_id, 0)],
+    }
+    # Each answer is what GetOrderEntries says for that order alone.
+    for order_id in (refunded, voided):
+        alone = await account.GetOrderEntries(pb.GetOrderEntriesRequest(order_id=order_id))
+        assert [(e.kind, e.entry_id) for e in alone.entries] == [(k, i) for k, i, _ in got[order_id]]
+    empty = await account.GetOrderEntriesBatch(pb.GetOrderEntriesBatchRequest())
+    assert list(empty.orders) == []
+    full = await account.GetOrderEntriesBatch(pb.GetOrderEntriesBatchRequest(
+        order_ids=[debited] + [new_id("o") for _ in range(999)]))
+    assert len(full.orders) == 1000 and [e.entry_id for e in full.orders[0].entries] == [debit.entry_id]
 
 
 async def test_bill_pages_newest_first(account: Stub) -> None:

@@ -352,6 +352,37 @@ async def test_queries_validate_input(gateway: Gateway) -> None:
         == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_query_payouts_answers_many_orders_in_one_call(gateway: Gateway, faults: Any) -> None:
+    await faults("gwa", async_rate=1.0, async_delay_ms=300)
+    uid = new_uid()
+    bank, slow = await bind(gateway, uid, "bank"), await bind(gateway, uid, "gwa")
+    paid = (await gateway.api.Payout(request(uid, "bank", bank, 700))).payout
+    pending = (await gateway.api.Payout(request(uid, "gwa", slow, 800))).payout
+    assert pending.state == gw.PAYOUT_STATE_PROCESSING
+    nobody = [new_id("none"), new_id("none")]
+    ids = [nobody[0], pending.order_id, paid.order_id, nobody[1], paid.order_id]
+    reply = await gateway.api.QueryPayouts(gw.QueryPayoutsRequest(order_ids=ids))
+    assert [p.order_id for p in reply.payouts] == [pending.order_id, paid.order_id]
+    assert list(reply.missing_order_ids) == nobody
+    assert reply.payouts[1] == paid
+    assert (reply.payouts[0].state, reply.payouts[0].amount_fen) == (gw.PAYOUT_STATE_PROCESSING, 800)
+
+    done = await poll_state(gateway, pending.order_id, gw.PAYOUT_STATE_SUCCEEDED)
+    assert done.state == gw.PAYOUT_STATE_SUCCEEDED
+    again = await gateway.api.QueryPayouts(gw.QueryPayoutsRequest(order_ids=[pending.order_id]))
+    assert list(again.payouts) == [done]
+    empty = await gateway.api.QueryPayouts(gw.QueryPayoutsRequest())
+    assert list(empty.payouts) == [] and list(empty.missing_order_ids) == []
+
+
+@pytest.mark.parametrize("order_ids", [["o-1"] * 1001, ["o-1", ""], ["o-1", "x" * 129]])
+async def test_query_payouts_refuses_bad_order_ids(gateway: Gateway, order_ids: list[str]) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await gateway.api.QueryPayouts(gw.QueryPayoutsRequest(order_ids=order_ids))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("order_ids")
+
+
 async def test_every_payout_change_is_in_the_feed(gateway: Gateway, faults: Any) -> None:
     await faults("gwa", async_rate=1.0, async_delay_ms=100)
     uid = new_uid()
