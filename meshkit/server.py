@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from meshkit.admission import Admission, Gate
 from meshkit.interceptors import ServerInterceptor
 from meshkit.logs import setup_logging
 from meshkit.metrics import setup_metrics
@@ -95,7 +96,9 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     # Stores and migrations first: servicers are built on live connections.
     await app.start()
     # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
-    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=[("grpc.so_reuseport", 0)])
+    admission = Admission(settings.admission) if settings.admission.enabled and settings.admitted else None
+    gate = Gate(admission, settings.admitted)
+    server = grpc.aio.server(interceptors=[ServerInterceptor(gate)], options=[("grpc.so_reuseport", 0)])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = app.register(server)
