@@ -80,8 +80,10 @@ async def test_a_flood_is_shed_fast_with_a_retry_hint_and_payout_rpcs_are_never_
     assert shed and admitted, (len(shed), len(admitted))
     for _, err in shed:
         assert err is not None
-        hint = dict(err.trailing_metadata() or ()).get("retry-after-ms")
+        trailers = dict(err.trailing_metadata() or ())
+        hint = trailers.get("retry-after-ms")
         assert hint is not None and int(hint) > 0
+        assert trailers.get("grpc-retry-pushback-ms") == hint
         assert err.details() == f"overloaded; retry after {hint} ms"
     # Refusals are answered without queueing: most come back before an admitted call would.
     # (Client and server share this test's event loop, so absolute times include the flood.)
