@@ -87,7 +87,10 @@ class Admission:
         self._seq = itertools.count()
         # (priority, arrival, future): the lowest priority value, then the oldest, runs next.
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self.refused = 0
+        # Refusals by reason, and the longest one took from arrival (the replica's own
+        # time; what the loop made the call wait before it arrived is not in it).
+        self.refused: dict[str, int] = {}
+        self.slowest_refusal_s: dict[str, float] = {}
 
     # -- estimates --------------------------------------------------------------------------
 
@@ -107,25 +110,29 @@ class Admission:
         wanted = max(self.settings.queue_s, drain_s) * 1000.0
         return int(min(MAX_RETRY_AFTER_MS, max(MIN_RETRY_AFTER_MS, round(wanted))))
 
-    def _refuse(self, reason: str) -> Refused:
-        self.refused += 1
+    def _refuse(self, reason: str, arrived: float) -> Refused:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        took = self._clock() - arrived
+        self.slowest_refusal_s[reason] = max(took, self.slowest_refusal_s.get(reason, 0.0))
         return Refused(reason, self._retry_after_ms())
 
     # -- admit / release ----------------------------------------------------------------------
 
     def check(self, priority: int, time_remaining_s: float | None) -> bool:
         """Admit at once (True, a slot is taken), queue (False), or raise Refused."""
+        arrived = self._clock()
         wait_s = self.expected_wait_s(priority)
         if time_remaining_s is not None and time_remaining_s < wait_s + self.service_s:
-            raise self._refuse("deadline too short")
+            raise self._refuse("deadline too short", arrived)
         if wait_s == 0.0:
             self.inflight += 1
             return True
         if wait_s > self.settings.queue_s * _QUEUE_SHARE.get(priority, _QUEUE_SHARE[QUERY]):
-            raise self._refuse("queue full")
+            raise self._refuse("queue full", arrived)
         return False
 
     async def acquire(self, priority: int, time_remaining_s: float | None = None) -> Ticket:
+        arrived = self._clock()
         if self.check(priority, time_remaining_s):
             return Ticket(self._clock())
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -144,7 +151,7 @@ class Admission:
                 return Ticket(self._clock())
             future.cancel()
             self._drop(entry)
-            raise self._refuse("waited too long") from None
+            raise self._refuse("waited too long", arrived) from None
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self._release_slot()

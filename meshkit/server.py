@@ -54,6 +54,8 @@ class RunningServer:
     app: App
     health: HealthServicer
     service_names: list[str]
+    # Admission of the user-facing methods (None when the service sheds nothing).
+    gate: Gate | None = None
     _probe: asyncio.Task[None] | None = field(default=None)
 
     @property
@@ -109,7 +111,7 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     bound = bind(server, f"{settings.host}:{settings.port if port is None else port}", settings.tls)
     await server.start()
     await _set_all(health, names, serving=await app.healthy())
-    running = RunningServer(server, bound, app, health, names)
+    running = RunningServer(server, bound, app, health, names, gate)
     running._probe = asyncio.create_task(_probe_loop(app, health, names))
     log.info("%s listening on %s:%d", settings.service, settings.host, bound)
     return running

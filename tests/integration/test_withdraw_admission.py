@@ -85,11 +85,17 @@ async def test_a_flood_is_shed_fast_with_a_retry_hint_and_payout_rpcs_are_never_
         assert hint is not None and int(hint) > 0
         assert trailers.get("grpc-retry-pushback-ms") == hint
         assert err.details() == f"overloaded; retry after {hint} ms"
-    # Refusals are answered without queueing: most come back before an admitted call would.
-    # (Client and server share this test's event loop, so absolute times include the flood.)
-    shed_times = sorted(latency for latency, _ in shed)
-    assert shed_times[len(shed_times) // 2] < sorted(admitted)[len(admitted) // 2]
-    assert shed_times[len(shed_times) // 2] < 0.05
+    # Refusals are answered at once (under 10 ms from the replica's arrival), or, for a
+    # waiter, after its budget (2 x 20 ms) plus whatever the loop adds. Client-side times
+    # are not asserted: client, services and the flood share this test's event loop on a
+    # shared box, so they are mostly loop lag.
+    admission = mesh.withdraws[0].gate.admission if mesh.withdraws[0].gate else None
+    assert admission is not None
+    assert sum(admission.refused.values()) == len(shed), admission.refused
+    assert admission.refused.get("queue full", 0) > 0, admission.refused
+    for reason, slowest in admission.slowest_refusal_s.items():
+        bound = 0.04 + 1.0 if reason == "waited too long" else 0.01
+        assert slowest < bound, (reason, slowest)
 
     assert [code for code, _, _ in internal_results] == ["OK"] * len(orders)
     states = {o: await mesh.order_state(o) for o in orders}

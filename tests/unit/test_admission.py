@@ -54,6 +54,7 @@ async def test_free_slots_admit_at_once_and_a_full_queue_refuses_with_a_hint() -
     # Draining 8 queued + 2 running at 5 ms each: 50 ms.
     assert refused.value.retry_after_ms == 50
     assert "retry after 50 ms" in str(refused.value)
+    assert adm.refused == {"queue full": 1} and adm.slowest_refusal_s == {"queue full": 0.0}
     adm.release(a)
     adm.release(b)
     await settle()
