@@ -63,6 +63,9 @@ class Step:
     shed: int
     calls: int
     codes: dict[str, int]
+    # The load generator's own event-loop lag (max over the run): when it is large, the
+    # latencies above are partly the generator's, not the mesh's.
+    generator_lag_ms: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -76,7 +79,8 @@ class Step:
         p99 = "-" if self.confirm_p99_ms is None else f"{self.confirm_p99_ms:.0f} ms"
         return (f"{self.rate:6.1f} confirms/s: confirm p99 {p99}, {self.confirms_ok} confirms ok, "
                 f"shed {self.shed}/{self.calls} ({self.shed_ratio:.1%}), "
-                f"DEADLINE_EXCEEDED {self.deadline_exceeded}, codes {self.codes}")
+                f"DEADLINE_EXCEEDED {self.deadline_exceeded}, codes {self.codes}, "
+                f"generator loop lag max {self.generator_lag_ms:.0f} ms")
 
 
 async def drive(env: dict[str, str], users: list[TestUser], rate: float, seconds: float,
@@ -86,7 +90,12 @@ async def drive(env: dict[str, str], users: list[TestUser], rate: float, seconds
         config = DriverConfig(rate=rate, duration_s=seconds, mix=parse_mix(MIX), timeout_s=5.0,
                               shed_retries=shed_retries, run_tag=tag, seed=int(rate))
         recorder = Recorder()
-        await Driver(clients, users, config, recorder).run()
+        lag = asyncio.create_task(loop_lag_max())
+        try:
+            await Driver(clients, users, config, recorder).run()
+        finally:
+            lag.cancel()
+            lag_ms = await lag
     finally:
         await clients.close()
     summary = recorder.summary(seconds)
@@ -100,7 +109,20 @@ async def drive(env: dict[str, str], users: list[TestUser], rate: float, seconds
     calls = sum(codes.values())
     confirm: dict[str, Any] = summary.get("ConfirmWithdraw", {})
     return Step(rate, confirm.get("p99"), confirm.get("ok", 0), codes.get("DEADLINE_EXCEEDED", 0),
-                calls - codes.get("OK", 0) - codes.get(SHED, 0), codes.get(SHED, 0), calls, codes)
+                calls - codes.get("OK", 0) - codes.get(SHED, 0), codes.get(SHED, 0), calls, codes, lag_ms)
+
+
+async def loop_lag_max(every_s: float = 0.05) -> float:
+    """Until cancelled: the most a short sleep overran, in ms (returned on cancel)."""
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    try:
+        while True:
+            before = loop.time()
+            await asyncio.sleep(every_s)
+            worst = max(worst, (loop.time() - before - every_s) * 1000.0)
+    except asyncio.CancelledError:
+        return worst
 
 
 async def seed(env: dict[str, str], users: int, funding_fen: int) -> list[TestUser]:
@@ -165,6 +187,7 @@ def report(prefix: str, step: Step) -> None:
     print(f"RESULT {prefix}_admitted_confirm_p99_ms {p99:.1f}")
     print(f"RESULT {prefix}_deadline_exceeded {step.deadline_exceeded}")
     print(f"RESULT {prefix}_shed_ratio {step.shed_ratio:.4f}")
+    print(f"RESULT {prefix}_generator_lag_max_ms {step.generator_lag_ms:.0f}")
 
 
 def main() -> int:
