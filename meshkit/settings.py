@@ -127,10 +127,10 @@ class CommonSettings:
 
 def admission_from_env() -> AdmissionSettings:
     """MESH_ADMISSION_ENABLED (default on), MESH_ADMISSION_MAX_INFLIGHT (admitted calls
-    running at once per replica, default 32), MESH_ADMISSION_QUEUE_MS (longest expected wait
+    running at once per replica, default 16), MESH_ADMISSION_QUEUE_MS (longest expected wait
     a confirm may queue for, default 50; views get half, order queries a quarter)."""
     return AdmissionSettings(
         enabled=env_bool("MESH_ADMISSION_ENABLED", True),
-        max_inflight=max(1, env_int("MESH_ADMISSION_MAX_INFLIGHT", 32)),
+        max_inflight=max(1, env_int("MESH_ADMISSION_MAX_INFLIGHT", 16)),
         queue_s=max(0, env_int("MESH_ADMISSION_QUEUE_MS", 50)) / 1000.0,
     )
