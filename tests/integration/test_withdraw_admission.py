@@ -20,6 +20,7 @@ from tests.integration.test_withdraw_support import WdMesh, start_mesh
 @pytest.fixture(scope="module")
 async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
     m = await start_mesh(mesh_env, extra={
+        "MESH_ADMISSION_ENABLED": "true",
         "MESH_ADMISSION_MAX_INFLIGHT": "2",
         "MESH_ADMISSION_QUEUE_MS": "20",
     })
