@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from meshkit.admission import Admission, Gate, Refused
 from meshkit.errors import DomainError, InvalidArgument
 from meshkit.identity import CALLER_HEADER
 from meshkit.outage import OutageLog, outage_of
@@ -25,6 +26,7 @@ _tracer = trace.get_tracer("meshkit.grpc")
 _meter = meter("meshkit.grpc")
 _requests = _meter.create_counter("rpc.server.requests", description="RPCs by method and status")
 _latency = _meter.create_histogram("rpc.server.duration", unit="ms", description="RPC latency")
+_shed = _meter.create_counter("rpc.server.shed", description="RPCs refused by admission, by reason")
 
 _outages = OutageLog(log)
 
@@ -52,6 +54,38 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
             return _Undecodable(exc)
 
     return parse
+
+
+RETRY_AFTER_HEADER = "retry-after-ms"
+# gRPC's own retry policy honours this one (a client with RESOURCE_EXHAUSTED retryable).
+PUSHBACK_HEADER = "grpc-retry-pushback-ms"
+
+
+async def _refuse(method: str, refused: Refused, context: grpc.aio.ServicerContext) -> NoReturn:
+    hint = str(refused.retry_after_ms)
+    context.set_trailing_metadata(((RETRY_AFTER_HEADER, hint), (PUSHBACK_HEADER, hint)))
+    attrs = {"rpc.method": method, "rpc.grpc.status": "RESOURCE_EXHAUSTED"}
+    _requests.add(1, attrs)
+    _shed.add(1, {"rpc.method": method, "reason": refused.reason})
+    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded; retry after {hint} ms")
+    raise AssertionError("context.abort returned")
+
+
+def _admitted(method: str, behavior: Behavior, admission: Admission, priority: int) -> Behavior:
+    """Admission before everything else: a refused call costs no span, no parse check and
+    no handler, so it is answered at once however busy the replica is."""
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            ticket = await admission.acquire(priority, context.time_remaining())
+        except Refused as refused:
+            await _refuse(method, refused, context)
+        try:
+            return await behavior(request, context)
+        finally:
+            admission.release(ticket)
+
+    return handle
 
 
 def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
@@ -99,6 +133,9 @@ def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, gate: Gate | None = None) -> None:
+        self.gate = gate
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -110,8 +147,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None or method.startswith("/grpc."):
             return handler
         deserialize = handler.request_deserializer
+        behavior = _wrap_unary(method, handler.unary_unary)
+        priority = self.gate.priority_of(method) if self.gate is not None else None
+        if priority is not None and self.gate is not None and self.gate.admission is not None:
+            behavior = _admitted(method, behavior, self.gate.admission, priority)
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(method, handler.unary_unary),
+            behavior,
             request_deserializer=_tolerant(deserialize) if deserialize else None,
             response_serializer=handler.response_serializer,
         )

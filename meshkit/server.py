@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from meshkit.admission import Admission, Gate
 from meshkit.interceptors import ServerInterceptor
 from meshkit.logs import setup_logging
 from meshkit.metrics import setup_metrics
@@ -53,6 +54,8 @@ class RunningServer:
     app: App
     health: HealthServicer
     service_names: list[str]
+    # Admission of the user-facing methods (None when the service sheds nothing).
+    gate: Gate | None = None
     _probe: asyncio.Task[None] | None = field(default=None)
 
     @property
@@ -95,7 +98,9 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     # Stores and migrations first: servicers are built on live connections.
     await app.start()
     # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
-    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=[("grpc.so_reuseport", 0)])
+    admission = Admission(settings.admission) if settings.admission.enabled and settings.admitted else None
+    gate = Gate(admission, settings.admitted)
+    server = grpc.aio.server(interceptors=[ServerInterceptor(gate)], options=[("grpc.so_reuseport", 0)])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = app.register(server)
@@ -106,7 +111,7 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     bound = bind(server, f"{settings.host}:{settings.port if port is None else port}", settings.tls)
     await server.start()
     await _set_all(health, names, serving=await app.healthy())
-    running = RunningServer(server, bound, app, health, names)
+    running = RunningServer(server, bound, app, health, names, gate)
     running._probe = asyncio.create_task(_probe_loop(app, health, names))
     log.info("%s listening on %s:%d", settings.service, settings.host, bound)
     return running

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from meshkit.admission import AdmissionSettings, parse_priorities
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -95,10 +98,18 @@ class CommonSettings:
     key_prefix: str
     tls: TlsSettings
     grace_seconds: float
+    admission: AdmissionSettings = field(default_factory=lambda: AdmissionSettings(False, 1, 0.0))
+    # Methods ("Service/Method") this replica may refuse under load, by priority (0 is shed
+    # last); every other method (internal, admin, health, reflection) is never refused.
+    admitted: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, service: str, db_schema: str) -> CommonSettings:
+    def from_env(cls, service: str, db_schema: str, admitted: Sequence[str] = ()) -> CommonSettings:
         upper = service.upper()
+        try:
+            priorities = parse_priorities(env_list(f"{upper}_ADMISSION_METHODS", list(admitted)))
+        except ValueError as exc:
+            raise SystemExit(f"{upper}_ADMISSION_METHODS: {exc}") from exc
         return cls(
             service=service,
             host=env_str(f"{upper}_HOST", "127.0.0.1"),
@@ -109,4 +120,17 @@ class CommonSettings:
             key_prefix=env_str("MESH_KEY_PREFIX", "mesh"),
             tls=TlsSettings.from_env(),
             grace_seconds=env_float("MESH_SHUTDOWN_GRACE_S", 10.0),
+            admission=admission_from_env(),
+            admitted=priorities,
         )
+
+
+def admission_from_env() -> AdmissionSettings:
+    """MESH_ADMISSION_ENABLED (default on), MESH_ADMISSION_MAX_INFLIGHT (admitted calls
+    running at once per replica, default 16), MESH_ADMISSION_QUEUE_MS (longest expected wait
+    a confirm may queue for, default 50; views get half, order queries a quarter)."""
+    return AdmissionSettings(
+        enabled=env_bool("MESH_ADMISSION_ENABLED", True),
+        max_inflight=max(1, env_int("MESH_ADMISSION_MAX_INFLIGHT", 16)),
+        queue_s=max(0, env_int("MESH_ADMISSION_QUEUE_MS", 50)) / 1000.0,
+    )

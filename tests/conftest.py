@@ -32,6 +32,10 @@ async def mesh_env() -> AsyncIterator[dict[str, str]]:
         "MESH_KEY_PREFIX": f"test-{uuid.uuid4().hex[:10]}",
         "REWARD_TOKEN_KEYS": "k1:test-secret-1,k2:test-secret-2",
         "REWARD_TOKEN_ACTIVE_KEY": "k1",
+        # Tests burst hundreds of calls at once to check correctness under concurrency, on a
+        # shared box: shedding would refuse them. Admission is tested where it is switched
+        # back on (tests/integration/test_withdraw_admission.py).
+        "MESH_ADMISSION_ENABLED": "false",
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)

@@ -446,7 +446,8 @@ class Drill:
         self.confirmed.update(driver.state.order_ids)
         self.timeline.note(f"load stopped after {seconds:.1f}s: {driver.state.issued} calls, "
                            f"{len(driver.state.order_ids)} confirms answered, "
-                           f"{driver.state.unanswered_confirms} unanswered", mark="load stop")
+                           f"{driver.state.unanswered_confirms} unanswered, "
+                           f"{driver.state.shed_confirms} refused by admission (shed)", mark="load stop")
         return driver, seconds
 
     # 4. settle
@@ -900,6 +901,7 @@ def _write(drill: Drill, options: DrillOptions, result: DrillResult, recorder: R
             "lost_fen": result.lost_fen, "double_payouts": result.double_payouts,
             "discrepancies": result.discrepancies,
             "unanswered_confirms": driver.state.unanswered_confirms if driver else 0,
+            "shed_confirms": driver.state.shed_confirms if driver else 0,
         },
         "checks": result.checks,
     }

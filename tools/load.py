@@ -189,6 +189,7 @@ async def _run(clients: MeshClients, args: argparse.Namespace, mix: dict[str, in
             "confirms_skipped_no_budget": state.no_budget,
             "orders_confirmed": len(state.order_ids),
             "orders_unanswered": state.unanswered_confirms,
+            "confirms_shed": state.shed_confirms,
             "orders_by_state": counts,
             "load_tool_cpu_s": round(cpu_load, 2),
             "load_tool_cpu_share": round(cpu_load / load_seconds, 3) if load_seconds else None,

@@ -7,6 +7,16 @@ from dataclasses import dataclass
 from meshkit.settings import CommonSettings, addr_of, env_bool, env_int, env_list, env_str
 from withdraw_svc.domain import DEFAULT_TIMEZONE, GateConfig, Limits
 
+# What the app calls, shed under load in this order last to first (WITHDRAW_SVC_ADMISSION_METHODS
+# overrides). PayoutCoordinationService and the admin RPCs are absent on purpose: a payout
+# worker's SettlePayout must never wait behind users reloading the page.
+ADMITTED = (
+    "WithdrawService/ConfirmWithdraw:0",
+    "WithdrawService/GetWithdrawPage:1",
+    "WithdrawService/GetOrder:2",
+    "WithdrawService/ListOrders:2",
+)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -55,7 +65,7 @@ class Settings:
     def from_env(cls) -> Settings:
         channels = tuple(env_list("WITHDRAW_CHANNELS", ["bank", "alipay", "balance"]))
         return cls(
-            common=CommonSettings.from_env("withdraw_svc", "withdraw"),
+            common=CommonSettings.from_env("withdraw_svc", "withdraw", ADMITTED),
             account_addr=addr_of("account_svc"),
             gateway_addr=addr_of("gateway_mock"),
             limits=Limits(

@@ -21,10 +21,29 @@ import grpc
 from mesh.withdraw.v1 import withdraw_pb2
 from tools.loadlib.clients import MeshClients
 from tools.loadlib.seeding import TestUser
-from tools.loadlib.stats import Recorder
+from tools.loadlib.stats import SHED, Recorder
 
 OPS = {"page": "GetWithdrawPage", "confirm": "ConfirmWithdraw", "order": "GetOrder"}
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+RETRY_AFTER_HEADER = "retry-after-ms"
+
+
+def is_shed(err: grpc.aio.AioRpcError) -> bool:
+    """Refused by the mesh's admission because it is saturated (RESOURCE_EXHAUSTED with a
+    retry-after hint): refused, not failed, and it took nothing. Recorded as SHED."""
+    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return RETRY_AFTER_HEADER in dict(err.trailing_metadata() or ())
+
+
+def retry_after_s(err: grpc.aio.AioRpcError, default_s: float, cap_s: float) -> float:
+    """The server's retry-after hint (trailing metadata), bounded; `default_s` without one."""
+    raw = dict(err.trailing_metadata() or ()).get(RETRY_AFTER_HEADER)
+    try:
+        hint = int(str(raw)) / 1000.0 if raw is not None else default_s
+    except ValueError:
+        hint = default_s
+    return min(cap_s, max(0.0, hint))
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -69,6 +88,10 @@ class DriverConfig:
     timeout_s: float = 5.0
     # Retries of an unanswered confirm with the same request id, as the app does (0: none).
     confirm_retries: int = 0
+    # Retries of a shed confirm (RESOURCE_EXHAUSTED) after the server's retry-after hint,
+    # capped at shed_retry_cap_s per wait, as the app does (0: a shed confirm is final).
+    shed_retries: int = 1
+    shed_retry_cap_s: float = 1.0
     max_inflight: int = 10_000
     seed: int = 1
     run_tag: str = "load"
@@ -86,6 +109,8 @@ class DriverState:
     order_ids: list[str] = field(default_factory=list)
     unanswered_confirms: int = 0
     no_budget: int = 0
+    # Confirms refused by admission on their last attempt (no order was made).
+    shed_confirms: int = 0
 
 
 class Driver:
@@ -128,7 +153,8 @@ class Driver:
             self.state.stopped_at = loop.time()
         if self._tasks:
             # In-flight calls finish (bounded by their deadline) so every scheduled call counts.
-            await asyncio.wait(self._tasks, timeout=self.config.timeout_s * (self.config.confirm_retries + 2))
+            await asyncio.wait(self._tasks, timeout=self.config.timeout_s * (self.config.confirm_retries + 2)
+                               + self.config.shed_retry_cap_s * 1.5 * self.config.shed_retries)
         return self.state
 
     async def _open_loop(self) -> None:
@@ -195,7 +221,7 @@ class Driver:
             else:
                 code = await self._order()
         except grpc.aio.AioRpcError as err:
-            code = err.code().name
+            code = SHED if is_shed(err) else err.code().name
         except Exception as exc:  # a bug in the tool must not stall the schedule
             code = f"CLIENT_{type(exc).__name__}"
         finally:
@@ -231,7 +257,10 @@ class Driver:
         request = withdraw_pb2.ConfirmWithdrawRequest(
             uid=user.uid, request_id=f"{self.config.run_tag}-{next(self._request_seq)}",
             amount_fen=amount, method_id=user.method_id)
-        attempt = 0
+        attempt = shed = 0
+        # Whether an earlier attempt went unanswered: it may have debited, so a refusal of
+        # a later attempt says nothing about the money.
+        in_doubt = False
         while True:
             try:
                 reply = await self.clients.withdraw.ConfirmWithdraw(
@@ -239,14 +268,24 @@ class Driver:
             except grpc.aio.AioRpcError as err:
                 if err.code() in _RETRYABLE and attempt < self.config.confirm_retries:
                     attempt += 1
+                    in_doubt = True
                     await asyncio.sleep(0.2 * attempt)
                     continue
-                if err.code() in _RETRYABLE:
+                if is_shed(err) and shed < self.config.shed_retries:
+                    shed += 1
+                    # Jittered, so the refused do not all come back in the same millisecond.
+                    wait = retry_after_s(err, 0.1, self.config.shed_retry_cap_s)
+                    await asyncio.sleep(wait * self._rng.uniform(1.0, 1.5))
+                    continue
+                if err.code() in _RETRYABLE or in_doubt:
                     self.state.unanswered_confirms += 1
-                elif err.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
-                                    grpc.StatusCode.PERMISSION_DENIED):
-                    # A definite refusal took nothing.
+                elif is_shed(err) or err.code() in (
+                        grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
+                        grpc.StatusCode.PERMISSION_DENIED):
+                    # A definite refusal took nothing (a shed confirm never reached a handler).
                     user.remaining_fen += amount
+                    if is_shed(err):
+                        self.state.shed_confirms += 1
                 raise
             break
         self.state.order_ids.append(reply.order.order_id)

@@ -162,7 +162,7 @@ def _save(fig: Any, out: Path, name: str) -> str:
 
 
 def summary_table(summary: dict[str, dict[str, Any]]) -> str:
-    head = (f"{'rpc':<18}{'calls':>9}{'ok':>9}{'err%':>8}{'ok/s':>9}"
+    head = (f"{'rpc':<18}{'calls':>9}{'ok':>9}{'shed%':>8}{'err%':>8}{'ok/s':>9}"
             f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     lines = [head, "-" * len(head)]
 
@@ -170,7 +170,8 @@ def summary_table(summary: dict[str, dict[str, Any]]) -> str:
         return "-" if value is None else f"{value:.1f}"
 
     for rpc, s in summary.items():
-        lines.append(f"{rpc:<18}{s['calls']:>9}{s['ok']:>9}{100 * s['error_rate']:>7.2f}%{s['ok_rate']:>9.1f}"
+        lines.append(f"{rpc:<18}{s['calls']:>9}{s['ok']:>9}{100 * s.get('shed_rate', 0.0):>7.2f}%"
+                     f"{100 * s['error_rate']:>7.2f}%{s['ok_rate']:>9.1f}"
                      f"{ms(s['p50']):>9}{ms(s['p95']):>9}{ms(s['p99']):>9}{ms(s['max']):>9}")
     for rpc, s in summary.items():
         if s["errors"]:
@@ -213,14 +214,14 @@ def _html(title: str, report: dict[str, Any], events: Sequence[dict[str, Any]], 
     if summary:
         parts.append("<h2>Calls</h2><p>Latency of successful calls, measured from each call's scheduled "
                      "start (open loop).</p><table><tr><th class='l'>RPC</th><th>calls</th><th>ok</th>"
-                     "<th>errors</th><th>ok/s</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th>"
+                     "<th>shed</th><th>errors</th><th>ok/s</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th>"
                      "<th>max ms</th></tr>")
         for rpc, s in summary.items():
             errors = ", ".join(f"{c}: {n}" for c, n in s["errors"].items()) or "0"
             parts.append(
                 f"<tr><td class='l'>{esc(rpc)}</td><td>{s['calls']}</td><td>{s['ok']}</td>"
-                f"<td>{esc(errors)}</td><td>{s['ok_rate']}</td><td>{s['p50']}</td><td>{s['p95']}</td>"
-                f"<td>{s['p99']}</td><td>{s['max']}</td></tr>")
+                f"<td>{s.get('shed', 0)}</td><td>{esc(errors)}</td><td>{s['ok_rate']}</td>"
+                f"<td>{s['p50']}</td><td>{s['p95']}</td><td>{s['p99']}</td><td>{s['max']}</td></tr>")
         parts.append("</table>")
     for key in ("results", "drain", "channels_end", "checks"):
         if key in report:

@@ -79,10 +79,14 @@ def cpu_seconds() -> float:
 
 def rate_figures(summary: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
     confirm = summary.get("ConfirmWithdraw", {})
+    calls = sum(s["calls"] for s in summary.values())
+    shed = sum(s.get("shed", 0) for s in summary.values())
     return {
         "confirm_ok_per_s": round(confirm.get("ok", 0) / seconds, 2) if seconds else 0.0,
         "confirm_p50_ms": confirm.get("p50"),
         "confirm_p95_ms": confirm.get("p95"),
         "confirm_p99_ms": confirm.get("p99"),
         "all_calls_per_s": round(sum(s["calls"] for s in summary.values()) / seconds, 2) if seconds else 0.0,
+        "shed_ratio": round(shed / calls, 5) if calls else 0.0,
+        "confirm_shed_ratio": confirm.get("shed_rate", 0.0),
     }

@@ -262,6 +262,7 @@ def progress_line(row: dict[str, Any]) -> str:
     rpcs = row["rpcs"]
     total = sum(r["rate"] for r in rpcs.values())
     errors = sum(sum(r["errors"].values()) for r in rpcs.values())
+    shed = sum(r.get("shed", 0) for r in rpcs.values())
     confirm = rpcs.get("ConfirmWithdraw", {})
     p99 = confirm.get("p99")
     p99_text = f"{p99:.0f}ms" if p99 is not None else "-"
@@ -273,5 +274,5 @@ def progress_line(row: dict[str, Any]) -> str:
     done = "-" if orders is None else str(orders["SUCCEEDED"] + orders["FAILED"])
     return (f"[{row['phase']:>5} {row['t']:6.1f}s] {total:7.1f} rpc/s  "
             f"confirm {confirm.get('rate', 0):6.1f}/s "
-            f"p99 {p99_text:>6}  errors {errors:4d}  inflight {row['inflight']:5d}  "
+            f"p99 {p99_text:>6}  errors {errors:4d}  shed {shed:4d}  inflight {row['inflight']:5d}  "
             f"queue {backlog:>6}  dlq {dlq:>4}  orders open {open_orders:>6} done {done:>6}")

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 PERCENTILES = (50, 95, 99)
+# The code under which a load driver records a call refused by admission (RESOURCE_EXHAUSTED).
+SHED = "SHED"
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:
@@ -73,21 +75,28 @@ class Recorder:
                 "calls": total,
                 "ok": ok,
                 "rate": round(total / seconds, 2) if seconds > 0 else 0.0,
-                "errors": {c: n for c, n in codes.items() if c != "OK"},
+                "shed": codes.get(SHED, 0),
+                "errors": {c: n for c, n in codes.items() if c not in ("OK", SHED)},
                 **percentiles(window.latencies.get(rpc, array("d"))),
             }
         return rows
 
     def summary(self, seconds: float) -> dict[str, dict[str, Any]]:
+        """Per RPC; calls shed by the mesh's admission (code SHED) are refusals, counted
+        apart from the errors: error_rate is of the calls that were not shed."""
         out: dict[str, dict[str, Any]] = {}
         for rpc, codes in sorted(self.all_codes.items()):
             total = sum(codes.values())
             ok = codes.get("OK", 0)
+            shed = codes.get(SHED, 0)
+            served = total - shed
             out[rpc] = {
                 "calls": total,
                 "ok": ok,
-                "errors": {c: n for c, n in codes.items() if c != "OK"},
-                "error_rate": round((total - ok) / total, 5) if total else 0.0,
+                "shed": shed,
+                "shed_rate": round(shed / total, 5) if total else 0.0,
+                "errors": {c: n for c, n in codes.items() if c not in ("OK", SHED)},
+                "error_rate": round((served - ok) / served, 5) if served else 0.0,
                 "rate": round(total / seconds, 2) if seconds > 0 else 0.0,
                 "ok_rate": round(ok / seconds, 2) if seconds > 0 else 0.0,
                 **percentiles(self.all_latencies.get(rpc, array("d"))),
