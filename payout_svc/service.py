@@ -113,6 +113,8 @@ class ProcessorConfig:
     # the first to the last value.
     outage_backoff_ms: int = 200
     outage_backoff_max_ms: int = 2000
+    # Dependency-away results in a row (no message handled between) before the channel pauses.
+    away_before_pause: int = 3
 
 
 def now_ms() -> int:
@@ -161,6 +163,7 @@ class PayoutProcessor:
         # Per channel, how long a worker should pause before its next message: grows while
         # dependencies are found away, back to 0 at the first message that gets anywhere.
         self._pauses: dict[str, float] = {}
+        self._away_runs: dict[str, int] = {}
 
     def pause_of(self, channel: str) -> float:
         return self._pauses.get(channel, 0.0)
@@ -184,6 +187,7 @@ class PayoutProcessor:
             handled = await self._handle(delivery, job)
             if handled is not Handled.LEFT:
                 self._pauses.pop(delivery.channel, None)
+                self._away_runs.pop(delivery.channel, None)
             span.set_attribute("payout.handled", handled.value)
             _handled.add(1, {"channel": delivery.channel, "handled": handled.value})
             return handled
@@ -232,8 +236,15 @@ class PayoutProcessor:
         message while it waits, a drain finds nothing in hand, and the wait needs no Redis
         (which may be what is away). Workers pause before their next message (pause_of), so
         an outage is no hot loop and pulls the backlog into the pending list only slowly."""
-        self._pauses[delivery.channel] = outage_backoff_s(
-            self.pause_of(delivery.channel), self.config.outage_backoff_ms, self.config.outage_backoff_max_ms)
+        # One refused call is a hiccup (a transient error of a busy gateway), not an outage:
+        # pausing every worker of the channel for each would stall it under a few percent
+        # of them. Only a run of them, with no message handled in between, pauses it.
+        away_run = self._away_runs.get(delivery.channel, 0) + 1
+        self._away_runs[delivery.channel] = away_run
+        if away_run >= self.config.away_before_pause:
+            self._pauses[delivery.channel] = outage_backoff_s(
+                self.pause_of(delivery.channel), self.config.outage_backoff_ms,
+                self.config.outage_backoff_max_ms)
         log.warning("%s; message %s left for redelivery", away, delivery.entry_id)
         return Handled.LEFT
 

@@ -557,12 +557,32 @@ GATEWAY_AWAY = DependencyDown("gateway: UNAVAILABLE failed to connect to all add
 
 
 async def test_gateway_away_leaves_the_message_without_an_attempt_and_pauses_the_channel() -> None:
-    w = world(OrderState.PENDING_PAYOUT, [GATEWAY_AWAY], query=GATEWAY_AWAY)
+    w = world(OrderState.PENDING_PAYOUT, [GATEWAY_AWAY] * 3, query=GATEWAY_AWAY)
     processor = w.processor()
     assert await processor.handle(delivery_of(w.orders.order.as_job())) == Handled.LEFT
     assert w.queue.retried == [] and w.queue.dead == [] and "ack" not in w.queue.actions
     assert w.orders.order.state is OrderState.PAYING and w.locks.held == {}
+    # One refused call is a hiccup: the channel carries on at full speed.
+    assert processor.pause_of("bank") == 0
+    for _ in range(CONFIG.away_before_pause - 1):
+        assert await processor.handle(delivery_of(w.orders.order.as_job())) == Handled.LEFT
+    # A run of them is an outage: the channel's workers pause.
     assert processor.pause_of("bank") > 0 and processor.pause_of("alipay") == 0
+
+
+async def test_transient_gateway_errors_between_successes_never_pause_the_channel() -> None:
+    w = world(OrderState.PENDING_PAYOUT, [])
+    processor = w.processor()
+    for _ in range(20):
+        w.orders.order = make_order(OrderState.PENDING_PAYOUT)
+        w.gateway.answers = [GATEWAY_AWAY]
+        w.gateway.query_answer = GatewayAnswer(GatewayStatus.NOT_FOUND)
+        assert await processor.handle(delivery_of(w.orders.order.as_job())) == Handled.LEFT
+        assert processor.pause_of("bank") == 0  # the other workers do not stop for a hiccup
+        w.orders.order = make_order(OrderState.PENDING_PAYOUT)
+        w.gateway.answers = [GatewayAnswer(S)]
+        assert await processor.handle(delivery_of(w.orders.order.as_job())) == Handled.ACKED
+        assert processor.pause_of("bank") == 0
 
 
 async def test_gateway_down_for_many_deliveries_never_dead_letters_then_pays_once() -> None:
@@ -577,6 +597,7 @@ async def test_gateway_down_for_many_deliveries_never_dead_letters_then_pays_onc
         pauses.append(processor.pause_of("bank"))
     assert w.queue.retried == [] and w.queue.dead == []
     assert pauses == sorted(pauses) and pauses[-1] == CONFIG.outage_backoff_max_ms / 1000
+    assert pauses[CONFIG.away_before_pause - 2] > 0  # paused once the run of outages is long enough
     # Back: the redelivery queries first, finds nothing, pays once and settles.
     w.gateway.query_answer = GatewayAnswer(GatewayStatus.NOT_FOUND)
     w.gateway.answers = [GatewayAnswer(S)]
