@@ -66,6 +66,7 @@ class FaultProxy:
         return len(self._links)
 
     async def start(self) -> None:
+        self._cut = False
         self._server = await asyncio.start_server(self._accept, self.listen_host, self.listen_port)
 
     async def cut(self) -> None:

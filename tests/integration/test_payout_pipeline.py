@@ -241,7 +241,7 @@ async def test_a_channel_unavailable_for_a_while_dead_letters_nothing(pm: Payout
         pending = await redis_client.xpending_range(stream, "payout", min="-", max="+", count=10)
         return len(pending) == 2 and all(p["times_delivered"] > 3 for p in pending)
 
-    await eventually(delivered_more_than_max_attempts, timeout=20, what="payouts to be tried again and again")
+    await eventually(delivered_more_than_max_attempts, timeout=30, what="payouts to be tried again and again")
     assert await redis_client.xlen(pm.m.keys.payout_dead_letters("paway")) == 0
     assert set((await pm.states(uid)).values()) == {"PAYING"}
     await pm.faults("paway")
