@@ -32,7 +32,7 @@ async def test_begin_batch_is_a_compare_and_set_per_order(mesh: WdMesh) -> None:
     await coordination.BeginPayout(wd.BeginPayoutRequest(order_id=ids[0]), timeout=10)
     # Two batches race over the same orders: each order is acquired exactly once.
     replies = await asyncio.gather(*(
-        coordination.BeginPayoutBatch(wd.BeginPayoutBatchRequest(order_ids=ids + ["wd-nope"]), timeout=10)
+        coordination.BeginPayoutBatch(wd.BeginPayoutBatchRequest(order_ids=[*ids, "wd-nope"]), timeout=10)
         for _ in range(4)
     ))
     for reply in replies:
