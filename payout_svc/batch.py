@@ -13,9 +13,10 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol
 
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind, get_current_span
 
 from meshkit.outage import outage_of
+from meshkit.streams import context_of
 from meshkit.telemetry import tracer
 from payout_svc.domain import (
     AttemptFailed,
@@ -116,7 +117,11 @@ class BatchPayoutProcessor(PayoutProcessor):
             return [await self.handle(d) for d in deliveries]
         channel = deliveries[0].channel
         assert all(d.channel == channel for d in deliveries), "one channel per batch"
-        with _tracer.start_as_current_span("payout batch", kind=SpanKind.CONSUMER, attributes={
+        # A span has one parent: the batch links to each message's producer instead.
+        links = [Link(ctx) for d in deliveries
+                 if (ctx := get_current_span(context_of({"traceparent": d.traceparent})).get_span_context())
+                 .is_valid]
+        with _tracer.start_as_current_span("payout batch", kind=SpanKind.CONSUMER, links=links, attributes={
             "messaging.system": "redis", "messaging.destination.name": channel,
             "messaging.batch.message_count": len(deliveries),
         }):
