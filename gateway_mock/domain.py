@@ -18,6 +18,7 @@ MAX_CHANNEL_LEN = 32
 MAX_ACCOUNT_LEN = 64
 DEFAULT_PAGE = 500
 MAX_PAGE = 5000
+MAX_BATCH = 500
 CLOSED_ACCOUNT = "account closed"
 
 
@@ -211,6 +212,14 @@ class CapacityWindow:
             return False
         self._admitted.append(now)
         return True
+
+    def release(self, admitted_at: float) -> None:
+        """Give back a slot admit() granted at `admitted_at` to a call that turned out to
+        need none (an order already recorded, a method not bound)."""
+        try:
+            self._admitted.remove(admitted_at)
+        except ValueError:
+            pass  # already out of the window
 
 
 def check_channel(channel: str, channels: tuple[str, ...]) -> None:

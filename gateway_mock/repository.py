@@ -4,6 +4,7 @@ in the same transaction."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -68,14 +69,61 @@ class Repository:
         assert existing is not None
         return existing, False
 
+    async def insert_payouts(
+        self, items: Sequence[tuple[PayoutRequest, Decision, int]], requested_at: datetime
+    ) -> dict[str, Payout]:
+        """insert_payout for many (request, decision, async_delay_ms) with distinct order ids,
+        in one statement: only orders with no record yet whose method is bound to that uid
+        on that channel are recorded, with their change-feed rows. The records created."""
+        rows = await self.pool.fetch(
+            f"""
+            WITH t AS (
+                SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                                     $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[])
+                    AS t(order_id, uid, channel, method_id, amount_fen, state, failure_reason,
+                         delay_ms, async_outcome, async_reason)
+            ), ins AS (
+                INSERT INTO payouts (order_id, uid, channel, method_id, amount_fen, state,
+                                     failure_reason, complete_at, async_outcome, async_reason,
+                                     requested_at, completed_at)
+                SELECT t.order_id, t.uid, t.channel, t.method_id, t.amount_fen, t.state,
+                       t.failure_reason,
+                       CASE WHEN t.state = 'PROCESSING'
+                            THEN now() + t.delay_ms * interval '1 millisecond' END,
+                       t.async_outcome, t.async_reason, $11,
+                       CASE WHEN t.state = 'PROCESSING' THEN NULL ELSE now() END
+                FROM t JOIN methods m
+                  ON m.method_id = t.method_id AND m.uid = t.uid AND m.channel = t.channel
+                ORDER BY t.order_id
+                ON CONFLICT (order_id) DO NOTHING
+                RETURNING {_PAYOUT_COLUMNS}
+            ), feed AS (
+                INSERT INTO changes (kind, key, payload)
+                SELECT 'payout', ins.order_id, jsonb_build_object(
+                    'order_id', ins.order_id, 'uid', ins.uid, 'channel', ins.channel,
+                    'method_id', ins.method_id, 'amount_fen', ins.amount_fen, 'state', ins.state,
+                    'failure_reason', ins.failure_reason)
+                FROM ins ORDER BY ins.order_id
+            )
+            SELECT * FROM ins
+            """,
+            [r.order_id for r, _, _ in items], [r.uid for r, _, _ in items],
+            [r.channel for r, _, _ in items], [r.method_id for r, _, _ in items],
+            [r.amount_fen for r, _, _ in items], [d.state.value for _, d, _ in items],
+            [d.failure_reason for _, d, _ in items], [delay for _, _, delay in items],
+            [d.async_outcome.value if d.async_outcome else None for _, d, _ in items],
+            [d.async_reason for _, d, _ in items], requested_at,
+        )
+        return {r["order_id"]: _payout(r) for r in rows}
+
+    async def get_payouts(self, order_ids: Sequence[str]) -> dict[str, Payout]:
+        rows = await self.pool.fetch(
+            f"SELECT {_PAYOUT_COLUMNS} FROM payouts WHERE order_id = ANY($1::text[])", list(order_ids))
+        return {r["order_id"]: _payout(r) for r in rows}
+
     async def get_payout(self, order_id: str) -> Payout | None:
         row = await self.pool.fetchrow(f"SELECT {_PAYOUT_COLUMNS} FROM payouts WHERE order_id = $1", order_id)
         return _payout(row) if row else None
-
-    async def get_payouts(self, order_ids: list[str]) -> list[Payout]:
-        rows = await self.pool.fetch(
-            f"SELECT {_PAYOUT_COLUMNS} FROM payouts WHERE order_id = ANY($1::text[])", order_ids)
-        return [_payout(r) for r in rows]
 
     async def complete_due(self, order_ids: list[str] | None = None, limit: int = 500) -> list[Payout]:
         """Finalize PROCESSING payouts whose completion time passed, all of them or only

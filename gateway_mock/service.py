@@ -7,13 +7,15 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from gateway_mock.domain import (
+    MAX_BATCH,
     CapacityExceeded,
     CapacityWindow,
     ChannelFaults,
+    Decision,
     Method,
     MethodConflict,
     MethodNotBound,
@@ -35,13 +37,15 @@ from gateway_mock.domain import (
     validate_bind,
 )
 from gateway_mock.repository import Repository
-from meshkit.errors import InvalidArgument
+from meshkit import validate
+from meshkit.errors import DomainError, InvalidArgument
 from meshkit.logs import log_context
 from meshkit.timeconv import utcnow
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+BatchOutcome = tuple[Payout, bool] | DomainError
 
 
 class GatewayService:
@@ -101,6 +105,87 @@ class GatewayService:
                 raise ReplyLost()
             return payout, not created
 
+    async def payout_batch(self, requests: Sequence[PayoutRequest]) -> list[BatchOutcome]:
+        """payout() for each request in one call: a result per item, in order, either
+        (payout, replayed) or the DomainError payout() would have raised for it. Capacity,
+        transient errors and the outcome are drawn per item; the items travel together, so
+        the call takes the longest of their latencies (half before the commit, half after)
+        and a lost reply loses the whole answer after the commit. One INSERT for the new
+        orders and one read of the rest (recorded before, or refused here)."""
+        requested_at = utcnow()
+        validate.count("payouts", requests, MAX_BATCH, reason="BATCH_TOO_LARGE")
+        results: list[BatchOutcome | None] = [None] * len(requests)
+        firsts: dict[str, int] = {}
+        for index, request in enumerate(requests):
+            try:
+                request.validate(self.channels)
+            except DomainError as exc:
+                results[index] = exc
+                continue
+            firsts.setdefault(request.order_id, index)
+        now = self.clock()
+        admitted: set[str] = set()
+        refused: dict[str, DomainError] = {}
+        to_insert: list[tuple[PayoutRequest, Decision, int]] = []
+        latency = 0.0
+        for order_id, index in firsts.items():
+            request = requests[index]
+            faults = self.faults[request.channel]
+            latency = max(latency, faults.latency_s(self.rng))
+            # Admitted before knowing whether the order is new (that is the one read this
+            # saves); a slot taken by a recorded order or an unbound method is given back.
+            if not self.windows[request.channel].admit(faults.capacity_per_second, now):
+                refused[order_id] = CapacityExceeded(request.channel, faults.capacity_per_second)
+                continue
+            admitted.add(order_id)
+            if faults.transient(self.rng):
+                refused[order_id] = TransientError(request.channel)
+                continue
+            to_insert.append((request, faults.decide(self.rng), faults.async_delay_ms))
+        await self.sleep(latency / 2)
+        created = await self.repo.insert_payouts(to_insert, requested_at) if to_insert else {}
+        others = [o for o in firsts if o not in created]
+        recorded = await self.repo.get_payouts(others) if others else {}
+        for order_id, index in firsts.items():
+            request = requests[index]
+            with log_context(order_id=order_id, uid=request.uid):
+                if order_id in created:
+                    payout = created[order_id]
+                    log.info("payout recorded: %s %s fen via %s",
+                             payout.state.value, payout.amount_fen, payout.channel)
+                    results[index] = (payout, False)
+                    continue
+                if order_id in recorded:
+                    # Answered from its record whatever the dice said, as payout() does.
+                    if order_id in admitted:
+                        self.windows[request.channel].release(now)
+                    results[index] = await self._replay(recorded[order_id], request)
+                elif order_id in refused:
+                    results[index] = refused[order_id]
+                else:  # admitted and drawn to be recorded: the join found no bound method
+                    self.windows[request.channel].release(now)
+                    results[index] = MethodNotBound(request.method_id)
+        for index, request in enumerate(requests):
+            if results[index] is None:  # a repeat within the batch: judged as a second call
+                first = results[firsts[request.order_id]]
+                if isinstance(first, tuple):
+                    results[index] = await self._replay(first[0], request)
+                else:
+                    results[index] = first
+        await self.sleep(latency / 2)
+        # One reply for the batch, lost or not, as payout() draws one per call.
+        channels = {requests[i].channel for i in firsts.values()}
+        if channels and max((self.faults[ch] for ch in channels),
+                            key=lambda f: f.lost_reply_rate).reply_lost(self.rng):
+            log.info("payout batch committed, reply dropped on purpose (lost reply fault)")
+            raise ReplyLost()
+        return [r for r in results if r is not None]
+
+    async def _replay(self, payout: Payout, request: PayoutRequest) -> BatchOutcome:
+        if not payout.same_content(request):
+            return PayoutConflict(request.order_id)
+        return await self._finalize_if_due(payout), True
+
     async def query_payout(self, order_id: str) -> Payout:
         check_id("order_id", order_id)
         payout = await self.repo.get_payout(order_id)
@@ -113,7 +198,7 @@ class GatewayService:
         One statement reads them all; only when some are still PROCESSING does a second one
         finalize those whose completion time passed, as QueryPayout does."""
         ids = distinct_order_ids(order_ids)
-        found = {p.order_id: p for p in await self.repo.get_payouts(ids)} if ids else {}
+        found = await self.repo.get_payouts(ids) if ids else {}
         due = [p.order_id for p in found.values() if p.state is PayoutState.PROCESSING]
         if due:
             found.update((p.order_id, p) for p in await self.repo.complete_due(due, limit=len(due)))

@@ -7,6 +7,7 @@ import grpc
 from gateway_mock.domain import ChannelFaults, Method, Payout, PayoutRequest, PayoutState
 from gateway_mock.service import GatewayService
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from meshkit.errors import DomainError
 from meshkit.timeconv import from_request_ts, to_ts
 
 _STATE = {
@@ -62,6 +63,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             method_id=request.method_id, amount_fen=request.amount_fen,
         ))
         return gateway_pb2.PayoutResponse(payout=payout_pb(payout), replayed=replayed)
+
+    async def PayoutBatch(
+        self, request: gateway_pb2.PayoutBatchRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.PayoutBatchResponse:
+        outcomes = await self.service.payout_batch([
+            PayoutRequest(order_id=p.order_id, uid=p.uid, channel=p.channel, method_id=p.method_id,
+                          amount_fen=p.amount_fen)
+            for p in request.payouts
+        ])
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, DomainError):
+                results.append(gateway_pb2.PayoutBatchResult(error=gateway_pb2.PayoutError(
+                    code=outcome.code.value, reason=outcome.reason, message=outcome.message)))
+            else:
+                payout, replayed = outcome
+                results.append(gateway_pb2.PayoutBatchResult(
+                    paid=gateway_pb2.PayoutResponse(payout=payout_pb(payout), replayed=replayed)))
+        return gateway_pb2.PayoutBatchResponse(results=results)
 
     async def QueryPayout(
         self, request: gateway_pb2.QueryPayoutRequest, context: grpc.aio.ServicerContext

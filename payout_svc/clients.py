@@ -12,6 +12,7 @@ import grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from payout_svc.domain import (
+    AttemptFailed,
     Begun,
     DependencyDown,
     GatewayAnswer,
@@ -110,6 +111,44 @@ class WithdrawClient:
             raise
         return _order(reply.order)
 
+    async def begin_payout_batch(self, order_ids: list[str]) -> list[Begun | Exception]:
+        """begin_payout for each order id in one call: per item its Begun, or OrderMissing,
+        or AttemptFailed with what withdraw_svc refused."""
+        reply = await self._call(self.coordination.BeginPayoutBatch,
+                                 withdraw_pb2.BeginPayoutBatchRequest(order_ids=order_ids))
+        results: list[Begun | Exception] = []
+        for order_id, item in zip(order_ids, reply.results, strict=True):
+            if item.HasField("begun"):
+                results.append(Begun(_order(item.begun.order), item.begun.acquired))
+            elif item.error.code == "NOT_FOUND":
+                results.append(OrderMissing(order_id))
+            else:
+                results.append(AttemptFailed(f"BeginPayout refused: {item.error.code} {item.error.message}"))
+        return results
+
+    async def settle_payout_batch(
+        self, items: list[tuple[str, OrderState, str]]
+    ) -> list[Order | Exception]:
+        """settle_payout for each (order_id, state, reason) in one call: per item the
+        settled Order, or SettleConflict, or AttemptFailed with what withdraw_svc refused."""
+        request = withdraw_pb2.SettlePayoutBatchRequest(settles=[
+            withdraw_pb2.SettlePayoutRequest(
+                order_id=order_id, reason=reason,
+                result=(withdraw_pb2.PAYOUT_RESULT_SUCCEEDED if state is OrderState.SUCCEEDED
+                        else withdraw_pb2.PAYOUT_RESULT_FAILED))
+            for order_id, state, reason in items
+        ])
+        reply = await self._call(self.coordination.SettlePayoutBatch, request)
+        results: list[Order | Exception] = []
+        for item in reply.results:
+            if item.HasField("settled"):
+                results.append(_order(item.settled.order))
+            elif item.error.code == "FAILED_PRECONDITION":
+                results.append(SettleConflict(item.error.message))
+            else:
+                results.append(AttemptFailed(f"SettlePayout refused: {item.error.code} {item.error.message}"))
+        return results
+
     async def _call(self, method: grpc.aio.UnaryUnaryMultiCallable, request: Any) -> Any:
         for delay in (*WITHDRAW_RETRY_DELAYS_S, None):
             try:
@@ -139,6 +178,24 @@ class GatewayClient:
             return _error_answer(err)
         return _answer(reply.payout)
 
+    async def payout_batch(self, orders: list[Order]) -> list[GatewayAnswer]:
+        """payout() for each order in one call: an answer per order. DependencyDown when
+        the call got no answer at all (then none of them did)."""
+        request = gateway_pb2.PayoutBatchRequest(payouts=[
+            gateway_pb2.PayoutRequest(order_id=o.order_id, uid=o.uid, channel=o.channel,
+                                      method_id=o.method_id, amount_fen=o.amount_fen)
+            for o in orders
+        ])
+        try:
+            reply = await self.stub.PayoutBatch(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            if err.code() in _GATEWAY_AWAY:
+                raise _gateway_down(err) from err
+            return [_error_answer(err)] * len(orders)
+        return [_answer(item.paid.payout) if item.HasField("paid")
+                else _item_answer(item.error.code, item.error.message)
+                for item in reply.results]
+
     async def query(self, order_id: str) -> GatewayAnswer:
         try:
             reply = await self.stub.QueryPayout(gateway_pb2.QueryPayoutRequest(order_id=order_id),
@@ -163,9 +220,21 @@ def _gateway_down(err: grpc.aio.AioRpcError) -> DependencyDown:
     return DependencyDown(f"gateway: {err.code().name} {err.details()}")
 
 
+def _item_answer(code_name: str, message: str) -> GatewayAnswer:
+    """One item's refusal in a batch reply, read as the same status of a single Payout. An
+    item UNAVAILABLE (the channel's transient error) came inside an answer: the gateway
+    says it recorded nothing, so it is a definite "not now" (AWAY), not a lost reply."""
+    if code_name == "UNAVAILABLE":
+        return GatewayAnswer(GatewayStatus.AWAY, f"UNAVAILABLE: {message}")
+    code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.UNKNOWN)
+    return _code_answer(code, f"{code_name}: {message}")
+
+
 def _error_answer(err: grpc.aio.AioRpcError) -> GatewayAnswer:
-    code = err.code()
-    detail = f"{code.name}: {err.details()}"
+    return _code_answer(err.code(), f"{err.code().name}: {err.details()}")
+
+
+def _code_answer(code: grpc.StatusCode, detail: str) -> GatewayAnswer:
     if code in _GATEWAY_UNKNOWN:
         return GatewayAnswer(GatewayStatus.UNKNOWN, detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

@@ -38,6 +38,7 @@ class GatewayStatus(StrEnum):
     UNKNOWN = "UNKNOWN"          # timeout or unavailable: it may or may not have paid
     BUSY = "BUSY"                # channel capacity exceeded: nothing recorded, pace and retry
     REFUSED = "REFUSED"          # refused the request (bad input, conflict): nothing paid by this call
+    AWAY = "AWAY"                # one item of a batch answered "temporarily unavailable": nothing recorded
 
 
 class Handled(StrEnum):

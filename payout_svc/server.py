@@ -15,10 +15,11 @@ from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
 from meshkit.transport import dial
+from payout_svc.batch import BatchPayoutProcessor
 from payout_svc.clients import GatewayClient, WithdrawClient
 from payout_svc.metrics import ChannelSampler
 from payout_svc.repository import RatesRepository
-from payout_svc.service import AwaitingChecker, ChannelRates, PayoutAdmin, PayoutProcessor, ProcessorConfig
+from payout_svc.service import AwaitingChecker, ChannelRates, PayoutAdmin, ProcessorConfig
 from payout_svc.servicer import PayoutAdminServicer
 from payout_svc.settings import Settings
 from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter
@@ -61,12 +62,13 @@ class PayoutApp:
         )
         orders = WithdrawClient(withdraw, s.withdraw_timeout_s)
         payouts = GatewayClient(gateway, s.gateway_timeout_s)
-        processor = PayoutProcessor(orders, payouts, queue, limiter, locks, rates, config,
-                                    self.background.stopping)
+        processor = BatchPayoutProcessor(orders, payouts, queue, limiter, locks, rates, config,
+                                         self.background.stopping)
         checker = AwaitingChecker(orders, payouts, queue, locks, config)
         for channel in s.channels:
             loops = ChannelWorkers(channel, s.workers_per_channel, queue, processor, checker,
-                                   s.claim_idle_ms, lease_ms=max(5_000, 2 * s.await_poll_ms))
+                                   s.claim_idle_ms, lease_ms=max(5_000, 2 * s.await_poll_ms),
+                                   batch_size=s.batch_size)
             for n in range(s.workers_per_channel):
                 self.background.spawn(f"payout-{channel}-worker-{n}", loops.work)
             self.background.spawn(f"payout-{channel}-reclaim", loops.reclaim)

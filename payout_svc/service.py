@@ -53,6 +53,14 @@ _limiter_wait = _meter.create_histogram("payout.limiter.wait", unit="ms",
                                         description="time a payout waited for its channel's rate limit")
 
 
+def count_handled(channel: str, handled: Handled) -> None:
+    _handled.add(1, {"channel": channel, "handled": handled.value})
+
+
+def count_gateway_call(channel: str, answer: str) -> None:
+    _gateway_calls.add(1, {"channel": channel, "answer": answer})
+
+
 # -- ports ----------------------------------------------------------------------------------
 
 

@@ -117,6 +117,17 @@ class ChannelQueue:
     async def ack(self, delivery: Delivery) -> None:
         await self.redis.xack(self.stream(delivery.channel), self.group, delivery.entry_id)
 
+    async def ack_many(self, channel: str, deliveries: list[Delivery]) -> None:
+        """One XACK for messages of one channel."""
+        if deliveries:
+            await self.redis.xack(self.stream(channel), self.group, *(d.entry_id for d in deliveries))
+
+    async def touch_many(self, channel: str, deliveries: list[Delivery]) -> None:
+        """touch() for messages of one channel, in one XCLAIM."""
+        if deliveries:
+            await self.redis.xclaim(self.stream(channel), self.group, self.consumer, 0,
+                                    [d.entry_id for d in deliveries], justid=True)
+
     async def retry(self, delivery: Delivery, job: Job) -> None:
         """Replace the message by a copy carrying the next attempt number, atomically: a
         crash leaves either the original (redelivered) or the copy, never both or neither."""
@@ -290,6 +301,29 @@ class OrderLocks:
     async def release(self, order_id: str, token: str) -> bool:
         return bool(await self._release(keys=[self.keys.order_lock(order_id)], args=[token]))
 
+    async def acquire_many(self, order_ids: list[str]) -> dict[str, str]:
+        """acquire() for many orders in one round trip: the tokens of the locks taken."""
+        tokens = [secrets.token_hex(12) for _ in order_ids]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order_id, token in zip(order_ids, tokens, strict=True):
+                pipe.set(self.keys.order_lock(order_id), token, nx=True, px=self.ttl_ms)
+            taken = await pipe.execute()
+        return {o: t for o, t, ok in zip(order_ids, tokens, taken, strict=True) if ok}
+
+    async def release_many(self, held: dict[str, str]) -> None:
+        await self._each(self._release, held, [])
+
+    async def extend_many(self, held: dict[str, str]) -> None:
+        await self._each(self._extend, held, [self.ttl_ms])
+
+    async def _each(self, script: Any, held: dict[str, str], extra: list[Any]) -> None:
+        if not held:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order_id, token in held.items():
+                await script(keys=[self.keys.order_lock(order_id)], args=[token, *extra], client=pipe)
+            await pipe.execute()
+
     async def extend(self, order_id: str, token: str) -> bool:
         return bool(await self._extend(keys=[self.keys.order_lock(order_id)], args=[token, self.ttl_ms]))
 
@@ -323,6 +357,7 @@ class RateLimiter:
         self.window_us = 1_000_000 + 1000 * max(0, margin_ms)
         self._reserve = self.redis.register_script(_GCRA_RESERVE)
         self._admit = self.redis.register_script(_ADMIT)
+        self._take = self.redis.register_script(_TAKE)
 
     async def reserve(self, channel: str, rate: ChannelRate) -> float:
         """Seconds to wait for this call's slot."""
@@ -339,11 +374,30 @@ class RateLimiter:
                                     args=[limit, secrets.token_hex(6), self.window_us])
         return max(0, int(wait_us)) / 1_000_000
 
+    async def take(self, channel: str, rate: ChannelRate, wanted: int) -> tuple[int, float]:
+        """Up to `wanted` gateway calls that may start now, in one script: (granted, seconds
+        to wait before asking for the rest). Granted calls are counted at once."""
+        if rate.unlimited:
+            limit, per_second = "unlimited", "0"
+        else:
+            limit, per_second = str(window_limit(limited(rate))), repr(float(limited(rate)))
+        granted, wait_us = await self._take(
+            keys=[self.keys.rate_limit(channel), self.keys.rate_window(channel)],
+            args=[per_second, limit, wanted, self.window_us, secrets.token_hex(6), TAKE_BURST_US])
+        return int(granted), max(0, int(wait_us)) / 1_000_000
+
     async def current_rate(self, channel: str) -> float:
         """Gateway calls counted in the last complete second (Redis time), all replicas."""
         seconds, _micros = await self.redis.time()
         raw = await self.redis.get(f"{self.keys.rate_window(channel)}:{int(seconds) - 1}")
         return float(int(raw)) if raw else 0.0
+
+
+# How far ahead of its schedule a take may grant calls. Calls granted together reach the
+# gateway together, so a late batch shifts all of them at once: bursts are kept to what
+# the rate allows in this long (one call at low rates), and the window's margin still
+# absorbs the jitter as it did for single calls.
+TAKE_BURST_US = 10_000
 
 
 def limited(rate: ChannelRate) -> float:
@@ -397,6 +451,60 @@ local counter = KEYS[1] .. ':' .. t[1]
 redis.call('INCR', counter)
 redis.call('EXPIRE', counter, 10)
 return 0
+"""
+
+# take: reserve and admit for up to ARGV[3] calls at once. KEYS[1] GCRA schedule, KEYS[2]
+# sliding log (as above); ARGV: rate per second ("0" when unlimited), calls per window (or
+# "unlimited"), calls wanted, window in microseconds, a unique member prefix, burst in
+# microseconds. The schedule grants the slots due within the burst of now (GCRA with that
+# tolerance: at 2000/s a 10 ms burst is 20 calls at once, at 50/s one), so grants stay as
+# smooth as single calls wherever a rate binds; the log then caps the grant so that no
+# window holds more than its calls. Returns {granted, microseconds to wait for the rest}.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local wanted = tonumber(ARGV[3])
+local granted = wanted
+local wait = 0
+if ARGV[2] ~= 'unlimited' then
+  local interval = 1000000 / tonumber(ARGV[1])
+  local window = tonumber(ARGV[4])
+  local limit = tonumber(ARGV[2])
+  local state = redis.call('HMGET', KEYS[1], 'tat', 'rate')
+  local tat = now
+  if state[2] == ARGV[1] then tat = math.max(now, tonumber(state[1] or '0')) end
+  local burst = tonumber(ARGV[6])
+  if tat > now + burst then
+    granted = 0
+  else
+    granted = math.min(wanted, math.floor((now + burst - tat) / interval) + 1)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  local free = limit - redis.call('ZCARD', KEYS[2])
+  if granted > free then granted = math.max(0, free) end
+  for i = 1, granted do
+    redis.call('ZADD', KEYS[2], now, string.format('%.0f', now) .. ':' .. ARGV[5] .. ':' .. i)
+  end
+  if granted > 0 then
+    tat = tat + granted * interval
+    redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat), 'rate', ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], math.floor((tat - now) / 1000) + 1000)
+    redis.call('PEXPIRE', KEYS[2], math.floor(window / 1000) + 1000)
+  end
+  if granted < wanted then
+    wait = math.max(1, math.floor(tat - burst - now))
+    if redis.call('ZCARD', KEYS[2]) >= limit then
+      local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      wait = math.max(wait, math.floor(tonumber(oldest[2]) + window - now) + 1)
+    end
+  end
+end
+if granted > 0 then
+  local counter = KEYS[2] .. ':' .. t[1]
+  redis.call('INCRBY', counter, granted)
+  redis.call('EXPIRE', counter, 10)
+end
+return {granted, wait}
 """
 
 _RELEASE = """

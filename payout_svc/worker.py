@@ -9,6 +9,7 @@ import time
 
 from meshkit.background import sleep_or_stop
 from meshkit.outage import OutageLog, outage_of
+from payout_svc.batch import BatchPayoutProcessor
 from payout_svc.domain import Delivery, outage_backoff_s
 from payout_svc.service import RATE_RECHECK_S, AwaitingChecker, ChannelRates, PayoutProcessor
 from payout_svc.streams import ChannelQueue
@@ -27,9 +28,12 @@ OUTAGE_BACKOFF_MAX_MS = 2000
 
 class ChannelWorkers:
     def __init__(self, channel: str, workers: int, queue: ChannelQueue, processor: PayoutProcessor,
-                 checker: AwaitingChecker, claim_idle_ms: int, lease_ms: int) -> None:
+                 checker: AwaitingChecker, claim_idle_ms: int, lease_ms: int, batch_size: int = 1) -> None:
         self.channel = channel
         self.workers = workers
+        # Messages a worker takes at once; 1 is one message at a time through handle(), and
+        # more needs a processor that pays batches.
+        self.batch_size = batch_size if isinstance(processor, BatchPayoutProcessor) else 1
         self.queue = queue
         self.processor = processor
         self.checker = checker
@@ -37,11 +41,11 @@ class ChannelWorkers:
         self.lease_ms = lease_ms
         # Reclaimed messages wait here for a free worker; bounded so we only take over
         # what we can work on soon.
-        self.claimed: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=workers)
+        self.claimed: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=workers * self.batch_size)
 
     async def work(self, stopping: asyncio.Event) -> None:
-        """One worker: one message in hand at a time. On stop it finishes that message and
-        reads no more; anything not finished stays un-acked for another consumer. A
+        """One worker: one message (or one batch) in hand at a time. On stop it finishes
+        that and reads no more; anything not finished stays un-acked for another consumer. A
         dependency away pauses the worker, which then carries on; a message it had in hand
         stays pending and is reclaimed after claim_idle_ms."""
         pause = 0.0
@@ -62,14 +66,21 @@ class ChannelWorkers:
                 await sleep_or_stop(stopping, pause)
 
     async def _work_one(self, stopping: asyncio.Event) -> None:
-        try:
-            delivery = self.claimed.get_nowait()
-        except asyncio.QueueEmpty:
-            batch = await self.queue.read(self.channel, 1, READ_BLOCK_MS)
-            if not batch:
+        deliveries: list[Delivery] = []
+        while len(deliveries) < self.batch_size:
+            try:
+                deliveries.append(self.claimed.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        if not deliveries:
+            deliveries = await self.queue.read(self.channel, self.batch_size, READ_BLOCK_MS)
+            if not deliveries:
                 return
-            delivery = batch[0]
-        await self.processor.handle(delivery)
+        if isinstance(self.processor, BatchPayoutProcessor) and self.batch_size > 1:
+            await self.processor.handle_batch(deliveries)
+        else:
+            for delivery in deliveries:
+                await self.processor.handle(delivery)
         if (pause := self.processor.pause_of(self.channel)) > 0:
             # A dependency was away: the next message would most likely find it away too.
             await sleep_or_stop(stopping, pause)

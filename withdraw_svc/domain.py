@@ -117,6 +117,10 @@ def validate_uid(uid: int) -> None:
     validate.positive("uid", uid, reason="BAD_UID")
 
 
+# Items per BeginPayoutBatch/SettlePayoutBatch: one statement's arrays stay small.
+MAX_PAYOUT_BATCH = 500
+
+
 def validate_order_id(order_id: str) -> None:
     validate.identifier("order_id", order_id, max_len=MAX_ORDER_ID_LEN)
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from meshkit import changefeed
 from withdraw_svc.domain import (
+    FailureReason,
     GateConfig,
     Order,
     OrderState,
@@ -289,6 +290,46 @@ class Repository:
             f"{failure_reason}: {detail}" if detail else failure_reason,
         )
         return _order(row) if row else None
+
+    async def get_orders(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        rows = await self.pool.fetch(f"{_SELECT_ORDER} WHERE o.order_id = ANY($1::text[])", list(order_ids))
+        return {r["order_id"]: _order(r) for r in rows}
+
+    async def begin_payouts(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        """PENDING_PAYOUT -> PAYING for each distinct order id, one statement: the orders
+        this statement moved (the others were in another state or do not exist)."""
+        rows = await self.pool.fetch(
+            "WITH i AS (SELECT DISTINCT order_id FROM unnest($1::text[]) AS t(order_id) ORDER BY order_id) "
+            "UPDATE orders o SET state = 'PAYING', state_reason = 'payout started' FROM i "
+            f"WHERE o.order_id = i.order_id AND o.state = 'PENDING_PAYOUT' RETURNING {_ORDER_COLS}",
+            list(order_ids),
+        )
+        return {r["order_id"]: _order(r) for r in rows}
+
+    async def settle_payouts(self, items: Sequence[tuple[str, OrderState, str]]) -> dict[str, Order]:
+        """(order_id, SUCCEEDED or FAILED, detail) with distinct order ids, one statement:
+        PAYING -> SUCCEEDED, or PENDING_PAYOUT/PAYING -> FAILED (its refund job by trigger,
+        as fail_order). The orders this statement moved."""
+        assert len({i[0] for i in items}) == len(items), "distinct order ids"
+        failed = FailureReason.PAYOUT_FAILED.value
+        rows = await self.pool.fetch(
+            "WITH i AS ("
+            " SELECT order_id, to_state, failure_reason, state_reason"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+            "  AS t(order_id, to_state, failure_reason, state_reason) ORDER BY order_id"
+            ") UPDATE orders o SET state = i.to_state, failure_reason = i.failure_reason,"
+            " state_reason = i.state_reason FROM i "
+            "WHERE o.order_id = i.order_id AND (o.state = 'PAYING'"
+            " OR (i.to_state = 'FAILED' AND o.state = 'PENDING_PAYOUT')) "
+            f"RETURNING {_ORDER_COLS}, CASE WHEN o.state = 'FAILED' THEN 'PENDING' END AS refund_state",
+            [i[0] for i in items], [i[1].value for i in items],
+            [failed if i[1] is OrderState.FAILED else "" for i in items],
+            [
+                (f"{failed}: {i[2]}" if i[2] else failed) if i[1] is OrderState.FAILED else "payout succeeded"
+                for i in items
+            ],
+        )
+        return {r["order_id"]: _order(r) for r in rows}
 
     # -- payout outbox --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from meshkit.streams import trace_fields
 from withdraw_svc.coalesce import Coalescer
 from withdraw_svc.domain import (
     MAX_ORDER_ID_LEN,
+    MAX_PAYOUT_BATCH,
     MAX_REASON_LEN,
     MAX_TOKENS,
     ConfirmInput,
@@ -428,15 +429,45 @@ class Coordination:
                 return moved, True
             return await self._existing(order_id), False
 
+    async def begin_payout_batch(self, order_ids: Sequence[str]) -> list[BeginOutcome]:
+        """begin_payout for each order id: one UPDATE (one commit) for all, one read of the
+        ones it did not move. A result per item, in order: (order, acquired) or the
+        DomainError begin_payout would have raised. Only a call that cannot run at all (too
+        many items, the database away) raises."""
+        validate.count("order_ids", order_ids, MAX_PAYOUT_BATCH, reason="BATCH_TOO_LARGE")
+        results: list[BeginOutcome | None] = [None] * len(order_ids)
+        valid: list[str] = []
+        for index, order_id in enumerate(order_ids):
+            try:
+                validate_order_id(order_id)
+            except DomainError as exc:
+                results[index] = exc
+            else:
+                valid.append(order_id)
+        moved = await self.repo.begin_payouts(valid) if valid else {}
+        unmoved = {o for o in valid if o not in moved}
+        rest = await self.repo.get_orders(list(unmoved)) if unmoved else {}
+        answered: set[str] = set()
+        for index, order_id in enumerate(order_ids):
+            if results[index] is not None:
+                continue
+            first = order_id not in answered
+            answered.add(order_id)
+            if order_id in moved:
+                # A repeated id is a repeat of the first: it did not move the order itself.
+                results[index] = (moved[order_id], first)
+            elif order_id in rest:
+                results[index] = (rest[order_id], False)
+            else:
+                results[index] = NotFound(f"order_id {order_id!r} not found", reason="ORDER_NOT_FOUND")
+        return [r for r in results if r is not None]
+
     async def settle_payout(
         self, order_id: str, result: OrderState | None, reason: str
     ) -> tuple[Order, bool]:
         """(order, replayed)."""
-        validate_order_id(order_id)
-        if result not in (OrderState.SUCCEEDED, OrderState.FAILED):
-            raise InvalidArgument("result: must be SUCCEEDED or FAILED", reason="BAD_RESULT")
-        # Any length (the stored reason is cut at 200), but nothing PostgreSQL refuses.
-        validate.text("reason", reason, max_len=None, multiline=True)
+        _validate_settle(order_id, result, reason)
+        assert result is not None
         with log_context(order_id=order_id):
             moved: Order | None
             if result is OrderState.SUCCEEDED:
@@ -452,22 +483,80 @@ class Coordination:
                     self.wake_refunds()
             if moved is not None:
                 return moved, False
-            current = await self._existing(order_id)
-            if current.state is result:
-                return current, True
-            if current.state.terminal:
-                raise FailedPrecondition(
-                    f"order {order_id} is {current.state} (terminal) and cannot become {result}",
-                    reason="ORDER_TERMINAL",
-                )
-            allowed = "PAYING" if result is OrderState.SUCCEEDED else "PENDING_PAYOUT or PAYING"
-            raise FailedPrecondition(
-                f"order {order_id} is {current.state}; only a {allowed} order can be settled {result}",
-                reason="ORDER_NOT_PAYING",
-            )
+            return _settle_replay(order_id, await self._existing(order_id), result), True
+
+    async def settle_payout_batch(
+        self, items: Sequence[tuple[str, OrderState | None, str]]
+    ) -> list[SettleOutcome]:
+        """settle_payout for each (order_id, result, reason): one UPDATE (one commit) for
+        all, one read of the ones it did not move. A result per item, in order: (order,
+        replayed) or the DomainError settle_payout would have raised. A repeated order id is
+        judged against what the earlier item left, as sequential calls would be."""
+        validate.count("settles", items, MAX_PAYOUT_BATCH, reason="BATCH_TOO_LARGE")
+        results: list[SettleOutcome | None] = [None] * len(items)
+        firsts: dict[str, tuple[str, OrderState, str]] = {}
+        for index, (order_id, result, reason) in enumerate(items):
+            try:
+                _validate_settle(order_id, result, reason)
+            except DomainError as exc:
+                results[index] = exc
+                continue
+            assert result is not None
+            firsts.setdefault(order_id, (order_id, result, reason[:200]))
+        moved = await self.repo.settle_payouts(list(firsts.values())) if firsts else {}
+        if any(o.state is OrderState.FAILED for o in moved.values()):
+            self.wake_refunds()
+        unmoved = [o for o in firsts if o not in moved]
+        rest = await self.repo.get_orders(unmoved) if unmoved else {}
+        answered: set[str] = set()
+        for index, (order_id, result, _reason) in enumerate(items):
+            if results[index] is not None:
+                continue
+            assert result is not None
+            current = moved.get(order_id) or rest.get(order_id)
+            if order_id in moved and order_id not in answered:
+                results[index] = (moved[order_id], False)
+            elif current is None:
+                results[index] = NotFound(f"order_id {order_id!r} not found", reason="ORDER_NOT_FOUND")
+            else:
+                try:
+                    results[index] = (_settle_replay(order_id, current, result), True)
+                except DomainError as exc:
+                    results[index] = exc
+            answered.add(order_id)
+        return [r for r in results if r is not None]
 
     async def _existing(self, order_id: str) -> Order:
         order = await self.repo.get_order(order_id)
         if order is None:
             raise NotFound(f"order_id {order_id!r} not found", reason="ORDER_NOT_FOUND")
         return order
+
+
+BeginOutcome = tuple[Order, bool] | DomainError
+SettleOutcome = tuple[Order, bool] | DomainError
+
+
+def _validate_settle(order_id: str, result: OrderState | None, reason: str) -> None:
+    validate_order_id(order_id)
+    if result not in (OrderState.SUCCEEDED, OrderState.FAILED):
+        raise InvalidArgument("result: must be SUCCEEDED or FAILED", reason="BAD_RESULT")
+    # Any length (the stored reason is cut at 200), but nothing PostgreSQL refuses.
+    validate.text("reason", reason, max_len=None, multiline=True)
+
+
+def _settle_replay(order_id: str, current: Order, result: OrderState) -> Order:
+    """`current` when a settle to `result` that moved nothing is a replay; otherwise the
+    refusal settle_payout answers."""
+    if current.state is result:
+        return current
+    if current.state.terminal:
+        raise FailedPrecondition(
+            f"order {order_id} is {current.state} (terminal) and cannot become {result}",
+            reason="ORDER_TERMINAL",
+        )
+    allowed = "PAYING" if result is OrderState.SUCCEEDED else "PENDING_PAYOUT or PAYING"
+    raise FailedPrecondition(
+        f"order {order_id} is {current.state}; only a {allowed} order can be settled {result}",
+        reason="ORDER_NOT_PAYING",
+    )

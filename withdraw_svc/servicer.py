@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.errors import DomainError
 from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
 from withdraw_svc.compensation import Compensation, CompensationAction
@@ -136,6 +137,40 @@ class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServ
             request.order_id, _RESULT.get(request.result), request.reason
         )
         return withdraw_pb2.SettlePayoutResponse(order=order_pb(order), replayed=replayed)
+
+    async def BeginPayoutBatch(
+        self, request: withdraw_pb2.BeginPayoutBatchRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.BeginPayoutBatchResponse:
+        outcomes = await self.coordination.begin_payout_batch(list(request.order_ids))
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, DomainError):
+                results.append(withdraw_pb2.BeginPayoutResult(error=_item_error(outcome)))
+            else:
+                order, acquired = outcome
+                results.append(withdraw_pb2.BeginPayoutResult(
+                    begun=withdraw_pb2.BeginPayoutResponse(order=order_pb(order), acquired=acquired)))
+        return withdraw_pb2.BeginPayoutBatchResponse(results=results)
+
+    async def SettlePayoutBatch(
+        self, request: withdraw_pb2.SettlePayoutBatchRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.SettlePayoutBatchResponse:
+        outcomes = await self.coordination.settle_payout_batch(
+            [(s.order_id, _RESULT.get(s.result), s.reason) for s in request.settles]
+        )
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, DomainError):
+                results.append(withdraw_pb2.SettlePayoutResult(error=_item_error(outcome)))
+            else:
+                order, replayed = outcome
+                results.append(withdraw_pb2.SettlePayoutResult(
+                    settled=withdraw_pb2.SettlePayoutResponse(order=order_pb(order), replayed=replayed)))
+        return withdraw_pb2.SettlePayoutBatchResponse(results=results)
+
+
+def _item_error(error: DomainError) -> withdraw_pb2.PayoutItemError:
+    return withdraw_pb2.PayoutItemError(code=error.code.value, reason=error.reason, message=error.message)
 
 
 class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):

@@ -23,7 +23,9 @@ CONFIRM = "/mesh.withdraw.v1.WithdrawService/ConfirmWithdraw"
 
 @pytest.fixture(scope="module")
 async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
-    running = await start_mesh(mesh_env, payout=True, extra={"PAYOUT_METRICS_INTERVAL_S": "0.2"})
+    # One message per worker: the backlog test counts what the workers took that way.
+    running = await start_mesh(mesh_env, payout=True, extra={"PAYOUT_METRICS_INTERVAL_S": "0.2",
+                                                             "PAYOUT_BATCH_SIZE": "1"})
     yield running
     await running.stop()
 

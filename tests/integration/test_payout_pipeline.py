@@ -303,8 +303,9 @@ async def test_drain_finishes_messages_in_hand_and_takes_no_more(pm: PayoutMesh,
     """SIGTERM's drain (RunningServer.stop): what a worker holds is paid and settled, the
     rest stays queued, untouched, for the next consumer."""
     await pm.faults("pdrain", latency_min_ms=400, latency_max_ms=400)
-    env = {**pm.m.env, **PAYOUT_ENV, "PAYOUT_CHANNELS": "pdrain", "PAYOUT_WORKERS_PER_CHANNEL": "3"}
-    uid, order_ids = await pm.orders("pdrain", 12)
+    env = {**pm.m.env, **PAYOUT_ENV, "PAYOUT_CHANNELS": "pdrain", "PAYOUT_WORKERS_PER_CHANNEL": "3",
+           "PAYOUT_BATCH_SIZE": "2"}
+    uid, order_ids = await pm.orders("pdrain", 24)
     first = await start_payout(env)
 
     async def in_hand() -> list[str]:
@@ -315,7 +316,8 @@ async def test_drain_finishes_messages_in_hand_and_takes_no_more(pm: PayoutMesh,
     states = await pm.states(uid)
     assert all(states[o] == "SUCCEEDED" for o in paying), states
     assert "PAYING" not in states.values()
-    assert list(states.values()).count("PENDING_PAYOUT") >= 12 - 6  # 3 workers, at most 2 rounds
+    # 3 workers with batches of 2, at most 2 rounds
+    assert list(states.values()).count("PENDING_PAYOUT") >= 24 - 3 * 2 * 2
     pending = await redis_client.xpending(pm.m.keys.payout_stream("pdrain"), "payout")
     assert pending["pending"] == 0  # nothing taken and left unfinished
 

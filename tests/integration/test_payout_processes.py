@@ -149,7 +149,8 @@ async def test_kill_9_mid_payout_then_another_process_finishes_every_order(
     await mesh.gateway_admin().SetChannelFaults(gw.SetChannelFaultsRequest(faults=gw.ChannelFaults(
         channel="pkill", latency_min_ms=250, latency_max_ms=350)), timeout=10)
     uid, order_ids = await place_orders(mesh, "pkill", 40)
-    env = payout_env(mesh, PAYOUT_CHANNELS="pkill", PAYOUT_WORKERS_PER_CHANNEL="8")
+    # Batches of 2: the 40 orders go out in a few rounds, so the kill finds some in flight.
+    env = payout_env(mesh, PAYOUT_CHANNELS="pkill", PAYOUT_WORKERS_PER_CHANNEL="8", PAYOUT_BATCH_SIZE="2")
 
     victim = ServiceProcess("payout_svc", env, tmp_path / "victim.log")
     processes.append(victim)
