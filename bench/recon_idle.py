@@ -247,6 +247,7 @@ async def main() -> None:
     pool = await create_pool(dsn, schema, min_size=1, max_size=2)
     feed_pool = await create_pool(dsn, feed_schema, min_size=1, max_size=2)
     server = grpc.aio.server()
+    started = False
     try:
         print(f"PostgreSQL autovacuum = {await pool.fetchval('SHOW autovacuum')}", flush=True)
         await migrate(pool, schema, ROOT / "recon_svc" / "migrations")
@@ -263,6 +264,7 @@ async def main() -> None:
         feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(feed_pool), server)
         feed_address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
         await server.start()
+        started = True
 
         port = free_ports(1)[0]
         env = {
@@ -326,7 +328,8 @@ async def main() -> None:
         print(f"RESULT recon_idle_without_other_sessions_core_pct {own:.2f}")
         print(f"RESULT recon_idle_old_totals_s {old}")
     finally:
-        await server.stop(0)
+        if started:
+            await server.stop(0)
         if not args.keep:
             await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await pool.execute(f'DROP SCHEMA IF EXISTS "{feed_schema}" CASCADE')
