@@ -133,6 +133,7 @@ class BatchPayoutProcessor(PayoutProcessor):
             # found a dependency away for some of them.
             if channel not in self._away and any(h is not Handled.LEFT for h in done.values()):
                 self._pauses.pop(channel, None)
+                self._away_runs.pop(channel, None)
             for delivery in later:  # the rare cases, each as a single message (locks released)
                 done[delivery.entry_id] = await self.handle(delivery)
         return [done[d.entry_id] for d in deliveries]
