@@ -24,7 +24,9 @@ from meshkit.settings import DEFAULT_PORTS, TlsSettings
 
 T = TypeVar("T")
 
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# RESOURCE_EXHAUSTED: a replica's admission control shed the call; it asks to come back.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 async def retry_unavailable(make_call: Callable[[], Awaitable[T]], attempts: int = 6,
