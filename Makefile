@@ -12,7 +12,7 @@ GEN    := gen
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
 .PHONY: help venv proto proto-check lint typecheck test test-unit test-integration test-e2e \
-        up down status demo migrate load drill bench ci clean
+        up down status demo migrate load drill bench ci clean envdoc
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ drill: proto ## campaign night rehearsed on the running mesh: gate, load, kills,
 migrate: proto ## run every service's migrations (they also run at start)
 	$(PY) tools/devstack.py ensure >/dev/null
 	set -a && source .run/devstack.env && set +a && $(PY) tools/migrate.py
+
+envdoc: ## regenerate ENVIRONMENT.md, the list of every environment variable, from the code
+	$(PY) -m tools.envdoc
 
 ci: lint typecheck proto-check test ## what CI runs
 

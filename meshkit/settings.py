@@ -45,11 +45,25 @@ def env_float(name: str, default: float) -> float:
         raise SystemExit(f"environment variable {name}={raw!r} is not a number") from exc
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def env_bool(name: str, default: bool) -> bool:
+    """A yes/no switch. Anything but the usual spellings refuses to start: `ture` read as
+    false once turned compensation off without a word."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise SystemExit(
+        f"environment variable {name}={raw!r} is not a boolean; use one of "
+        f"{', '.join(sorted(_TRUE))} or {', '.join(sorted(_FALSE))}"
+    )
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -1,0 +1,1 @@
+"""The environment variables the mesh reads, found in the code and documented in one list."""
