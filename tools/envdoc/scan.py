@@ -165,8 +165,8 @@ def _text(node: ast.AST) -> str:
         return node.id
     if isinstance(node, ast.List | ast.Tuple) and all(
             isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
-        return repr(",".join(e.value for e in node.elts if isinstance(e, ast.Constant)))
-    if all(isinstance(n, ast.Constant | ast.BinOp | ast.UnaryOp | ast.operator | ast.unaryop)
+        return repr(",".join(str(e.value) for e in node.elts if isinstance(e, ast.Constant)))
+    if isinstance(node, ast.expr) and all(isinstance(n, ast.Constant | ast.BinOp | ast.UnaryOp | ast.operator | ast.unaryop)
            for n in ast.walk(node)):
         # Only literals and operators reach here: nothing to call, nothing to look up.
         value = eval(compile(ast.Expression(body=node), "<default>", "eval"), {"__builtins__": {}})
