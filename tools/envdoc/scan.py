@@ -166,8 +166,8 @@ def _text(node: ast.AST) -> str:
     if isinstance(node, ast.List | ast.Tuple) and all(
             isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
         return repr(",".join(str(e.value) for e in node.elts if isinstance(e, ast.Constant)))
-    if isinstance(node, ast.expr) and all(isinstance(n, ast.Constant | ast.BinOp | ast.UnaryOp | ast.operator | ast.unaryop)
-           for n in ast.walk(node)):
+    arithmetic = ast.Constant | ast.BinOp | ast.UnaryOp | ast.operator | ast.unaryop
+    if isinstance(node, ast.expr) and all(isinstance(n, arithmetic) for n in ast.walk(node)):
         # Only literals and operators reach here: nothing to call, nothing to look up.
         value = eval(compile(ast.Expression(body=node), "<default>", "eval"), {"__builtins__": {}})
         return str(value)
