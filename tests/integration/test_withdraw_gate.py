@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -271,3 +272,12 @@ async def test_auto_release_holds_when_payout_svc_cannot_be_asked(
     await admin.SetGate(withdraw_pb2.SetGateRequest(
         config=withdraw_pb2.GateConfig(auto_release=False), reason="auto off",
         update_mask=FieldMask(paths=["auto_release"])), timeout=10)
+
+
+async def test_the_database_refuses_bad_auto_release_options(mesh: WdMesh) -> None:
+    stored = await mesh.pool.fetchval("SELECT config->>'auto_release' FROM gate_config WHERE id = 1")
+    assert stored in ("true", "false")  # every stored config says it
+    for bad in ('{"auto_release_step": 0}', '{"auto_release": "yes"}',
+                '{"auto_release": true, "auto_release_drain_seconds": 0}'):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await mesh.pool.execute("UPDATE gate_config SET config = config || $1::jsonb WHERE id = 1", bad)

@@ -3,6 +3,8 @@ the automatic release's decision (advance while every channel drains in time).""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from meshkit.errors import Code, DomainError
@@ -76,7 +78,7 @@ def test_auto_release_needs_a_drain_time_and_a_sane_step() -> None:
 def test_the_options_survive_storage() -> None:
     config = GateConfig(release_modulus=10, release_k=1, auto_release=True, auto_release_drain_seconds=30,
                         auto_release_step=2)
-    assert GateConfig.from_json(config.to_json(), 4) == GateConfig(**{**config.__dict__, "version": 4})
+    assert GateConfig.from_json(config.to_json(), 4) == replace(config, version=4)
     # A config stored before the options existed reads as "off".
     old = {"timezone": "UTC", "release_modulus": 10, "release_k": 1}
     assert GateConfig.from_json(old, 1).auto_release is False
@@ -110,15 +112,15 @@ def test_a_paused_channel_with_a_backlog_holds_and_without_one_does_not() -> Non
 
 
 def test_stops_at_m_and_never_passes_it() -> None:
-    at_m = GateConfig(**{**AUTO.__dict__, "release_k": 10})
+    at_m = replace(AUTO, release_k=10)
     assert not decide_release(at_m, [ChannelLoad("bank", 0, 1.0)]).advance
-    near = GateConfig(**{**AUTO.__dict__, "release_k": 9, "auto_release_step": 5})
+    near = replace(AUTO, release_k=9, auto_release_step=5)
     step = decide_release(near, [ChannelLoad("bank", 0, 1.0)])
     assert step.advance and step.release_k == 10
 
 
 def test_holds_when_off_or_when_no_channel_is_known() -> None:
-    off = GateConfig(**{**AUTO.__dict__, "auto_release": False})
+    off = replace(AUTO, auto_release=False)
     assert not decide_release(off, [ChannelLoad("bank", 0, 1.0)]).advance
     blind = decide_release(AUTO, [])
     assert not blind.advance and "blind" in blind.reason
