@@ -16,6 +16,7 @@ from withdraw_svc.domain import (
     GateConfig,
     ReleaseStep,
     decide_release,
+    release_hold,
     validate_gate,
 )
 from withdraw_svc.peers import PeerError
@@ -49,7 +50,11 @@ class AutoRelease:
 
     async def _tick(self) -> ReleaseStep | None:
         config = await self.admin.gate.load()
-        if not config.auto_release or config.release_k >= config.release_modulus:
+        now = self.admin.gate.clock()
+        held = release_hold(config, now)
+        if held is not None:
+            if config.auto_release:
+                self._note_hold(held)
             return None
         try:
             loads = await self.loads.channel_loads()
@@ -63,16 +68,20 @@ class AutoRelease:
         if self._unreachable:
             log.info("auto-release: payout_svc channel stats available again")
             self._unreachable = False
-        step = decide_release(config, loads)
-        self.last = step
+        step = decide_release(config, loads, now)
         if not step.advance:
-            if step.reason != self._last_hold:
-                log.info("%s", step.reason)
-                self._last_hold = step.reason
+            self._note_hold(step)
             return step
+        self.last = step
         self._last_hold = ""
         await self._advance(config, step)
         return step
+
+    def _note_hold(self, step: ReleaseStep) -> None:
+        self.last = step
+        if step.reason != self._last_hold:
+            log.info("%s", step.reason)
+            self._last_hold = step.reason
 
     async def _advance(self, seen: GateConfig, step: ReleaseStep) -> None:
         # expected_version is the version the decision was made on: of two replicas deciding

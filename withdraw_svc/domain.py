@@ -439,14 +439,30 @@ def _describe(load: ChannelLoad) -> str:
     return f"{load.channel} backlog {load.backlog} at {load.rate_per_second:g}/s = {drain:.1f}s"
 
 
-def decide_release(config: GateConfig, loads: Sequence[ChannelLoad]) -> ReleaseStep:
-    """Advance release_k by one step while every channel's backlog drains within
-    auto_release_drain_seconds at its rate; hold otherwise; stop at release_modulus."""
+def release_hold(config: GateConfig, now: datetime) -> ReleaseStep | None:
+    """The hold that needs no channel figures, or None when they decide. While the window
+    is closed nobody withdraws, so every backlog is empty: judging headroom then would
+    release every cohort before the window opens and let them all in at once."""
     k, modulus = config.release_k, config.release_modulus
     if not config.auto_release:
         return ReleaseStep(False, k, "auto_release is off")
     if k >= modulus:
         return ReleaseStep(False, k, f"every cohort is released (k = {k} = M)")
+    reopen = window_end_if_closed(config, now)
+    if reopen is not None:
+        return ReleaseStep(False, k, f"hold at k {k}/{modulus}: the window is closed until "
+                                     f"{reopen.isoformat(timespec='minutes')}")
+    return None
+
+
+def decide_release(config: GateConfig, loads: Sequence[ChannelLoad], now: datetime) -> ReleaseStep:
+    """Advance release_k by one step while every channel's backlog drains within
+    auto_release_drain_seconds at its rate; hold otherwise (or while the window is
+    closed); stop at release_modulus."""
+    held = release_hold(config, now)
+    if held is not None:
+        return held
+    k, modulus = config.release_k, config.release_modulus
     if not loads:
         return ReleaseStep(False, k, "no channel reported: holding rather than releasing blind")
     limit = config.auto_release_drain_seconds

@@ -5,6 +5,8 @@ while one would not, and every step is an audited compare-and-set like a manual 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -134,3 +136,35 @@ async def test_k_holds_while_a_paused_channel_has_a_backlog_then_climbs_when_it_
     assert "alipay unlimited" in steps[0].reason
     rows = [await mesh.order_rows(uid) for uid in uids]
     assert all(len(r) == 1 for r in rows)
+
+
+async def test_k_holds_while_the_window_is_closed(mesh: WdMesh) -> None:
+    # Nobody withdraws while closed, so every backlog is empty: that must not count as room.
+    shanghai = ZoneInfo("Asia/Shanghai")
+    night = datetime(2025, 1, 28, 20, 30, tzinfo=shanghai)
+    day = datetime(2025, 1, 29, 12, 0, tzinfo=shanghai)
+    clocks = [mesh.app(i).gate.clock for i in range(len(mesh.withdraws))]
+    try:
+        for i in range(len(mesh.withdraws)):
+            mesh.app(i).gate.clock = lambda: night
+        closed = withdraw_pb2.GateConfig()
+        closed.CopyFrom(AUTO)
+        closed.timezone, closed.closed_start, closed.closed_end = "Asia/Shanghai", "19:00", "01:00"
+        start = await set_gate(mesh, closed, "campaign night, auto release from the reopening")
+        await passes_by_every_replica(mesh, 5)
+        held = await gate(mesh)
+        assert (held.release_k, held.version) == (1, start.version)
+        last = mesh.app(0).auto_release.last
+        assert last is not None and "closed until 2025-01-29T01:00+08:00" in last.reason
+
+        for i in range(len(mesh.withdraws)):
+            mesh.app(i).gate.clock = lambda: day
+
+        async def at_m() -> bool:
+            return (await gate(mesh)).release_k == 10
+
+        await eventually(at_m, timeout=30, interval=0.1, what="release_k to reach 10 once open")
+        assert len(await audit_since(mesh, start.version)) == 9
+    finally:
+        for i, clock in enumerate(clocks):
+            mesh.app(i).gate.clock = clock

@@ -4,6 +4,8 @@ the automatic release's decision (advance while every channel drains in time).""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,9 +18,11 @@ from withdraw_svc.domain import (
     decide_release,
     drain_seconds,
     gate_mask,
+    release_hold,
     validate_gate,
 )
 
+NOON = datetime(2025, 1, 29, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 AUTO = GateConfig(release_modulus=10, release_k=3, auto_release=True, auto_release_drain_seconds=60)
 
 
@@ -90,7 +94,7 @@ def test_the_options_survive_storage() -> None:
 def test_all_channels_within_the_drain_time_advance_one_step() -> None:
     loads = [ChannelLoad("bank", 1200, 20.0), ChannelLoad("alipay", 0, 50.0),
              ChannelLoad("balance", 10_000, 0.0, unlimited=True)]
-    step = decide_release(AUTO, loads)
+    step = decide_release(AUTO, loads, NOON)
     assert step.advance and step.release_k == 4
     assert "bank backlog 1200 at 20/s = 60.0s" in step.reason
     assert "3 -> 4 of 10" in step.reason
@@ -98,29 +102,40 @@ def test_all_channels_within_the_drain_time_advance_one_step() -> None:
 
 def test_one_channel_over_holds() -> None:
     loads = [ChannelLoad("bank", 1201, 20.0), ChannelLoad("alipay", 0, 50.0)]
-    step = decide_release(AUTO, loads)
+    step = decide_release(AUTO, loads, NOON)
     assert not step.advance and step.release_k == 3
     assert "bank would not drain within 60s" in step.reason
     assert drain_seconds(loads[0]) == pytest.approx(60.05)
 
 
 def test_a_paused_channel_with_a_backlog_holds_and_without_one_does_not() -> None:
-    held = decide_release(AUTO, [ChannelLoad("bank", 1, 0.0), ChannelLoad("alipay", 0, 50.0)])
+    held = decide_release(AUTO, [ChannelLoad("bank", 1, 0.0), ChannelLoad("alipay", 0, 50.0)], NOON)
     assert not held.advance and "bank paused (backlog 1)" in held.reason
     assert drain_seconds(ChannelLoad("bank", 1, 0.0)) is None
-    assert decide_release(AUTO, [ChannelLoad("bank", 0, 0.0)]).advance
+    assert decide_release(AUTO, [ChannelLoad("bank", 0, 0.0)], NOON).advance
 
 
 def test_stops_at_m_and_never_passes_it() -> None:
     at_m = replace(AUTO, release_k=10)
-    assert not decide_release(at_m, [ChannelLoad("bank", 0, 1.0)]).advance
+    assert not decide_release(at_m, [ChannelLoad("bank", 0, 1.0)], NOON).advance
     near = replace(AUTO, release_k=9, auto_release_step=5)
-    step = decide_release(near, [ChannelLoad("bank", 0, 1.0)])
+    step = decide_release(near, [ChannelLoad("bank", 0, 1.0)], NOON)
     assert step.advance and step.release_k == 10
 
 
 def test_holds_when_off_or_when_no_channel_is_known() -> None:
     off = replace(AUTO, auto_release=False)
-    assert not decide_release(off, [ChannelLoad("bank", 0, 1.0)]).advance
-    blind = decide_release(AUTO, [])
+    assert not decide_release(off, [ChannelLoad("bank", 0, 1.0)], NOON).advance
+    blind = decide_release(AUTO, [], NOON)
     assert not blind.advance and "blind" in blind.reason
+
+
+def test_holds_while_the_window_is_closed_even_with_empty_channels() -> None:
+    night = replace(AUTO, closed_start="19:00", closed_end="01:00")
+    at_night = datetime(2025, 1, 28, 20, 30, tzinfo=ZoneInfo("Asia/Shanghai"))
+    held = decide_release(night, [ChannelLoad("bank", 0, 100.0)], at_night)
+    assert not held.advance and held.release_k == 3
+    assert "closed until 2025-01-29T01:00+08:00" in held.reason
+    assert release_hold(night, at_night) == held
+    assert release_hold(night, NOON) is None
+    assert decide_release(night, [ChannelLoad("bank", 0, 100.0)], NOON).advance
