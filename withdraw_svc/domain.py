@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from campaign.tokens import MAX_TOKEN_LEN
@@ -25,6 +26,7 @@ MAX_MIN_AGE_S = 10 * 366 * 24 * 3600
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_BIND_PROMPT = "Bind a payout method now so you can withdraw as soon as withdrawals open."
 MAX_RELEASE_MODULUS = 1_000_000
+MAX_DRAIN_S = 86_400
 
 
 class OrderState(StrEnum):
@@ -200,13 +202,18 @@ class GateConfig:
     release_modulus: int = 1
     release_k: int = 1
     bind_prompt: str = DEFAULT_BIND_PROMPT
+    auto_release: bool = False
+    auto_release_drain_seconds: int = 0
+    auto_release_step: int = 1
     version: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
             "timezone": self.timezone, "closed_start": self.closed_start, "closed_end": self.closed_end,
             "release_modulus": self.release_modulus, "release_k": self.release_k,
-            "bind_prompt": self.bind_prompt,
+            "bind_prompt": self.bind_prompt, "auto_release": self.auto_release,
+            "auto_release_drain_seconds": self.auto_release_drain_seconds,
+            "auto_release_step": self.auto_release_step,
         }
 
     @classmethod
@@ -218,8 +225,41 @@ class GateConfig:
             release_modulus=int(str(data.get("release_modulus", 1))),
             release_k=int(str(data.get("release_k", 1))),
             bind_prompt=str(data.get("bind_prompt") or DEFAULT_BIND_PROMPT),
+            auto_release=data.get("auto_release") is True,
+            auto_release_drain_seconds=int(str(data.get("auto_release_drain_seconds", 0))),
+            auto_release_step=int(str(data.get("auto_release_step", 1))),
             version=version,
         )
+
+
+# The fields SetGate's update_mask may name (AIP-134); version is output only.
+GATE_FIELDS = tuple(f.name for f in fields(GateConfig) if f.name != "version")
+
+
+def gate_mask(paths: Sequence[str]) -> tuple[str, ...]:
+    """The fields an update_mask names, "*" expanded, or InvalidArgument. An empty mask is
+    refused: with replace-by-default semantics a field left out of the request silently
+    fell back to its default, which is how a window or a cohort got lost."""
+    if not paths:
+        raise InvalidArgument(
+            'update_mask is required; use "*" to replace the whole configuration', reason="BAD_UPDATE_MASK"
+        )
+    if "*" in paths:
+        if len(paths) > 1:
+            raise InvalidArgument('update_mask: "*" must be the only path', reason="BAD_UPDATE_MASK")
+        return GATE_FIELDS
+    unknown = [p for p in paths if p not in GATE_FIELDS]
+    if unknown:
+        raise InvalidArgument(
+            f"update_mask: unknown path {unknown[0]!r} (known: {', '.join(GATE_FIELDS)}, or \"*\")",
+            reason="BAD_UPDATE_MASK",
+        )
+    return tuple(dict.fromkeys(paths))
+
+
+def apply_gate_mask(current: GateConfig, patch: GateConfig, fields: Sequence[str]) -> GateConfig:
+    """`current` with the named fields taken from `patch` (not validated yet)."""
+    return replace(current, **{name: getattr(patch, name) for name in fields})
 
 
 def _parse_hhmm(value: str, name: str) -> time:
@@ -263,7 +303,27 @@ def validate_gate(config: GateConfig) -> GateConfig:
             f"got {config.release_k}",
             reason="BAD_GATE",
         )
-    return replace(config, timezone=tz_name, bind_prompt=config.bind_prompt or DEFAULT_BIND_PROMPT)
+    step = config.auto_release_step or 1
+    if not 1 <= step <= MAX_RELEASE_MODULUS:
+        raise InvalidArgument(
+            f"auto_release_step must be between 1 and {MAX_RELEASE_MODULUS} (0 means 1), "
+            f"got {config.auto_release_step}",
+            reason="BAD_GATE",
+        )
+    if not 0 <= config.auto_release_drain_seconds <= MAX_DRAIN_S:
+        raise InvalidArgument(
+            f"auto_release_drain_seconds must be between 0 and {MAX_DRAIN_S}, "
+            f"got {config.auto_release_drain_seconds}",
+            reason="BAD_GATE",
+        )
+    if config.auto_release and config.auto_release_drain_seconds < 1:
+        raise InvalidArgument(
+            "auto_release_drain_seconds must be at least 1 when auto_release is on: it is the time "
+            "within which every channel's backlog must drain before the next cohort is released",
+            reason="BAD_GATE",
+        )
+    return replace(config, timezone=tz_name, bind_prompt=config.bind_prompt or DEFAULT_BIND_PROMPT,
+                   auto_release_step=step)
 
 
 @dataclass(frozen=True)
@@ -331,6 +391,90 @@ def version_mismatch(expected: int, actual: int) -> DomainError:
         f"expected_version {expected} does not match the current version {actual}; reread and retry",
         reason="GATE_VERSION_MISMATCH", code=Code.ABORTED,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Automatic release: cohorts tied to the channels' headroom
+
+
+@dataclass(frozen=True)
+class ChannelLoad:
+    """One payout channel as payout_svc reports it."""
+
+    channel: str
+    backlog: int            # entries queued or delivered and not yet acknowledged
+    rate_per_second: float  # configured limit; 0 when paused (or unlimited)
+    unlimited: bool = False
+
+
+class ChannelLoads(Protocol):
+    """Where the backlog and rate of every channel come from (payout_svc's admin RPC)."""
+
+    async def channel_loads(self) -> list[ChannelLoad]: ...
+
+
+@dataclass(frozen=True)
+class ReleaseStep:
+    advance: bool
+    release_k: int  # k after the step (unchanged on hold)
+    reason: str
+
+
+def drain_seconds(load: ChannelLoad) -> float | None:
+    """How long the channel's backlog takes at its rate; None when it never drains."""
+    if load.unlimited or load.backlog <= 0:
+        return 0.0
+    if load.rate_per_second <= 0:
+        return None  # paused with a backlog
+    return load.backlog / load.rate_per_second
+
+
+def _describe(load: ChannelLoad) -> str:
+    if load.unlimited:
+        return f"{load.channel} unlimited (backlog {load.backlog})"
+    drain = drain_seconds(load)
+    if load.rate_per_second <= 0:
+        return f"{load.channel} paused (backlog {load.backlog})"
+    assert drain is not None
+    return f"{load.channel} backlog {load.backlog} at {load.rate_per_second:g}/s = {drain:.1f}s"
+
+
+def release_hold(config: GateConfig, now: datetime) -> ReleaseStep | None:
+    """The hold that needs no channel figures, or None when they decide. While the window
+    is closed nobody withdraws, so every backlog is empty: judging headroom then would
+    release every cohort before the window opens and let them all in at once."""
+    k, modulus = config.release_k, config.release_modulus
+    if not config.auto_release:
+        return ReleaseStep(False, k, "auto_release is off")
+    if k >= modulus:
+        return ReleaseStep(False, k, f"every cohort is released (k = {k} = M)")
+    reopen = window_end_if_closed(config, now)
+    if reopen is not None:
+        return ReleaseStep(False, k, f"hold at k {k}/{modulus}: the window is closed until "
+                                     f"{reopen.isoformat(timespec='minutes')}")
+    return None
+
+
+def decide_release(config: GateConfig, loads: Sequence[ChannelLoad], now: datetime) -> ReleaseStep:
+    """Advance release_k by one step while every channel's backlog drains within
+    auto_release_drain_seconds at its rate; hold otherwise (or while the window is
+    closed); stop at release_modulus."""
+    held = release_hold(config, now)
+    if held is not None:
+        return held
+    k, modulus = config.release_k, config.release_modulus
+    if not loads:
+        return ReleaseStep(False, k, "no channel reported: holding rather than releasing blind")
+    limit = config.auto_release_drain_seconds
+    over = [load for load in loads if (d := drain_seconds(load)) is None or d > limit]
+    numbers = "; ".join(_describe(load) for load in loads)
+    if over:
+        names = ", ".join(load.channel for load in over)
+        return ReleaseStep(False, k, f"hold at k {k}/{modulus}: {names} would not drain within {limit}s "
+                                     f"({numbers})")
+    new_k = min(modulus, k + max(1, config.auto_release_step))
+    return ReleaseStep(True, new_k, f"auto-release k {k} -> {new_k} of {modulus}: every channel drains "
+                                    f"within {limit}s ({numbers})")
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Clients of account_svc and gateway_mock. Every call carries a deadline; a failed call
-becomes a PeerError that says whether its outcome is known."""
+"""Clients of account_svc, gateway_mock and payout_svc's channel statistics. Every call
+carries a deadline; a failed call becomes a PeerError that says whether its outcome is known."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import grpc
 
 from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from meshkit.settings import TlsSettings
 from meshkit.transport import dial
-from withdraw_svc.domain import GatewayView
+from withdraw_svc.domain import ChannelLoad, GatewayView
 
 # Codes that prove the callee refused the request as such (nothing happened). Anything else
 # (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, CANCELLED, RESOURCE_EXHAUSTED...) may
@@ -192,3 +193,29 @@ class GatewayClient:
             raise _peer_error("gateway_mock", err) from err
         return GatewayPayout(_PAYOUT_VIEW.get(reply.payout.state, GatewayView.UNKNOWN),
                              reply.payout.failure_reason)
+
+
+class PayoutStatsClient:
+    """payout_svc's GetChannelStats as the automatic release needs it (ChannelLoads): it
+    holds the channels' rates and their streams, so it is the one that knows both."""
+
+    def __init__(self, address: str, tls: TlsSettings, deadline_s: float) -> None:
+        self.channel = dial(address, tls, caller="withdraw_svc")
+        self.stub = payout_pb2_grpc.PayoutAdminServiceStub(self.channel)
+        self.deadline_s = deadline_s
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def channel_loads(self) -> list[ChannelLoad]:
+        try:
+            reply = await self.stub.GetChannelStats(payout_pb2.GetChannelStatsRequest(),
+                                                    timeout=self.deadline_s)
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("payout_svc", err) from err
+        # Delivered but unacknowledged entries are not paid yet either: both are backlog.
+        return [
+            ChannelLoad(c.channel, c.backlog + c.pending,
+                        0.0 if c.paused else c.rate_limit_per_second, unlimited=c.unlimited)
+            for c in reply.channels
+        ]

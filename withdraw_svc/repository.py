@@ -5,7 +5,7 @@ refund job in the same transaction."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -508,12 +508,14 @@ class Repository:
             raise LookupError("gate_config row is missing")
         return GateConfig.from_json(json.loads(row["config"]), int(row["version"]))
 
-    async def replace_gate(
-        self, new: GateConfig, expected_version: int, actor: str, reason: str,
-        on_mismatch: Any,
+    async def update_gate(
+        self, build: Callable[[GateConfig], GateConfig], expected_version: int, actor: str, reason: str,
+        on_mismatch: Callable[[int, int], Exception],
     ) -> GateConfig:
-        """Swap the config and write its audit row in one transaction. `on_mismatch(expected,
-        actual)` returns the error to raise when expected_version is stale."""
+        """Swap the config for `build(current)` and write its audit row in one transaction,
+        the row locked, so a field the caller did not name keeps the value it has now, not
+        the one it had when the caller read it. `on_mismatch(expected, actual)` returns the
+        error to raise when expected_version is stale; whatever `build` raises rolls back."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "SELECT config::text AS config, version FROM gate_config WHERE id = 1 FOR UPDATE"
@@ -523,6 +525,7 @@ class Repository:
             old_version = int(row["version"])
             if expected_version and expected_version != old_version:
                 raise on_mismatch(expected_version, old_version)
+            new = build(GateConfig.from_json(json.loads(row["config"]), old_version))
             version = old_version + 1
             await conn.execute(
                 "UPDATE gate_config SET config = $1::jsonb, version = $2, updated_at = now() WHERE id = 1",

@@ -12,8 +12,9 @@ from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
+from withdraw_svc.auto_release import AutoRelease
 from withdraw_svc.compensation import Compensation
-from withdraw_svc.peers import AccountClient, GatewayClient
+from withdraw_svc.peers import AccountClient, GatewayClient, PayoutStatsClient
 from withdraw_svc.relay import OutboxRelay, RefundRelay
 from withdraw_svc.repository import Repository
 from withdraw_svc.service import Coordination, GateAdmin, GateHolder, WithdrawService
@@ -36,6 +37,7 @@ class WithdrawApp:
         self.redis = RedisPort(self.stores.redis, self.stores.keys)
         self.account = AccountClient(s.account_addr, s.common.tls, s.peer_deadline_s)
         self.gateway = GatewayClient(s.gateway_addr, s.common.tls, s.peer_deadline_s)
+        self.payout_stats = PayoutStatsClient(s.payout_addr, s.common.tls, s.peer_deadline_s)
         await self.repo.ensure_gate(s.default_gate)
         self.gate = GateHolder(self.repo, s.gate_refresh_s)
         await self.gate.load()
@@ -48,10 +50,13 @@ class WithdrawApp:
         )
         self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set)
         self.admin = GateAdmin(self.repo, self.gate)
+        self.auto_release = AutoRelease(self.admin, self.payout_stats, s.auto_release_interval_s)
         self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,
                                          self.outbox)
 
         self.background.spawn("gate-refresh", self.gate.refresh_loop)
+        # Always running: auto_release is switched on and off in the gate config, at run time.
+        self.background.spawn("auto-release", self.auto_release.run)
         self.background.spawn("outbox-relay", self.outbox.run)
         self.background.spawn("refund-relay", self.refunds.run)
         self.background.spawn("stuck-orders", self.compensation.stuck_loop)
@@ -85,6 +90,7 @@ class WithdrawApp:
     async def close(self) -> None:
         await self.account.close()
         await self.gateway.close()
+        await self.payout_stats.close()
         await self.stores.close()
 
 

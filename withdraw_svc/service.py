@@ -20,6 +20,7 @@ from meshkit.outage import OutageLog
 from meshkit.streams import trace_fields
 from withdraw_svc.coalesce import Coalescer
 from withdraw_svc.domain import (
+    GATE_FIELDS,
     MAX_ORDER_ID_LEN,
     MAX_PAYOUT_BATCH,
     MAX_REASON_LEN,
@@ -30,9 +31,11 @@ from withdraw_svc.domain import (
     GateDecision,
     Order,
     OrderState,
+    apply_gate_mask,
     check_method,
     check_replay,
     evaluate_gate,
+    gate_mask,
     gate_refusal,
     insufficient_balance,
     validate_confirm,
@@ -136,11 +139,26 @@ class GateAdmin:
         config = await self.gate.load()
         return config, (self.gate.evaluate(uid) if uid > 0 else None)
 
-    async def set(self, config: GateConfig, expected_version: int, actor: str, reason: str) -> GateConfig:
+    async def set(
+        self, patch: GateConfig, mask: Sequence[str], expected_version: int, actor: str, reason: str
+    ) -> GateConfig:
+        """Change the fields `mask` names to their values in `patch` (AIP-134), audited."""
         validate.in_range("expected_version", expected_version, 0, validate.INT64_MAX, reason="BAD_VERSION")
         validate.text("reason", reason, max_len=MAX_REASON_LEN, multiline=True)
-        valid = validate_gate(config)
-        stored = await self.repo.replace_gate(valid, expected_version, actor, reason, version_mismatch)
+        names = gate_mask(mask)
+        # Refuse a bad patch before taking the row lock; the merged result is judged again.
+        if names == GATE_FIELDS:
+            validate_gate(patch)
+        return await self.update(
+            lambda current: validate_gate(apply_gate_mask(current, patch, names)),
+            expected_version, actor, reason,
+        )
+
+    async def update(
+        self, build: Callable[[GateConfig], GateConfig], expected_version: int, actor: str, reason: str
+    ) -> GateConfig:
+        """One audited compare-and-set of the gate: SetGate's and the automatic release's."""
+        stored = await self.repo.update_gate(build, expected_version, actor, reason, version_mismatch)
         self.gate.config = stored
         log.info("gate set to version %d by %s: %s (%s)", stored.version, actor, stored.to_json(), reason)
         return stored

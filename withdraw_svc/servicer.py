@@ -61,7 +61,9 @@ def gate_config_pb(config: GateConfig) -> withdraw_pb2.GateConfig:
     return withdraw_pb2.GateConfig(
         timezone=config.timezone, closed_start=config.closed_start, closed_end=config.closed_end,
         release_modulus=config.release_modulus, release_k=config.release_k, version=config.version,
-        bind_prompt=config.bind_prompt,
+        bind_prompt=config.bind_prompt, auto_release=config.auto_release,
+        auto_release_drain_seconds=config.auto_release_drain_seconds,
+        auto_release_step=config.auto_release_step,
     )
 
 
@@ -69,6 +71,8 @@ def gate_config_of(pb: withdraw_pb2.GateConfig) -> GateConfig:
     return GateConfig(
         timezone=pb.timezone, closed_start=pb.closed_start.strip(), closed_end=pb.closed_end.strip(),
         release_modulus=pb.release_modulus, release_k=pb.release_k, bind_prompt=pb.bind_prompt,
+        auto_release=pb.auto_release, auto_release_drain_seconds=pb.auto_release_drain_seconds,
+        auto_release_step=pb.auto_release_step,
     )
 
 
@@ -191,7 +195,8 @@ class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):
         self, request: withdraw_pb2.SetGateRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.SetGateResponse:
         config = await self.admin.set(
-            gate_config_of(request.config), request.expected_version, caller_of(context), request.reason
+            gate_config_of(request.config), list(request.update_mask.paths), request.expected_version,
+            caller_of(context), request.reason,
         )
         return withdraw_pb2.SetGateResponse(config=gate_config_pb(config))
 

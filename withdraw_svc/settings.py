@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshkit.settings import CommonSettings, addr_of, env_bool, env_int, env_list, env_str
+from meshkit.settings import CommonSettings, addr_of, env_bool, env_float, env_int, env_list, env_str
 from withdraw_svc.domain import DEFAULT_TIMEZONE, GateConfig, Limits
 
 # What the app calls, shed under load in this order last to first (WITHDRAW_SVC_ADMISSION_METHODS
@@ -29,6 +29,10 @@ class Settings:
     peer_deadline_s: float
     gate_refresh_s: float
     default_gate: GateConfig
+    # payout_svc's admin address: the automatic release reads its channel statistics.
+    payout_addr: str
+    # How often the automatic release looks at the channels (WITHDRAW_AUTO_RELEASE_INTERVAL_S).
+    auto_release_interval_s: float
     methods_cache_s: int
     relay_interval_s: float
     relay_batch: int
@@ -86,6 +90,9 @@ class Settings:
                 release_modulus=env_int("WITHDRAW_GATE_RELEASE_MODULUS", 1),
                 release_k=env_int("WITHDRAW_GATE_RELEASE_K", 1),
             ),
+            payout_addr=addr_of("payout_svc"),
+            auto_release_interval_s=_positive("WITHDRAW_AUTO_RELEASE_INTERVAL_S",
+                                              env_float("WITHDRAW_AUTO_RELEASE_INTERVAL_S", 10.0)),
             methods_cache_s=env_int("WITHDRAW_METHODS_CACHE_S", 30),
             relay_interval_s=env_int("WITHDRAW_RELAY_INTERVAL_MS", 500) / 1000.0,
             relay_batch=env_int("WITHDRAW_RELAY_BATCH", 500),
@@ -123,3 +130,9 @@ def _bands(raw: list[str]) -> tuple[int, ...]:
     if any(b < 0 for b in bands):
         raise SystemExit("WITHDRAW_STUCK_BANDS_S must not be negative")
     return bands
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise SystemExit(f"{name} must be a positive number of seconds, got {value}")
+    return value

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.account.v1 import account_pb2 as acc
@@ -173,7 +174,8 @@ def gate(reason: str = "test", **change: Any) -> Call:
     def call(s: Any, x: Mesh) -> Awaitable[Any]:
         fields: dict[str, Any] = {"timezone": "Asia/Shanghai", "release_modulus": 1, "release_k": 1}
         config = wd.GateConfig(**{**fields, **change})
-        return s.SetGate(wd.SetGateRequest(config=config, reason=reason), timeout=10)
+        return s.SetGate(wd.SetGateRequest(config=config, reason=reason, update_mask=FieldMask(paths=["*"])),
+                         timeout=10)
     return call
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.server import RunningServer
@@ -67,7 +68,8 @@ async def test_a_caller_with_a_certificate_is_known_by_its_certificate(
     channel = dial(tls_withdraw.address, alice, caller="someone-else")
     admin = withdraw_pb2_grpc.WithdrawAdminServiceStub(channel)
     gate = (await admin.GetGate(withdraw_pb2.GetGateRequest(uid=1), timeout=10)).config
-    await admin.SetGate(withdraw_pb2.SetGateRequest(config=gate, reason="tls test"), timeout=10)
+    await admin.SetGate(withdraw_pb2.SetGateRequest(config=gate, reason="tls test",
+                                                    update_mask=FieldMask(paths=["*"])), timeout=10)
     audit = await admin.ListGateAudit(withdraw_pb2.ListGateAuditRequest(page_size=1), timeout=10)
     await channel.close()
     assert audit.entries[0].actor == "ops-alice"

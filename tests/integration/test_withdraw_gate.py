@@ -3,31 +3,37 @@ through SetGate seen by every replica within seconds, and the audit of every cha
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from mesh.gateway.v1 import gateway_pb2
-from mesh.withdraw.v1 import withdraw_pb2
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from tests.harness import new_uid
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 
 SH = ZoneInfo("Asia/Shanghai")
 CAMPAIGN_NIGHT = datetime(2025, 1, 28, 20, 30, tzinfo=SH)
 AFTER_REOPENING = datetime(2025, 1, 29, 1, 0, 5, tzinfo=SH)
+ALL = FieldMask(paths=["*"])
 
 
 @pytest.fixture(scope="module")
 async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
-    m = await start_mesh(mesh_env, extra={"WITHDRAW_GATE_REFRESH_S": "2"})
+    m = await start_mesh(mesh_env, extra={"WITHDRAW_GATE_REFRESH_S": "2",
+                                          "WITHDRAW_AUTO_RELEASE_INTERVAL_S": "0.2"})
     await m.start_withdraw()  # a second replica over the same database
     yield m
     await m.admin().SetGate(withdraw_pb2.SetGateRequest(
-        config=withdraw_pb2.GateConfig(release_modulus=1, release_k=1), reason="reset"), timeout=10)
+        config=withdraw_pb2.GateConfig(release_modulus=1, release_k=1), reason="reset", update_mask=ALL),
+        timeout=10)
     await m.stop()
 
 
@@ -60,7 +66,8 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
     campaign = withdraw_pb2.GateConfig(timezone="Asia/Shanghai", closed_start="19:00", closed_end="01:00",
                                        release_modulus=10, release_k=3)
     applied = (await admin.SetGate(withdraw_pb2.SetGateRequest(
-        config=campaign, expected_version=before.version, reason="campaign night"), timeout=10)).config
+        config=campaign, expected_version=before.version, reason="campaign night", update_mask=ALL),
+        timeout=10)).config
     assert applied.version == before.version + 1
 
     early, early_method = await user_in_cohort(mesh, residue=1)
@@ -99,11 +106,11 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
         assert "batch" in (err.value.details() or "")
 
     # Raising k on replica 0 admits the next cohort on replica 1 within 5 s, no restart.
-    raised = withdraw_pb2.GateConfig(timezone="Asia/Shanghai", closed_start="19:00", closed_end="01:00",
-                                     release_modulus=10, release_k=6)
+    # Only release_k named: the window and the modulus stay as they are.
     changed_at = time.monotonic()
     await admin.SetGate(withdraw_pb2.SetGateRequest(
-        config=raised, expected_version=applied.version, reason="second batch"), timeout=10)
+        config=withdraw_pb2.GateConfig(release_k=6), expected_version=applied.version,
+        reason="second batch", update_mask=FieldMask(paths=["release_k"])), timeout=10)
 
     async def admitted_on_replica_1() -> bool:
         page = await mesh.withdraw(1).GetWithdrawPage(
@@ -149,13 +156,13 @@ async def test_set_gate_refuses_bad_configs_and_stale_versions(mesh: WdMesh) -> 
     ]
     for config, field in bad:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await admin.SetGate(withdraw_pb2.SetGateRequest(config=config), timeout=10)
+            await admin.SetGate(withdraw_pb2.SetGateRequest(config=config, update_mask=ALL), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in (err.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await admin.SetGate(withdraw_pb2.SetGateRequest(
             config=withdraw_pb2.GateConfig(release_modulus=2, release_k=1),
-            expected_version=current.version + 7), timeout=10)
+            expected_version=current.version + 7, update_mask=ALL), timeout=10)
     assert err.value.code() == grpc.StatusCode.ABORTED
     assert "expected_version" in (err.value.details() or "")
     after = (await admin.GetGate(withdraw_pb2.GetGateRequest(), timeout=10)).config
@@ -163,3 +170,114 @@ async def test_set_gate_refuses_bad_configs_and_stale_versions(mesh: WdMesh) -> 
     audit_after = len((await admin.ListGateAudit(withdraw_pb2.ListGateAuditRequest(page_size=200),
                                                  timeout=10)).entries)
     assert audit_after == audit_before
+
+
+async def gate_and_audit(
+    admin: withdraw_pb2_grpc.WithdrawAdminServiceStub,
+) -> tuple[withdraw_pb2.GateConfig, int]:
+    config = (await admin.GetGate(withdraw_pb2.GetGateRequest(), timeout=10)).config
+    audit = (await admin.ListGateAudit(withdraw_pb2.ListGateAuditRequest(page_size=200), timeout=10)).entries
+    return config, len(audit)
+
+
+async def test_set_gate_changes_only_the_fields_its_mask_names(mesh: WdMesh) -> None:
+    admin = mesh.admin(caller="ops-bob")
+    base = withdraw_pb2.GateConfig(timezone="Europe/Paris", closed_start="20:00", closed_end="02:00",
+                                   release_modulus=8, release_k=2, bind_prompt="Bind now.")
+    start = (await admin.SetGate(withdraw_pb2.SetGateRequest(
+        config=base, reason="campaign", update_mask=ALL), timeout=10)).config
+    # The request carries other values for the fields it does not name: they are ignored.
+    patch = withdraw_pb2.GateConfig(release_k=5, closed_start="07:00", timezone="UTC", release_modulus=99)
+    after = (await admin.SetGate(withdraw_pb2.SetGateRequest(
+        config=patch, expected_version=start.version, reason="more cohorts",
+        update_mask=FieldMask(paths=["release_k"])), timeout=10)).config
+    assert after.release_k == 5 and after.version == start.version + 1
+    kept = (after.timezone, after.closed_start, after.closed_end, after.release_modulus, after.bind_prompt)
+    assert kept == ("Europe/Paris", "20:00", "02:00", 8, "Bind now.")
+    stored, _ = await gate_and_audit(admin)
+    assert stored == after
+
+    # Two fields at once; the merged result is what gets validated (k 5 > M 4 is refused).
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await admin.SetGate(withdraw_pb2.SetGateRequest(
+            config=withdraw_pb2.GateConfig(release_modulus=4),
+            update_mask=FieldMask(paths=["release_modulus"])), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "release_k" in (err.value.details() or "")
+    window = (await admin.SetGate(withdraw_pb2.SetGateRequest(
+        config=withdraw_pb2.GateConfig(closed_start="", closed_end=""), reason="no window",
+        update_mask=FieldMask(paths=["closed_start", "closed_end"])), timeout=10)).config
+    assert (window.closed_start, window.closed_end) == ("", "")
+    assert (window.release_k, window.timezone) == (5, "Europe/Paris")
+
+    # "*" replaces everything: a field left out takes its default.
+    replaced = (await admin.SetGate(withdraw_pb2.SetGateRequest(
+        config=withdraw_pb2.GateConfig(release_modulus=3, release_k=3), reason="open", update_mask=ALL),
+        timeout=10)).config
+    assert (replaced.release_modulus, replaced.release_k, replaced.timezone) == (3, 3, "Asia/Shanghai")
+    assert replaced.bind_prompt != "Bind now."
+    audit = (await admin.ListGateAudit(withdraw_pb2.ListGateAuditRequest(page_size=3), timeout=10)).entries
+    assert [e.reason for e in audit] == ["open", "no window", "more cohorts"]
+    assert audit[2].old_config.release_k == 2 and audit[2].new_config.release_k == 5
+    assert audit[2].new_config.closed_start == "20:00"
+
+
+async def test_set_gate_refuses_an_empty_or_unknown_mask_and_changes_nothing(mesh: WdMesh) -> None:
+    admin = mesh.admin()
+    before, audit_before = await gate_and_audit(admin)
+    wanted = withdraw_pb2.GateConfig(release_modulus=10, release_k=0)
+    cases = [
+        (None, "update_mask is required; use \"*\" to replace the whole configuration"),
+        (FieldMask(paths=[]), "update_mask is required"),
+        (FieldMask(paths=["release_k", "relase_modulus"]), "'relase_modulus'"),
+        (FieldMask(paths=["version"]), "'version'"),
+        (FieldMask(paths=["*", "release_k"]), '"*" must be the only path'),
+    ]
+    for mask, message in cases:
+        request = withdraw_pb2.SetGateRequest(config=wanted, reason="typo")
+        if mask is not None:
+            request.update_mask.CopyFrom(mask)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await admin.SetGate(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, mask
+        assert message in (err.value.details() or ""), (mask, err.value.details())
+    after, audit_after = await gate_and_audit(admin)
+    assert after == before
+    assert audit_after == audit_before
+
+
+async def test_auto_release_holds_when_payout_svc_cannot_be_asked(
+    mesh: WdMesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    # This mesh has no payout_svc: PAYOUT_SVC_ADDR names a port nothing listens on.
+    admin = mesh.admin()
+    caplog.set_level(logging.INFO, logger="withdraw_svc.auto_release")
+    start = (await admin.SetGate(withdraw_pb2.SetGateRequest(
+        config=withdraw_pb2.GateConfig(release_modulus=10, release_k=2, auto_release=True,
+                                       auto_release_drain_seconds=30),
+        reason="auto", update_mask=ALL), timeout=10)).config
+    _, audit_before = await gate_and_audit(admin)
+    runners = [mesh.app(i).auto_release for i in range(len(mesh.withdraws))]
+    targets = [r.ticks + 5 for r in runners]
+
+    async def passes_done() -> bool:
+        return all(r.ticks >= t for r, t in zip(runners, targets, strict=True))
+
+    await eventually(passes_done, timeout=30, what="5 auto-release passes on each replica")
+    after, audit_after = await gate_and_audit(admin)
+    assert (after.release_k, after.version) == (2, start.version)
+    assert audit_after == audit_before
+    warnings = [r for r in caplog.records if "payout_svc channel stats unavailable" in r.getMessage()]
+    assert len(warnings) == len(runners)  # once per replica, not once per pass
+    await admin.SetGate(withdraw_pb2.SetGateRequest(
+        config=withdraw_pb2.GateConfig(auto_release=False), reason="auto off",
+        update_mask=FieldMask(paths=["auto_release"])), timeout=10)
+
+
+async def test_the_database_refuses_bad_auto_release_options(mesh: WdMesh) -> None:
+    stored = await mesh.pool.fetchval("SELECT config->>'auto_release' FROM gate_config WHERE id = 1")
+    assert stored in ("true", "false")  # every stored config says it
+    for bad in ('{"auto_release_step": 0}', '{"auto_release": "yes"}',
+                '{"auto_release": true, "auto_release_drain_seconds": 0}'):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await mesh.pool.execute("UPDATE gate_config SET config = config || $1::jsonb WHERE id = 1", bad)

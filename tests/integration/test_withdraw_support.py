@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -204,12 +205,16 @@ async def start_mesh(mesh_env: dict[str, str], *, withdraw: bool = True, payout:
     env["GATEWAY_MOCK_ADDR"] = gateway_srv.address
     account_srv = await _start("account_svc", env)
     env["ACCOUNT_SVC_ADDR"] = account_srv.address
+    # withdraw_svc reads payout_svc's channel stats (auto-release) and payout_svc calls
+    # withdraw_svc: payout_svc's port is chosen first so each can be told the other's.
+    payout_port = free_port()
+    env["PAYOUT_SVC_ADDR"] = f"127.0.0.1:{payout_port}"
     withdraws = [await _start("withdraw_svc", env)] if withdraw else []
     payout_srv = None
     if withdraws:
         env["WITHDRAW_SVC_ADDR"] = withdraws[0].address
         if payout:
-            payout_srv = await _start("payout_svc", env)
+            payout_srv = await _start("payout_svc", env, port=payout_port)
     else:
         # Migrate the schema so tests can read it before any withdraw_svc process runs.
         from meshkit.db import create_pool, migrate
@@ -225,6 +230,14 @@ async def start_mesh(mesh_env: dict[str, str], *, withdraw: bool = True, payout:
     assert pool is not None
     client = redis.Redis.from_url(env["REDIS_URL"])
     return WdMesh(tag, env, gateway_srv, account_srv, withdraws, payout_srv, pool, client, Keys(prefix))
+
+
+def free_port() -> int:
+    """A port nothing listens on now (without payout_svc, nothing will: its clients see
+    UNAVAILABLE instead of dialling a mesh of someone else's on the default port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def code_of(err: BaseException) -> grpc.StatusCode:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from mesh.withdraw.v1 import withdraw_pb2
 from tools.loadlib.clients import MeshClients
@@ -19,9 +20,11 @@ async def get_config(clients: MeshClients) -> withdraw_pb2.GateConfig:
 
 async def set_config(clients: MeshClients, config: withdraw_pb2.GateConfig,
                      reason: str) -> withdraw_pb2.GateConfig:
+    """Replace the whole configuration (update_mask "*"): the tools say every field."""
     current = await get_config(clients)
     reply = await clients.withdraw_admin.SetGate(
-        withdraw_pb2.SetGateRequest(config=config, expected_version=current.version, reason=reason),
+        withdraw_pb2.SetGateRequest(config=config, expected_version=current.version, reason=reason,
+                                    update_mask=FieldMask(paths=["*"])),
         timeout=5.0, metadata=clients.metadata)
     return reply.config
 
