@@ -121,7 +121,8 @@ def test_feeds_behind_or_never_read_fail_by_name() -> None:
 def test_keys_refuse_the_dev_default_and_an_unknown_active_key() -> None:
     assert check_keys("", "").status is Status.FAIL
     assert check_keys("dev:dev-secret", "").reason == "reward token key dev is the dev default secret"
-    assert check_keys("k1:s3cret", "k9").reason == "REWARD_TOKEN_ACTIVE_KEY 'k9' is not among REWARD_TOKEN_KEYS"
+    assert check_keys("k1:s3cret", "k9").reason == (
+        "REWARD_TOKEN_ACTIVE_KEY 'k9' is not among REWARD_TOKEN_KEYS")
     good = check_keys("k1:s3cret,k2:other", "k2")
     assert good.status is Status.OK
     assert "s3cret" not in good.detail

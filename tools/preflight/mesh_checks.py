@@ -45,16 +45,30 @@ class Peers:
 
 
 def rpc_error(service: str, exc: grpc.aio.AioRpcError) -> str:
-    return f"{service} answered {exc.code().name}: {exc.details()}"
+    code = exc.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return f"{service} is {code.name}"  # gRPC's connection details add nothing here
+    return f"{service} answered {code.name}: {exc.details()}"
 
 
-async def guarded(name: str, service: str, check: Callable[[], Awaitable[Result]]) -> Result:
-    """A check whose service does not answer FAILs with the status, instead of stopping
-    the pre-flight: every other check still runs and is reported."""
+class PeerDown(Exception):
+    """A service a check asks did not answer; the message names it and its status."""
+
+
+async def ask(service: str, call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        raise PeerDown(rpc_error(service, exc)) from exc
+
+
+async def guarded(name: str, check: Callable[[], Awaitable[Result]]) -> Result:
+    """A check whose service does not answer FAILs naming it, instead of stopping the
+    pre-flight: every other check still runs and is reported."""
     try:
         return await check()
-    except grpc.aio.AioRpcError as exc:
-        return fail(name, rpc_error(service, exc))
+    except PeerDown as exc:
+        return fail(name, str(exc))
 
 
 # -- 1. health -----------------------------------------------------------------------------
@@ -94,7 +108,8 @@ def describe_window(window: Window | None, zone: str, now: datetime) -> str:
 
 async def gate_config(peers: Peers) -> withdraw_pb2.GateConfig:
     stub = withdraw_pb2_grpc.WithdrawAdminServiceStub(peers.primary("withdraw_svc"))
-    reply = await stub.GetGate(withdraw_pb2.GetGateRequest(), timeout=peers.config.timeout_s)
+    call = stub.GetGate(withdraw_pb2.GetGateRequest(), timeout=peers.config.timeout_s)
+    reply = await ask("withdraw_svc", call)
     return reply.config
 
 
@@ -127,13 +142,15 @@ def judge_gate(config: withdraw_pb2.GateConfig, expect_window: tuple[str, str] |
 async def order_channels(peers: Peers) -> list[str]:
     """Channels orders can be placed on: withdraw_svc's WITHDRAW_CHANNELS, as it runs."""
     stub = settings_pb2_grpc.WithdrawSettingsServiceStub(peers.primary("withdraw_svc"))
-    reply = await stub.GetSettings(settings_pb2.GetSettingsRequest(), timeout=peers.config.timeout_s)
+    reply = await ask("withdraw_svc", stub.GetSettings(settings_pb2.GetSettingsRequest(),
+                                                       timeout=peers.config.timeout_s))
     return list(reply.channels)
 
 
 async def channel_stats(peers: Peers) -> dict[str, payout_pb2.ChannelStats]:
     stub = payout_pb2_grpc.PayoutAdminServiceStub(peers.primary("payout_svc"))
-    reply = await stub.GetChannelStats(payout_pb2.GetChannelStatsRequest(), timeout=peers.config.timeout_s)
+    reply = await ask("payout_svc", stub.GetChannelStats(payout_pb2.GetChannelStatsRequest(),
+                                                         timeout=peers.config.timeout_s))
     return {s.channel: s for s in reply.channels}
 
 
@@ -166,8 +183,9 @@ async def check_rates(peers: Peers) -> Result:
 async def gateway_capacity(peers: Peers, channel: str) -> int:
     """Payouts per second the gateway declares (and enforces) for a channel; 0: no limit."""
     stub = gateway_pb2_grpc.GatewayAdminServiceStub(peers.primary("gateway_mock"))
-    reply = await stub.GetChannelFaults(gateway_pb2.GetChannelFaultsRequest(channel=channel),
-                                        timeout=peers.config.timeout_s)
+    call = stub.GetChannelFaults(gateway_pb2.GetChannelFaultsRequest(channel=channel),
+                                 timeout=peers.config.timeout_s)
+    reply = await ask("gateway_mock", call)
     return int(reply.faults.capacity_per_second)
 
 
@@ -180,8 +198,8 @@ async def check_capacity(peers: Peers) -> Result:
             continue
         try:
             capacity = await gateway_capacity(peers, channel)
-        except grpc.aio.AioRpcError as exc:
-            problems.append(f"channel {channel}: {rpc_error('gateway_mock', exc)}")
+        except PeerDown as exc:
+            problems.append(f"channel {channel}: {exc}")
             continue
         declared = f"{capacity}/s" if capacity else "no limit"
         lines.append(f"{channel}: rate {rate_text(s)}, gateway capacity {declared}")
@@ -233,8 +251,8 @@ async def check_compensation(peers: Peers) -> Result:
 
 async def recon_status(peers: Peers) -> recon_pb2.GetReconStatusResponse:
     stub = recon_pb2_grpc.ReconServiceStub(peers.primary("recon_svc"))
-    reply: recon_pb2.GetReconStatusResponse = await stub.GetReconStatus(
-        recon_pb2.GetReconStatusRequest(), timeout=peers.config.timeout_s)
+    reply: recon_pb2.GetReconStatusResponse = await ask("recon_svc", stub.GetReconStatus(
+        recon_pb2.GetReconStatusRequest(), timeout=peers.config.timeout_s))
     return reply
 
 

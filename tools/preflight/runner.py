@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 import asyncpg
-import grpc
 import redis.asyncio as redis
 
 from mesh.withdraw.v1 import withdraw_pb2
@@ -35,16 +34,16 @@ async def _gate(peers: mesh.Peers, config: Config,
                 now: datetime) -> tuple[Result, withdraw_pb2.GateConfig | None]:
     try:
         gate = await mesh.gate_config(peers)
-    except grpc.aio.AioRpcError as exc:
-        return fail("gate", mesh.rpc_error("withdraw_svc", exc)), None
+    except mesh.PeerDown as exc:
+        return fail("gate", str(exc)), None
     return mesh.judge_gate(gate, config.expect.gate_window, config.expect.release, now), gate
 
 
 async def _recon(peers: mesh.Peers, config: Config) -> list[Result]:
     try:
         status = await mesh.recon_status(peers)
-    except grpc.aio.AioRpcError as exc:
-        reason = mesh.rpc_error("recon_svc", exc)
+    except mesh.PeerDown as exc:
+        reason = str(exc)
         return [fail("recon-feeds", reason), fail("discrepancies", reason)]
     now = datetime.now(UTC)
     return [mesh.judge_feeds(status, config.feeds, config.expect.feed_lag_s, now),
@@ -81,10 +80,9 @@ async def collect(config: Config) -> list[Result]:
         results = [await mesh.check_health(peers)]
         results.append(await stores.check_migrations(conn, config) if conn else fail("migrations", pg_error))
         results.append(gate_result)
-        results.append(await mesh.guarded("rates", "withdraw_svc or payout_svc",
-                                          lambda: mesh.check_rates(peers)))
-        results.append(await mesh.guarded("capacity", "payout_svc", lambda: mesh.check_capacity(peers)))
-        results.append(await mesh.guarded("dlq", "payout_svc", lambda: mesh.check_dlq(peers)))
+        results.append(await mesh.guarded("rates", lambda: mesh.check_rates(peers)))
+        results.append(await mesh.guarded("capacity", lambda: mesh.check_capacity(peers)))
+        results.append(await mesh.guarded("dlq", lambda: mesh.check_dlq(peers)))
         results.append(await mesh.check_compensation(peers))
         results.extend(await _recon(peers, config))
         results.append(secrets.check_keys(config.token_keys, config.token_active_key))
