@@ -115,8 +115,6 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
     await replica.stop(0.5)
     for service in reversed(SERVICES):
         await servers[service].stop(0.5)
-    for service in SERVICES:
-        os.environ.pop(f"{service.upper()}_ADDR", None)
 
 
 async def _recon_at_heads(m: Mesh) -> None:

@@ -3,7 +3,7 @@ channel rates against the gateway's capacity, dead letters, compensation, recon.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TypeVar
 
@@ -60,15 +60,6 @@ async def ask(service: str, call: Awaitable[T]) -> T:
         return await call
     except grpc.aio.AioRpcError as exc:
         raise PeerDown(rpc_error(service, exc)) from exc
-
-
-async def guarded(name: str, check: Callable[[], Awaitable[Result]]) -> Result:
-    """A check whose service does not answer FAILs naming it, instead of stopping the
-    pre-flight: every other check still runs and is reported."""
-    try:
-        return await check()
-    except PeerDown as exc:
-        return fail(name, str(exc))
 
 
 # -- 1. health -----------------------------------------------------------------------------

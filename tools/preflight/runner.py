@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -57,16 +57,29 @@ async def _postgres(config: Config) -> tuple[asyncpg.Connection | None, str]:
         return None, f"PostgreSQL at DATABASE_URL does not answer: {type(exc).__name__}: {exc}"
 
 
-async def _redis_results(config: Config) -> tuple[Result, float | None]:
-    client = redis.Redis.from_url(config.redis_url, socket_timeout=config.timeout_s,
-                                  socket_connect_timeout=config.timeout_s, decode_responses=True)
+async def safely(name: str, check: Callable[[], Awaitable[Result]]) -> Result:
+    """Any error inside one check is that check's FAIL: a pre-flight that stopped half-way
+    must still print every row and a NO-GO line, never a bare traceback."""
     try:
-        persistence = await stores.check_redis_persistence(client, config.expect.redis_persistence)
-        return persistence, await stores.redis_offset(client)
-    except (redis.RedisError, OSError) as exc:
-        return fail("redis-persistence", f"Redis at REDIS_URL does not answer: {exc}"), None
-    finally:
-        await client.aclose()
+        return await check()
+    except mesh.PeerDown as exc:
+        return fail(name, str(exc))
+    except Exception as exc:
+        return fail(name, f"check failed: {type(exc).__name__}: {exc}")
+
+
+async def _redis_offset(client: redis.Redis) -> float | None:
+    try:
+        return await stores.redis_offset(client)
+    except (redis.RedisError, OSError):
+        return None
+
+
+async def _pg_offset(conn: asyncpg.Connection | None) -> float | None:
+    try:
+        return await stores.postgres_offset(conn) if conn else None
+    except (asyncpg.PostgresError, OSError):
+        return None
 
 
 async def collect(config: Config) -> list[Result]:
@@ -75,26 +88,37 @@ async def collect(config: Config) -> list[Result]:
     now = datetime.now(UTC)
     peers = mesh.Peers(config)
     conn, pg_error = await _postgres(config)
+    client = redis.Redis.from_url(config.redis_url, socket_timeout=config.timeout_s,
+                                  socket_connect_timeout=config.timeout_s, decode_responses=True)
+
+    async def pg_down() -> Result:
+        raise ConnectionError(pg_error)
+
     try:
         gate_result, gate = await _gate(peers, config, now)
-        results = [await mesh.check_health(peers)]
-        results.append(await stores.check_migrations(conn, config) if conn else fail("migrations", pg_error))
-        results.append(gate_result)
-        results.append(await mesh.guarded("rates", lambda: mesh.check_rates(peers)))
-        results.append(await mesh.guarded("capacity", lambda: mesh.check_capacity(peers)))
-        results.append(await mesh.guarded("dlq", lambda: mesh.check_dlq(peers)))
-        results.append(await mesh.check_compensation(peers))
+        night_end = _night_end(config, gate, now)
+        checks: list[tuple[str, Callable[[], Awaitable[Result]]]] = [
+            ("health", lambda: mesh.check_health(peers)),
+            ("migrations", (lambda: stores.check_migrations(conn, config)) if conn else pg_down),
+            ("rates", lambda: mesh.check_rates(peers)),
+            ("capacity", lambda: mesh.check_capacity(peers)),
+            ("dlq", lambda: mesh.check_dlq(peers)),
+            ("compensation", lambda: mesh.check_compensation(peers)),
+        ]
+        results = [await safely(name, check) for name, check in checks]
+        results.insert(2, gate_result)
         results.extend(await _recon(peers, config))
         results.append(secrets.check_keys(config.token_keys, config.token_active_key))
-        results.append(secrets.check_certificates(config.tls, _night_end(config, gate, now)))
-        results.append(await stores.check_autovacuum(conn) if conn else fail("autovacuum", pg_error))
-        persistence, redis_offset = await _redis_results(config)
-        results.append(persistence)
-        pg_offset = await stores.postgres_offset(conn) if conn else None
-        results.append(stores.judge_clock({"Redis": redis_offset, "PostgreSQL": pg_offset},
-                                          config.expect.clock_offset_ms))
+        results.append(secrets.check_certificates(config.tls, night_end))
+        autovacuum = (lambda: stores.check_autovacuum(conn)) if conn else pg_down
+        results.append(await safely("autovacuum", autovacuum))
+        results.append(await safely("redis-persistence", lambda: stores.check_redis_persistence(
+            client, config.expect.redis_persistence)))
+        offsets = {"Redis": await _redis_offset(client), "PostgreSQL": await _pg_offset(conn)}
+        results.append(stores.judge_clock(offsets, config.expect.clock_offset_ms))
     finally:
         await peers.close()
+        await client.aclose()
         if conn is not None:
             await conn.close()
     return apply_waivers(results, config.waived)
