@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tools.preflight.store_checks import persistence_mode
 from tools.preflight.table import render
-from tools.preflight.verdict import Status, apply_waivers, exit_code, fail, final_line, judged, ok
+from tools.preflight.verdict import Result, Status, apply_waivers, exit_code, fail, final_line, judged, ok
 
 
 def test_all_ok_is_go_with_exit_0() -> None:
@@ -68,3 +68,14 @@ def test_persistence_mode_from_redis_config() -> None:
     assert persistence_mode("no", "3600 1 300 100") == "rdb"
     assert persistence_mode("yes", "") == "aof"
     assert persistence_mode("yes", "3600 1") == "aof"
+
+
+async def test_a_check_that_raises_is_that_checks_fail() -> None:
+    from tools.preflight.runner import safely
+
+    async def broken() -> Result:
+        raise RuntimeError("no such table")
+
+    result = await safely("migrations", broken)
+    assert result.status is Status.FAIL
+    assert result.reason == "check failed: RuntimeError: no such table"
