@@ -52,7 +52,7 @@ def rpc_error(service: str, exc: grpc.aio.AioRpcError) -> str:
 
 
 class PeerDown(Exception):
-    """A service a check asks did not answer; the message names it and its status."""
+    """A service (or store) a check asks did not answer; the message names it and how."""
 
 
 async def ask(service: str, call: Awaitable[T]) -> T:

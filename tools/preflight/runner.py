@@ -64,6 +64,8 @@ async def safely(name: str, check: Callable[[], Awaitable[Result]]) -> Result:
         return await check()
     except mesh.PeerDown as exc:
         return fail(name, str(exc))
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return fail(name, f"Redis at REDIS_URL does not answer: {exc}")
     except Exception as exc:
         return fail(name, f"check failed: {type(exc).__name__}: {exc}")
 
@@ -92,7 +94,7 @@ async def collect(config: Config) -> list[Result]:
                                   socket_connect_timeout=config.timeout_s, decode_responses=True)
 
     async def pg_down() -> Result:
-        raise ConnectionError(pg_error)
+        raise mesh.PeerDown(pg_error)
 
     try:
         gate_result, gate = await _gate(peers, config, now)
