@@ -12,7 +12,7 @@ GEN    := gen
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
 .PHONY: help venv proto proto-check lint typecheck test test-unit test-integration test-e2e \
-        up down status demo migrate load drill bench ci clean envdoc
+        up down status demo preflight migrate load drill bench ci clean envdoc
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ status: ## what runs
 
 demo: proto ## one withdrawal through the running mesh
 	set -a && source .run/devstack.env && set +a && $(PY) tools/demo.py
+
+preflight: proto ## go/no-go checks of the running mesh before the night; exit 0 only on GO (PREFLIGHT_ARGS="--waive autovacuum")
+	set -a && source .run/devstack.env && set +a && $(PY) -m tools.preflight $(PREFLIGHT_ARGS)
 
 load: proto ## full-link load test on the running mesh, report in .run/reports/ (LOAD_ARGS="--rate 20 --duration 30")
 	set -a && source .run/devstack.env && set +a && $(PY) tools/load.py $(LOAD_ARGS)

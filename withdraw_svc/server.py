@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
-from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from mesh.withdraw.v1 import settings_pb2, settings_pb2_grpc, withdraw_pb2, withdraw_pb2_grpc
 from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
@@ -20,6 +20,7 @@ from withdraw_svc.repository import Repository
 from withdraw_svc.service import Coordination, GateAdmin, GateHolder, WithdrawService
 from withdraw_svc.servicer import PayoutCoordinationServicer, WithdrawAdminServicer, WithdrawServicer
 from withdraw_svc.settings import Settings
+from withdraw_svc.settings_servicer import WithdrawSettingsServicer
 from withdraw_svc.streams import RedisPort
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -72,12 +73,16 @@ class WithdrawApp:
         withdraw_pb2_grpc.add_WithdrawAdminServiceServicer_to_server(
             WithdrawAdminServicer(self.admin, self.compensation), server
         )
+        settings_pb2_grpc.add_WithdrawSettingsServiceServicer_to_server(
+            WithdrawSettingsServicer(self.settings), server
+        )
         feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(self.stores.pool), server)
         services = withdraw_pb2.DESCRIPTOR.services_by_name
         return [
             services["WithdrawService"].full_name,
             services["PayoutCoordinationService"].full_name,
             services["WithdrawAdminService"].full_name,
+            settings_pb2.DESCRIPTOR.services_by_name["WithdrawSettingsService"].full_name,
             feed_pb2.DESCRIPTOR.services_by_name["ChangeFeedService"].full_name,
         ]
 

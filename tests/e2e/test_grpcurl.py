@@ -23,7 +23,8 @@ SERVICES_LISTED = {
     "account_svc": ["mesh.account.v1.AccountService", "mesh.feed.v1.ChangeFeedService"],
     "withdraw_svc": [
         "mesh.withdraw.v1.WithdrawService", "mesh.withdraw.v1.PayoutCoordinationService",
-        "mesh.withdraw.v1.WithdrawAdminService", "mesh.feed.v1.ChangeFeedService",
+        "mesh.withdraw.v1.WithdrawAdminService", "mesh.withdraw.v1.WithdrawSettingsService",
+        "mesh.feed.v1.ChangeFeedService",
     ],
     "payout_svc": ["mesh.payout.v1.PayoutAdminService"],
     "recon_svc": ["mesh.recon.v1.ReconService"],
