@@ -22,6 +22,9 @@ def load(service: str, name: str) -> None:
     env_str(f"{service.upper()}_HOST", "127.0.0.1")
     os.environ.get("PLAIN_ONE", "x")
     os.environ["MUST_HAVE"]
+def tool(env: dict[str, str]) -> None:
+    env.get("TOOL_MAPPED")
+    _get(env, "HELPER_READ", "7")
     env_str(name, "")  # a parameter: not a definition
 '''
 
@@ -30,7 +33,9 @@ def test_the_scanner_finds_every_kind_of_read(tmp_path: Path) -> None:
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "mod.py").write_text(SOURCE)
     found = scan(tmp_path, ["pkg"])
-    assert set(found) == {"THING_LIMIT_S", "<SVC>_HOST", "PLAIN_ONE", "MUST_HAVE"}
+    assert set(found) == {"THING_LIMIT_S", "<SVC>_HOST", "PLAIN_ONE", "MUST_HAVE", "TOOL_MAPPED",
+                          "HELPER_READ"}
+    assert found["HELPER_READ"].defaults == {"'7'"}
     assert found["THING_LIMIT_S"].kind == "integer"
     assert found["THING_LIMIT_S"].defaults == {"240"}
     assert found["<SVC>_HOST"].defaults == {"'127.0.0.1'"}

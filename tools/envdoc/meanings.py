@@ -18,6 +18,7 @@ MEANINGS: dict[str, str] = {
     "<SVC>_METRICS_PORT": "Port of the Prometheus /metrics endpoint (default gRPC port + 1000; 0 turns it off).",
     "<SVC>_ADMISSION_METHODS": "Methods (Service/Method) this replica may refuse under overload, most "
                                "important first; every other method is never shed.",
+    "<SVC>_ADDRS": "Every replica of the service (comma-separated host:port) that `make preflight` checks, besides <SVC>_ADDR.",
     "DATABASE_URL": "PostgreSQL the services use (all schemas in one database).",
     "REDIS_URL": "Redis holding the streams, limiter windows and locks.",
     "MESH_KEY_PREFIX": "Prefix of every Redis key, so several meshes (or test runs) share one Redis.",
@@ -57,6 +58,7 @@ MEANINGS: dict[str, str] = {
     "WITHDRAW_GATE_CLOSED_START": "Initial closed-window start, HH:MM local (empty: no window).",
     "WITHDRAW_GATE_CLOSED_END": "Initial closed-window end, HH:MM local.",
     "WITHDRAW_GATE_RELEASE_MODULUS": "Initial release cohorts M: uid mod M < k passes.",
+    "WITHDRAW_AUTO_RELEASE_INTERVAL_S": "How often automatic release (a gate option) looks at the channels' backlogs and may advance k.",
     "WITHDRAW_GATE_RELEASE_K": "Initial release step k (M lets everybody through).",
     "WITHDRAW_METHODS_CACHE_S": "How long bound payout methods are cached per user.",
     "WITHDRAW_RELAY_INTERVAL_MS": "Outbox relay poll interval.",
@@ -128,6 +130,10 @@ MEANINGS: dict[str, str] = {
     "GATEWAY_RANDOM_SEED": "Seed of the fault dice; 0 draws from the OS.",
     "GATEWAY_DB_POOL_SIZE": "PostgreSQL connections of one gateway_mock process.",
     # tools
+    "PYTHONPATH": "meshctl puts the checkout and gen/ in front of it for the services it starts.",
+    "PREFLIGHT_REDIS_PERSISTENCE": "Redis persistence the night expects: none (default; the outbox re-publishes after a wipe), aof or rdb.",
+    "PREFLIGHT_FEED_LAG_S": "How far behind its change feeds recon may be for a GO.",
+    "PREFLIGHT_CLOCK_OFFSET_MS": "Largest clock offset between this host and Redis / PostgreSQL for a GO.",
     "DEVSTACK_PG_PORT": "Port of the private PostgreSQL `make up` starts when DATABASE_URL does not answer.",
     "DEVSTACK_REDIS_PORT": "Port of the private Redis `make up` starts when REDIS_URL does not answer.",
     "DEVSTACK_PG_OSUSER": "Unprivileged OS user that runs the private PostgreSQL when make runs as root.",

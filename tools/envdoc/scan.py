@@ -101,7 +101,7 @@ def reads_in(tree: ast.AST, where: str) -> Iterator[Read]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             yield from _call(node, where)
-        elif isinstance(node, ast.Subscript) and _is_environ(node.value):
+        elif isinstance(node, ast.Subscript) and (_is_environ(node.value) or _is_env_mapping(node.value)):
             name = _name_of(node.slice)
             if name and isinstance(node.ctx, ast.Load):
                 yield Read(name, "string", "(required)", where)
@@ -116,7 +116,15 @@ def _call(node: ast.Call, where: str) -> Iterator[Read]:
             default = _text(node.args[1]) if len(node.args) > 1 else ""
             yield Read(name, READERS[fname], default, where)
         return
-    is_get = isinstance(func, ast.Attribute) and func.attr == "get" and _is_environ(func.value)
+    if len(node.args) >= 2 and _is_env_mapping(node.args[0]):
+        # A helper over a mapping of the environment: _get(env, "NAME", default).
+        name = _name_of(node.args[1])
+        if name:
+            default = _text(node.args[2]) if len(node.args) > 2 else ""
+            yield Read(name, "string", default, where)
+            return
+    is_get = isinstance(func, ast.Attribute) and func.attr == "get" and (
+        _is_environ(func.value) or _is_env_mapping(func.value))
     is_getenv = isinstance(func, ast.Attribute) and func.attr == "getenv" and _is_os(func.value)
     if (is_get or is_getenv) and node.args:
         name = _name_of(node.args[0])
@@ -127,6 +135,14 @@ def _call(node: ast.Call, where: str) -> Iterator[Read]:
 
 def _is_os(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id == "os"
+
+
+# Names the code gives a mapping of the environment (os.environ passed in, or a copy).
+ENV_MAPPINGS = frozenset({"env", "environ", "environment"})
+
+
+def _is_env_mapping(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id in ENV_MAPPINGS
 
 
 def _is_environ(node: ast.AST) -> bool:
