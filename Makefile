@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-PROTOS := $(shell find protos -name '*.proto')
+PROTOS := $(sort $(shell find protos -name '*.proto'))
 GEN    := gen
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
@@ -43,20 +43,37 @@ lock: ## re-resolve requirements/*.in into the hashed locks (runtime, then dev a
 	  env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCKTOOLS)/bin/pip install -q uv==$(UV_VERSION); }
 	cd requirements && for f in runtime dev load; do $(UV_COMPILE) $$f.in -o $$f.txt; done
 
-$(GEN)/.stamp: $(STAMP) $(PROTOS)
+# gen/ is committed, so a proto edited without regenerating is visible: proto-check regenerates
+# from scratch (the same recipe as `make proto`, deterministic: sorted inputs, one protoc) and
+# fails when the result differs from what git has, or adds files git does not know.
+define generate
 	rm -rf $(GEN) && mkdir -p $(GEN)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
 	$(PY) tools/init_packages.py $(GEN)
-	@touch $@
+	@touch $(GEN)/.stamp
+endef
 
-proto: $(GEN)/.stamp ## generate Python code from protos/ into gen/
+$(GEN)/.stamp: $(STAMP) $(PROTOS)
+	$(generate)
 
-proto-check: $(STAMP) ## fail if protos do not lint or gen/ is stale
+proto: $(GEN)/.stamp ## generate Python code from protos/ into gen/ (committed: commit what this changes)
+
+proto-check: $(STAMP) ## fail if protos do not lint or the committed gen/ is not what protos/ generate
 	cd protos && $(abspath $(VENV))/bin/buf lint
-	tmp=$$(mktemp -d) && \
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
-	$(PY) tools/init_packages.py $$tmp && \
-	diff -r -x .stamp -x __pycache__ $$tmp $(GEN) && rm -rf $$tmp
+	$(generate)
+	@git diff --exit-code --stat -- $(GEN) || \
+	  { echo "proto-check: gen/ differs from git: run make proto and commit gen/" >&2; exit 1; }
+	@untracked=$$(git status --porcelain --untracked-files=all -- $(GEN) | grep '^??' || true); \
+	  if [[ -n $$untracked ]]; then printf '%s\n' "$$untracked" >&2; \
+	  echo "proto-check: files in gen/ that git does not have: commit gen/" >&2; exit 1; fi
+	@echo "proto-check: gen/ is what protos/ generate"
+
+BREAKING_AGAINST ?= HEAD~1
+proto-breaking: $(STAMP) ## buf breaking: protos/ against the commit BREAKING_AGAINST (default HEAD~1)
+	@git rev-parse -q --verify '$(BREAKING_AGAINST)^{commit}' >/dev/null || \
+	  { echo "proto-breaking: NOT CHECKED: no commit $(BREAKING_AGAINST) in this clone (shallow?)" >&2; exit 2; }
+	$(abspath $(VENV))/bin/buf breaking protos --against '.git#ref=$(BREAKING_AGAINST),subdir=protos'
+	@echo "proto-breaking: no breaking change against $(BREAKING_AGAINST)"
 
 lint: proto ## buf lint, ruff
 	cd protos && $(abspath $(VENV))/bin/buf lint
@@ -97,7 +114,7 @@ migrate: proto ## run every service's migrations (they also run at start)
 	$(PY) tools/devstack.py ensure >/dev/null
 	set -a && source .run/devstack.env && set +a && $(PY) tools/migrate.py
 
-ci: lint typecheck proto-check test ## what CI runs
+ci: lint typecheck proto-check proto-breaking test ## what CI runs
 
 clean: ## remove generated code and run data
 	rm -rf $(GEN) .run

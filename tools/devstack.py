@@ -140,8 +140,8 @@ def package_dir(module: str, dist: str) -> Path:
         with tempfile.NamedTemporaryFile("w", suffix=".txt") as req:
             req.write(block)
             req.flush()
-            pip = [sys.executable, "-m", "pip", "install", "-q", "--require-hashes", "--no-deps", "-r", req.name]
-            subprocess.run(pip, check=True)
+            pip = [sys.executable, "-m", "pip", "install", "-q", "--require-hashes", "--no-deps"]
+            subprocess.run([*pip, "-r", req.name], check=True)
         importlib.invalidate_caches()
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.submodule_search_locations, module
