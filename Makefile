@@ -116,5 +116,6 @@ migrate: proto ## run every service's migrations (they also run at start)
 
 ci: lint typecheck proto-check proto-breaking test ## what CI runs
 
-clean: ## remove generated code and run data
-	rm -rf $(GEN) .run
+clean: ## remove run data (gen/ is committed and stays; `make proto` rewrites it)
+	rm -rf .run $(GEN)/.stamp
+	find $(GEN) -name __pycache__ -prune -exec rm -rf {} +
