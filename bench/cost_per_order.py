@@ -295,7 +295,7 @@ async def start_profilers(services: Mapping[str, int], out: Path, seconds: float
                           extra_args: list[str]) -> list[asyncio.subprocess.Process]:
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
-        raise SystemExit(f"{spy} not found: pip install the py-spy pinned in requirements.txt")
+        raise SystemExit(f"{spy} not found: `make venv` installs the py-spy pinned in requirements/dev.in")
     out.mkdir(parents=True, exist_ok=True)
     procs = []
     for svc, pid in services.items():
