@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -255,7 +256,7 @@ class SettlePayoutBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SettlePayoutResult, _Mapping]]] = ...) -> None: ...
 
 class GateConfig(_message.Message):
-    __slots__ = ("timezone", "closed_start", "closed_end", "release_modulus", "release_k", "version", "bind_prompt")
+    __slots__ = ("timezone", "closed_start", "closed_end", "release_modulus", "release_k", "version", "bind_prompt", "auto_release", "auto_release_drain_seconds", "auto_release_step")
     TIMEZONE_FIELD_NUMBER: _ClassVar[int]
     CLOSED_START_FIELD_NUMBER: _ClassVar[int]
     CLOSED_END_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +264,9 @@ class GateConfig(_message.Message):
     RELEASE_K_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BIND_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    AUTO_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_RELEASE_DRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AUTO_RELEASE_STEP_FIELD_NUMBER: _ClassVar[int]
     timezone: str
     closed_start: str
     closed_end: str
@@ -270,7 +274,10 @@ class GateConfig(_message.Message):
     release_k: int
     version: int
     bind_prompt: str
-    def __init__(self, timezone: _Optional[str] = ..., closed_start: _Optional[str] = ..., closed_end: _Optional[str] = ..., release_modulus: _Optional[int] = ..., release_k: _Optional[int] = ..., version: _Optional[int] = ..., bind_prompt: _Optional[str] = ...) -> None: ...
+    auto_release: bool
+    auto_release_drain_seconds: int
+    auto_release_step: int
+    def __init__(self, timezone: _Optional[str] = ..., closed_start: _Optional[str] = ..., closed_end: _Optional[str] = ..., release_modulus: _Optional[int] = ..., release_k: _Optional[int] = ..., version: _Optional[int] = ..., bind_prompt: _Optional[str] = ..., auto_release: _Optional[bool] = ..., auto_release_drain_seconds: _Optional[int] = ..., auto_release_step: _Optional[int] = ...) -> None: ...
 
 class GetGateRequest(_message.Message):
     __slots__ = ("uid",)
@@ -287,14 +294,16 @@ class GetGateResponse(_message.Message):
     def __init__(self, config: _Optional[_Union[GateConfig, _Mapping]] = ..., gate: _Optional[_Union[Gate, _Mapping]] = ...) -> None: ...
 
 class SetGateRequest(_message.Message):
-    __slots__ = ("config", "expected_version", "reason")
+    __slots__ = ("config", "expected_version", "reason", "update_mask")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     config: GateConfig
     expected_version: int
     reason: str
-    def __init__(self, config: _Optional[_Union[GateConfig, _Mapping]] = ..., expected_version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, config: _Optional[_Union[GateConfig, _Mapping]] = ..., expected_version: _Optional[int] = ..., reason: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class SetGateResponse(_message.Message):
     __slots__ = ("config",)

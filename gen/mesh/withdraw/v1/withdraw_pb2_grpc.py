@@ -499,7 +499,8 @@ class WithdrawAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetGate(self, request, context):
-        """SetGate replaces the gate configuration (audited; every replica sees it within seconds).
+        """SetGate changes the fields of the gate configuration named in update_mask ("*": all of
+        them); the others keep their values (audited; every replica sees it within seconds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
