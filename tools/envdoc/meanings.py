@@ -136,5 +136,6 @@ MEANINGS: dict[str, str] = {
     "PREFLIGHT_CLOCK_OFFSET_MS": "Largest clock offset between this host and Redis / PostgreSQL for a GO.",
     "DEVSTACK_PG_PORT": "Port of the private PostgreSQL `make up` starts when DATABASE_URL does not answer.",
     "DEVSTACK_REDIS_PORT": "Port of the private Redis `make up` starts when REDIS_URL does not answer.",
+    "DEVSTACK_PG_HOME": "Directory of the private PostgreSQL when make runs as root (default /var/tmp/wallet-mesh-<hash of the checkout path>, 0700, owned by DEVSTACK_PG_OSUSER).",
     "DEVSTACK_PG_OSUSER": "Unprivileged OS user that runs the private PostgreSQL when make runs as root.",
 }
