@@ -6,9 +6,10 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -62,6 +63,22 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)
+
+
+LOG_LEVEL_VAR = "LOG_LEVEL"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """LOG_LEVEL: DEBUG, INFO (the default), WARNING or ERROR, in any case. Anything else
+    stops the process: a mistyped level would otherwise hide, or flood, the night's logs."""
+    raw = (os.environ if environ is None else environ).get(LOG_LEVEL_VAR, "").strip()
+    if not raw:
+        return "INFO"
+    level = raw.upper()
+    if level not in LOG_LEVELS:
+        raise SystemExit(f"{LOG_LEVEL_VAR}={raw!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:

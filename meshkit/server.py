@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from meshkit.admission import Admission, Gate
-from meshkit.interceptors import ServerInterceptor
-from meshkit.logs import setup_logging
-from meshkit.metrics import setup_metrics
+from meshkit.interceptors import server_interceptors
+from meshkit.logs import log_level_from_env, setup_logging
+from meshkit.metrics import metrics_host, setup_metrics
 from meshkit.settings import CommonSettings, env_int, env_str
 from meshkit.telemetry import setup_tracing
 from meshkit.transport import bind
@@ -100,7 +101,7 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
     admission = Admission(settings.admission) if settings.admission.enabled and settings.admitted else None
     gate = Gate(admission, settings.admitted)
-    server = grpc.aio.server(interceptors=[ServerInterceptor(gate)], options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=server_interceptors(gate), options=[("grpc.so_reuseport", 0)])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = app.register(server)
@@ -129,14 +130,24 @@ async def serve(app: App, settings: CommonSettings) -> None:
 
 
 def main(service: str, build: Callable[[], tuple[App, CommonSettings]]) -> None:
+    # JSON logging first, at INFO until LOG_LEVEL is read: a refusal to start below is a
+    # JSON line in the service's log like every other.
     setup_logging(service)
-    setup_tracing(service)
-    app, settings = build()
-    default_metrics_port = settings.port + 1000 if settings.port else 0
-    setup_metrics(service, env_int(f"{service.upper()}_METRICS_PORT", default_metrics_port))
-    # uvloop by default: asyncpg and redis spend a good part of each call in the event
-    # loop's socket handling, which libuv does in C (MESH_EVENT_LOOP=asyncio opts out).
-    loop = env_str("MESH_EVENT_LOOP", "uvloop")
-    if loop not in ("uvloop", "asyncio"):
-        raise SystemExit(f"MESH_EVENT_LOOP must be uvloop or asyncio, not {loop!r}")
+    try:
+        setup_logging(service, log_level_from_env())
+        setup_tracing(service)
+        app, settings = build()
+        default_metrics_port = settings.port + 1000 if settings.port else 0
+        setup_metrics(service, env_int(f"{service.upper()}_METRICS_PORT", default_metrics_port),
+                      metrics_host(service, os.environ))
+        # uvloop by default: asyncpg and redis spend a good part of each call in the event
+        # loop's socket handling, which libuv does in C (MESH_EVENT_LOOP=asyncio opts out).
+        loop = env_str("MESH_EVENT_LOOP", "uvloop")
+        if loop not in ("uvloop", "asyncio"):
+            raise SystemExit(f"MESH_EVENT_LOOP must be uvloop or asyncio, not {loop!r}")
+    except SystemExit as refused:
+        if not isinstance(refused.code, str):
+            raise
+        log.critical("%s refuses to start: %s", service, refused.code)
+        raise SystemExit(1) from None
     (uvloop.run if loop == "uvloop" else asyncio.run)(serve(app, settings))
