@@ -118,24 +118,29 @@ def exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
     return exporters
 
 
-def setup_tracing(service: str, environ: Mapping[str, str] | None = None) -> None:
-    """Install a tracer provider once per process; the exporters are chosen by OTEL_* variables.
+def provider_from_env(service: str, environ: Mapping[str, str]) -> tuple[TracerProvider, bool]:
+    """The tracer provider the OTEL_* variables ask for, and whether it records spans.
     Raises SystemExit naming the variable when a setting cannot be honoured."""
-    if isinstance(trace.get_tracer_provider(), TracerProvider):
-        return
-    env = os.environ if environ is None else environ
-    exporters = exporters_from_env(env)
+    exporters = exporters_from_env(environ)
     resource = Resource.create({"service.name": service})
-    if not exporters and not env.get("OTEL_TRACES_SAMPLER"):
+    if not exporters and not environ.get("OTEL_TRACES_SAMPLER"):
         # Nothing would receive the spans: keep ids (logs and peers still see a trace id)
         # but record nothing, which costs a fraction of a recorded span on the hot path.
-        trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
-        return
+        return TracerProvider(resource=resource, sampler=ALWAYS_OFF), False
     provider = TracerProvider(resource=resource)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider, True
+
+
+def setup_tracing(service: str, environ: Mapping[str, str] | None = None) -> None:
+    """Install a tracer provider once per process (see provider_from_env)."""
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    provider, recording = provider_from_env(service, os.environ if environ is None else environ)
     trace.set_tracer_provider(provider)
-    instrument_clients()
+    if recording:
+        instrument_clients()
 
 
 _instrumented = False
