@@ -35,6 +35,10 @@ PROTOCOL_VAR = "OTEL_EXPORTER_OTLP_PROTOCOL"
 TRACES_PROTOCOL_VAR = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 DEFAULT_OTLP_ENDPOINT = "http://localhost:4317"
 EXPORTERS = ("otlp", "console", "none")
+# At exit the SDK would wait up to 30 s per processor for a collector that does not answer
+# (each export retries for OTEL_EXPORTER_OTLP_TIMEOUT, 10 s): past the shutdown grace, so
+# meshctl would SIGKILL a service that drained fine. Flush for this long, then drop.
+EXIT_FLUSH_MS = 2000
 
 
 def _refuse(message: str) -> SystemExit:
@@ -99,6 +103,11 @@ def _otlp_exporter(target: OtlpTarget, asked_by: str) -> SpanExporter:
     return exporter
 
 
+class _ExitBoundedProcessor(BatchSpanProcessor):
+    def shutdown(self) -> None:
+        self._batch_processor.shutdown(timeout_millis=EXIT_FLUSH_MS)
+
+
 def _one_line(span: ReadableSpan) -> str:
     # One JSON object per line: the console exporter writes into the service's log file.
     return span.to_json(indent=None) + os.linesep
@@ -129,7 +138,7 @@ def provider_from_env(service: str, environ: Mapping[str, str]) -> tuple[TracerP
         return TracerProvider(resource=resource, sampler=ALWAYS_OFF), False
     provider = TracerProvider(resource=resource)
     for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(_ExitBoundedProcessor(exporter))
     return provider, True
 
 

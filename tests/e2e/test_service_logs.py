@@ -1,12 +1,14 @@
 """A service's log file is JSON lines only, whoever writes into it: the service's own
 logging, tools/meshctl.py's start and kill notes, the console span exporter, and a
-refusal to start. And a setting the service cannot honour stops it with a line naming the
-variable, before it serves anything."""
+refusal to start. A setting the service cannot honour stops it with a line naming the
+variable, before it serves anything. And a trace collector that is away does not keep a
+service from exiting within its grace period."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,9 @@ def _env(mesh_env: dict[str, str], **extra: str) -> dict[str, str]:
     port = mesh.free_ports(1)[0]
     return mesh.service_env({
         **mesh_env, "GATEWAY_MOCK_PORT": str(port), "GATEWAY_MOCK_ADDR": f"127.0.0.1:{port}",
-        "GATEWAY_MOCK_METRICS_PORT": "0", "GATEWAY_DB_POOL_SIZE": "2", "MESH_SHUTDOWN_GRACE_S": "2", **extra,
+        "GATEWAY_MOCK_METRICS_PORT": "0", "GATEWAY_DB_POOL_SIZE": "2", "MESH_SHUTDOWN_GRACE_S": "2",
+        # Its own schema: the session's e2e mesh has a gateway_mock on the default one.
+        "GATEWAY_MOCK_DB_SCHEMA": "gateway_logs", **extra,
     })
 
 
@@ -108,3 +112,34 @@ async def test_a_setting_that_cannot_be_honoured_stops_the_service(
     assert len(refusals) == 1, lines
     assert "refuses to start" in refusals[0]["msg"] and variable in refusals[0]["msg"], refusals[0]
     assert not any("listening on" in str(line.get("msg")) for line in lines)
+
+
+async def test_a_collector_that_is_away_does_not_hold_up_shutdown(
+        mesh_env: dict[str, str], tmp_path: Path) -> None:
+    # Nothing listens there: every export fails and is retried, the last one at exit.
+    nobody = mesh.free_ports(1)[0]
+    env = _env(mesh_env, OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{nobody}",
+               OTEL_BSP_SCHEDULE_DELAY="100")
+    layout = mesh.Layout(tmp_path)
+    try:
+        await asyncio.to_thread(mesh.up, env, layout, [SERVICE], 30.0)
+        await asyncio.to_thread(_list_methods, mesh.addr_of(SERVICE, env))
+        # Stop it while an export is in its retries (it logs each failed try).
+        await asyncio.to_thread(_wait_export_failed, layout, 20.0)
+    finally:
+        # SIGTERM, then SIGKILL (-9) if it is still there after 8 s: the service drains in
+        # its 2 s grace; only the exporter's retries could keep it longer.
+        codes = await asyncio.to_thread(mesh.down, layout, [SERVICE], 8.0)
+    assert codes == {SERVICE: 0}, mesh.log_tail(SERVICE, layout)
+    assert _export_failed(layout), "no export was attempted, so this test shows nothing"
+
+
+def _wait_export_failed(layout: mesh.Layout, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _export_failed(layout) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _export_failed(layout: mesh.Layout) -> bool:
+    return any(str(line.get("logger", "")).startswith("opentelemetry.exporter")
+               for line in _lines(layout.log_file(SERVICE)))
