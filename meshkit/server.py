@@ -10,7 +10,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import grpc
 import uvloop
@@ -146,8 +146,17 @@ def main(service: str, build: Callable[[], tuple[App, CommonSettings]]) -> None:
         if loop not in ("uvloop", "asyncio"):
             raise SystemExit(f"MESH_EVENT_LOOP must be uvloop or asyncio, not {loop!r}")
     except SystemExit as refused:
-        if not isinstance(refused.code, str):
-            raise
-        log.critical("%s refuses to start: %s", service, refused.code)
-        raise SystemExit(1) from None
-    (uvloop.run if loop == "uvloop" else asyncio.run)(serve(app, settings))
+        _exit_logged(refused, f"{service} refuses to start")
+    try:
+        (uvloop.run if loop == "uvloop" else asyncio.run)(serve(app, settings))
+    except SystemExit as stopped:
+        _exit_logged(stopped, f"{service} stopped")
+
+
+def _exit_logged(error: SystemExit, what: str) -> NoReturn:
+    """A SystemExit carrying a message (a setting refused) becomes a CRITICAL JSON line and
+    exit status 1: Python would print the bare message into the JSON log file."""
+    if not isinstance(error.code, str):
+        raise error
+    log.critical("%s: %s", what, error.code)
+    raise SystemExit(1) from None
