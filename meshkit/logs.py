@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
@@ -87,3 +89,22 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # What Python would otherwise print as plain text into the same stream (warnings, a
+    # crash's traceback) becomes JSON lines too, so every line of the log file parses.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("uncaught").critical("uncaught %s: %s", kind.__name__, error,
+                                           exc_info=(kind, error, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or args.exc_type is SystemExit:
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("uncaught").critical("uncaught %s in thread %s: %s", args.exc_type.__name__, thread,
+                                           args.exc_value, exc_info=(args.exc_type, args.exc_value,
+                                                                     args.exc_traceback))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 
 import pytest
@@ -126,3 +128,21 @@ def test_meshctl_lines_have_the_services_json_format() -> None:
     assert ours.keys() == service_line.keys()
     assert (ours["service"], ours["level"], ours["logger"]) == ("payout_svc", "INFO", "meshctl")
     assert len(ours["ts"]) == len(service_line["ts"]) and ours["ts"].endswith("Z")
+
+
+def test_warnings_and_a_crash_are_json_lines_too() -> None:
+    script = ("from meshkit.logs import setup_logging\n"
+              "import threading, warnings\n"
+              "setup_logging('svc')\n"
+              "warnings.warn('careful')\n"
+              "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
+              "raise RuntimeError('boom')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # each must parse
+    assert [(line["level"], line["logger"]) for line in lines] == [
+        ("WARNING", "py.warnings"), ("CRITICAL", "uncaught"), ("CRITICAL", "uncaught")], lines
+    assert "careful" in lines[0]["msg"]
+    assert "ZeroDivisionError in thread worker" in lines[1]["msg"] and "Traceback" in lines[1]["exc"]
+    assert lines[2]["msg"] == "uncaught RuntimeError: boom" and "Traceback" in lines[2]["exc"]
