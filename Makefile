@@ -12,7 +12,7 @@ GEN    := gen
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
 .PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e \
-        up down status demo preflight migrate load drill bench ci clean envdoc
+        up down status demo preflight migrate load drill bench ci clean envdoc certs
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -89,8 +89,12 @@ test: proto ## the whole suite: unit, integration (real PostgreSQL and Redis), e
 test-unit: proto ## unit tests only (no sockets)
 	$(VENV)/bin/pytest -q tests/unit
 
-up: proto ## start PostgreSQL/Redis if needed, the five services, and run one demo withdrawal
+certs: ## a local CA and a certificate per service, operator and the app edge, in .run/certs (what is missing)
+	$(PY) tools/certs.py
+
+up: proto ## start PostgreSQL/Redis if needed, `make certs` if missing, the five services, one demo withdrawal
 	$(PY) tools/devstack.py ensure
+	$(PY) tools/certs.py
 	set -a && source .run/devstack.env && set +a && $(PY) tools/meshctl.py up && $(PY) tools/demo.py
 
 down: ## stop the services and any private PostgreSQL/Redis that `make up` started

@@ -53,7 +53,7 @@ from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.db import with_database  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from tools.loadlib.clients import serving  # noqa: E402
+from tools.loadlib.clients import open_channel, serving  # noqa: E402
 from tools.loadlib.meshprocs import mesh_schemas  # noqa: E402
 from tools.loadlib.stats import percentiles  # noqa: E402
 from tools.meshctl import free_ports  # noqa: E402
@@ -165,7 +165,7 @@ class Load:
 
 
 async def drive(address: str, users: list[User], clients: int, duration_s: float, warmup_s: float) -> Load:
-    channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
+    channels = [open_channel(address) for _ in range(4)]
     stubs = [withdraw_pb2_grpc.WithdrawServiceStub(c) for c in channels]
     load = Load()
     started = time.monotonic()

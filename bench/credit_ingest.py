@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import grpc
 import redis.asyncio as redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +53,7 @@ from meshkit.db import create_pool, migrate  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from meshkit.streams import group_lag  # noqa: E402
-from tools.loadlib.clients import serving  # noqa: E402
+from tools.loadlib.clients import open_channel, serving  # noqa: E402
 from tools.loadlib.cpu import read_stat  # noqa: E402
 
 GROUP = "account-credit"
@@ -224,7 +223,7 @@ async def bench_force(target: Target, count: int, uid_count: int, callers: int, 
             reply = await stub.ForceCredit(account_pb2.ForceCreditRequest(uid=uid, tokens=chunk), timeout=30)
             credited += sum(1 for r in reply.results if r.outcome == account_pb2.CREDIT_OUTCOME_CREDITED)
 
-    channels = [grpc.aio.insecure_channel(target.address) for _ in range(min(4, callers))]
+    channels = [open_channel(target.address) for _ in range(min(4, callers))]
     try:
         stubs = [account_pb2_grpc.AccountServiceStub(ch) for ch in channels]
         started = time.perf_counter()

@@ -55,7 +55,7 @@ from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools import meshctl  # noqa: E402
-from tools.loadlib.clients import retry_unavailable  # noqa: E402
+from tools.loadlib.clients import open_channel, retry_unavailable  # noqa: E402
 from tools.loadlib.cpu import read_stat  # noqa: E402
 from tools.loadlib.seeding import bounded_gather  # noqa: E402
 from tools.loadlib.stats import max_in_window  # noqa: E402
@@ -163,7 +163,7 @@ class BenchMesh:
             await conn.close()
 
     def channel_to(self, service: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(self.env[f"{service.upper()}_ADDR"])
+        return open_channel(self.env[f"{service.upper()}_ADDR"])
 
     async def pool(self, service: str) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(self.env["DATABASE_URL"], min_size=1, max_size=2,
@@ -250,7 +250,7 @@ async def set_gateway_capacity(bench: BenchMesh, capacity: int) -> None:
 
 
 async def set_rate(bench: BenchMesh, rate: float, unlimited: bool = False) -> None:
-    async with grpc.aio.insecure_channel(bench.payout_addrs[0]) as channel:
+    async with open_channel(bench.payout_addrs[0]) as channel:
         admin = payout_pb2_grpc.PayoutAdminServiceStub(channel)
         request = payout_pb2.SetChannelRateRequest(channel=bench.channel, rate_per_second=rate,
                                                    unlimited=unlimited)

@@ -62,7 +62,7 @@ from meshkit.feed_servicer import ChangeFeedServicer  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from recon_svc.repository import Repository  # noqa: E402
 from recon_svc.sums import differences  # noqa: E402
-from tools.loadlib.clients import serving  # noqa: E402
+from tools.loadlib.clients import open_channel, serving  # noqa: E402
 from tools.meshctl import free_ports  # noqa: E402
 
 TABLES = ("r_orders", "r_entries", "r_payouts", "r_payout_events", "r_balances", "r_checks",
@@ -201,7 +201,7 @@ async def wait_caught_up(address: str, proc: subprocess.Popen[bytes], log_path: 
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"recon_svc did not start; see {log_path}")
         await asyncio.sleep(0.2)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = recon_pb2_grpc.ReconServiceStub(channel)
         while True:
             status = await stub.GetReconStatus(recon_pb2.GetReconStatusRequest(), timeout=10)

@@ -51,7 +51,7 @@ from meshkit.db import (  # noqa: E402
     with_database,
 )
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from tools.loadlib.clients import serving  # noqa: E402
+from tools.loadlib.clients import open_channel, serving  # noqa: E402
 from tools.loadlib.meshprocs import mesh_schemas  # noqa: E402
 from tools.meshctl import free_ports  # noqa: E402
 
@@ -168,7 +168,7 @@ async def drive(mesh: Mesh, users: list[User], rate: float, duration_s: float) -
     """Open loop: one ConfirmWithdraw every 1/rate seconds, whatever the answers take."""
     order_ids: list[str] = []
     errors = 0
-    async with grpc.aio.insecure_channel(mesh.addresses["withdraw_svc"]) as channel:
+    async with open_channel(mesh.addresses["withdraw_svc"]) as channel:
         stub = withdraw_pb2_grpc.WithdrawServiceStub(channel)
 
         async def one(n: int) -> None:
@@ -201,8 +201,7 @@ async def feed_heads(mesh: Mesh) -> dict[str, str]:
     heads: dict[str, str] = {}
     for feed, svc in FEEDS.items():
         cursor, pages = "", 0
-        async with grpc.aio.insecure_channel(mesh.addresses[svc],
-                                             options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+        async with open_channel(mesh.addresses[svc]) as ch:
             stub = feed_pb2_grpc.ChangeFeedServiceStub(ch)
             while True:
                 reply = await stub.ReadChanges(

@@ -8,11 +8,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import grpc
-
 from campaign.tokens import KeyRing, RewardGrant
 from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tools.loadlib.clients import open_channel
 
 CHANNELS = ("bank", "alipay", "balance")
 
@@ -27,8 +26,8 @@ async def seed_users(addresses: dict[str, str], keyring: KeyRing, users: int, pe
                      *, tag: str, concurrency: int) -> list[User]:
     """`users` fresh uids (time-based, so runs don't collide) spread over the channels."""
     base = int(time.time() * 1000) % 10**9 * 10**5
-    async with grpc.aio.insecure_channel(addresses["gateway_mock"]) as gw_channel, \
-            grpc.aio.insecure_channel(addresses["account_svc"]) as acc_channel:
+    async with open_channel(addresses["gateway_mock"]) as gw_channel, \
+            open_channel(addresses["account_svc"]) as acc_channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(gw_channel)
         account = account_pb2_grpc.AccountServiceStub(acc_channel)
         gate = asyncio.Semaphore(concurrency)

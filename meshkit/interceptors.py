@@ -1,5 +1,6 @@
 """The one place where domain errors become gRPC statuses, and where every RPC gets its
-admission check, its metrics and, on the client side, the caller name.
+admission check, its metrics and, on the client side, the caller name. First of all, the caller policy
+(meshkit.policy): a caller not allowed the method is PERMISSION_DENIED before anything else.
 A dependency that is away (meshkit.outage) is UNAVAILABLE, not INTERNAL: callers retry
 UNAVAILABLE and count INTERNAL as a failure (payout_svc would dead-letter the order).
 
@@ -22,8 +23,9 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 
 from meshkit.admission import Admission, Gate, Refused
 from meshkit.errors import DomainError, InvalidArgument
-from meshkit.identity import CALLER_HEADER
+from meshkit.identity import CALLER_HEADER, caller_of
 from meshkit.outage import OutageLog, outage_of
+from meshkit.policy import allowed, open_to_any_caller
 from meshkit.telemetry import meter
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,63 @@ def _unary_mesh_call(method: str, handler: grpc.RpcMethodHandler | None) -> bool
     return handler is not None and handler.unary_unary is not None and not method.startswith("/grpc.")
 
 
+_denied = _meter.create_counter("rpc.server.denied", description="RPCs refused by the caller policy")
+
+
+async def _check_caller(method: str, context: grpc.aio.ServicerContext) -> None:
+    caller = caller_of(context)
+    if not allowed(caller, method):
+        _denied.add(1, {"rpc.method": method})
+        log.warning("denied: caller %s may not call %s", caller, method)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"caller {caller} may not call {method}")
+
+
+def _guarded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The same handler, refusing callers meshkit.policy does not list for the method."""
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await _check_caller(method, context)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    if handler.unary_stream is not None:
+        streaming = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await _check_caller(method, context)
+            async for reply in streaming(request, context):
+                yield reply
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    # No mesh RPC streams requests: refuse the shape rather than let it through unchecked.
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method}: streaming requests are not served")
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+class PolicyInterceptor(grpc.aio.ServerInterceptor):
+    """Outermost: who may call what (meshkit.policy), decided on the authenticated
+    identity before admission, spans or handlers spend anything on the call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or open_to_any_caller(method):
+            return handler
+        return _guarded(method, handler)
+
+
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
     """Outermost: the methods the gate lists wait for a slot or are refused at once."""
 
@@ -192,9 +251,10 @@ def _not_grpc_own(details: grpc.HandlerCallDetails) -> bool:
 
 
 def server_interceptors(gate: Gate | None = None) -> list[grpc.aio.ServerInterceptor]:
-    """In call order: admission, then the server span (trace context from the metadata),
-    then the error mapping inside it."""
-    return [AdmissionInterceptor(gate), aio_server_interceptor(filter_=_not_grpc_own), ServerInterceptor()]
+    """In call order: the caller policy, admission, then the server span (trace context
+    from the metadata), then the error mapping inside it."""
+    return [PolicyInterceptor(), AdmissionInterceptor(gate), aio_server_interceptor(filter_=_not_grpc_own),
+            ServerInterceptor()]
 
 
 class CallerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -206,7 +266,8 @@ class CallerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        metadata = list(client_call_details.metadata or [])
+        # This channel's identity, whatever the call site said.
+        metadata = [(k, v) for k, v in client_call_details.metadata or [] if k != CALLER_HEADER]
         metadata.append((CALLER_HEADER, self.caller))
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,

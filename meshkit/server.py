@@ -10,7 +10,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
 import grpc
 import uvloop
@@ -22,6 +22,7 @@ from meshkit.admission import Admission, Gate
 from meshkit.interceptors import server_interceptors
 from meshkit.logs import log_level_from_env, setup_logging
 from meshkit.metrics import metrics_host, setup_metrics
+from meshkit.policy import ADMIN_SERVICES
 from meshkit.settings import CommonSettings, env_int, env_str
 from meshkit.telemetry import setup_tracing
 from meshkit.transport import bind
@@ -57,11 +58,18 @@ class RunningServer:
     service_names: list[str]
     # Admission of the user-facing methods (None when the service sheds nothing).
     gate: Gate | None = None
+    # The admin services' own listener (None when the service has no admin service).
+    admin: grpc.aio.Server | None = None
+    admin_port: int = 0
     _probe: asyncio.Task[None] | None = field(default=None)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin_address(self) -> str | None:
+        return f"127.0.0.1:{self.admin_port}" if self.admin is not None else None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
@@ -70,8 +78,32 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
         await self.app.drain()
+        if self.admin is not None:
+            await self.admin.stop(grace)
         await self.server.stop(grace)
         await self.app.close()
+
+
+class _Listeners:
+    """Stands in for the server in App.register: each service's handlers go to the main
+    server, the admin services' (meshkit.policy.ADMIN_SERVICES) to the admin server."""
+
+    def __init__(self, main: grpc.aio.Server, admin: grpc.aio.Server) -> None:
+        self.main, self.admin = main, admin
+        self.admin_used = False
+
+    def _for(self, service: str) -> grpc.aio.Server:
+        if service in ADMIN_SERVICES:
+            self.admin_used = True
+            return self.admin
+        return self.main
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        for handler in handlers:
+            self._for(handler.service_name()).add_generic_rpc_handlers((handler,))
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        self._for(service).add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
 
 
 async def _set_all(health: HealthServicer, names: list[str], serving: bool) -> None:
@@ -95,26 +127,55 @@ async def _probe_loop(app: App, health: HealthServicer, names: list[str]) -> Non
             await _set_all(health, names, ok)
 
 
-async def start_server(app: App, settings: CommonSettings, *, port: int | None = None) -> RunningServer:
-    # Stores and migrations first: servicers are built on live connections.
-    await app.start()
+INSECURE_WARNING = (
+    "MESH_INSECURE=1: plaintext without client certificates. Nothing is authenticated: the "
+    "caller policy trusts the self-declared x-mesh-caller header. Never on a shared network.")
+
+
+def _server(gate: Gate, health: HealthServicer) -> grpc.aio.Server:
     # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
-    admission = Admission(settings.admission) if settings.admission.enabled and settings.admitted else None
-    gate = Gate(admission, settings.admitted)
     server = grpc.aio.server(interceptors=server_interceptors(gate), options=[("grpc.so_reuseport", 0)])
-    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = app.register(server)
+    return server
+
+
+def _reflect(server: grpc.aio.Server, names: list[str]) -> None:
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
+
+
+async def start_server(app: App, settings: CommonSettings, *, port: int | None = None,
+                       admin_port: int | None = None) -> RunningServer:
+    """Start the app's servers. `port` overrides the main port (tests pass 0); the admin
+    port is then `admin_port`, else 0 (free) too."""
+    if not settings.tls.enabled:
+        log.warning(INSECURE_WARNING)
+    # Stores and migrations first: servicers are built on live connections.
+    await app.start()
+    admission = Admission(settings.admission) if settings.admission.enabled and settings.admitted else None
+    gate = Gate(admission, settings.admitted)
+    # One health servicer for both listeners: the admin port answers what the main one does.
+    health = HealthServicer()
+    server, admin = _server(gate, health), _server(gate, health)
+    listeners = _Listeners(server, admin)
+    names = app.register(cast(grpc.aio.Server, listeners))
+    _reflect(server, [n for n in names if n not in ADMIN_SERVICES])
     bound = bind(server, f"{settings.host}:{settings.port if port is None else port}", settings.tls)
+    admin_bound = 0
+    if listeners.admin_used:
+        _reflect(admin, [n for n in names if n in ADMIN_SERVICES])
+        wanted = admin_port if admin_port is not None else (0 if port is not None else settings.admin_port)
+        admin_bound = bind(admin, f"{settings.host}:{wanted}", settings.tls)
+        await admin.start()
     await server.start()
     await _set_all(health, names, serving=await app.healthy())
-    running = RunningServer(server, bound, app, health, names, gate)
+    running = RunningServer(server, bound, app, health, names, gate,
+                            admin if listeners.admin_used else None, admin_bound)
     running._probe = asyncio.create_task(_probe_loop(app, health, names))
-    log.info("%s listening on %s:%d", settings.service, settings.host, bound)
+    log.info("%s listening on %s:%d%s", settings.service, settings.host, bound,
+             f", admin services on port {admin_bound}" if listeners.admin_used else "")
     return running
 
 

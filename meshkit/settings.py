@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshkit.admission import AdmissionSettings, parse_priorities
+from meshkit.pki import CERTS_DIR_VAR, CertDir
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -49,10 +50,10 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def env_bool(name: str, default: bool) -> bool:
-    """A yes/no switch. Anything but the usual spellings refuses to start: `ture` read as
-    false once turned compensation off without a word."""
-    raw = os.environ.get(name)
+def env_bool(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
+    """A yes/no switch (from os.environ, or `env`). Anything but the usual spellings refuses
+    to start: `ture` read as false once turned compensation off without a word."""
+    raw = (os.environ if env is None else env).get(name)
     if raw is None or raw == "":
         return default
     word = raw.strip().lower()
@@ -78,9 +79,25 @@ def addr_of(service: str) -> str:
     return env_str(f"{service.upper()}_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
 
 
+# Admin services listen apart, so a network policy can keep them off the app network.
+ADMIN_PORT_OFFSET = 100
+
+
+def admin_addr_of(service: str) -> str:
+    """Where a peer's admin services listen: `<SVC>_ADMIN_ADDR`, else `<SVC>_ADDR`'s host
+    on its port + 100."""
+    host, _, port = addr_of(service).rpartition(":")
+    return env_str(f"{service.upper()}_ADMIN_ADDR", f"{host}:{int(port) + ADMIN_PORT_OFFSET}")
+
+
+TLS_VARS = ("MESH_TLS_CA", "MESH_TLS_CERT", "MESH_TLS_KEY")
+INSECURE_VAR = "MESH_INSECURE"
+
+
 @dataclass(frozen=True)
 class TlsSettings:
-    """Transport security. Off by default; setting the three paths turns on mutual TLS."""
+    """Transport security: mutual TLS with these three files, or (all empty) plaintext,
+    which only an explicit MESH_INSECURE=1 gets (`tls_from_env`)."""
 
     ca_file: str
     cert_file: str
@@ -92,11 +109,45 @@ class TlsSettings:
 
     @classmethod
     def from_env(cls) -> TlsSettings:
+        """The three MESH_TLS_* as they are (no checks: tls_from_env checks)."""
         return cls(
             ca_file=env_str("MESH_TLS_CA", ""),
             cert_file=env_str("MESH_TLS_CERT", ""),
             key_file=env_str("MESH_TLS_KEY", ""),
         )
+
+
+def tls_from_env(service: str) -> TlsSettings:
+    """MESH_TLS_CA/CERT/KEY, all three; or none of them and MESH_CERTS_DIR, from which the
+    service takes ca.pem and its own <service>.pem/.key; or MESH_INSECURE=1 for plaintext.
+    Anything else refuses to start, saying what is missing."""
+    insecure = env_bool(INSECURE_VAR, False)
+    given = {name: env_str(name, "") for name in TLS_VARS}
+    missing = [name for name, value in given.items() if not value]
+    if len(missing) < len(TLS_VARS):
+        if missing:
+            raise SystemExit(
+                f"partial TLS configuration: {', '.join(missing)} unset while "
+                f"{', '.join(n for n in TLS_VARS if n not in missing)} set; set all three, or none")
+        if insecure:
+            raise SystemExit(f"{INSECURE_VAR}=1 and MESH_TLS_* are both set; choose one")
+        tls = TlsSettings(*given.values())
+    elif env_str(CERTS_DIR_VAR, ""):
+        if insecure:
+            raise SystemExit(f"{INSECURE_VAR}=1 and {CERTS_DIR_VAR} are both set; choose one")
+        certs = CertDir.from_env()
+        tls = TlsSettings(str(certs.ca), str(certs.cert(service)), str(certs.key(service)))
+    elif insecure:
+        return TlsSettings("", "", "")
+    else:
+        raise SystemExit(
+            "no TLS configuration: run `make certs` and set MESH_TLS_CA/CERT/KEY (or "
+            f"{CERTS_DIR_VAR}) to this service's files in .run/certs, or set {INSECURE_VAR}=1 "
+            "for plaintext without any authentication")
+    absent = [path for path in (tls.ca_file, tls.cert_file, tls.key_file) if not os.path.isfile(path)]
+    if absent:
+        raise SystemExit(f"TLS files missing: {', '.join(absent)} (`make certs` creates them)")
+    return tls
 
 
 @dataclass(frozen=True)
@@ -106,6 +157,8 @@ class CommonSettings:
     service: str
     host: str
     port: int
+    # The admin services' listener (meshkit.policy.ADMIN_SERVICES); default port + 100.
+    admin_port: int
     database_url: str
     db_schema: str
     redis_url: str
@@ -124,15 +177,17 @@ class CommonSettings:
             priorities = parse_priorities(env_list(f"{upper}_ADMISSION_METHODS", list(admitted)))
         except ValueError as exc:
             raise SystemExit(f"{upper}_ADMISSION_METHODS: {exc}") from exc
+        port = env_int(f"{upper}_PORT", DEFAULT_PORTS[service])
         return cls(
             service=service,
             host=env_str(f"{upper}_HOST", "127.0.0.1"),
-            port=env_int(f"{upper}_PORT", DEFAULT_PORTS[service]),
+            port=port,
+            admin_port=env_int(f"{upper}_ADMIN_PORT", port + ADMIN_PORT_OFFSET if port else 0),
             database_url=env_str("DATABASE_URL", DEFAULT_DATABASE_URL),
             db_schema=env_str(f"{upper}_DB_SCHEMA", db_schema),
             redis_url=env_str("REDIS_URL", DEFAULT_REDIS_URL),
             key_prefix=env_str("MESH_KEY_PREFIX", "mesh"),
-            tls=TlsSettings.from_env(),
+            tls=tls_from_env(service),
             grace_seconds=env_float("MESH_SHUTDOWN_GRACE_S", 10.0),
             admission=admission_from_env(),
             admitted=priorities,

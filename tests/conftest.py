@@ -12,7 +12,7 @@ import redis.asyncio as redis
 
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tests import tracing
-from tests.harness import create_database, drop_database
+from tests.harness import create_database, drop_database, make_certs
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,8 +21,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-async def mesh_env() -> AsyncIterator[dict[str, str]]:
-    """Environment for this run's services; also applied to os.environ."""
+async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, str]]:
+    """Environment for this run's services; also applied to os.environ. Mutual TLS with
+    this run's own certificates: each service takes its own from MESH_CERTS_DIR."""
     base = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
     database_url = await create_database(base)
@@ -36,6 +37,7 @@ async def mesh_env() -> AsyncIterator[dict[str, str]]:
         # shared box: shedding would refuse them. Admission is tested where it is switched
         # back on (tests/integration/test_withdraw_admission.py).
         "MESH_ADMISSION_ENABLED": "false",
+        "MESH_CERTS_DIR": str(make_certs(str(tmp_path_factory.mktemp("certs"))).path),
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)

@@ -9,12 +9,17 @@ import os
 import random
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from meshkit.db import with_database
-from meshkit.server import RunningServer, start_server
+from meshkit.dialer import Dialer, RoutedChannel
+from meshkit.pki import CertDir
+from meshkit.server import App, RunningServer, start_server
+from meshkit.settings import CommonSettings
+from tools import certs as certs_tool
 
 SERVICES = ["gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc"]
 
@@ -67,12 +72,44 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+def make_certs(directory: str) -> CertDir:
+    """This run's CA and every identity's certificate (tools/certs.py, as `make certs`)."""
+    certs = CertDir(Path(directory))
+    certs_tool.ensure(certs)
+    return certs
+
+
+# Admin listener of each in-process server by its main address, for channel().
+_ADMIN_OF: dict[str, str] = {}
+
+
+async def start_built(app: App, settings: CommonSettings, port: int = 0,
+                      admin_port: int | None = None) -> RunningServer:
+    """start_server on free ports (or those given), remembering where its admin services are."""
+    running = await start_server(app, settings, port=port, admin_port=admin_port)
+    if running.admin_address is not None:
+        _ADMIN_OF[running.address] = running.admin_address
+    return running
+
+
+def channel(target: RunningServer | str, identity: str | None = None) -> RoutedChannel:
+    """A channel to an in-process server (or an address) as tools make them: mutual TLS
+    with this run's certificates, each method under an identity the policy allows for it
+    (or `identity`, to be refused), admin services on the admin port."""
+    address = target if isinstance(target, str) else target.address
+    admin = target.admin_address if isinstance(target, RunningServer) else _ADMIN_OF.get(address)
+    return Dialer.from_env().routed(address, admin, identity)
+
+
 async def start_service(name: str, env: dict[str, str] | None = None) -> RunningServer:
     """Start service `name` in-process on a free port, configured from os.environ plus env.
-    Sets `<NAME>_ADDR` in os.environ so services started later find it."""
+    Sets `<NAME>_ADDR` (and `<NAME>_ADMIN_ADDR`) in os.environ so services started later
+    find it."""
     module = importlib.import_module(f"{name}.server")
     with patched_env(env or {}):
         app, settings = module.build()
-    running = await start_server(app, settings, port=0)
+    running = await start_built(app, settings)
     os.environ[f"{name.upper()}_ADDR"] = running.address
+    if running.admin_address is not None:
+        os.environ[f"{name.upper()}_ADMIN_ADDR"] = running.admin_address
     return running

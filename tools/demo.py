@@ -8,7 +8,8 @@ A fresh uid binds a payout method at the gateway, the campaign signs it a reward
 force-credits it, the user confirms a withdrawal, and the order is followed until it is
 terminal. Prints the order, its history, its ledger entries and the gateway payout.
 Exits 1 unless the order ends SUCCEEDED. Services are found at <SVC>_ADDR, else
-127.0.0.1:<SVC>_PORT (default 5005N), as tools/meshctl.py starts them; TLS follows MESH_TLS_*.
+127.0.0.1:<SVC>_PORT (default 5005N), as tools/meshctl.py starts them; mutual TLS with the
+app-edge certificate of MESH_CERTS_DIR (default .run/certs), unless MESH_INSECURE=1.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
-from meshkit.settings import TlsSettings  # noqa: E402
-from meshkit.transport import dial  # noqa: E402
+from meshkit.dialer import Dialer  # noqa: E402
 from tools.meshctl import addr_of as mesh_addr_of  # noqa: E402
 
 RPC_TIMEOUT_S = 5.0
@@ -94,8 +94,10 @@ async def run_withdrawal(
     """Bind, credit, confirm, and wait until the order is terminal (or the timeout)."""
     environ = os.environ if environ is None else environ
     uid = uid or random.randint(10**9, 10**15)
-    tls = TlsSettings.from_env()
-    channels = {peer: dial(addresses[peer], tls, caller="demo") for peer in PEERS}
+    # The demo is the app (binding, page, confirm, order) and a viewer looking at the
+    # ledger and the gateway afterwards.
+    dialer = Dialer.from_env(environ, only={"app-edge", "viewer-dave"})
+    channels = {peer: dialer.routed(addresses[peer], env=environ) for peer in PEERS}
     step = "BindMethod"
     try:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channels["gateway_mock"])

@@ -35,6 +35,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from meshkit.dialer import Dialer  # noqa: E402
+from meshkit.pki import CertDir  # noqa: E402
 
 # Dependency order: a service's peers start before it (recon reads everyone).
 SERVICES: tuple[str, ...] = ("gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc")
@@ -110,9 +115,29 @@ def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     # Peers find each other by <SVC>_ADDR only: a port moved by <SVC>_PORT alone must move
     # the address too, or the others would dial the default port.
     for service in SERVICES:
-        if env.get(f"{service.upper()}_PORT") and not env.get(f"{service.upper()}_ADDR"):
-            env[f"{service.upper()}_ADDR"] = f"127.0.0.1:{env[f'{service.upper()}_PORT']}"
+        upper = service.upper()
+        if env.get(f"{upper}_PORT") and not env.get(f"{upper}_ADDR"):
+            env[f"{upper}_ADDR"] = f"127.0.0.1:{env[f'{upper}_PORT']}"
+        if env.get(f"{upper}_ADMIN_PORT") and not env.get(f"{upper}_ADMIN_ADDR"):
+            env[f"{upper}_ADMIN_ADDR"] = f"127.0.0.1:{env[f'{upper}_ADMIN_PORT']}"
     return env
+
+
+def insecure(env: Mapping[str, str]) -> bool:
+    return (env.get("MESH_INSECURE") or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def own_certs(service: str, env: Mapping[str, str]) -> dict[str, str]:
+    """MESH_TLS_CA/CERT/KEY for `service`: its own certificate in MESH_CERTS_DIR (default
+    .run/certs), never whatever MESH_TLS_* this shell has for its own grpcurl."""
+    if insecure(env):
+        return {}
+    certs = CertDir.from_env(env)
+    if not certs.has(service) or not certs.ca.is_file():
+        raise MeshError(f"{service}: no certificate in {certs.path}: run `make certs` "
+                        "(or set MESH_INSECURE=1 for a plaintext mesh)")
+    return {"MESH_TLS_CA": str(certs.ca), "MESH_TLS_CERT": str(certs.cert(service)),
+            "MESH_TLS_KEY": str(certs.key(service))}
 
 
 def free_ports(count: int) -> list[int]:
@@ -134,19 +159,16 @@ def addr_of(service: str, env: Mapping[str, str]) -> str:
     return env.get(f"{service.upper()}_ADDR") or f"127.0.0.1:{port_of(service, env)}"
 
 
-def tls_enabled(env: Mapping[str, str]) -> bool:
-    return all(env.get(k) for k in ("MESH_TLS_CA", "MESH_TLS_CERT", "MESH_TLS_KEY"))
+def admin_addr_of(service: str, env: Mapping[str, str]) -> str:
+    """Where its admin services listen: <SVC>_ADMIN_ADDR, else its address's port + 100."""
+    host, _, port = addr_of(service, env).rpartition(":")
+    return env.get(f"{service.upper()}_ADMIN_ADDR") or f"{host}:{int(port) + 100}"
 
 
 def _channel(address: str, env: Mapping[str, str]) -> grpc.Channel:
-    if not tls_enabled(env):
-        return grpc.insecure_channel(address)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=Path(env["MESH_TLS_CA"]).read_bytes(),
-        private_key=Path(env["MESH_TLS_KEY"]).read_bytes(),
-        certificate_chain=Path(env["MESH_TLS_CERT"]).read_bytes(),
-    )
-    return grpc.secure_channel(address, credentials)
+    """Health checks go over mutual TLS too, as an operator (any identity may ask)."""
+    dialer = Dialer.from_env(env)
+    return dialer.sync_channel(address, dialer.identity_for("/grpc.health.v1.Health/Check"))
 
 
 def health(address: str, env: Mapping[str, str] | None = None, timeout: float = 1.0) -> str:
@@ -213,6 +235,7 @@ def start(service: str, env: Mapping[str, str], layout: Layout = Layout()) -> su
     _check_service(service)
     layout.logs.mkdir(parents=True, exist_ok=True)
     layout.pids.mkdir(parents=True, exist_ok=True)
+    env = {**env, **own_certs(service, env)}
     with layout.log_file(service).open("ab") as out:
         out.write(log_line(service, f"meshctl: starting {service}").encode())
         out.flush()
@@ -395,26 +418,35 @@ def status(env: Mapping[str, str] | None = None, layout: Layout = Layout()) -> l
 
 def grpcurl_hints(env: Mapping[str, str] | None = None) -> str:
     source = env if env is not None else os.environ
-    tls = "-cacert $MESH_TLS_CA -cert $MESH_TLS_CERT -key $MESH_TLS_KEY"
-    grpcurl = ".venv/bin/grpcurl " + (tls if tls_enabled(source) else "-plaintext")
+    grpcurl = ".venv/bin/grpcurl " + grpcurl_tls(source, "operator-alice")
+    edge = ".venv/bin/grpcurl " + grpcurl_tls(source, "app-edge")
     a = {s: addr_of(s, source) for s in SERVICES}
+    admin = {s: admin_addr_of(s, source) for s in SERVICES}
     calls = [
-        ("gateway_mock", "mesh.gateway.v1.GatewayService/ListMethods", '{"uid": 1}'),
-        ("account_svc", "mesh.account.v1.AccountService/GetBalance", '{"uid": 1}'),
-        ("withdraw_svc", "mesh.withdraw.v1.WithdrawAdminService/GetGate", '{"uid": 1}'),
-        ("payout_svc", "mesh.payout.v1.PayoutAdminService/GetChannelStats", "{}"),
-        ("recon_svc", "mesh.recon.v1.ReconService/GetReconStatus", "{}"),
+        (edge, a["gateway_mock"], "mesh.gateway.v1.GatewayService/ListMethods", '{"uid": 1}'),
+        (edge, a["account_svc"], "mesh.account.v1.AccountService/GetBalance", '{"uid": 1}'),
+        (grpcurl, admin["withdraw_svc"], "mesh.withdraw.v1.WithdrawAdminService/GetGate", '{"uid": 1}'),
+        (grpcurl, admin["payout_svc"], "mesh.payout.v1.PayoutAdminService/GetChannelStats", "{}"),
+        (grpcurl, a["recon_svc"], "mesh.recon.v1.ReconService/GetReconStatus", "{}"),
     ]
     lines = [
-        "Try the mesh with grpcurl (server reflection is on):",
+        "Try the mesh with grpcurl (server reflection is on; admin services on port + 100):",
         *(f"  {grpcurl} {a[s]} list" for s in SERVICES),
         f"  {grpcurl} {a['withdraw_svc']} list mesh.withdraw.v1.WithdrawService",
         f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.WithdrawService",
         f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.ConfirmWithdrawRequest",
-        *(f"  {grpcurl} -d {shlex.quote(body)} {a[s]} {method}" for s, method, body in calls),
+        *(f"  {tool} -d {shlex.quote(body)} {address} {method}" for tool, address, method, body in calls),
         f"  {grpcurl} {a['account_svc']} grpc.health.v1.Health/Check",
     ]
     return "\n".join(lines)
+
+
+def grpcurl_tls(env: Mapping[str, str], identity: str) -> str:
+    """grpcurl's flags to call as `identity` (or -plaintext under MESH_INSECURE=1)."""
+    if insecure(env):
+        return "-plaintext"
+    certs = CertDir.from_env(env)
+    return f"-cacert {certs.ca} -cert {certs.cert(identity)} -key {certs.key(identity)}"
 
 
 USAGE = "usage: mesh.py up | down | status | restart <svc> | kill <svc>"

@@ -38,7 +38,7 @@ class WithdrawApp:
         self.redis = RedisPort(self.stores.redis, self.stores.keys)
         self.account = AccountClient(s.account_addr, s.common.tls, s.peer_deadline_s)
         self.gateway = GatewayClient(s.gateway_addr, s.common.tls, s.peer_deadline_s)
-        self.payout_stats = PayoutStatsClient(s.payout_addr, s.common.tls, s.peer_deadline_s)
+        self.payout_stats = PayoutStatsClient(s.payout_admin_addr, s.common.tls, s.peer_deadline_s)
         await self.repo.ensure_gate(s.default_gate)
         self.gate = GateHolder(self.repo, s.gate_refresh_s)
         await self.gate.load()

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshkit.settings import CommonSettings, addr_of, env_bool, env_float, env_int, env_list, env_str
+from meshkit.settings import (
+    CommonSettings,
+    addr_of,
+    admin_addr_of,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+)
 from withdraw_svc.domain import DEFAULT_TIMEZONE, GateConfig, Limits
 
 # What the app calls, shed under load in this order last to first (WITHDRAW_SVC_ADMISSION_METHODS
@@ -30,7 +39,7 @@ class Settings:
     gate_refresh_s: float
     default_gate: GateConfig
     # payout_svc's admin address: the automatic release reads its channel statistics.
-    payout_addr: str
+    payout_admin_addr: str
     # How often the automatic release looks at the channels (WITHDRAW_AUTO_RELEASE_INTERVAL_S).
     auto_release_interval_s: float
     methods_cache_s: int
@@ -90,7 +99,7 @@ class Settings:
                 release_modulus=env_int("WITHDRAW_GATE_RELEASE_MODULUS", 1),
                 release_k=env_int("WITHDRAW_GATE_RELEASE_K", 1),
             ),
-            payout_addr=addr_of("payout_svc"),
+            payout_admin_addr=admin_addr_of("payout_svc"),
             auto_release_interval_s=_positive("WITHDRAW_AUTO_RELEASE_INTERVAL_S",
                                               env_float("WITHDRAW_AUTO_RELEASE_INTERVAL_S", 10.0)),
             methods_cache_s=env_int("WITHDRAW_METHODS_CACHE_S", 30),

@@ -4,13 +4,13 @@ gateway_mock, and the order SUCCEEDED; plus graceful SIGTERM of a running servic
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from tests import harness
 from tests.e2e.conftest import GRACE_S, E2EMesh
 from tools import demo
 from tools import meshctl as mesh
@@ -62,7 +62,7 @@ def test_gateway_paid_exactly_once(happy_order: demo.Withdrawal) -> None:
 async def test_confirm_replay_returns_the_same_order(e2e_mesh: E2EMesh, happy_order: demo.Withdrawal) -> None:
     """A user who taps again with the same request id gets the first order back."""
     order = happy_order.order
-    async with grpc.aio.insecure_channel(e2e_mesh.addr("withdraw_svc")) as channel:
+    async with harness.channel(e2e_mesh.addr("withdraw_svc")) as channel:
         stub = withdraw_pb2_grpc.WithdrawServiceStub(channel)
         reply = await stub.ConfirmWithdraw(
             withdraw_pb2.ConfirmWithdrawRequest(
@@ -78,7 +78,7 @@ async def test_confirm_replay_returns_the_same_order(e2e_mesh: E2EMesh, happy_or
 async def test_recon_finds_the_order_clean(e2e_mesh: E2EMesh, happy_order: demo.Withdrawal) -> None:
     """recon's self-check asks account_svc and the gateway about the order: one debit,
     one successful payout, same amount -> no discrepancy."""
-    async with grpc.aio.insecure_channel(e2e_mesh.addr("recon_svc")) as channel:
+    async with harness.channel(e2e_mesh.addr("recon_svc")) as channel:
         stub = recon_pb2_grpc.ReconServiceStub(channel)
         reply = await stub.CheckOrder(
             recon_pb2.CheckOrderRequest(order_id=happy_order.order.order_id), timeout=10

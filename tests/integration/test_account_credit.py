@@ -24,6 +24,7 @@ from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
 from meshkit.redis_keys import Keys
 from meshkit.streams import group_lag
+from tests import harness
 from tests.harness import new_id, new_uid, start_service
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, reward_token
 
@@ -48,7 +49,7 @@ async def server(mesh_env: dict[str, str]) -> AsyncIterator[Any]:
 
 @pytest.fixture(scope="module")
 async def account(server: Any) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(server.address) as channel:
+    async with harness.channel(server.address) as channel:
         yield account_pb2_grpc.AccountServiceStub(channel)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
+from tests import harness
 from tests.harness import new_id, new_uid, start_service
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, fund
 from tests.integration.test_withdraw_support import eventually
@@ -27,7 +28,7 @@ Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
 async def account(mesh_env: dict[str, str]) -> AsyncIterator[Stub]:
     saved = os.environ.get("ACCOUNT_SVC_ADDR")
     running = await start_service("account_svc")
-    async with grpc.aio.insecure_channel(running.address) as channel:
+    async with harness.channel(running.address) as channel:
         yield account_pb2_grpc.AccountServiceStub(channel)
     await running.stop(1.0)
     if saved is None:

@@ -19,6 +19,7 @@ import pytest
 from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
+from tests import harness
 from tests.harness import new_id, new_uid, start_service
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, fund
 
@@ -39,7 +40,7 @@ async def server(mesh_env: dict[str, str]) -> AsyncIterator[Any]:
 
 @pytest.fixture(scope="module")
 async def channel(server: Any) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(server.address) as ch:
+    async with harness.channel(server.address) as ch:
         yield ch
 
 

@@ -33,6 +33,7 @@ from mesh.recon.v1 import recon_pb2_grpc as rc_grpc
 from mesh.withdraw.v1 import withdraw_pb2 as wd
 from mesh.withdraw.v1 import withdraw_pb2_grpc as wd_grpc
 from meshkit.server import RunningServer
+from tests import harness
 from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
 
 NUL = "wd-1\x00x"
@@ -62,7 +63,7 @@ class Mesh:
     channels: list[grpc.aio.Channel]
 
     def channel(self, address: str) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(address)
+        channel = harness.channel(address)
         self.channels.append(channel)
         return channel
 

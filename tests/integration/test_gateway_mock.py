@@ -19,6 +19,7 @@ from mesh.gateway.v1 import gateway_pb2 as gw
 from mesh.gateway.v1 import gateway_pb2_grpc as gw_grpc
 from meshkit.server import RunningServer
 from meshkit.timeconv import to_ts, utcnow
+from tests import harness
 from tests.harness import new_id, new_uid, start_service
 
 CHANNELS = "bank,alipay,balance,gwa,gwb"
@@ -28,7 +29,7 @@ ENV = {"GATEWAY_CHANNELS": CHANNELS, "GATEWAY_SWEEP_INTERVAL_S": "0.1", "GATEWAY
 class Gateway:
     def __init__(self, running: RunningServer) -> None:
         self.running = running
-        self.channel = grpc.aio.insecure_channel(running.address)
+        self.channel = harness.channel(running.address)
         self.api = gw_grpc.GatewayServiceStub(self.channel)
         self.admin = gw_grpc.GatewayAdminServiceStub(self.channel)
         self.feed = feed_pb2_grpc.ChangeFeedServiceStub(self.channel)

@@ -21,7 +21,8 @@ from opentelemetry import trace
 
 from mesh.gateway.v1 import gateway_pb2 as gw
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
-from meshkit.server import RunningServer, start_server
+from meshkit.server import RunningServer
+from tests import harness
 from tests.harness import patched_env, unlimited_rates
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 
@@ -50,7 +51,7 @@ class PayoutMesh:
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def admin(self) -> payout_pb2_grpc.PayoutAdminServiceStub:
-        channel = grpc.aio.insecure_channel(self.payout.address)
+        channel = harness.channel(self.payout.address)
         self.channels.append(channel)
         return payout_pb2_grpc.PayoutAdminServiceStub(channel)
 
@@ -111,7 +112,7 @@ async def start_payout(env: dict[str, str]) -> RunningServer:
     module = importlib.import_module("payout_svc.server")
     with patched_env(env):
         app, settings = module.build()
-    return await start_server(app, settings, port=0)
+    return await harness.start_built(app, settings)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,7 @@ async def test_three_failures_dead_letter_and_replay_pays_once(pm: PayoutMesh) -
     env = {**pm.m.env, **PAYOUT_ENV, "PAYOUT_CHANNELS": "pdlq", "PAYOUT_GATEWAY_TIMEOUT_S": "0.5",
            "PAYOUT_DEFAULT_RATES": unlimited_rates("pdlq")}
     own = await start_payout(env)
-    channel = grpc.aio.insecure_channel(own.address)
+    channel = harness.channel(own.address)
     admin = payout_pb2_grpc.PayoutAdminServiceStub(channel)
     try:
         uid, [order_id] = await pm.orders("pdlq", 1)

@@ -22,6 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.gateway.v1 import gateway_pb2 as gw
+from tests import harness
 from tests.harness import unlimited_rates
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 from tools.loadlib.stats import max_in_window
@@ -59,7 +60,7 @@ class ServiceProcess:
     async def ready(self, timeout: float = 30.0) -> None:
         async def probe() -> bool:
             assert self.proc.poll() is None, f"{self.service} exited early:\n{self.log_tail()}"
-            async with grpc.aio.insecure_channel(self.address) as channel:
+            async with harness.channel(self.address) as channel:
                 health = health_pb2_grpc.HealthStub(channel)
                 try:
                     reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)

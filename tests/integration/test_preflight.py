@@ -22,7 +22,8 @@ import redis.asyncio as redis
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
-from meshkit.server import RunningServer, start_server
+from meshkit.server import RunningServer
+from tests import harness
 from tests.harness import SERVICES, patched_env
 from tests.integration.test_recon_support import eventually
 from tools.preflight.runner import run
@@ -38,7 +39,7 @@ async def _start(name: str, env: dict[str, str]) -> RunningServer:
     module = importlib.import_module(f"{name}.server")
     with patched_env(env):
         app, settings = module.build()
-    return await start_server(app, settings, port=0)
+    return await harness.start_built(app, settings)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Mesh:
         return code, lines
 
     def channel(self, service: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(self.servers[service].address)
+        return harness.channel(self.servers[service].address)
 
     def schema(self, service: str) -> str:
         return self.env[f"{service.upper()}_DB_SCHEMA"]
@@ -100,7 +101,7 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
     # A second gateway replica, listed in GATEWAY_MOCK_ADDRS: health must ask each replica.
     replica = await _start("gateway_mock", env)
     env["GATEWAY_MOCK_ADDRS"] = replica.address
-    async with grpc.aio.insecure_channel(servers["gateway_mock"].address) as ch:
+    async with harness.channel(servers["gateway_mock"].address) as ch:
         stub = gateway_pb2_grpc.GatewayAdminServiceStub(ch)
         for channel, capacity in CAPACITY.items():
             await stub.SetChannelFaults(gateway_pb2.SetChannelFaultsRequest(

@@ -23,8 +23,9 @@ from account_svc import repository as ledger_sql
 from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.recon.v1 import recon_pb2
-from meshkit.server import RunningServer, start_server
+from meshkit.server import RunningServer
 from meshkit.timeconv import from_ts, utcnow
+from tests import harness
 from tests.harness import new_id, patched_env, unlimited_rates
 from tests.integration.test_recon_support import Recon, daily_reasons, day_of, eventually
 from tests.integration.test_withdraw_support import WdMesh, start_mesh
@@ -39,7 +40,7 @@ async def start_in_process(name: str, env: dict[str, str]) -> RunningServer:
     module = importlib.import_module(f"{name}.server")
     with patched_env(env):
         app, settings = module.build()
-    return await start_server(app, settings, port=0)
+    return await harness.start_built(app, settings)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from meshkit import changefeed
 from meshkit.db import create_pool, migrate
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.timeconv import utcnow
+from tests import harness
 from tests.harness import new_id, new_uid
 
 T = TypeVar("T")
@@ -165,7 +166,7 @@ class Recon:
     """A client of the recon service under test."""
 
     def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = harness.channel(address)
         self.stub = recon_pb2_grpc.ReconServiceStub(self.channel)
 
     async def found(

@@ -16,6 +16,7 @@ from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.server import RunningServer
 from meshkit.settings import TlsSettings
 from meshkit.transport import dial
+from tests import harness
 from tests.integration.test_withdraw_support import _start
 
 
@@ -80,7 +81,7 @@ async def test_plaintext_and_certificate_less_callers_are_refused(
     tls_withdraw: RunningServer, pki: Path
 ) -> None:
     request = withdraw_pb2.GetGateRequest(uid=1)
-    plain = grpc.aio.insecure_channel(tls_withdraw.address)
+    plain = harness.channel(tls_withdraw.address)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await withdraw_pb2_grpc.WithdrawAdminServiceStub(plain).GetGate(request, timeout=5)
     await plain.close()

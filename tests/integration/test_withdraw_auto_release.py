@@ -40,7 +40,7 @@ def payout_admin(mesh: WdMesh) -> payout_pb2_grpc.PayoutAdminServiceStub:
 
 
 async def set_gate(mesh: WdMesh, config: withdraw_pb2.GateConfig, reason: str) -> withdraw_pb2.GateConfig:
-    reply = await mesh.admin(caller="ops-alice").SetGate(
+    reply = await mesh.admin(caller="operator-alice").SetGate(
         withdraw_pb2.SetGateRequest(config=config, reason=reason, update_mask=ALL), timeout=10)
     return reply.config
 

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from tests import harness
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 from tools.meshctl import free_ports
 
@@ -39,7 +40,7 @@ class WithdrawProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "withdraw_svc"], cwd=ROOT, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.address = f"127.0.0.1:{port}"
-        self.channel = grpc.aio.insecure_channel(self.address)
+        self.channel = harness.channel(self.address)
 
     async def ready(self) -> None:
         health = health_pb2_grpc.HealthStub(self.channel)

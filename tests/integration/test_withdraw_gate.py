@@ -61,7 +61,7 @@ async def test_the_default_gate_is_open(mesh: WdMesh) -> None:
 
 
 async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
-    admin = mesh.admin(caller="ops-alice")
+    admin = mesh.admin(caller="operator-alice")
     before = (await admin.GetGate(withdraw_pb2.GetGateRequest(), timeout=10)).config
     campaign = withdraw_pb2.GateConfig(timezone="Asia/Shanghai", closed_start="19:00", closed_end="01:00",
                                        release_modulus=10, release_k=3)
@@ -135,7 +135,7 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
     audit = (await mesh.admin(1).ListGateAudit(
         withdraw_pb2.ListGateAuditRequest(page_size=2), timeout=10)).entries
     assert [e.reason for e in audit] == ["second batch", "campaign night"]
-    assert {e.actor for e in audit} == {"ops-alice"}
+    assert {e.actor for e in audit} == {"operator-alice"}
     assert audit[0].old_config.release_k == 3 and audit[0].new_config.release_k == 6
     assert audit[1].old_config.closed_start == before.closed_start
     assert audit[1].new_config.closed_start == "19:00"
@@ -181,7 +181,7 @@ async def gate_and_audit(
 
 
 async def test_set_gate_changes_only_the_fields_its_mask_names(mesh: WdMesh) -> None:
-    admin = mesh.admin(caller="ops-bob")
+    admin = mesh.admin(caller="operator-bob")
     base = withdraw_pb2.GateConfig(timezone="Europe/Paris", closed_start="20:00", closed_end="02:00",
                                    release_modulus=8, release_k=2, bind_prompt="Bind now.")
     start = (await admin.SetGate(withdraw_pb2.SetGateRequest(

@@ -25,10 +25,9 @@ from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.redis_keys import Keys
-from meshkit.server import RunningServer, start_server
-from meshkit.settings import TlsSettings
+from meshkit.server import RunningServer
 from meshkit.telemetry import setup_tracing
-from meshkit.transport import dial
+from tests import harness
 from tests.harness import new_uid, patched_env
 from tests.integration.ledger_invariants import assert_ledger_invariants, fund, reward_token
 
@@ -50,12 +49,13 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
         await asyncio.sleep(interval)
 
 
-async def _start(name: str, env: dict[str, str], port: int = 0) -> RunningServer:
+async def _start(name: str, env: dict[str, str], port: int = 0,
+                 admin_port: int | None = None) -> RunningServer:
     """Like tests.harness.start_service, without leaving `<NAME>_ADDR` behind."""
     module = importlib.import_module(f"{name}.server")
     with patched_env(env):
         app, settings = module.build()
-    return await start_server(app, settings, port=port)
+    return await harness.start_built(app, settings, port=port, admin_port=admin_port)
 
 
 @dataclass
@@ -73,8 +73,9 @@ class WdMesh:
 
     # -- stubs -----------------------------------------------------------------------------
 
-    def _channel(self, address: str, caller: str = "withdraw-tests") -> grpc.aio.Channel:
-        channel = dial(address, TlsSettings("", "", ""), caller=caller)
+    def _channel(self, address: str, caller: str | None = None) -> grpc.aio.Channel:
+        """As the policy wants for each method, or as `caller` (an identity of tools/certs.py)."""
+        channel = harness.channel(address, caller)
         self.channels.append(channel)
         return channel
 
@@ -88,7 +89,7 @@ class WdMesh:
     def coordination(self) -> withdraw_pb2_grpc.PayoutCoordinationServiceStub:
         return withdraw_pb2_grpc.PayoutCoordinationServiceStub(self._channel(self.withdraw_addr))
 
-    def admin(self, index: int = 0, caller: str = "ops-alice") -> withdraw_pb2_grpc.WithdrawAdminServiceStub:
+    def admin(self, index: int = 0, caller: str | None = None) -> withdraw_pb2_grpc.WithdrawAdminServiceStub:
         return withdraw_pb2_grpc.WithdrawAdminServiceStub(
             self._channel(self.withdraws[index].address, caller=caller)
         )
@@ -207,14 +208,15 @@ async def start_mesh(mesh_env: dict[str, str], *, withdraw: bool = True, payout:
     env["ACCOUNT_SVC_ADDR"] = account_srv.address
     # withdraw_svc reads payout_svc's channel stats (auto-release) and payout_svc calls
     # withdraw_svc: payout_svc's port is chosen first so each can be told the other's.
-    payout_port = free_port()
+    payout_port, payout_admin_port = free_port(), free_port()
     env["PAYOUT_SVC_ADDR"] = f"127.0.0.1:{payout_port}"
+    env["PAYOUT_SVC_ADMIN_ADDR"] = f"127.0.0.1:{payout_admin_port}"
     withdraws = [await _start("withdraw_svc", env)] if withdraw else []
     payout_srv = None
     if withdraws:
         env["WITHDRAW_SVC_ADDR"] = withdraws[0].address
         if payout:
-            payout_srv = await _start("payout_svc", env, port=payout_port)
+            payout_srv = await _start("payout_svc", env, port=payout_port, admin_port=payout_admin_port)
     else:
         # Migrate the schema so tests can read it before any withdraw_svc process runs.
         from meshkit.db import create_pool, migrate

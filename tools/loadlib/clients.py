@@ -1,5 +1,6 @@
 """Stubs for every service of a running mesh, found the way the services find each other:
-`<SVC>_ADDR` (else 127.0.0.1 on the default port) and `MESH_TLS_*` for mutual TLS."""
+`<SVC>_ADDR` (else 127.0.0.1 on the default port; admin services at `<SVC>_ADMIN_ADDR`,
+else port + 100), with mutual TLS from MESH_CERTS_DIR (meshkit.dialer) unless MESH_INSECURE=1."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -19,8 +19,9 @@ from mesh.gateway.v1 import gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2_grpc
 from mesh.recon.v1 import recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2_grpc
+from meshkit.dialer import Dialer
 from meshkit.identity import CALLER_HEADER
-from meshkit.settings import DEFAULT_PORTS, TlsSettings
+from meshkit.settings import DEFAULT_PORTS
 
 T = TypeVar("T")
 
@@ -56,10 +57,11 @@ _OPTIONS = [
 
 
 async def serving(address: str, timeout: float = 1.0) -> bool:
-    """Whether the plaintext server at `address` answers health SERVING (benches waiting for
+    """Whether the server at `address` answers health SERVING (benches waiting for
     processes they started)."""
+    dialer = Dialer.from_env()
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with dialer.channel(address, dialer.identity_for("/grpc.health.v1.Health/Check")) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout)
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -67,17 +69,12 @@ async def serving(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def open_channel(address: str, tls: TlsSettings) -> grpc.aio.Channel:
-    """A channel without client interceptors: the load generator shares two cores with the
-    mesh, and a Python interceptor per call costs more than the call itself."""
-    if not tls.enabled:
-        return grpc.aio.insecure_channel(address, options=_OPTIONS)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=Path(tls.ca_file).read_bytes(),
-        private_key=Path(tls.key_file).read_bytes(),
-        certificate_chain=Path(tls.cert_file).read_bytes(),
-    )
-    return grpc.aio.secure_channel(address, credentials, options=_OPTIONS)
+def open_channel(address: str, env: Mapping[str, str] | None = None) -> grpc.aio.Channel:
+    """A channel without client interceptors (with mutual TLS): the load generator shares
+    two cores with the mesh, and a Python interceptor per call costs more than the call.
+    Each method goes under the identity the policy wants (app-edge, an operator ...)."""
+    source = os.environ if env is None else env
+    return Dialer.from_env(source, bare_options=_OPTIONS).routed(address, env=source)
 
 
 def address_of(service: str, env: Mapping[str, str]) -> str:
@@ -111,10 +108,8 @@ class MeshClients:
     @classmethod
     def from_env(cls, caller: str, environ: Mapping[str, str] | None = None) -> MeshClients:
         env = os.environ if environ is None else environ
-        tls = TlsSettings(env.get("MESH_TLS_CA", ""), env.get("MESH_TLS_CERT", ""),
-                          env.get("MESH_TLS_KEY", ""))
         addresses = {svc: address_of(svc, env) for svc in SERVICES}
-        channels = {svc: open_channel(addr, tls) for svc, addr in addresses.items()}
+        channels = {svc: open_channel(addr, env) for svc, addr in addresses.items()}
         return cls(
             caller=caller,
             addresses=addresses,
