@@ -98,6 +98,9 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
     for service in SERVICES:
         servers[service] = await _start(service, env)
         env[f"{service.upper()}_ADDR"] = servers[service].address
+        admin = servers[service].admin_address
+        if admin is not None:
+            env[f"{service.upper()}_ADMIN_ADDR"] = admin
     # A second gateway replica, listed in GATEWAY_MOCK_ADDRS: health must ask each replica.
     replica = await _start("gateway_mock", env)
     env["GATEWAY_MOCK_ADDRS"] = replica.address

@@ -92,6 +92,9 @@ def test_a_mistyped_boolean_refuses_to_start_naming_the_variable(monkeypatch: py
 def test_withdraw_svc_settings_refuse_a_mistyped_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     from withdraw_svc.settings import Settings
 
+    for name in ("MESH_TLS_CA", "MESH_TLS_CERT", "MESH_TLS_KEY", "MESH_CERTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MESH_INSECURE", "1")
     monkeypatch.setenv("WITHDRAW_COMPENSATION_ENABLED", "ture")
     with pytest.raises(SystemExit, match="WITHDRAW_COMPENSATION_ENABLED='ture'"):
         Settings.from_env()

@@ -11,7 +11,16 @@ from datetime import datetime
 from pathlib import Path
 
 from meshkit.db import SHARED_MIGRATIONS
-from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_PORTS, DEFAULT_REDIS_URL, TlsSettings
+from meshkit.pki import CertDir
+from meshkit.settings import (
+    ADMIN_PORT_OFFSET,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_PORTS,
+    DEFAULT_REDIS_URL,
+    INSECURE_VAR,
+    TlsSettings,
+    env_bool,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc")
@@ -46,10 +55,14 @@ class Expectations:
 @dataclass(frozen=True)
 class Config:
     addresses: Mapping[str, tuple[str, ...]]
+    # Where each service's admin listener is (<SVC>_ADMIN_ADDR, else its address's port + 100).
+    admin_addresses: Mapping[str, str]
     schemas: Mapping[str, str]
     feeds: tuple[str, ...]
     database_url: str
     redis_url: str
+    # The pre-flight's own client certificate: MESH_TLS_* if set, else viewer-dave's in
+    # MESH_CERTS_DIR (read-only is all it needs); empty under MESH_INSECURE=1.
     tls: TlsSettings
     token_keys: str
     token_active_key: str
@@ -69,6 +82,29 @@ def addresses_of(service: str, env: Mapping[str, str]) -> tuple[str, ...]:
     primary = _get(env, f"{upper}_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
     extra = [a.strip() for a in env.get(f"{upper}_ADDRS", "").split(",") if a.strip()]
     return tuple(dict.fromkeys([primary, *extra]))
+
+
+def admin_address_of(service: str, env: Mapping[str, str]) -> str:
+    host, _, port = addresses_of(service, env)[0].rpartition(":")
+    return _get(env, f"{service.upper()}_ADMIN_ADDR", f"{host}:{int(port) + ADMIN_PORT_OFFSET}")
+
+
+VIEWER = "viewer-dave"
+
+
+def client_tls(env: Mapping[str, str]) -> TlsSettings:
+    given = TlsSettings(ca_file=env.get("MESH_TLS_CA", ""), cert_file=env.get("MESH_TLS_CERT", ""),
+                        key_file=env.get("MESH_TLS_KEY", ""))
+    if given.ca_file or given.cert_file or given.key_file:
+        return given  # checked (and judged when partial) by the certificates check
+    try:
+        insecure = env_bool(INSECURE_VAR, False, env)
+    except SystemExit as exc:
+        raise UsageError(str(exc)) from exc
+    if insecure:
+        return given
+    certs = CertDir.from_env(env)
+    return TlsSettings(str(certs.ca), str(certs.cert(VIEWER)), str(certs.key(VIEWER)))
 
 
 def migration_files(service: str) -> list[str]:
@@ -145,12 +181,12 @@ def from_args(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     feeds = tuple(f.strip() for f in raw_feeds.split(",") if f.strip())
     return Config(
         addresses={svc: addresses_of(svc, env) for svc in SERVICES},
+        admin_addresses={svc: admin_address_of(svc, env) for svc in SERVICES},
         schemas={svc: _get(env, f"{svc.upper()}_DB_SCHEMA", DEFAULT_SCHEMAS[svc]) for svc in SERVICES},
         feeds=feeds,
         database_url=_get(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
         redis_url=_get(env, "REDIS_URL", DEFAULT_REDIS_URL),
-        tls=TlsSettings(ca_file=env.get("MESH_TLS_CA", ""), cert_file=env.get("MESH_TLS_CERT", ""),
-                        key_file=env.get("MESH_TLS_KEY", "")),
+        tls=client_tls(env),
         token_keys=env.get("REWARD_TOKEN_KEYS", ""),
         token_active_key=env.get("REWARD_TOKEN_ACTIVE_KEY", ""),
         expect=Expectations(persistence, lag, offset, args.gate_window, args.release, args.night_end),

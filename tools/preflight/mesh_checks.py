@@ -39,6 +39,10 @@ class Peers:
     def primary(self, service: str) -> grpc.aio.Channel:
         return self.channel(self.config.addresses[service][0])
 
+    def admin(self, service: str) -> grpc.aio.Channel:
+        """The service's admin listener (its admin services are served there only)."""
+        return self.channel(self.config.admin_addresses[service])
+
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
@@ -98,7 +102,7 @@ def describe_window(window: Window | None, zone: str, now: datetime) -> str:
 
 
 async def gate_config(peers: Peers) -> withdraw_pb2.GateConfig:
-    stub = withdraw_pb2_grpc.WithdrawAdminServiceStub(peers.primary("withdraw_svc"))
+    stub = withdraw_pb2_grpc.WithdrawAdminServiceStub(peers.admin("withdraw_svc"))
     call = stub.GetGate(withdraw_pb2.GetGateRequest(), timeout=peers.config.timeout_s)
     reply = await ask("withdraw_svc", call)
     return reply.config
@@ -139,7 +143,7 @@ async def order_channels(peers: Peers) -> list[str]:
 
 
 async def channel_stats(peers: Peers) -> dict[str, payout_pb2.ChannelStats]:
-    stub = payout_pb2_grpc.PayoutAdminServiceStub(peers.primary("payout_svc"))
+    stub = payout_pb2_grpc.PayoutAdminServiceStub(peers.admin("payout_svc"))
     reply = await ask("payout_svc", stub.GetChannelStats(payout_pb2.GetChannelStatsRequest(),
                                                          timeout=peers.config.timeout_s))
     return {s.channel: s for s in reply.channels}
@@ -173,7 +177,7 @@ async def check_rates(peers: Peers) -> Result:
 
 async def gateway_capacity(peers: Peers, channel: str) -> int:
     """Payouts per second the gateway declares (and enforces) for a channel; 0: no limit."""
-    stub = gateway_pb2_grpc.GatewayAdminServiceStub(peers.primary("gateway_mock"))
+    stub = gateway_pb2_grpc.GatewayAdminServiceStub(peers.admin("gateway_mock"))
     call = stub.GetChannelFaults(gateway_pb2.GetChannelFaultsRequest(channel=channel),
                                  timeout=peers.config.timeout_s)
     reply = await ask("gateway_mock", call)
