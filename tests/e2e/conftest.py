@@ -28,6 +28,9 @@ class E2EMesh:
     def addr(self, service: str) -> str:
         return mesh.addr_of(service, self.env)
 
+    def admin_addr(self, service: str) -> str:
+        return mesh.admin_addr_of(service, self.env)
+
     def log_tails(self) -> str:
         return "\n".join(
             f"--- {s} ---\n{mesh.log_tail(s, self.layout, 15)}" for s in mesh.SERVICES
@@ -45,10 +48,13 @@ def e2e_mesh(mesh_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     # One order needs few connections; the suite shares PostgreSQL's 100 with other meshes.
     for name in ("ACCOUNT", "WITHDRAW", "GATEWAY", "RECON"):
         env[f"{name}_DB_POOL_SIZE"] = "4"
-    for service, port in zip(mesh.SERVICES, mesh.free_ports(len(mesh.SERVICES)), strict=True):
+    ports = mesh.free_ports(2 * len(mesh.SERVICES))
+    for service, port, admin in zip(mesh.SERVICES, ports[::2], ports[1::2], strict=True):
         upper = service.upper()
         env[f"{upper}_PORT"] = str(port)
         env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"
+        env[f"{upper}_ADMIN_PORT"] = str(admin)
+        env[f"{upper}_ADMIN_ADDR"] = f"127.0.0.1:{admin}"
         env[f"{upper}_METRICS_PORT"] = "0"
     layout = mesh.Layout(Path(tmp_path_factory.mktemp("mesh")))
     try:

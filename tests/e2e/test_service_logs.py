@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from meshkit.dialer import Dialer
 from tools import meshctl as mesh
 
 pytestmark = pytest.mark.e2e
@@ -27,9 +27,10 @@ EXIT_TIMEOUT_S = 60.0
 
 
 def _env(mesh_env: dict[str, str], **extra: str) -> dict[str, str]:
-    port = mesh.free_ports(1)[0]
+    port, admin = mesh.free_ports(2)
     return mesh.service_env({
         **mesh_env, "GATEWAY_MOCK_PORT": str(port), "GATEWAY_MOCK_ADDR": f"127.0.0.1:{port}",
+        "GATEWAY_MOCK_ADMIN_PORT": str(admin),
         "GATEWAY_MOCK_METRICS_PORT": "0", "GATEWAY_DB_POOL_SIZE": "2", "MESH_SHUTDOWN_GRACE_S": "2",
         # Its own schema: the session's e2e mesh has a gateway_mock on the default one.
         "GATEWAY_MOCK_DB_SCHEMA": "gateway_logs", **extra,
@@ -49,8 +50,8 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return parsed
 
 
-def _list_methods(address: str) -> None:
-    with grpc.insecure_channel(address) as channel:
+def _list_methods(address: str, env: dict[str, str]) -> None:
+    with Dialer.from_env(env).sync_channel(address, "app-edge") as channel:
         gateway_pb2_grpc.GatewayServiceStub(channel).ListMethods(gateway_pb2.ListMethodsRequest(uid=7),
                                                                  timeout=10)
 
@@ -61,7 +62,7 @@ async def test_every_line_of_a_service_log_is_json_over_a_meshctl_cycle(
     layout = mesh.Layout(tmp_path)
     try:
         await asyncio.to_thread(mesh.up, env, layout, [SERVICE], 30.0)
-        await asyncio.to_thread(_list_methods, mesh.addr_of(SERVICE, env))
+        await asyncio.to_thread(_list_methods, mesh.addr_of(SERVICE, env), env)
         await asyncio.to_thread(mesh.restart, SERVICE, env, layout, 30.0)
         await asyncio.to_thread(mesh.kill, SERVICE, layout)
         await asyncio.to_thread(mesh.up, env, layout, [SERVICE], 30.0)
@@ -123,7 +124,7 @@ async def test_a_collector_that_is_away_does_not_hold_up_shutdown(
     layout = mesh.Layout(tmp_path)
     try:
         await asyncio.to_thread(mesh.up, env, layout, [SERVICE], 30.0)
-        await asyncio.to_thread(_list_methods, mesh.addr_of(SERVICE, env))
+        await asyncio.to_thread(_list_methods, mesh.addr_of(SERVICE, env), env)
         # Stop it while an export is in its retries (it logs each failed try).
         await asyncio.to_thread(_wait_export_failed, layout, 20.0)
     finally:
