@@ -1,5 +1,5 @@
 """The SetGate commands README.md gives operators, run with the real grpcurl binary against
-a real withdraw_svc: the update mask as grpcurl takes it ({"paths": [...]}), a partial
+a real withdraw_svc's admin port, as operator-alice over mutual TLS: the update mask as grpcurl takes it ({"paths": [...]}), a partial
 change, turning the automatic release on, and the refusal of a request without a mask."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from meshkit.pki import CertDir
 from tests.integration.test_withdraw_support import WdMesh, start_mesh
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -28,13 +29,22 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
 
 
 async def grpcurl(address: str, method: str, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    argv = [GRPCURL, "-plaintext", "-max-time", "10", "-d", json.dumps(data), address, method]
+    certs = CertDir.from_env()
+    tls = ["-cacert", str(certs.ca), "-cert", str(certs.cert("operator-alice")),
+           "-key", str(certs.key("operator-alice"))]
+    argv = [GRPCURL, *tls, "-max-time", "10", "-d", json.dumps(data), address, method]
     return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=30,
                                    check=False)
 
 
+def admin_addr(mesh: WdMesh) -> str:
+    address = mesh.withdraws[0].admin_address
+    assert address is not None
+    return address
+
+
 async def set_gate(mesh: WdMesh, data: dict[str, Any]) -> dict[str, Any]:
-    done = await grpcurl(mesh.withdraw_addr, SET_GATE, data)
+    done = await grpcurl(admin_addr(mesh), SET_GATE, data)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}{done.stderr}"
     config: dict[str, Any] = json.loads(done.stdout)["config"]
     return config
@@ -61,7 +71,7 @@ async def test_the_readme_set_gate_commands(mesh: WdMesh) -> None:
     assert auto["auto_release"] is True and auto["auto_release_drain_seconds"] == 120
     assert (auto["release_k"], auto["closed_end"]) == (1, "01:00")
 
-    refused = await grpcurl(mesh.withdraw_addr, SET_GATE, {"config": {"release_k": 5}})
+    refused = await grpcurl(admin_addr(mesh), SET_GATE, {"config": {"release_k": 5}})
     assert refused.returncode != 0
     output = refused.stdout + refused.stderr
     assert "InvalidArgument" in output
