@@ -56,7 +56,7 @@ from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E4
 from tools.loadlib.clients import open_channel, serving  # noqa: E402
 from tools.loadlib.meshprocs import mesh_schemas  # noqa: E402
 from tools.loadlib.stats import percentiles  # noqa: E402
-from tools.meshctl import free_ports  # noqa: E402
+from tools.meshctl import free_ports, own_certs  # noqa: E402
 
 SERVICES = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052}
 AMOUNT_FEN = 100
@@ -107,7 +107,7 @@ async def running_mesh() -> Mesh | None:
 
 def launch(svc: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", svc], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", svc], cwd=ROOT, env={**env, **own_certs(svc, env)},
                                 stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -55,6 +55,7 @@ from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E4
 from meshkit.streams import group_lag  # noqa: E402
 from tools.loadlib.clients import open_channel, serving  # noqa: E402
 from tools.loadlib.cpu import read_stat  # noqa: E402
+from tools.meshctl import own_certs  # noqa: E402
 
 GROUP = "account-credit"
 
@@ -116,6 +117,7 @@ async def ensure_service(address: str) -> Target:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "MESH_KEY_PREFIX": prefix,
            "ACCOUNT_SVC_HOST": host or "127.0.0.1", "ACCOUNT_SVC_PORT": port,
            "ACCOUNT_SVC_DB_SCHEMA": schema}
+    env.update(own_certs("account_svc", env))
     log = _service_log()
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "account_svc", cwd=ROOT, env=env,
                                                    stdout=log, stderr=log)

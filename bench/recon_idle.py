@@ -59,11 +59,12 @@ from mesh.feed.v1 import feed_pb2_grpc  # noqa: E402
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc  # noqa: E402
 from meshkit.db import create_pool, migrate  # noqa: E402
 from meshkit.feed_servicer import ChangeFeedServicer  # noqa: E402
-from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, TlsSettings  # noqa: E402
+from meshkit.transport import bind  # noqa: E402
 from recon_svc.repository import Repository  # noqa: E402
 from recon_svc.sums import differences  # noqa: E402
 from tools.loadlib.clients import open_channel, serving  # noqa: E402
-from tools.meshctl import free_ports  # noqa: E402
+from tools.meshctl import free_ports, own_certs  # noqa: E402
 
 TABLES = ("r_orders", "r_entries", "r_payouts", "r_payout_events", "r_balances", "r_checks",
           "discrepancies", "r_totals", "feed_positions", "daily_reports")
@@ -181,7 +182,8 @@ async def measure(recon_pid: int, seconds: float) -> tuple[dict[int, int], set[i
 def recon_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "recon_svc"], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "recon_svc"], cwd=ROOT,
+                                env={**env, **own_certs("recon_svc", env)},
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
@@ -262,7 +264,10 @@ async def main() -> None:
         # The feeds, empty: the shared `changes` table only.
         await migrate(feed_pool, feed_schema, ROOT / "bench" / "no-migrations")
         feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(feed_pool), server)
-        feed_address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        # The empty feeds pose as account_svc (recon dials them with mutual TLS).
+        pose = own_certs("account_svc", os.environ)
+        feed_tls = TlsSettings(*(pose.get(f"MESH_TLS_{part}", "") for part in ("CA", "CERT", "KEY")))
+        feed_address = f"127.0.0.1:{bind(server, '127.0.0.1:0', feed_tls)}"
         await server.start()
         started = True
 

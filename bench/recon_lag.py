@@ -53,7 +53,7 @@ from meshkit.db import (  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools.loadlib.clients import open_channel, serving  # noqa: E402
 from tools.loadlib.meshprocs import mesh_schemas  # noqa: E402
-from tools.meshctl import free_ports  # noqa: E402
+from tools.meshctl import free_ports, own_certs  # noqa: E402
 
 MESH = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052, "payout_svc": 50053}
 FEEDS = {"account": "account_svc", "withdraw": "withdraw_svc", "gateway": "gateway_mock"}
@@ -71,7 +71,7 @@ class Procs:
     def launch(self, svc: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", svc], cwd=ROOT, env=env,
+            proc = subprocess.Popen([sys.executable, "-m", svc], cwd=ROOT, env={**env, **own_certs(svc, env)},
                                     stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc

@@ -1,6 +1,7 @@
 """The SetGate commands README.md gives operators, run with the real grpcurl binary against
-a real withdraw_svc's admin port, as operator-alice over mutual TLS: the update mask as grpcurl takes it ({"paths": [...]}), a partial
-change, turning the automatic release on, and the refusal of a request without a mask."""
+a real withdraw_svc's admin port, as operator-alice over mutual TLS: the update mask as
+grpcurl takes it ({"paths": [...]}), a partial change, turning the automatic release on,
+and the refusal of a request without a mask."""
 
 from __future__ import annotations
 
