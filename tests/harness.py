@@ -18,7 +18,7 @@ from meshkit.db import with_database
 from meshkit.dialer import Dialer, RoutedChannel
 from meshkit.pki import CertDir
 from meshkit.server import App, RunningServer, start_server
-from meshkit.settings import CommonSettings
+from meshkit.settings import CommonSettings, TlsSettings
 from tools import certs as certs_tool
 
 SERVICES = ["gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc"]
@@ -99,6 +99,12 @@ def channel(target: RunningServer | str, identity: str | None = None) -> RoutedC
     address = target if isinstance(target, str) else target.address
     admin = target.admin_address if isinstance(target, RunningServer) else _ADMIN_OF.get(address)
     return Dialer.from_env().routed(address, admin, identity)
+
+
+def tls_as(identity: str) -> TlsSettings:
+    """Server (or client) TLS settings of `identity` from this run's certificates, for the
+    stand-in servers tests start in place of a service."""
+    return Dialer.from_env().tls_for(identity)
 
 
 async def start_service(name: str, env: dict[str, str] | None = None) -> RunningServer:

@@ -24,6 +24,7 @@ from meshkit import changefeed
 from meshkit.db import create_pool, migrate
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.timeconv import utcnow
+from meshkit.transport import bind
 from tests import harness
 from tests.harness import new_id, new_uid
 
@@ -54,7 +55,8 @@ class FeedServer:
     async def start(self) -> None:
         server = grpc.aio.server()
         feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(self.pool), server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        # Stands in for account_svc's feed: recon dials it with mutual TLS.
+        self.port = bind(server, f"127.0.0.1:{self.port}", harness.tls_as("account_svc"))
         await server.start()
         self.server = server
 
