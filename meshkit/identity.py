@@ -23,7 +23,9 @@ def identity_of_auth(auth: dict[str, list[bytes]] | None) -> str | None:
     """The identity a TLS auth context proves; None when the connection is not TLS."""
     if not auth or b"ssl" not in (auth.get("transport_security_type") or ()):
         return None
-    uris = _decoded(auth.get("peer_uri"))
+    # peer_uri holds the SAN URIs; older gRPC cores list them only among all SANs.
+    uris = _decoded(auth.get("peer_uri")) or [
+        san for san in _decoded(auth.get("x509_subject_alternative_name")) if "://" in san]
     for uri in uris:
         if uri.startswith(SPIFFE_PREFIX) and len(uri) > len(SPIFFE_PREFIX):
             return uri[len(SPIFFE_PREFIX):]

@@ -85,6 +85,9 @@ def test_identity_is_the_san_uri_then_the_cn_then_anonymous() -> None:
     assert identity_of_auth({**tls, "peer_uri": [b"spiffe://mesh/withdraw_svc"],
                              "x509_common_name": [b"app-edge"]}) == "withdraw_svc"
     assert identity_of_auth({**tls, "x509_common_name": [b"operator-cn"]}) == "operator-cn"
+    sans = [b"spiffe://mesh/app-edge", b"localhost"]
+    assert identity_of_auth({**tls, "x509_subject_alternative_name": sans,
+                             "x509_common_name": [b"operator-cn"]}) == "app-edge"
     assert identity_of_auth({**tls, "x509_common_name": [b""]}) == ANONYMOUS
     # A SAN URI of another scheme is not ours, and does not fall back to the CN.
     assert identity_of_auth({**tls, "peer_uri": [b"spiffe://elsewhere/withdraw_svc"],
