@@ -139,7 +139,7 @@ async def spawn_mesh(base_db: str, redis_url: str, run_dir: Path) -> Mesh:
         "DATABASE_URL": with_database(base_db, name),
         "REDIS_URL": redis_url,
         "MESH_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-        "REWARD_TOKEN_KEYS": "bench:bench-secret",
+        "REWARD_TOKEN_KEYS": "bench:bench-secret-0123456789abcdef0123456789",
         "REWARD_TOKEN_ACTIVE_KEY": "bench",
         "WITHDRAW_COMPENSATION_ENABLED": "false",
         # No limit: said explicitly, since a channel without a rate is paused.

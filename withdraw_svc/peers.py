@@ -195,6 +195,21 @@ class GatewayClient:
                              reply.payout.failure_reason)
 
 
+    async def query_many(self, order_ids: Sequence[str]) -> dict[str, GatewayPayout]:
+        """The gateway's record of each order (at most 1000) in one QueryPayouts call; an
+        order without one is NOT_FOUND. Any failure of the call raises PeerError."""
+        try:
+            reply = await self.stub.QueryPayouts(
+                gateway_pb2.QueryPayoutsRequest(order_ids=list(order_ids)), timeout=self.deadline_s)
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("gateway_mock", err) from err
+        found = {o: GatewayPayout(GatewayView.NOT_FOUND) for o in order_ids}
+        for payout in reply.payouts:
+            found[payout.order_id] = GatewayPayout(
+                _PAYOUT_VIEW.get(payout.state, GatewayView.UNKNOWN), payout.failure_reason)
+        return found
+
+
 class PayoutStatsClient:
     """payout_svc's GetChannelStats as the automatic release needs it (ChannelLoads): it
     holds the channels' rates and their streams, so it is the one that knows both."""

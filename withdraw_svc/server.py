@@ -49,7 +49,8 @@ class WithdrawApp:
             s, self.repo, self.redis, self.account, self.gateway, self.gate,
             wake_relay=self.outbox.wake.set, wake_refunds=self.refunds.wake.set,
         )
-        self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set)
+        self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set,
+                                         gateway=self.gateway)
         self.admin = GateAdmin(self.repo, self.gate)
         self.auto_release = AutoRelease(self.admin, self.payout_stats, s.auto_release_interval_s)
         self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,
