@@ -20,6 +20,7 @@ from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
+from meshkit.user_limits import UserRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,10 @@ class AccountApp:
         self.stores = await Stores.open(s.common, Path(__file__).parent / "migrations", pool_size=s.pool_size)
         if s.refund_checks_order:
             self.orders = OrderStates(s.withdraw_addr, s.common.tls, s.peer_deadline_s)
-        self.ledger = Ledger(self.stores.pool, s.token_keys, s.token_max_age_s, orders=self.orders)
+        credit_limit = UserRateLimit(self.stores.redis, self.stores.keys, "credit",
+                                     s.user_credits_per_min, "forced credits")
+        self.ledger = Ledger(self.stores.pool, s.token_keys, s.token_max_age_s, orders=self.orders,
+                             credit_limit=credit_limit)
         for index in range(s.credit_workers):
             stream = IngestStream(self.stores.redis, self.stores.keys, f"{s.consumer_name}-{index}")
             creditor = BulkCreditor(

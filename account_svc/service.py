@@ -54,6 +54,12 @@ def store_down_is_unavailable(method: Callable[P, Awaitable[R]]) -> Callable[P, 
     return guarded
 
 
+class UserLimit(Protocol):
+    """A per-user rate limit (meshkit.user_limits.UserRateLimit): raises RateLimited."""
+
+    async def check(self, uid: int) -> None: ...
+
+
 class OrderStatesPort(Protocol):
     """withdraw_svc's state of an order (account_svc.peers.OrderStates)."""
 
@@ -86,6 +92,7 @@ class Ledger:
         token_max_age_s: int,
         clock: Callable[[], float] = time.time,
         orders: OrderStatesPort | None = None,
+        credit_limit: UserLimit | None = None,
     ) -> None:
         self.pool = pool
         self.token_keys = token_keys
@@ -93,6 +100,8 @@ class Ledger:
         self.clock = clock
         # withdraw_svc, asked before every refund (None: ACCOUNT_REFUND_CHECKS_ORDER=false).
         self.orders = orders
+        # Forced credits (ForceCredit with tokens) per uid and minute, across replicas.
+        self.credit_limit = credit_limit
 
     # --- tokens and credits ---------------------------------------------------------------
 
@@ -106,6 +115,9 @@ class Ledger:
         anything is written: one bad token (or a reward id replayed with other content)
         refuses the call and credits nothing."""
         domain.validate_force_credit(uid, tokens)
+        if tokens and self.credit_limit is not None:
+            # Before any token is verified or anything written: a refusal changes nothing.
+            await self.credit_limit.check(uid)
         grants: list[RewardGrant] = []
         for index, token in enumerate(tokens):
             try:

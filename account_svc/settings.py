@@ -39,6 +39,9 @@ class Settings:
     refund_checks_order: bool
     withdraw_addr: str
     peer_deadline_s: float
+    # Forced credits (ForceCredit with tokens: the page's and the confirm's) one uid may
+    # make per minute, across replicas (ACCOUNT_USER_CREDITS_PER_MIN; 0: no limit).
+    user_credits_per_min: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -59,4 +62,5 @@ class Settings:
             refund_checks_order=env_bool("ACCOUNT_REFUND_CHECKS_ORDER", True),
             withdraw_addr=addr_of("withdraw_svc"),
             peer_deadline_s=env_int("ACCOUNT_PEER_DEADLINE_MS", 3000) / 1000.0,
+            user_credits_per_min=env_int("ACCOUNT_USER_CREDITS_PER_MIN", 30),
         )

@@ -12,6 +12,7 @@ import grpc
 from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
+from meshkit.interceptors import RETRY_AFTER_HEADER
 from meshkit.settings import TlsSettings
 from meshkit.transport import dial
 from withdraw_svc.domain import ChannelLoad, GatewayView
@@ -27,11 +28,13 @@ _DEFINITIVE = frozenset({
 
 
 class PeerError(Exception):
-    def __init__(self, peer: str, code: str, message: str) -> None:
+    def __init__(self, peer: str, code: str, message: str, retry_after_ms: int = 0) -> None:
         super().__init__(f"{peer}: {code}: {message}")
         self.peer = peer
         self.code = code
         self.message = message
+        # The peer's `retry-after-ms` hint (a per-user rate limit), 0 when none.
+        self.retry_after_ms = retry_after_ms
 
     @property
     def definitive(self) -> bool:
@@ -40,7 +43,12 @@ class PeerError(Exception):
 
 def _peer_error(peer: str, err: grpc.aio.AioRpcError) -> PeerError:
     code = err.code()
-    return PeerError(peer, code.name if isinstance(code, grpc.StatusCode) else str(code), err.details() or "")
+    hint = 0
+    for key, value in err.trailing_metadata() or ():
+        if key == RETRY_AFTER_HEADER and str(value).isdigit():
+            hint = int(value)
+    return PeerError(peer, code.name if isinstance(code, grpc.StatusCode) else str(code), err.details() or "",
+                     retry_after_ms=hint)
 
 
 @dataclass(frozen=True)

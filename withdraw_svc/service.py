@@ -14,7 +14,15 @@ from typing import Any, Protocol, TypeVar
 
 from meshkit import validate
 from meshkit.background import sleep_or_stop
-from meshkit.errors import Code, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from meshkit.errors import (
+    Code,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
 from meshkit.logs import log_context
 from meshkit.outage import OutageLog
 from meshkit.streams import trace_fields
@@ -192,12 +200,20 @@ def decode_page_token(token: str) -> tuple[datetime, str] | None:
     return validate.decode_keyset_token(token, key_max_len=MAX_ORDER_ID_LEN)
 
 
+class UserLimit(Protocol):
+    """A per-user rate limit (meshkit.user_limits.UserRateLimit): raises RateLimited."""
+
+    async def check(self, uid: int) -> None: ...
+
+
 class WithdrawService:
     def __init__(
         self, settings: Settings, repo: Repository, redis: RedisPort, account: AccountClient,
         gateway: GatewayClient, gate: GateHolder, wake_relay: Wake, wake_refunds: Wake,
+        confirm_limit: UserLimit | None = None,
     ) -> None:
         self.settings = settings
+        self.confirm_limit = confirm_limit
         self.limits = settings.limits
         self.repo = repo
         self.redis = redis
@@ -290,6 +306,9 @@ class WithdrawService:
         is answered with its order even when the gate has closed since."""
         validate_confirm(req, self.limits)
         with log_context(uid=req.uid):
+            if self.confirm_limit is not None:
+                # Before anything is read or written: a refused confirm changes nothing.
+                await self.confirm_limit.check(req.uid)
             try:
                 decision = self.gate.evaluate(req.uid)
                 if not decision.open:
@@ -357,6 +376,9 @@ class WithdrawService:
         try:
             await self.account.force_credit(uid, tokens, self.settings.confirm_credit_deadline_s)
         except PeerError as err:
+            if err.code == "RESOURCE_EXHAUSTED" and err.retry_after_ms:
+                # The ledger's per-user limit on forced credits: the user waits, not retries now.
+                raise RateLimited(f"tokens: {err.message}", retry_after_ms=err.retry_after_ms) from err
             if err.definitive:
                 # The ledger refused a token (forged, expired, someone else's...): say why.
                 code = Code[err.code] if err.code in Code.__members__ else Code.INVALID_ARGUMENT

@@ -8,6 +8,7 @@ from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.errors import DomainError
 from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
+from meshkit.user_limits import retry_hint
 from withdraw_svc.compensation import Compensation, CompensationAction
 from withdraw_svc.domain import (
     ConfirmInput,
@@ -106,10 +107,11 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
     async def ConfirmWithdraw(
         self, request: withdraw_pb2.ConfirmWithdrawRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ConfirmWithdrawResponse:
-        order, replayed = await self.service.confirm(ConfirmInput(
-            uid=request.uid, request_id=request.request_id, amount_fen=request.amount_fen,
-            method_id=request.method_id, tokens=tuple(request.tokens),
-        ))
+        with retry_hint(context):
+            order, replayed = await self.service.confirm(ConfirmInput(
+                uid=request.uid, request_id=request.request_id, amount_fen=request.amount_fen,
+                method_id=request.method_id, tokens=tuple(request.tokens),
+            ))
         return withdraw_pb2.ConfirmWithdrawResponse(order=order_pb(order), replayed=replayed)
 
     async def GetOrder(

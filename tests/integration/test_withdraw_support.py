@@ -199,6 +199,10 @@ async def start_mesh(mesh_env: dict[str, str], *, withdraw: bool = True, payout:
         # PostgreSQL's connections are shared with every other test run on this machine.
         "WITHDRAW_DB_POOL_SIZE": "4",
         "ACCOUNT_DB_POOL_SIZE": "4",
+        # These meshes burst many confirms (and credits) for one uid to test concurrency;
+        # the per-user limits are tested with their own values (test_user_limits.py).
+        "WITHDRAW_USER_CONFIRMS_PER_MIN": "1000",
+        "ACCOUNT_USER_CREDITS_PER_MIN": "1000",
         **(extra or {}),
     }
     gateway_srv = await _start("gateway_mock", env)
