@@ -287,6 +287,16 @@ def vacuum_warning(settings: dict[str, str]) -> str | None:
             "first: bench/pgstate.py)")
 
 
+def _without_password(url: str) -> str:
+    """The URL as status shows it: a password never reaches the terminal (or a CI log).
+    Standard library only, like the rest of this file (meshkit.redact does the same)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()
+
+
 def status() -> int:
     words = shlex.split(ENV_FILE.read_text()) if ENV_FILE.exists() else []
     in_use = dict(w.split("=", 1) for w in words if w != "export")
@@ -300,7 +310,7 @@ def status() -> int:
         which = "private" if private and port == private[1] else "external"
         ok = external_ok(kind, url)
         rc |= not ok
-        print(f"{var}={url}  [{which}, {'answers' if ok else 'NOT answering'}]")
+        print(f"{var}={_without_password(url)}  [{which}, {'answers' if ok else 'NOT answering'}]")
         if private and which == "external":
             print(f"  (a private {kind} server is also running: pid {private[0]}, port {private[1]})")
         if kind == "pg" and ok and (warning := vacuum_warning(pg_settings(url))):
