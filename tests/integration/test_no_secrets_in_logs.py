@@ -70,7 +70,8 @@ async def test_a_flow_with_known_secrets_logs_none_of_them(
             uid=uid, channel="bank", account=account_number, method_id=method), timeout=10)
         funding, page_token, confirm_token = (reward_token(uid, 2_000) for _ in range(3))
         await m.account().ForceCredit(account_pb2.ForceCreditRequest(uid=uid, tokens=[funding]), timeout=10)
-        await m.withdraw().GetWithdrawPage(wd.GetWithdrawPageRequest(uid=uid, tokens=[page_token]), timeout=10)
+        await m.withdraw().GetWithdrawPage(wd.GetWithdrawPageRequest(uid=uid, tokens=[page_token]),
+                                           timeout=10)
         order = (await m.confirm(uid, method, 700, tokens=[confirm_token])).order
         # Signed with a key the ledger does not have, under a key id it does.
         forged = sign(RewardGrant(new_id("rw"), uid, 5_000, "red_packet", int(time.time())), "k1", b"f" * 32)
@@ -87,11 +88,8 @@ async def test_a_flow_with_known_secrets_logs_none_of_them(
         await m.gateway().Payout(gateway_pb2.PayoutRequest(
             order_id=ghost, uid=uid, channel="bank", method_id=method, amount_fen=300), timeout=10)
 
-        def webhook_failed() -> bool:
-            return any("webhook" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
-
         async def reported() -> bool:
-            return webhook_failed()
+            return any("webhook" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
 
         await eventually(reported, timeout=20, interval=0.2, what="recon's webhook post to fail")
     finally:
