@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from meshkit import validate
 from meshkit.errors import Unavailable
+from meshkit.telemetry import meter
 from meshkit.timeconv import utcnow
 from recon_svc.alerts import Alerts
 from recon_svc.domain import (
@@ -43,6 +44,9 @@ from recon_svc.settings import Settings
 from recon_svc.sums import Moves, Sums, differences, settled_mismatch, settled_share, verdict_moves
 
 log = logging.getLogger(__name__)
+# Orders whose self-check is done; benches wait on it to know recon has finished a run.
+_self_checked = meter("recon_svc").create_counter(
+    "recon.self_checked.orders", description="settled orders checked against the ledger and the gateway")
 
 
 class FeedHeads:
@@ -209,6 +213,7 @@ class ReconService:
                       for x in findings]
         new = await self.repo.record(self.repo.pool, found)
         await self.repo.finish_self_checks(ids, lease, utcnow(), retry_at=None)
+        _self_checked.add(len(ids))
         self.alerts.publish(new)
         return len(claimed)
 
