@@ -470,6 +470,13 @@ class Coordination:
         self.wake_refunds = wake_refunds
         self.gateway = gateway
 
+    async def orders_of(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        """The orders named that exist (for a peer about to act on them)."""
+        validate.count("order_ids", order_ids, MAX_PAYOUT_BATCH, reason="BATCH_TOO_LARGE")
+        for order_id in order_ids:
+            validate.identifier("order_ids", order_id)
+        return await self.repo.get_orders(order_ids)
+
     async def _failures_refused(self, order_ids: Sequence[str]) -> dict[str, DomainError]:
         """One QueryPayouts for all of `order_ids` (declared FAILED): the ones the gateway
         does not confirm, with why. The gateway away refuses all of them as UNAVAILABLE

@@ -144,6 +144,13 @@ class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServ
         )
         return withdraw_pb2.SettlePayoutResponse(order=order_pb(order), replayed=replayed)
 
+    async def GetOrderStates(
+        self, request: withdraw_pb2.GetOrderStatesRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.GetOrderStatesResponse:
+        orders = await self.coordination.orders_of(list(request.order_ids))
+        return withdraw_pb2.GetOrderStatesResponse(
+            states={order_id: _STATE[order.state] for order_id, order in orders.items()})
+
     async def BeginPayoutBatch(
         self, request: withdraw_pb2.BeginPayoutBatchRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.BeginPayoutBatchResponse:
