@@ -73,6 +73,8 @@ POLICY: Mapping[str, tuple[str, ...]] = {
     _WC + "SettlePayout": ("payout_svc",),
     _WC + "BeginPayoutBatch": ("payout_svc",),
     _WC + "SettlePayoutBatch": ("payout_svc",),
+    # The ledger asks the order's owner before it refunds.
+    _WC + "GetOrderStates": ("account_svc", *READERS),
     _WA + "GetGate": READERS,
     _WA + "SetGate": OPERATORS,
     _WA + "ListGateAudit": READERS,

@@ -23,7 +23,7 @@ from meshkit.interceptors import server_interceptors
 from meshkit.logs import log_level_from_env, setup_logging
 from meshkit.metrics import metrics_host, setup_metrics
 from meshkit.policy import ADMIN_SERVICES
-from meshkit.settings import CommonSettings, env_int, env_str
+from meshkit.settings import CommonSettings, ServerLimits, env_int, env_str
 from meshkit.telemetry import setup_tracing
 from meshkit.transport import bind
 
@@ -132,9 +132,17 @@ INSECURE_WARNING = (
     "caller policy trusts the self-declared x-mesh-caller header. Never on a shared network.")
 
 
-def _server(gate: Gate, health: HealthServicer) -> grpc.aio.Server:
+def _server(gate: Gate, health: HealthServicer, limits: ServerLimits) -> grpc.aio.Server:
     # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
-    server = grpc.aio.server(interceptors=server_interceptors(gate), options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        interceptors=server_interceptors(gate),
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", limits.max_receive_bytes),
+            ("grpc.max_send_message_length", limits.max_send_bytes),
+        ],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     return server
 
@@ -158,7 +166,7 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     gate = Gate(admission, settings.admitted)
     # One health servicer for both listeners: the admin port answers what the main one does.
     health = HealthServicer()
-    server, admin = _server(gate, health), _server(gate, health)
+    server, admin = _server(gate, health, settings.limits), _server(gate, health, settings.limits)
     listeners = _Listeners(server, admin)
     names = app.register(cast(grpc.aio.Server, listeners))
     _reflect(server, [n for n in names if n not in ADMIN_SERVICES])

@@ -3,6 +3,7 @@ prefix for this run. PostgreSQL and Redis must be up (`make test` ensures they a
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ import redis.asyncio as redis
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tests import tracing
 from tests.harness import create_database, drop_database, make_certs
+
+log = logging.getLogger(__name__)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,7 +34,9 @@ async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "MESH_KEY_PREFIX": f"test-{uuid.uuid4().hex[:10]}",
-        "REWARD_TOKEN_KEYS": "k1:test-secret-1,k2:test-secret-2",
+        # Development rules (meshkit.secrets): the harness's own keys, 32 bytes or more.
+        "MESH_ENV": "dev",
+        "REWARD_TOKEN_KEYS": "k1:test-secret-1-0123456789abcdef0123,k2:test-secret-2-0123456789abcdef0123",
         "REWARD_TOKEN_ACTIVE_KEY": "k1",
         # Tests burst hundreds of calls at once to check correctness under concurrency, on a
         # shared box: shedding would refuse them. Admission is tested where it is switched
@@ -41,6 +46,7 @@ async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
+    log.warning("MESH_ENV=dev for this test run: development key rules (meshkit.secrets)")
     try:
         yield env
     finally:

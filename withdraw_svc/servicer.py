@@ -8,6 +8,7 @@ from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.errors import DomainError
 from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
+from meshkit.user_limits import retry_hint
 from withdraw_svc.compensation import Compensation, CompensationAction
 from withdraw_svc.domain import (
     ConfirmInput,
@@ -106,10 +107,11 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
     async def ConfirmWithdraw(
         self, request: withdraw_pb2.ConfirmWithdrawRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ConfirmWithdrawResponse:
-        order, replayed = await self.service.confirm(ConfirmInput(
-            uid=request.uid, request_id=request.request_id, amount_fen=request.amount_fen,
-            method_id=request.method_id, tokens=tuple(request.tokens),
-        ))
+        with retry_hint(context):
+            order, replayed = await self.service.confirm(ConfirmInput(
+                uid=request.uid, request_id=request.request_id, amount_fen=request.amount_fen,
+                method_id=request.method_id, tokens=tuple(request.tokens),
+            ))
         return withdraw_pb2.ConfirmWithdrawResponse(order=order_pb(order), replayed=replayed)
 
     async def GetOrder(
@@ -141,6 +143,13 @@ class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServ
             request.order_id, _RESULT.get(request.result), request.reason
         )
         return withdraw_pb2.SettlePayoutResponse(order=order_pb(order), replayed=replayed)
+
+    async def GetOrderStates(
+        self, request: withdraw_pb2.GetOrderStatesRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.GetOrderStatesResponse:
+        orders = await self.coordination.orders_of(list(request.order_ids))
+        return withdraw_pb2.GetOrderStatesResponse(
+            states={order_id: _STATE[order.state] for order_id, order in orders.items()})
 
     async def BeginPayoutBatch(
         self, request: withdraw_pb2.BeginPayoutBatchRequest, context: grpc.aio.ServicerContext

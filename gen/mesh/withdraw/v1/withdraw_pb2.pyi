@@ -215,6 +215,25 @@ class PayoutItemError(_message.Message):
     message: str
     def __init__(self, code: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
+class GetOrderStatesRequest(_message.Message):
+    __slots__ = ("order_ids",)
+    ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    order_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, order_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetOrderStatesResponse(_message.Message):
+    __slots__ = ("states",)
+    class StatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: OrderState
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[OrderState, str]] = ...) -> None: ...
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.ScalarMap[str, OrderState]
+    def __init__(self, states: _Optional[_Mapping[str, OrderState]] = ...) -> None: ...
+
 class BeginPayoutBatchRequest(_message.Message):
     __slots__ = ("order_ids",)
     ORDER_IDS_FIELD_NUMBER: _ClassVar[int]

@@ -237,7 +237,8 @@ class WithdrawService:
 
 class PayoutCoordinationServiceStub:
     """PayoutCoordinationService is called by payout_svc: the order's state lives here, so the
-    payout workers move it only through these compare-and-set transitions.
+    payout workers move it only through these compare-and-set transitions. The ledger asks
+    GetOrderStates before it refunds.
     """
 
     def __init__(self, channel):
@@ -266,11 +267,17 @@ class PayoutCoordinationServiceStub:
                 request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchRequest.SerializeToString,
                 response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchResponse.FromString,
                 _registered_method=True)
+        self.GetOrderStates = channel.unary_unary(
+                '/mesh.withdraw.v1.PayoutCoordinationService/GetOrderStates',
+                request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesRequest.SerializeToString,
+                response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesResponse.FromString,
+                _registered_method=True)
 
 
 class PayoutCoordinationServiceServicer:
     """PayoutCoordinationService is called by payout_svc: the order's state lives here, so the
-    payout workers move it only through these compare-and-set transitions.
+    payout workers move it only through these compare-and-set transitions. The ledger asks
+    GetOrderStates before it refunds.
     """
 
     def BeginPayout(self, request, context):
@@ -305,6 +312,14 @@ class PayoutCoordinationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrderStates(self, request, context):
+        """GetOrderStates tells a service the state of orders it is about to act on (the ledger:
+        a refund only follows a FAILED order). Not a user RPC: no owner check, never shed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PayoutCoordinationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -328,6 +343,11 @@ def add_PayoutCoordinationServiceServicer_to_server(servicer, server):
                     request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchRequest.FromString,
                     response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchResponse.SerializeToString,
             ),
+            'GetOrderStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrderStates,
+                    request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesRequest.FromString,
+                    response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'mesh.withdraw.v1.PayoutCoordinationService', rpc_method_handlers)
@@ -338,7 +358,8 @@ def add_PayoutCoordinationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PayoutCoordinationService:
     """PayoutCoordinationService is called by payout_svc: the order's state lives here, so the
-    payout workers move it only through these compare-and-set transitions.
+    payout workers move it only through these compare-and-set transitions. The ledger asks
+    GetOrderStates before it refunds.
     """
 
     @staticmethod
@@ -439,6 +460,33 @@ class PayoutCoordinationService:
             '/mesh.withdraw.v1.PayoutCoordinationService/SettlePayoutBatch',
             mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchRequest.SerializeToString,
             mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrderStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.withdraw.v1.PayoutCoordinationService/GetOrderStates',
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesRequest.SerializeToString,
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesResponse.FromString,
             options,
             channel_credentials,
             insecure,
