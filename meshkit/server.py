@@ -88,15 +88,17 @@ class _Listeners:
     """Stands in for the server in App.register: each service's handlers go to the main
     server, the admin services' (meshkit.policy.ADMIN_SERVICES) to the admin server."""
 
-    def __init__(self, main: grpc.aio.Server, admin: grpc.aio.Server) -> None:
-        self.main, self.admin = main, admin
-        self.admin_used = False
+    def __init__(self, main: grpc.aio.Server, make_admin: Callable[[], grpc.aio.Server]) -> None:
+        self.main, self.make_admin = main, make_admin
+        # Made only when an admin service registers: an unstarted server is never left behind.
+        self.admin: grpc.aio.Server | None = None
 
     def _for(self, service: str) -> grpc.aio.Server:
-        if service in ADMIN_SERVICES:
-            self.admin_used = True
-            return self.admin
-        return self.main
+        if service not in ADMIN_SERVICES:
+            return self.main
+        if self.admin is None:
+            self.admin = self.make_admin()
+        return self.admin
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         for handler in handlers:
@@ -166,24 +168,24 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     gate = Gate(admission, settings.admitted)
     # One health servicer for both listeners: the admin port answers what the main one does.
     health = HealthServicer()
-    server, admin = _server(gate, health, settings.limits), _server(gate, health, settings.limits)
-    listeners = _Listeners(server, admin)
+    server = _server(gate, health, settings.limits)
+    listeners = _Listeners(server, lambda: _server(gate, health, settings.limits))
     names = app.register(cast(grpc.aio.Server, listeners))
     _reflect(server, [n for n in names if n not in ADMIN_SERVICES])
     bound = bind(server, f"{settings.host}:{settings.port if port is None else port}", settings.tls)
     admin_bound = 0
-    if listeners.admin_used:
+    admin = listeners.admin
+    if admin is not None:
         _reflect(admin, [n for n in names if n in ADMIN_SERVICES])
         wanted = admin_port if admin_port is not None else (0 if port is not None else settings.admin_port)
         admin_bound = bind(admin, f"{settings.host}:{wanted}", settings.tls)
         await admin.start()
     await server.start()
     await _set_all(health, names, serving=await app.healthy())
-    running = RunningServer(server, bound, app, health, names, gate,
-                            admin if listeners.admin_used else None, admin_bound)
+    running = RunningServer(server, bound, app, health, names, gate, admin, admin_bound)
     running._probe = asyncio.create_task(_probe_loop(app, health, names))
     log.info("%s listening on %s:%d%s", settings.service, settings.host, bound,
-             f", admin services on port {admin_bound}" if listeners.admin_used else "")
+             f", admin services on port {admin_bound}" if admin is not None else "")
     return running
 
 
