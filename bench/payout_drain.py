@@ -348,7 +348,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=6000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=8, help="PAYOUT_WORKERS_PER_CHANNEL")
+    parser.add_argument("--workers", type=int, default=2, help="PAYOUT_WORKERS_PER_CHANNEL")
     parser.add_argument("--gateway-capacity", type=int, default=1000)
     parser.add_argument("--channel", default="bank")
     parser.add_argument("--keep", action="store_true", help="keep schemas and Redis keys")

@@ -20,8 +20,8 @@ class Settings:
     withdraw_addr: str                        # WITHDRAW_SVC_ADDR
     gateway_addr: str                         # GATEWAY_MOCK_ADDR
     channels: tuple[str, ...]                 # PAYOUT_CHANNELS
-    workers_per_channel: int                  # PAYOUT_WORKERS_PER_CHANNEL: concurrent batches per channel
-    batch_size: int                           # PAYOUT_BATCH_SIZE: messages a worker takes at once (1..500)
+    workers_per_channel: int                  # PAYOUT_WORKERS_PER_CHANNEL: concurrent batches per channel (2)
+    batch_size: int                           # PAYOUT_BATCH_SIZE: messages taken at once (1..500, 32)
     # PAYOUT_DEFAULT_RATES seeds channel_config: "bank:2000,alipay:unlimited" (per second;
     # 0 or a channel left out: paused).
     default_rates: dict[str, ChannelRate]
@@ -53,8 +53,8 @@ class Settings:
             withdraw_addr=addr_of("withdraw_svc"),
             gateway_addr=addr_of("gateway_mock"),
             channels=channels,
-            workers_per_channel=max(1, env_int("PAYOUT_WORKERS_PER_CHANNEL", 8)),
-            batch_size=min(500, max(1, env_int("PAYOUT_BATCH_SIZE", 1))),
+            workers_per_channel=max(1, env_int("PAYOUT_WORKERS_PER_CHANNEL", 2)),
+            batch_size=min(500, max(1, env_int("PAYOUT_BATCH_SIZE", 32))),
             default_rates=rates,
             max_attempts=max(1, env_int("PAYOUT_MAX_ATTEMPTS", 3)),
             claim_idle_ms=max(100, env_int("PAYOUT_CLAIM_IDLE_MS", 5000)),

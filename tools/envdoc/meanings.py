@@ -27,6 +27,7 @@ MEANINGS: dict[str, str] = {
     "MESH_TLS_CERT": "This process's certificate for mutual TLS.",
     "MESH_TLS_KEY": "This process's private key for mutual TLS.",
     "MESH_SHUTDOWN_GRACE_S": "Seconds in-flight calls get to finish on SIGTERM before the server stops.",
+    "MESH_GC_GEN0": "Gen-0 threshold of the garbage collector in a running service (after start-up objects are frozen); 0 keeps Python's 700.",
     "MESH_EVENT_LOOP": "uvloop (default) or asyncio.",
     "MESH_ENV": "`dev` allows development defaults (the built-in reward-token key when none is set, with a WARNING); anything else, or unset, refuses to start without real keys. `make up` and the tests set it to dev.",
     "MESH_MAX_RECEIVE_BYTES": "Largest request a server accepts (default 4 MiB); a larger one is refused RESOURCE_EXHAUSTED before any handler runs.",
@@ -104,8 +105,8 @@ MEANINGS: dict[str, str] = {
     "PAYOUT_CHANNELS": "Channels this payout_svc drains.",
     "PAYOUT_DEFAULT_RATES": "Seed of the channel rates, \"bank:2000,alipay:unlimited\" per second; a channel "
                             "left out or at 0 is paused.",
-    "PAYOUT_WORKERS_PER_CHANNEL": "Concurrent workers per channel.",
-    "PAYOUT_BATCH_SIZE": "Messages a worker takes at once (1: the single path; up to 500).",
+    "PAYOUT_WORKERS_PER_CHANNEL": "Concurrent workers per channel (few: while one pays a batch, the next batch gathers in the stream).",
+    "PAYOUT_BATCH_SIZE": "Messages a worker takes at once, paid with one BeginPayoutBatch, gateway PayoutBatch per grant and SettlePayoutBatch (1: the single path; up to 500).",
     "PAYOUT_MAX_ATTEMPTS": "Attempts before a message goes to the dead-letter stream.",
     "PAYOUT_CLAIM_IDLE_MS": "Messages pending this long on a dead consumer are reclaimed.",
     "PAYOUT_LOCK_TTL_MS": "Order lock expiry (extended while held).",
