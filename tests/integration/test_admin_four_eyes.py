@@ -60,6 +60,12 @@ async def propose_k(mesh: WdMesh, caller: str, k: int, expected_version: int = 0
     return reply.change
 
 
+async def changes(mesh: WdMesh) -> list[withdraw_pb2.GateChange]:
+    reply = await admin(mesh, BOB).ListGateChanges(withdraw_pb2.ListGateChangesRequest(page_size=200),
+                                                   timeout=10)
+    return list(reply.changes)
+
+
 async def code_of(call: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
@@ -132,7 +138,7 @@ async def test_a_gate_change_needs_a_second_operator(mesh: WdMesh) -> None:
     code, _ = await code_of(admin(mesh, "ops-carol").ApproveGateChange(
         withdraw_pb2.ApproveGateChangeRequest(change_id=change.review.change_id), timeout=10))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    listed = (await admin(mesh, BOB).ListGateChanges(withdraw_pb2.ListGateChangesRequest(), timeout=10)).changes
+    listed = await changes(mesh)
     mine = [c for c in listed if c.review.change_id == change.review.change_id]
     assert len(mine) == 1 and mine[0].review.state == admin_pb2.CHANGE_STATE_APPLIED
     assert mine[0].review.proposer == ALICE and mine[0].review.decided_by == BOB
@@ -153,7 +159,7 @@ async def test_a_stale_expected_version_at_approval_is_aborted_and_nothing_appli
     assert code == grpc.StatusCode.ABORTED
     assert "expected_version" in details
     assert await gate(mesh) == moved
-    listed = (await admin(mesh, BOB).ListGateChanges(withdraw_pb2.ListGateChangesRequest(), timeout=10)).changes
+    listed = await changes(mesh)
     stale = next(c for c in listed if c.review.change_id == first.review.change_id)
     assert stale.review.state == admin_pb2.CHANGE_STATE_PROPOSED  # the approval rolled back whole
     assert [e.audit_id for e in await audit(admin(mesh, BOB), page_size=200)] == audited
@@ -174,7 +180,7 @@ async def test_an_expired_proposal_cannot_be_approved(mesh: WdMesh) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "expired" in details
     assert await gate(mesh) == before
-    listed = (await admin(mesh, BOB).ListGateChanges(withdraw_pb2.ListGateChangesRequest(), timeout=10)).changes
+    listed = await changes(mesh)
     assert next(c for c in listed if c.review.change_id == change.review.change_id).review.state == \
         admin_pb2.CHANGE_STATE_EXPIRED
 
@@ -307,5 +313,6 @@ async def test_the_admin_audit_pages_newest_first(mesh: WdMesh) -> None:
         page_size=2, page_token=first.next_page_token), timeout=10)
     ids = [e.audit_id for e in [*first.entries, *second.entries]]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
-    code, _ = await code_of(stub.ListAdminAudit(withdraw_pb2.ListAdminAuditRequest(page_token="x"), timeout=10))
+    code, _ = await code_of(stub.ListAdminAudit(withdraw_pb2.ListAdminAuditRequest(page_token="x"),
+                                                timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
