@@ -1,14 +1,17 @@
 """meshkit/four_eyes.py: who may decide a proposed admin change, when, and when the direct
-change is allowed at all."""
+change is allowed at all; withdraw_svc/gate_changes.py: what a gate proposal stores."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from meshkit.errors import Code, DomainError
 from meshkit.four_eyes import Change, ChangeState, FourEyesSettings, check_approver, check_decidable
+from withdraw_svc.domain import GATE_FIELDS, GateConfig
+from withdraw_svc.gate_changes import GateRequest, checked_request
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -75,3 +78,24 @@ def test_a_proposal_lifetime_out_of_range_refuses_to_start(monkeypatch: pytest.M
     monkeypatch.delenv("ADMIN_FOUR_EYES", raising=False)
     with pytest.raises(SystemExit, match="ADMIN_CHANGE_TTL_S"):
         FourEyesSettings.from_env()
+
+
+def test_a_stored_gate_request_is_the_request_exactly() -> None:
+    # What approval applies is what was proposed: every field of the patch (an empty
+    # bind_prompt too), the mask, the expected version and the reason survive the JSON.
+    patch = GateConfig(timezone="Asia/Shanghai", closed_start="19:00", closed_end="01:00", release_modulus=10,
+                       release_k=0, bind_prompt="", auto_release=True, auto_release_drain_seconds=90,
+                       auto_release_step=2)
+    request = checked_request(patch, ["*"], 7, "campaign night")
+    stored = GateRequest.from_json(json.loads(json.dumps(request.to_json())))
+    assert stored == request and stored.mask == GATE_FIELDS
+
+
+def test_a_gate_proposal_is_checked_like_set_gate() -> None:
+    with pytest.raises(DomainError, match="update_mask is required"):
+        checked_request(GateConfig(release_k=1), [], 0, "")
+    with pytest.raises(DomainError, match="release_modulus"):
+        checked_request(GateConfig(release_modulus=0), ["*"], 0, "")
+    with pytest.raises(DomainError, match="expected_version"):
+        checked_request(GateConfig(), ["release_k"], -1, "")
+    assert checked_request(GateConfig(release_k=3), ["release_k"], 0, "").mask == ("release_k",)
