@@ -4,10 +4,12 @@ every admin action is in the service's admin audit with who, when, old and new."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -316,3 +318,59 @@ async def test_the_admin_audit_pages_newest_first(mesh: WdMesh) -> None:
     code, _ = await code_of(stub.ListAdminAudit(withdraw_pb2.ListAdminAuditRequest(page_token="x"),
                                                 timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_two_operators_approving_at_once_apply_the_change_once(mesh: WdMesh) -> None:
+    before = await gate(mesh)
+    change = await propose_k(mesh, ALICE, 1 - min(1, before.release_k), expected_version=before.version)
+    request = withdraw_pb2.ApproveGateChangeRequest(change_id=change.review.change_id)
+    outcomes = await asyncio.gather(admin(mesh, BOB).ApproveGateChange(request, timeout=10),
+                                    admin(mesh, "ops-carol", 1).ApproveGateChange(request, timeout=10),
+                                    return_exceptions=True)
+    applied = [o for o in outcomes if isinstance(o, withdraw_pb2.ApproveGateChangeResponse)]
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(applied) == 1 and len(refused) == 1, outcomes
+    assert refused[0].code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await gate(mesh)).version == before.version + 1
+
+
+async def test_the_schema_refuses_a_self_approved_or_rewritten_change(mesh: WdMesh) -> None:
+    change = await propose_k(mesh, ALICE, 1)
+    change_id = change.review.change_id
+    with pytest.raises(asyncpg.CheckViolationError):
+        await mesh.pool.execute(
+            "UPDATE admin_changes SET state = 'APPLIED', decided_by = proposer, decided_at = now() "
+            "WHERE change_id = $1", change_id)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await mesh.pool.execute("UPDATE admin_changes SET payload = '{}'::jsonb WHERE change_id = $1",
+                                change_id)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await mesh.pool.execute("DELETE FROM admin_audit WHERE id = (SELECT max(id) FROM admin_audit)")
+    await admin(mesh, BOB).RejectGateChange(withdraw_pb2.RejectGateChangeRequest(change_id=change_id),
+                                            timeout=10)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await mesh.pool.execute("UPDATE admin_changes SET state = 'PROPOSED' WHERE change_id = $1", change_id)
+
+
+@pytest.mark.parametrize("call", [
+    "approve-nul", "approve-long", "reject-reason", "list-page-size", "rate-channel", "rate-nan",
+])
+async def test_bad_input_to_the_change_rpcs_is_invalid_argument(mesh: WdMesh, call: str) -> None:
+    wd, po = admin(mesh, BOB), payout_admin(mesh, BOB)
+    rate = payout_pb2.SetChannelRateRequest
+    calls = {
+        "approve-nul": lambda: wd.ApproveGateChange(
+            withdraw_pb2.ApproveGateChangeRequest(change_id="chg\x00"), timeout=10),
+        "approve-long": lambda: po.ApproveRateChange(payout_pb2.ApproveRateChangeRequest(change_id="c" * 65),
+                                                     timeout=10),
+        "reject-reason": lambda: wd.RejectGateChange(withdraw_pb2.RejectGateChangeRequest(
+            change_id="chg-x", reason="r" * 501), timeout=10),
+        "list-page-size": lambda: po.ListRateChanges(payout_pb2.ListRateChangesRequest(page_size=-1),
+                                                     timeout=10),
+        "rate-channel": lambda: po.ProposeRateChange(payout_pb2.ProposeRateChangeRequest(
+            request=rate(channel="pigeon", rate_per_second=5)), timeout=10),
+        "rate-nan": lambda: po.ProposeRateChange(payout_pb2.ProposeRateChangeRequest(
+            request=rate(channel="bank", rate_per_second=float("nan"))), timeout=10),
+    }
+    code, details = await code_of(calls[call]())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
