@@ -163,8 +163,8 @@ class ChangeStore:
 
     async def reject(self, change_id: str, actor: str, reason: str) -> Change:
         check_change_id(change_id)
-        check_operator(actor, "rejecting")
         validate.text("reason", reason, max_len=MAX_DECISION_REASON_LEN, multiline=True)
+        check_operator(actor, "rejecting")
         await self._expire(change_id)
         async with self.pool.acquire() as conn, conn.transaction():
             change, expired = await self._locked(conn, change_id)
