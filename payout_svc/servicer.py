@@ -37,7 +37,7 @@ def dead_letter_pb(d: DeadLetter) -> payout_pb2.DeadLetter:
 def rate_change_pb(change: Change) -> payout_pb2.RateChange:
     channel, per_second, unlimited = rate_request(change)
     return payout_pb2.RateChange(
-        review=review_pb(change), reason=change.reason,
+        review=review_pb(change),
         request=payout_pb2.SetChannelRateRequest(channel=channel, rate_per_second=per_second,
                                                  unlimited=unlimited),
     )

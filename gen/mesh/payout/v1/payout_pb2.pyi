@@ -123,14 +123,12 @@ class ReplayDeadLettersResponse(_message.Message):
     def __init__(self, replayed: _Optional[int] = ...) -> None: ...
 
 class RateChange(_message.Message):
-    __slots__ = ("review", "request", "reason")
+    __slots__ = ("review", "request")
     REVIEW_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
     review: _admin_pb2.ChangeReview
     request: SetChannelRateRequest
-    reason: str
-    def __init__(self, review: _Optional[_Union[_admin_pb2.ChangeReview, _Mapping]] = ..., request: _Optional[_Union[SetChannelRateRequest, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, review: _Optional[_Union[_admin_pb2.ChangeReview, _Mapping]] = ..., request: _Optional[_Union[SetChannelRateRequest, _Mapping]] = ...) -> None: ...
 
 class ProposeRateChangeRequest(_message.Message):
     __slots__ = ("request", "reason")
