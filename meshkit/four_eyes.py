@@ -21,7 +21,7 @@ from meshkit.errors import FailedPrecondition, NotFound, PermissionDenied
 from meshkit.settings import env_bool, env_int, env_str
 
 ANONYMOUS = "anonymous"
-DEFAULT_TTL_S = 3600
+DEFAULT_TTL_S = 3600  # ADMIN_CHANGE_TTL_S default: an hour to find a second operator
 MAX_TTL_S = 7 * 86400
 MAX_CHANGE_ID_LEN = 64
 DEFAULT_PAGE_SIZE = 20
@@ -50,7 +50,7 @@ class FourEyesSettings:
         if not required and not dev:
             raise SystemExit("ADMIN_FOUR_EYES=false is accepted only with MESH_ENV=dev: outside a "
                              "developer's mesh every gate and rate change needs a second operator")
-        ttl_s = env_int("ADMIN_CHANGE_TTL_S", DEFAULT_TTL_S)
+        ttl_s = env_int("ADMIN_CHANGE_TTL_S", 3600)
         if not 1 <= ttl_s <= MAX_TTL_S:
             raise SystemExit(f"ADMIN_CHANGE_TTL_S must be between 1 and {MAX_TTL_S}, got {ttl_s}")
         return cls(required=required, ttl_s=ttl_s)
