@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from meshkit.four_eyes import FourEyesSettings
 from meshkit.settings import CommonSettings, addr_of, env_float, env_int, env_list, env_str
 from payout_svc.domain import ChannelRate, parse_rates
 
@@ -39,6 +40,8 @@ class Settings:
     db_pool_size: int                         # PAYOUT_DB_POOL_SIZE: PostgreSQL holds only the rates
     group: str                                # PAYOUT_GROUP: consumer group name
     consumer: str                             # PAYOUT_CONSUMER: this process's consumer name
+    # Four-eyes admin changes (ADMIN_FOUR_EYES, MESH_ENV, ADMIN_CHANGE_TTL_S).
+    four_eyes: FourEyesSettings = field(default_factory=FourEyesSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,4 +73,5 @@ class Settings:
             db_pool_size=max(1, env_int("PAYOUT_DB_POOL_SIZE", 3)),
             group=env_str("PAYOUT_GROUP", "payout"),
             consumer=env_str("PAYOUT_CONSUMER", default_consumer),
+            four_eyes=FourEyesSettings.from_env(),
         )
