@@ -14,6 +14,9 @@ from collections.abc import Iterable, Mapping
 ROLES = ("viewer", "operator", "approver")
 
 OPERATORS = ("role:operator", "role:approver")
+# Four-eyes: any second operator may approve (meshkit.four_eyes refuses the proposer);
+# approvers are listed first, so tools holding every certificate approve as one.
+APPROVERS = ("role:approver", "role:operator")
 READERS = ("role:viewer", *OPERATORS)
 APP_EDGE = "app-edge"
 
@@ -53,17 +56,24 @@ POLICY: Mapping[str, tuple[str, ...]] = {
     _G + "BindMethod": (APP_EDGE, *OPERATORS),
     _GA + "SetChannelFaults": OPERATORS,
     _GA + "GetChannelFaults": READERS,
+    _GA + "ListAdminAudit": READERS,
     # payout_svc's admin service; withdraw_svc reads the stats for the automatic release.
     _PA + "GetChannelStats": (*READERS, "withdraw_svc"),
     _PA + "SetChannelRate": OPERATORS,
     _PA + "ListDeadLetters": READERS,
     _PA + "ReplayDeadLetters": OPERATORS,
+    _PA + "ProposeRateChange": OPERATORS,
+    _PA + "ApproveRateChange": APPROVERS,
+    _PA + "RejectRateChange": APPROVERS,
+    _PA + "ListRateChanges": READERS,
+    _PA + "ListAdminAudit": READERS,
     _R + "ListDiscrepancies": READERS,
     _R + "ResolveDiscrepancy": OPERATORS,
     _R + "CheckOrder": READERS,
     _R + "GetReconStatus": READERS,
     _R + "RunDailyRecon": OPERATORS,
     _R + "GetDailyReport": READERS,
+    _R + "ListAdminAudit": READERS,
     # User-facing: the app edge speaks for users; payout_svc and recon read orders.
     _W + "GetWithdrawPage": (APP_EDGE,),
     _W + "ConfirmWithdraw": (APP_EDGE,),
@@ -80,6 +90,11 @@ POLICY: Mapping[str, tuple[str, ...]] = {
     _WA + "ListGateAudit": READERS,
     _WA + "RunCompensation": OPERATORS,
     _WA + "GetStuckOrders": READERS,
+    _WA + "ProposeGateChange": OPERATORS,
+    _WA + "ApproveGateChange": APPROVERS,
+    _WA + "RejectGateChange": APPROVERS,
+    _WA + "ListGateChanges": READERS,
+    _WA + "ListAdminAudit": READERS,
     _WS + "GetSettings": READERS,
 }
 
