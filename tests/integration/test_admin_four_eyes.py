@@ -44,7 +44,9 @@ def admin(mesh: WdMesh, caller: str, index: int = 0) -> withdraw_pb2_grpc.Withdr
     return mesh.admin(index, caller=caller)
 
 
-def payout_admin(mesh: WdMesh, caller: str) -> payout_pb2_grpc.PayoutAdminServiceStub:
+def payout_admin(mesh: WdMesh, caller: str | None) -> payout_pb2_grpc.PayoutAdminServiceStub:
+    """As `caller`; None: each method as the policy lists it (propose as an operator,
+    approve as an approver), as the tools call."""
     assert mesh.payout_srv is not None
     return payout_pb2_grpc.PayoutAdminServiceStub(mesh._channel(mesh.payout_srv.address, caller=caller))
 
@@ -252,7 +254,7 @@ async def test_a_rate_change_needs_a_second_operator(mesh: WdMesh) -> None:
     assert entries[0].target == "bank" and f"proposed by {ALICE}" in entries[0].reason
 
     # The tools' helper does the same with its two identities.
-    stats = await four_eyes.set_rate(four_eyes.header_hands(payout_admin(mesh, "unused")),
+    stats = await four_eyes.set_rate(four_eyes.header_hands(payout_admin(mesh, None)),
                                      payout_pb2.SetChannelRateRequest(channel="bank", rate_per_second=50))
     assert stats.rate_limit_per_second == 50
 
