@@ -105,7 +105,7 @@ async def test_unlimited_only_when_said_explicitly(mesh: WdMesh) -> None:
     assert (stats.unlimited, stats.paused, stats.rate_limit_per_second) == (True, False, 0.0)
     # A direct change (this mesh's dev opt-out) is in the admin audit, old -> new.
     [entry] = (await stub.ListAdminAudit(payout_pb2.ListAdminAuditRequest(page_size=1), timeout=10)).entries
-    assert (entry.action, entry.target, entry.actor) == ("rate.set", "popen", "withdraw-tests")
+    assert (entry.action, entry.target, entry.actor) == ("rate.set", "popen", "operator-alice")
     assert json.loads(entry.new_json) == {"rate_per_second": 0.0, "unlimited": True}
     orders = [await order_on(mesh, "popen") for _ in range(3)]
     assert {await settled(mesh, o) for o in orders} == {"SUCCEEDED"}
