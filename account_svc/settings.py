@@ -9,12 +9,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from campaign.tokens import DEFAULT_KEYS, DEFAULT_MAX_AGE_S, parse_keys
+from edge.sessions import SessionKeys
 from meshkit.settings import CommonSettings, env_int, env_str
+from meshkit.user_auth import session_keys_at_start
 
 
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
+    # Verify the session tokens of GetBalance and ListEntries (SESSION_TOKEN_KEYS; meshkit.user_auth).
+    session_keys: SessionKeys
     # Secrets that verify reward tokens, by key id (REWARD_TOKEN_KEYS="k1:s1,k2:s2"). Every
     # key listed verifies, so a key being rotated out still verifies the tokens it signed.
     token_keys: Mapping[str, bytes]
@@ -53,4 +57,6 @@ class Settings:
             credit_block_ms=env_int("ACCOUNT_CREDIT_BLOCK_MS", 1000),
             credit_claim_idle_ms=env_int("ACCOUNT_CREDIT_CLAIM_IDLE_MS", 30_000),
             consumer_name=env_str("ACCOUNT_CONSUMER_NAME", default_consumer),
+            # Last: a mistyped setting above is reported before missing keys are.
+            session_keys=session_keys_at_start(env),
         )

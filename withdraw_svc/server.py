@@ -12,6 +12,7 @@ from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
+from meshkit.user_auth import UserAuth
 from withdraw_svc.auto_release import AutoRelease
 from withdraw_svc.compensation import Compensation
 from withdraw_svc.peers import AccountClient, GatewayClient, PayoutStatsClient
@@ -66,7 +67,8 @@ class WithdrawApp:
             self.background.spawn("compensation", self.compensation.loop)
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(WithdrawServicer(self.service), server)
+        users = UserAuth(self.settings.session_keys)
+        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(WithdrawServicer(self.service, users), server)
         withdraw_pb2_grpc.add_PayoutCoordinationServiceServicer_to_server(
             PayoutCoordinationServicer(self.coordination), server
         )

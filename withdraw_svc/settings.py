@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge.sessions import SessionKeys
 from meshkit.settings import CommonSettings, addr_of, env_bool, env_float, env_int, env_list, env_str
+from meshkit.user_auth import session_keys_at_start
 from withdraw_svc.domain import DEFAULT_TIMEZONE, GateConfig, Limits
 
 # What the app calls, shed under load in this order last to first (WITHDRAW_SVC_ADMISSION_METHODS
@@ -21,6 +23,8 @@ ADMITTED = (
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
+    # Verify the session tokens of user-facing RPCs (SESSION_TOKEN_KEYS; meshkit.user_auth).
+    session_keys: SessionKeys
     account_addr: str
     gateway_addr: str
     limits: Limits
@@ -119,6 +123,8 @@ class Settings:
             deduct_in_flight=max(1, env_int("WITHDRAW_DEDUCT_IN_FLIGHT", 1)),
             deduct_linger_s=max(0, env_int("WITHDRAW_DEDUCT_LINGER_MS", 2)) / 1000.0,
             test_crash_before_refund=env_bool("WITHDRAW_TEST_CRASH_BEFORE_REFUND", False),
+            # Last: a mistyped setting above is reported before missing keys are.
+            session_keys=session_keys_at_start(),
         )
 
 

@@ -46,6 +46,10 @@ MEANINGS: dict[str, str] = {
                          "verifies. Unset: a well-known development key, which `make preflight` refuses.",
     "REWARD_TOKEN_ACTIVE_KEY": "Key id that signs new reward tokens (default: the first listed).",
     "REWARD_TOKEN_MAX_AGE_S": "A reward token older than this credits nothing (default 7 days).",
+    # Session tokens (edge.sessions): who the end user of a user-facing RPC is
+    "SESSION_TOKEN_KEYS": "Session-token (JWT, HS256) secrets by key id, \"k1:secret1,k2:secret2\", each at least 32 bytes; every key listed verifies, so a key being rotated out still verifies the tokens it signed until it is removed. Without it withdraw_svc, account_svc and `python -m edge` refuse to start unless MESH_ENV=dev.",
+    "SESSION_TOKEN_ACTIVE_KEY": "Key id that signs new session tokens (`python -m edge issue`, the tools; default: the first listed).",
+    "MESH_ENV": "dev: allowed to run without SESSION_TOKEN_KEYS, with a well-known dev key and a WARNING (the Makefile's targets set it unless it is already set); anything else: the keys are required.",
     # withdraw_svc
     "WITHDRAW_CHANNELS": "Payout channels a user may choose.",
     "WITHDRAW_MIN_FEN": "Smallest withdrawal, in fen.",
