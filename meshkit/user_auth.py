@@ -21,11 +21,12 @@ from collections.abc import Callable, Mapping
 
 import grpc
 
+from edge.client import AUTHORIZATION_HEADER, bearer_metadata
 from edge.sessions import MISSING, SessionError, SessionKeys, keys_from_env, verify
 from meshkit.errors import PermissionDenied
 from meshkit.identity import caller_of
 
-AUTHORIZATION_HEADER = "authorization"
+__all__ = ["INTERNAL_CALLERS", "UserAuth", "bearer_metadata", "session_keys_at_start"]
 _BEARER = "bearer "
 
 # RPC ("Service/Method") -> services that may call it without a session token.
@@ -33,11 +34,6 @@ INTERNAL_CALLERS: Mapping[str, frozenset[str]] = {
     "WithdrawService/GetOrder": frozenset({"payout_svc", "recon_svc"}),
     "AccountService/GetBalance": frozenset({"withdraw_svc"}),
 }
-
-
-def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata carrying a session token (what the app sends)."""
-    return ((AUTHORIZATION_HEADER, f"Bearer {token}"),)
 
 
 def session_keys_at_start(environ: Mapping[str, str] | None = None) -> SessionKeys:

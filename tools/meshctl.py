@@ -377,7 +377,6 @@ def grpcurl_hints(env: Mapping[str, str] | None = None) -> str:
     a = {s: addr_of(s, source) for s in SERVICES}
     calls = [
         ("gateway_mock", "mesh.gateway.v1.GatewayService/ListMethods", '{"uid": 1}'),
-        ("account_svc", "mesh.account.v1.AccountService/GetBalance", '{"uid": 1}'),
         ("withdraw_svc", "mesh.withdraw.v1.WithdrawAdminService/GetGate", '{"uid": 1}'),
         ("payout_svc", "mesh.payout.v1.PayoutAdminService/GetChannelStats", "{}"),
         ("recon_svc", "mesh.recon.v1.ReconService/GetReconStatus", "{}"),
@@ -389,6 +388,9 @@ def grpcurl_hints(env: Mapping[str, str] | None = None) -> str:
         f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.WithdrawService",
         f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.ConfirmWithdrawRequest",
         *(f"  {grpcurl} -d {shlex.quote(body)} {a[s]} {method}" for s, method, body in calls),
+        "  # user-facing RPCs (page, confirm, orders, balance, bill) take a session token:",
+        f"  {grpcurl} -H \"authorization: Bearer $(MESH_ENV=dev .venv/bin/python -m edge issue --uid 1)\" "
+        f"-d '{{}}' {a['account_svc']} mesh.account.v1.AccountService/GetBalance",
         f"  {grpcurl} {a['account_svc']} grpc.health.v1.Health/Check",
     ]
     return "\n".join(lines)

@@ -142,6 +142,12 @@ class WdMesh:
             method_id=method_id, tokens=tokens or [],
         ), timeout=15, metadata=user_metadata(uid))
 
+    async def order(self, uid: int, order_id: str, index: int = 0) -> withdraw_pb2.Order:
+        """GetOrder as the order's owner `uid`, signed in."""
+        reply = await self.withdraw(index).GetOrder(withdraw_pb2.GetOrderRequest(order_id=order_id),
+                                                    timeout=10, metadata=user_metadata(uid))
+        return reply.order
+
     async def order_rows(self, uid: int) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT * FROM orders WHERE uid = $1 ORDER BY created_at", uid)
 
