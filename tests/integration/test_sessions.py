@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +17,7 @@ import grpc
 import jwt
 import pytest
 
+from edge import sessions
 from edge.sessions import SessionKeys, issue
 from mesh.account.v1 import account_pb2
 from mesh.withdraw.v1 import withdraw_pb2
@@ -233,3 +235,23 @@ async def test_services_read_orders_and_balances_without_a_user_only_where_liste
         mesh.withdraw(caller="withdraw-tests").GetOrder(request, timeout=10),
     ):
         assert (await _refused(call)).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_mesh_env_dev_without_keys_uses_the_dev_key_and_says_so(
+    mesh: WdMesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    uid, _ = await mesh.user(balance_fen=300)
+    index = len(mesh.withdraws)
+    with caplog.at_level(logging.WARNING, logger="edge.sessions"):
+        await mesh.start_withdraw({"SESSION_TOKEN_KEYS": "", "SESSION_TOKEN_ACTIVE_KEY": "",
+                                   "MESH_ENV": "dev"})
+    assert any("well-known dev key" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    stub = mesh.withdraw(index)
+    dev = SessionKeys({sessions.DEV_KEY_ID: sessions.DEV_KEY}, sessions.DEV_KEY_ID)
+    listed = await stub.ListOrders(withdraw_pb2.ListOrdersRequest(uid=uid), timeout=10,
+                                   metadata=bearer_metadata(issue(dev, uid, now=time.time())))
+    assert listed.orders == []
+    # This run's real keys mean nothing to a dev replica.
+    err = await _refused(stub.ListOrders(withdraw_pb2.ListOrdersRequest(uid=uid), timeout=10,
+                                         metadata=user_metadata(uid)))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
