@@ -21,12 +21,11 @@ from collections.abc import Callable, Mapping
 
 import grpc
 
-from edge.client import AUTHORIZATION_HEADER, bearer_metadata
+from edge.client import AUTHORIZATION_HEADER
 from edge.sessions import MISSING, SessionError, SessionKeys, keys_from_env, verify
 from meshkit.errors import PermissionDenied
 from meshkit.identity import caller_of
 
-__all__ = ["INTERNAL_CALLERS", "UserAuth", "bearer_metadata", "session_keys_at_start"]
 _BEARER = "bearer "
 
 # RPC ("Service/Method") -> services that may call it without a session token.
@@ -82,7 +81,7 @@ def _bearer_of(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == AUTHORIZATION_HEADER:
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            if not text[: len(_BEARER)].lower() == _BEARER:
+            if text[: len(_BEARER)].lower() != _BEARER:
                 raise SessionError("authorization metadata must be \"Bearer <session token>\"",
                                    reason=MISSING)
             return text[len(_BEARER):].strip()

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from edge.client import bearer_metadata
 from edge.sessions import issue, keys_from_env
 from meshkit.db import with_database
 from meshkit.server import RunningServer, start_server
-from meshkit.user_auth import bearer_metadata
 
 SERVICES = ["gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc"]
 

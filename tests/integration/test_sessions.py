@@ -18,10 +18,10 @@ import jwt
 import pytest
 
 from edge import sessions
+from edge.client import bearer_metadata
 from edge.sessions import SessionKeys, issue
 from mesh.account.v1 import account_pb2
 from mesh.withdraw.v1 import withdraw_pb2
-from meshkit.user_auth import bearer_metadata
 from tests.harness import SESSION_SECRET_1, SESSION_SECRET_2, user_metadata
 from tests.integration.test_withdraw_support import WdMesh, start_mesh
 

@@ -11,7 +11,9 @@ import jwt
 import pytest
 
 from edge import __main__ as edge_cli
+from edge import client as edge_client
 from edge import sessions
+from edge.client import UserSessions
 from edge.sessions import SessionError, SessionKeys, issue, keys_from_env, parse_keys, verify
 from meshkit.errors import Code
 
@@ -178,3 +180,21 @@ def test_cli_prints_a_token_that_verifies(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("MESH_ENV", raising=False)
     assert edge_cli.main(["issue", "--uid", "42"]) == 2
     assert "SESSION_TOKEN_KEYS is not set" in capsys.readouterr().err
+
+
+def test_user_sessions_mint_once_per_uid_and_renew_before_expiry() -> None:
+    now = [NOW]
+    users = UserSessions(KEYS, lifetime_s=600, clock=lambda: now[0])
+    first = users.metadata(42)
+    assert users.metadata(42) is first
+    ((header, value),) = first
+    assert header == "authorization" and value.startswith("Bearer ")
+    assert verify(value.removeprefix("Bearer "), KEYS.keys, now=now[0]) == 42
+    assert users.metadata(43) != first
+    assert users.metadata(42, (("x-mesh-caller", "load"),)) == (*first, ("x-mesh-caller", "load"))
+    now[0] += 600 - edge_client.RENEW_BEFORE_S - 1
+    assert users.metadata(42) is first
+    now[0] += 2  # inside the renewal window: a fresh token that outlives the call
+    renewed = users.metadata(42)
+    assert renewed != first
+    assert verify(renewed[0][1].removeprefix("Bearer "), KEYS.keys, now=now[0] + 500) == 42

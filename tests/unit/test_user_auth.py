@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from edge.client import bearer_metadata
 from edge.sessions import SessionError, SessionKeys, issue
 from meshkit.errors import Code, PermissionDenied
-from meshkit.user_auth import UserAuth, bearer_metadata, session_keys_at_start
+from meshkit.user_auth import UserAuth, session_keys_at_start
 
 NOW = 1_780_000_000.0
 KEYS = SessionKeys({"k1": b"k" * 32}, "k1")
