@@ -21,7 +21,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 
@@ -60,6 +60,13 @@ class SessionError(DomainError):
     above. Messages never repeat the token."""
 
     code = Code.UNAUTHENTICATED
+
+
+class Session(NamedTuple):
+    """A verified session: who, and until when (Unix seconds)."""
+
+    uid: int
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,11 @@ def issue(keys: SessionKeys, uid: int, *, now: float, lifetime_s: int = DEFAULT_
 
 def verify(token: str, keys: Mapping[str, bytes], *, now: float) -> int:
     """The uid `token` signs in, or SessionError saying why it signs in nobody."""
+    return verify_session(token, keys, now=now).uid
+
+
+def verify_session(token: str, keys: Mapping[str, bytes], *, now: float) -> Session:
+    """verify(), with the token's expiry: what a cache of verified tokens needs."""
     if not token:
         raise SessionError("session token missing: send authorization: Bearer <token>", reason=MISSING)
     if len(token) > MAX_TOKEN_LEN:
@@ -163,10 +175,10 @@ def verify(token: str, keys: Mapping[str, bytes], *, now: float) -> int:
         raise SessionError(f"session token is not for {AUDIENCE!r}", reason=MALFORMED) from exc
     except jwt.InvalidTokenError as exc:
         raise SessionError(f"session token malformed: {str(exc)[:120]}", reason=MALFORMED) from exc
-    return _uid_of(claims, now)
+    return _session_of(claims, now)
 
 
-def _uid_of(claims: Mapping[str, Any], now: float) -> int:
+def _session_of(claims: Mapping[str, Any], now: float) -> Session:
     exp, iat, sub = claims.get("exp"), claims.get("iat"), claims.get("sub")
     if not isinstance(exp, int | float) or not isinstance(iat, int | float) or \
             isinstance(exp, bool) or isinstance(iat, bool):
@@ -177,4 +189,4 @@ def _uid_of(claims: Mapping[str, Any], now: float) -> int:
         raise SessionError(f"session token issued {int(iat - now)} s in the future", reason=NOT_YET_VALID)
     if not isinstance(sub, str) or not _UID_RE.fullmatch(sub) or int(sub) > MAX_UID:
         raise SessionError("session token malformed: sub is not a uid", reason=MALFORMED)
-    return int(sub)
+    return Session(int(sub), float(exp))

@@ -9,6 +9,7 @@ import pytest
 
 from edge.client import bearer_metadata
 from edge.sessions import SessionError, SessionKeys, issue
+from meshkit import user_auth
 from meshkit.errors import Code, PermissionDenied
 from meshkit.user_auth import UserAuth, session_keys_at_start
 
@@ -91,3 +92,31 @@ def test_services_refuse_to_start_without_usable_session_keys(monkeypatch: pytes
     monkeypatch.setenv("SESSION_TOKEN_KEYS", f"r1:{'r' * 32}")
     assert WithdrawSettings.from_env().session_keys.keys == {"r1": b"r" * 32}
     assert AccountSettings.from_env().session_keys.active == "r1"
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [NOW]
+    auth = UserAuth(KEYS, clock=lambda: now[0])
+    token = issue(KEYS, 42, now=NOW, lifetime_s=60)
+    calls: list[str] = []
+    real = user_auth.verify_session
+
+    def counting(token: str, keys: Any, *, now: float) -> Any:
+        calls.append(token)
+        return real(token, keys, now=now)
+
+    monkeypatch.setattr(user_auth, "verify_session", counting)
+    context = FakeContext(bearer_metadata(token))
+    assert [auth.uid(context, RPC, 0) for _ in range(3)] == [42, 42, 42]
+    assert len(calls) == 1
+    # A changed token is another key: verified afresh, and refused.
+    header, _, signature = token.split(".")
+    other_payload = issue(KEYS, 43, now=NOW).split(".")[1]
+    with pytest.raises(SessionError):
+        auth.uid(FakeContext(bearer_metadata(f"{header}.{other_payload}.{signature}")), RPC, 0)
+    assert len(calls) == 2
+    # Past exp the remembered token is refused as expired, like a fresh one.
+    now[0] = NOW + 60
+    with pytest.raises(SessionError) as info:
+        auth.uid(context, RPC, 0)
+    assert info.value.reason == "SESSION_EXPIRED"
