@@ -10,6 +10,7 @@ from mesh.account.v1 import account_pb2, account_pb2_grpc
 from meshkit.errors import DomainError
 from meshkit.timeconv import to_ts
 from meshkit.user_auth import UserAuth
+from meshkit.user_limits import retry_hint
 
 _KIND = {
     Kind.CREDIT: account_pb2.ENTRY_KIND_CREDIT,
@@ -52,7 +53,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def ForceCredit(
         self, request: account_pb2.ForceCreditRequest, context: grpc.aio.ServicerContext
     ) -> account_pb2.ForceCreditResponse:
-        results, balance = await self.ledger.force_credit(request.uid, list(request.tokens))
+        with retry_hint(context):
+            results, balance = await self.ledger.force_credit(request.uid, list(request.tokens))
         return account_pb2.ForceCreditResponse(
             results=[
                 account_pb2.CreditResult(

@@ -125,9 +125,12 @@ async def spawn_mesh(base_db: str, redis_url: str) -> Mesh:
         "DATABASE_URL": with_database(base_db, name),
         "REDIS_URL": redis_url,
         "MESH_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-        "REWARD_TOKEN_KEYS": "bench:bench-secret",
+        "REWARD_TOKEN_KEYS": "bench:bench-secret-0123456789abcdef0123456789",
         "REWARD_TOKEN_ACTIVE_KEY": "bench",
         "WITHDRAW_COMPENSATION_ENABLED": "false",
+        # A few bench users confirm far more often than a person could: no per-user limits.
+        "WITHDRAW_USER_CONFIRMS_PER_MIN": "0",
+        "ACCOUNT_USER_CREDITS_PER_MIN": "0",
     }
     mesh = Mesh({}, keyring_from_env(env), scratch_db=name, base_db=base_db,
                 log_dir=ROOT / ".run" / "bench" / name)

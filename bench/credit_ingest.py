@@ -117,6 +117,8 @@ async def ensure_service(address: str) -> Target:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "MESH_KEY_PREFIX": prefix,
            "ACCOUNT_SVC_HOST": host or "127.0.0.1", "ACCOUNT_SVC_PORT": port,
            "ACCOUNT_SVC_DB_SCHEMA": schema}
+    # A private, throw-away ledger: the development key rules unless the caller chose.
+    env.setdefault("MESH_ENV", "dev")
     log = _service_log()
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "account_svc", cwd=ROOT, env=env,
                                                    stdout=log, stderr=log)

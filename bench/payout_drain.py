@@ -110,6 +110,9 @@ class BenchMesh:
             "WITHDRAW_RELAY_INTERVAL_MS": "100",
             "WITHDRAW_RELAY_BATCH": "1000",
             "WITHDRAW_COMPENSATION_ENABLED": "false",
+            # A few bench users confirm far more often than a person could: no per-user limits.
+            "WITHDRAW_USER_CONFIRMS_PER_MIN": "0",
+            "ACCOUNT_USER_CREDITS_PER_MIN": "0",
             # PostgreSQL's connections are shared with whatever else runs on this machine.
             "GATEWAY_DB_POOL_SIZE": "6",
             "ACCOUNT_DB_POOL_SIZE": "6",

@@ -140,9 +140,12 @@ async def spawn_mesh(base_db: str, redis_url: str, run_dir: Path) -> Mesh:
         "DATABASE_URL": with_database(base_db, name),
         "REDIS_URL": redis_url,
         "MESH_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-        "REWARD_TOKEN_KEYS": "bench:bench-secret",
+        "REWARD_TOKEN_KEYS": "bench:bench-secret-0123456789abcdef0123456789",
         "REWARD_TOKEN_ACTIVE_KEY": "bench",
         "WITHDRAW_COMPENSATION_ENABLED": "false",
+        # A few bench users confirm far more often than a person could: no per-user limits.
+        "WITHDRAW_USER_CONFIRMS_PER_MIN": "0",
+        "ACCOUNT_USER_CREDITS_PER_MIN": "0",
         # No limit: said explicitly, since a channel without a rate is paused.
         "PAYOUT_DEFAULT_RATES": "bank:unlimited,alipay:unlimited,balance:unlimited",
     }

@@ -40,6 +40,7 @@ MAX_UID = 2**63 - 1
 # Used only when MESH_ENV=dev and no keys are configured; it is in the source, so it is no secret.
 DEV_KEY_ID = "dev"
 DEV_KEY = b"dev-session-key-well-known-not-secret-0123456789"
+DEV_KEYS = f"{DEV_KEY_ID}:{DEV_KEY.decode()}"
 
 _KID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _UID_RE = re.compile(r"[1-9][0-9]{0,18}")
@@ -103,7 +104,8 @@ def parse_keys(raw: str) -> dict[str, bytes]:
 def keys_from_env(environ: Mapping[str, str]) -> SessionKeys:
     """Keys from SESSION_TOKEN_KEYS, the signing key from SESSION_TOKEN_ACTIVE_KEY (default:
     the first listed). Without keys: ValueError, unless MESH_ENV=dev, which gets the
-    well-known dev key and a WARNING."""
+    well-known dev key and a WARNING. (The callers that mint: the CLI and the tools. The
+    services read their keys through meshkit.secrets, which applies the same rules.)"""
     raw = environ.get("SESSION_TOKEN_KEYS", "").strip()
     if not raw:
         if environ.get("MESH_ENV", "") != "dev":
@@ -116,6 +118,11 @@ def keys_from_env(environ: Mapping[str, str]) -> SessionKeys:
         keys = parse_keys(raw)
     except ValueError as exc:
         raise ValueError(f"SESSION_TOKEN_KEYS: {exc}") from exc
+    return with_active_key(keys, environ)
+
+
+def with_active_key(keys: Mapping[str, bytes], environ: Mapping[str, str]) -> SessionKeys:
+    """`keys` with SESSION_TOKEN_ACTIVE_KEY (default: the first listed) as the signing key."""
     active = environ.get("SESSION_TOKEN_ACTIVE_KEY", "").strip() or next(iter(keys))
     if active not in keys:
         raise ValueError(f"SESSION_TOKEN_ACTIVE_KEY {active!r} is not among SESSION_TOKEN_KEYS")

@@ -101,7 +101,16 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
     admission = Admission(settings.admission) if settings.admission.enabled and settings.admitted else None
     gate = Gate(admission, settings.admitted)
-    server = grpc.aio.server(interceptors=server_interceptors(gate), options=[("grpc.so_reuseport", 0)])
+    limits = settings.limits
+    server = grpc.aio.server(
+        interceptors=server_interceptors(gate),
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", limits.max_receive_bytes),
+            ("grpc.max_send_message_length", limits.max_send_bytes),
+        ],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = app.register(server)

@@ -6,8 +6,8 @@ the request body must be that uid or 0 (then the token's is used); another one i
 PERMISSION_DENIED, so a signed-in user cannot act for someone else. Domain code never sees
 a token: servicers ask this module for the uid and pass it on.
 
-A few of these RPCs are also called by services on no user's behalf (recon_svc and
-payout_svc read orders, withdraw_svc reads balances). A call without a bearer token from a
+A few of these RPCs are also called by services on no user's behalf (recon_svc, payout_svc
+and account_svc read orders, withdraw_svc reads balances). A call without a bearer token from a
 caller listed for that RPC in INTERNAL_CALLERS is let through acting for nobody in
 particular. The caller's name is meshkit.identity's: the certificate's under mutual TLS, a
 self-declared header without it (inside a trusted network only).
@@ -22,9 +22,19 @@ from collections.abc import Callable, Mapping
 import grpc
 
 from edge.client import AUTHORIZATION_HEADER
-from edge.sessions import MISSING, Session, SessionError, SessionKeys, keys_from_env, verify_session
+from edge.sessions import (
+    DEV_KEYS,
+    MISSING,
+    Session,
+    SessionError,
+    SessionKeys,
+    parse_keys,
+    verify_session,
+    with_active_key,
+)
 from meshkit.errors import PermissionDenied
 from meshkit.identity import caller_of
+from meshkit.secrets import key_ring
 
 _BEARER = "bearer "
 # Verified tokens kept per replica. An app sends one token with every call of a session,
@@ -35,15 +45,19 @@ VERIFIED_CACHE_SIZE = 20_000
 
 # RPC ("Service/Method") -> services that may call it without a session token.
 INTERNAL_CALLERS: Mapping[str, frozenset[str]] = {
-    "WithdrawService/GetOrder": frozenset({"payout_svc", "recon_svc"}),
+    # account_svc asks whether an order failed before it refunds (ACCOUNT_REFUND_CHECKS_ORDER).
+    "WithdrawService/GetOrder": frozenset({"account_svc", "payout_svc", "recon_svc"}),
     "AccountService/GetBalance": frozenset({"withdraw_svc"}),
 }
 
 
 def session_keys_at_start(environ: Mapping[str, str] | None = None) -> SessionKeys:
-    """The keys that verify session tokens; a service without usable keys does not start."""
+    """The keys that verify session tokens, by the rules of every key ring (meshkit.secrets):
+    a service without usable keys does not start, unless MESH_ENV=dev."""
+    env = os.environ if environ is None else environ
+    keys = key_ring("SESSION_TOKEN_KEYS", env.get("SESSION_TOKEN_KEYS", ""), parse_keys, DEV_KEYS, env)
     try:
-        return keys_from_env(os.environ if environ is None else environ)
+        return with_active_key(keys, env)
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
 

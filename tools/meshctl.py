@@ -425,6 +425,11 @@ USAGE = "usage: mesh.py up | down | status | restart <svc> | kill <svc>"
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="mesh: %(message)s", stream=sys.stdout)
     command, args = (argv[0], argv[1:]) if argv else ("", [])
+    if command in ("up", "restart") and os.environ.setdefault("MESH_ENV", "dev") == "dev":
+        # The local mesh runs under development rules (meshkit.secrets): said once, here.
+        print("mesh: MESH_ENV=dev: development rules (the built-in reward-token and session-token "
+              "keys when REWARD_TOKEN_KEYS / SESSION_TOKEN_KEYS are unset); set MESH_ENV to anything "
+              "else to refuse them")
     try:
         if command == "up" and not args:
             up()

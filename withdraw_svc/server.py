@@ -13,6 +13,7 @@ from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
 from meshkit.user_auth import UserAuth
+from meshkit.user_limits import UserRateLimit
 from withdraw_svc.auto_release import AutoRelease
 from withdraw_svc.compensation import Compensation
 from withdraw_svc.peers import AccountClient, GatewayClient, PayoutStatsClient
@@ -49,8 +50,11 @@ class WithdrawApp:
         self.service = WithdrawService(
             s, self.repo, self.redis, self.account, self.gateway, self.gate,
             wake_relay=self.outbox.wake.set, wake_refunds=self.refunds.wake.set,
+            confirm_limit=UserRateLimit(self.stores.redis, self.stores.keys, "confirm",
+                                        s.user_confirms_per_min, "withdrawals"),
         )
-        self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set)
+        self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set,
+                                         gateway=self.gateway)
         self.admin = GateAdmin(self.repo, self.gate)
         self.auto_release = AutoRelease(self.admin, self.payout_stats, s.auto_release_interval_s)
         self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,

@@ -9,6 +9,7 @@ from meshkit.errors import DomainError
 from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
 from meshkit.user_auth import UserAuth
+from meshkit.user_limits import retry_hint
 from withdraw_svc.compensation import Compensation, CompensationAction
 from withdraw_svc.domain import (
     ConfirmInput,
@@ -112,10 +113,11 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
         self, request: withdraw_pb2.ConfirmWithdrawRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ConfirmWithdrawResponse:
         uid = self.users.uid(context, "WithdrawService/ConfirmWithdraw", request.uid)
-        order, replayed = await self.service.confirm(ConfirmInput(
-            uid=uid, request_id=request.request_id, amount_fen=request.amount_fen,
-            method_id=request.method_id, tokens=tuple(request.tokens),
-        ))
+        with retry_hint(context):
+            order, replayed = await self.service.confirm(ConfirmInput(
+                uid=uid, request_id=request.request_id, amount_fen=request.amount_fen,
+                method_id=request.method_id, tokens=tuple(request.tokens),
+            ))
         return withdraw_pb2.ConfirmWithdrawResponse(order=order_pb(order), replayed=replayed)
 
     async def GetOrder(

@@ -66,6 +66,9 @@ class Settings:
     order_writes_in_flight: int
     deduct_in_flight: int
     deduct_linger_s: float
+    # Confirms one uid may make per minute, shared by all replicas through Redis
+    # (WITHDRAW_USER_CONFIRMS_PER_MIN; 0: no limit).
+    user_confirms_per_min: int
     # Test-only: exit the process (as kill -9 would) just before the refund call.
     test_crash_before_refund: bool
 
@@ -122,6 +125,7 @@ class Settings:
             order_writes_in_flight=max(1, env_int("WITHDRAW_ORDER_WRITES_IN_FLIGHT", 1)),
             deduct_in_flight=max(1, env_int("WITHDRAW_DEDUCT_IN_FLIGHT", 1)),
             deduct_linger_s=max(0, env_int("WITHDRAW_DEDUCT_LINGER_MS", 2)) / 1000.0,
+            user_confirms_per_min=env_int("WITHDRAW_USER_CONFIRMS_PER_MIN", 10),
             test_crash_before_refund=env_bool("WITHDRAW_TEST_CRASH_BEFORE_REFUND", False),
             # Last: a mistyped setting above is reported before missing keys are.
             session_keys=session_keys_at_start(),

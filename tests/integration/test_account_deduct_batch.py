@@ -26,7 +26,8 @@ Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
 @pytest.fixture(scope="module")
 async def account(mesh_env: dict[str, str]) -> AsyncIterator[Stub]:
     saved = os.environ.get("ACCOUNT_SVC_ADDR")
-    running = await start_service("account_svc")
+    # The ledger alone: its own refund rules, without withdraw_svc to ask about orders.
+    running = await start_service("account_svc", {"ACCOUNT_REFUND_CHECKS_ORDER": "false"})
     async with grpc.aio.insecure_channel(running.address) as channel:
         yield account_pb2_grpc.AccountServiceStub(channel)
     await running.stop(1.0)

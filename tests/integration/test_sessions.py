@@ -221,7 +221,7 @@ async def test_services_read_orders_and_balances_without_a_user_only_where_liste
     uid, method = await mesh.user(balance_fen=900)
     order = (await mesh.confirm(uid, method, 300)).order
     request = withdraw_pb2.GetOrderRequest(order_id=order.order_id)
-    for service in ("recon_svc", "payout_svc"):
+    for service in ("recon_svc", "payout_svc", "account_svc"):
         got = await mesh.withdraw(caller=service).GetOrder(request, timeout=10)
         assert got.order.uid == uid
     balance = await mesh.account(caller="withdraw_svc").GetBalance(
@@ -242,10 +242,11 @@ async def test_mesh_env_dev_without_keys_uses_the_dev_key_and_says_so(
 ) -> None:
     uid, _ = await mesh.user(balance_fen=300)
     index = len(mesh.withdraws)
-    with caplog.at_level(logging.WARNING, logger="edge.sessions"):
+    with caplog.at_level(logging.WARNING, logger="meshkit.secrets"):
         await mesh.start_withdraw({"SESSION_TOKEN_KEYS": "", "SESSION_TOKEN_ACTIVE_KEY": "",
                                    "MESH_ENV": "dev"})
-    assert any("well-known dev key" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert any("SESSION_TOKEN_KEYS is not set" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
     stub = mesh.withdraw(index)
     dev = SessionKeys({sessions.DEV_KEY_ID: sessions.DEV_KEY}, sessions.DEV_KEY_ID)
     listed = await stub.ListOrders(withdraw_pb2.ListOrdersRequest(uid=uid), timeout=10,

@@ -20,7 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from tests.harness import user_metadata
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
-from tools.meshctl import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +75,8 @@ class WithdrawProcess:
 async def test_refund_happens_once_after_a_crash_between_failed_and_refund(
     mesh: WdMesh, tmp_path: Path
 ) -> None:
-    port = free_ports(1)[0]
+    # The port start_mesh told account_svc (which asks withdraw_svc before a refund).
+    port = int(mesh.env["WITHDRAW_SVC_ADDR"].rsplit(":", 1)[1])
     crashing = WithdrawProcess(mesh, port, {"WITHDRAW_TEST_CRASH_BEFORE_REFUND": "1"}, tmp_path / "a.log")
     try:
         await crashing.ready()

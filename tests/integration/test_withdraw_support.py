@@ -207,20 +207,26 @@ async def start_mesh(mesh_env: dict[str, str], *, withdraw: bool = True, payout:
         # PostgreSQL's connections are shared with every other test run on this machine.
         "WITHDRAW_DB_POOL_SIZE": "4",
         "ACCOUNT_DB_POOL_SIZE": "4",
+        # These meshes burst many confirms (and credits) for one uid to test concurrency;
+        # the per-user limits are tested with their own values (test_user_limits.py).
+        "WITHDRAW_USER_CONFIRMS_PER_MIN": "1000",
+        "ACCOUNT_USER_CREDITS_PER_MIN": "1000",
         **(extra or {}),
     }
     gateway_srv = await _start("gateway_mock", env)
     env["GATEWAY_MOCK_ADDR"] = gateway_srv.address
+    # account_svc asks withdraw_svc before every refund: it is told withdraw_svc's port first.
+    withdraw_port = free_port()
+    env["WITHDRAW_SVC_ADDR"] = f"127.0.0.1:{withdraw_port}"
     account_srv = await _start("account_svc", env)
     env["ACCOUNT_SVC_ADDR"] = account_srv.address
     # withdraw_svc reads payout_svc's channel stats (auto-release) and payout_svc calls
     # withdraw_svc: payout_svc's port is chosen first so each can be told the other's.
     payout_port = free_port()
     env["PAYOUT_SVC_ADDR"] = f"127.0.0.1:{payout_port}"
-    withdraws = [await _start("withdraw_svc", env)] if withdraw else []
+    withdraws = [await _start("withdraw_svc", env, port=withdraw_port)] if withdraw else []
     payout_srv = None
     if withdraws:
-        env["WITHDRAW_SVC_ADDR"] = withdraws[0].address
         if payout:
             payout_srv = await _start("payout_svc", env, port=payout_port)
     else:

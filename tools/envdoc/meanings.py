@@ -28,6 +28,10 @@ MEANINGS: dict[str, str] = {
     "MESH_TLS_KEY": "This process's private key for mutual TLS.",
     "MESH_SHUTDOWN_GRACE_S": "Seconds in-flight calls get to finish on SIGTERM before the server stops.",
     "MESH_EVENT_LOOP": "uvloop (default) or asyncio.",
+    "MESH_ENV": "`dev` allows development defaults (the built-in reward-token and session-token keys when none is set, with a WARNING); anything else, or unset, refuses to start without real keys. `make up` and the tests set it to dev.",
+    "MESH_MAX_RECEIVE_BYTES": "Largest request a server accepts (default 4 MiB); a larger one is refused RESOURCE_EXHAUSTED before any handler runs.",
+    "MESH_MAX_SEND_BYTES": "Largest reply a server sends (default 16 MiB).",
+    "MESH_MAX_CONCURRENT_RPCS": "Calls one server runs at once (default 1000); beyond, new calls are refused RESOURCE_EXHAUSTED.",
     "MESH_ADMISSION_ENABLED": "Refuse calls fast (RESOURCE_EXHAUSTED with retry-after-ms) when saturated.",
     "MESH_ADMISSION_MAX_INFLIGHT": "Admitted calls in flight per replica before new ones wait.",
     "MESH_ADMISSION_QUEUE_MS": "Longest a call may wait for admission before it is refused.",
@@ -49,15 +53,19 @@ MEANINGS: dict[str, str] = {
     "ACCOUNT_CREDIT_CLAIM_IDLE_MS": "A reward pending this long on another consumer is taken over (it died).",
     "ACCOUNT_CONSUMER_NAME": "Consumer name prefix, unique per process (default: host and pid).",
     "REWARD_TOKEN_KEYS": "Reward-token secrets by key id, \"k1:secret1,k2:secret2\"; every key listed "
-                         "verifies. Unset: a well-known development key, which `make preflight` refuses.",
+                         "verifies; each at least 32 bytes. Unset: account_svc refuses to start, except "
+                         "under MESH_ENV=dev (a well-known development key, which `make preflight` refuses).",
+    "ACCOUNT_REFUND_CHECKS_ORDER": "Refund (or void) only orders withdraw_svc itself says are FAILED (default on; off only for tests of the ledger alone).",
+    "ACCOUNT_PEER_DEADLINE_MS": "Deadline of account_svc's calls to withdraw_svc (the refund check).",
+    "ACCOUNT_USER_CREDITS_PER_MIN": "Forced credits (ForceCredit with tokens) one uid may make per minute, across replicas (default 30; 0: no limit).",
     "REWARD_TOKEN_ACTIVE_KEY": "Key id that signs new reward tokens (default: the first listed).",
     "REWARD_TOKEN_MAX_AGE_S": "A reward token older than this credits nothing (default 7 days).",
     # Session tokens (edge.sessions): who the end user of a user-facing RPC is
     "SESSION_TOKEN_KEYS": "Session-token (JWT, HS256) secrets by key id, \"k1:secret1,k2:secret2\", each at least 32 bytes; every key listed verifies, so a key being rotated out still verifies the tokens it signed until it is removed. Without it withdraw_svc, account_svc and `python -m edge` refuse to start unless MESH_ENV=dev.",
     "SESSION_TOKEN_ACTIVE_KEY": "Key id that signs new session tokens (`python -m edge issue`, the tools; default: the first listed).",
-    "MESH_ENV": "dev: allowed to run without SESSION_TOKEN_KEYS, with a well-known dev key and a WARNING (the Makefile's targets set it unless it is already set); anything else: the keys are required.",
     # withdraw_svc
     "WITHDRAW_CHANNELS": "Payout channels a user may choose.",
+    "WITHDRAW_USER_CONFIRMS_PER_MIN": "Confirms one uid may make per minute, across replicas (default 10; 0: no limit).",
     "WITHDRAW_MIN_FEN": "Smallest withdrawal, in fen.",
     "WITHDRAW_MAX_FEN": "Largest withdrawal, in fen.",
     "WITHDRAW_PAGE_CREDIT_DEADLINE_MS": "How long the page waits for a forced credit before showing the balance.",
