@@ -17,19 +17,21 @@ class OrdersUnavailable(Exception):
 class OrderStates:
     def __init__(self, address: str, tls: TlsSettings, deadline_s: float) -> None:
         self.channel = dial(address, tls, caller="account_svc")
-        self.stub = withdraw_pb2_grpc.WithdrawServiceStub(self.channel)
+        # The coordination RPC, not the user's GetOrder: it has no owner check (a session
+        # token would be the user's) and admission never sheds it behind page views.
+        self.stub = withdraw_pb2_grpc.PayoutCoordinationServiceStub(self.channel)
         self.deadline_s = deadline_s
 
     async def state_of(self, order_id: str) -> str | None:
         """The order's state name (FAILED, SUCCEEDED...), None when withdraw_svc has no such order."""
         try:
-            reply = await self.stub.GetOrder(withdraw_pb2.GetOrderRequest(order_id=order_id),
-                                             timeout=self.deadline_s)
+            reply = await self.stub.GetOrderStates(withdraw_pb2.GetOrderStatesRequest(order_ids=[order_id]),
+                                                   timeout=self.deadline_s)
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                return None
             raise OrdersUnavailable(f"withdraw_svc: {err.code().name}: {err.details()}") from err
-        return withdraw_pb2.OrderState.Name(reply.order.state).removeprefix("ORDER_STATE_")
+        if order_id not in reply.states:
+            return None
+        return withdraw_pb2.OrderState.Name(reply.states[order_id]).removeprefix("ORDER_STATE_")
 
     async def close(self) -> None:
         await self.channel.close()

@@ -56,6 +56,7 @@ from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools import meshctl  # noqa: E402
+from tools.loadlib import four_eyes  # noqa: E402
 from tools.loadlib.clients import retry_unavailable  # noqa: E402
 from tools.loadlib.cpu import read_stat  # noqa: E402
 from tools.loadlib.seeding import bounded_gather  # noqa: E402
@@ -264,7 +265,7 @@ async def set_rate(bench: BenchMesh, rate: float, unlimited: bool = False) -> No
         admin = payout_pb2_grpc.PayoutAdminServiceStub(channel)
         request = payout_pb2.SetChannelRateRequest(channel=bench.channel, rate_per_second=rate,
                                                    unlimited=unlimited)
-        await admin.SetChannelRate(request, timeout=10)
+        await four_eyes.set_rate(four_eyes.header_hands(admin), request, reason="payout drain bench: open")
 
 
 def start_paused_then_open(bench: BenchMesh, processes: int, workers: int,
@@ -355,7 +356,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=6000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=8, help="PAYOUT_WORKERS_PER_CHANNEL")
+    parser.add_argument("--workers", type=int, default=2, help="PAYOUT_WORKERS_PER_CHANNEL")
     parser.add_argument("--gateway-capacity", type=int, default=1000)
     parser.add_argument("--channel", default="bank")
     parser.add_argument("--keep", action="store_true", help="keep schemas and Redis keys")

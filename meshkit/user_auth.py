@@ -6,8 +6,9 @@ the request body must be that uid or 0 (then the token's is used); another one i
 PERMISSION_DENIED, so a signed-in user cannot act for someone else. Domain code never sees
 a token: servicers ask this module for the uid and pass it on.
 
-A few of these RPCs are also called by services on no user's behalf (recon_svc, payout_svc
-and account_svc read orders, withdraw_svc reads balances). A call without a bearer token from a
+A few of these RPCs are also called by services on no user's behalf (recon_svc and
+payout_svc read orders, withdraw_svc reads balances; account_svc uses the coordination
+RPC GetOrderStates instead). A call without a bearer token from a
 caller listed for that RPC in INTERNAL_CALLERS is let through acting for nobody in
 particular. The caller's name is meshkit.identity's: the certificate's under mutual TLS, a
 self-declared header without it (inside a trusted network only).
@@ -45,8 +46,7 @@ VERIFIED_CACHE_SIZE = 20_000
 
 # RPC ("Service/Method") -> services that may call it without a session token.
 INTERNAL_CALLERS: Mapping[str, frozenset[str]] = {
-    # account_svc asks whether an order failed before it refunds (ACCOUNT_REFUND_CHECKS_ORDER).
-    "WithdrawService/GetOrder": frozenset({"account_svc", "payout_svc", "recon_svc"}),
+    "WithdrawService/GetOrder": frozenset({"payout_svc", "recon_svc"}),
     "AccountService/GetBalance": frozenset({"withdraw_svc"}),
 }
 

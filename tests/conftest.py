@@ -44,6 +44,11 @@ async def mesh_env() -> AsyncIterator[dict[str, str]]:
         # shared box: shedding would refuse them. Admission is tested where it is switched
         # back on (tests/integration/test_withdraw_admission.py).
         "MESH_ADMISSION_ENABLED": "false",
+        # Most tests set the gate or a rate in passing, to arrange what they test: the dev
+        # opt-out lets them call SetGate / SetChannelRate directly. Four-eyes is on where it
+        # is the subject (tests/integration/test_admin_four_eyes.py) and in the e2e mesh,
+        # whose tools propose and approve as two operators. (MESH_ENV=dev above.)
+        "ADMIN_FOUR_EYES": "false",
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)

@@ -8,14 +8,17 @@ import grpc
 
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
 from mesh.withdraw.v1 import settings_pb2, settings_pb2_grpc, withdraw_pb2, withdraw_pb2_grpc
+from meshkit.admin_store import ChangeStore
 from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
 from meshkit.user_auth import UserAuth
 from meshkit.user_limits import UserRateLimit
+from withdraw_svc.admin_audit import WithdrawAudit
 from withdraw_svc.auto_release import AutoRelease
 from withdraw_svc.compensation import Compensation
+from withdraw_svc.gate_changes import KIND, GateChanges
 from withdraw_svc.peers import AccountClient, GatewayClient, PayoutStatsClient
 from withdraw_svc.relay import OutboxRelay, RefundRelay
 from withdraw_svc.repository import Repository
@@ -55,7 +58,9 @@ class WithdrawApp:
         )
         self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set,
                                          gateway=self.gateway)
-        self.admin = GateAdmin(self.repo, self.gate)
+        self.admin = GateAdmin(self.repo, self.gate, four_eyes=s.four_eyes.required)
+        self.gate_changes = GateChanges(self.admin, ChangeStore(self.stores.pool, KIND, s.four_eyes.ttl_s))
+        self.audit = WithdrawAudit(self.stores.pool)
         self.auto_release = AutoRelease(self.admin, self.payout_stats, s.auto_release_interval_s)
         self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,
                                          self.outbox)
@@ -77,7 +82,7 @@ class WithdrawApp:
             PayoutCoordinationServicer(self.coordination), server
         )
         withdraw_pb2_grpc.add_WithdrawAdminServiceServicer_to_server(
-            WithdrawAdminServicer(self.admin, self.compensation), server
+            WithdrawAdminServicer(self.admin, self.compensation, self.gate_changes, self.audit), server
         )
         settings_pb2_grpc.add_WithdrawSettingsServiceServicer_to_server(
             WithdrawSettingsServicer(self.settings), server

@@ -23,6 +23,7 @@ from meshkit.errors import (
     RateLimited,
     Unavailable,
 )
+from meshkit.four_eyes import direct_change_refused
 from meshkit.logs import log_context
 from meshkit.outage import OutageLog
 from meshkit.streams import trace_fields
@@ -139,9 +140,10 @@ class GateHolder:
 
 
 class GateAdmin:
-    def __init__(self, repo: Repository, gate: GateHolder) -> None:
+    def __init__(self, repo: Repository, gate: GateHolder, four_eyes: bool = True) -> None:
         self.repo = repo
         self.gate = gate
+        self.four_eyes = four_eyes   # direct SetGate refused (meshkit/four_eyes.py)
 
     async def get(self, uid: int) -> tuple[GateConfig, GateDecision | None]:
         validate.in_range("uid", uid, 0, validate.INT64_MAX, reason="BAD_UID")  # 0: no user
@@ -151,7 +153,10 @@ class GateAdmin:
     async def set(
         self, patch: GateConfig, mask: Sequence[str], expected_version: int, actor: str, reason: str
     ) -> GateConfig:
-        """Change the fields `mask` names to their values in `patch` (AIP-134), audited."""
+        """Change the fields `mask` names to their values in `patch` (AIP-134), audited.
+        Refused under four-eyes: the change goes through GateChanges instead."""
+        if self.four_eyes:
+            raise direct_change_refused("a gate change", "ProposeGateChange", "ApproveGateChange")
         validate.in_range("expected_version", expected_version, 0, validate.INT64_MAX, reason="BAD_VERSION")
         validate.text("reason", reason, max_len=MAX_REASON_LEN, multiline=True)
         names = gate_mask(mask)
@@ -471,6 +476,13 @@ class Coordination:
         self.repo = repo
         self.wake_refunds = wake_refunds
         self.gateway = gateway
+
+    async def orders_of(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        """The orders named that exist (for a peer about to act on them)."""
+        validate.count("order_ids", order_ids, MAX_PAYOUT_BATCH, reason="BATCH_TOO_LARGE")
+        for order_id in order_ids:
+            validate.identifier("order_ids", order_id)
+        return await self.repo.get_orders(order_ids)
 
     async def _failures_refused(self, order_ids: Sequence[str]) -> dict[str, DomainError]:
         """One QueryPayouts for all of `order_ids` (declared FAILED): the ones the gateway

@@ -281,6 +281,52 @@ case("withdraw GetGate uid negative", "withdraw_admin", "uid", simple("GetGate",
 case("withdraw RunCompensation min_age_seconds out of range", "withdraw_admin", "min_age_seconds",
      simple("RunCompensation", wd.RunCompensationRequest(min_age_seconds=2**62, dry_run=True)))
 
+# four-eyes changes and the admin audit (withdraw_svc, payout_svc, gateway_mock, recon_svc)
+def propose_gate(reason: str = "test", **change: Any) -> Call:
+    def call(s: Any, x: Mesh) -> Awaitable[Any]:
+        fields: dict[str, Any] = {"timezone": "Asia/Shanghai", "release_modulus": 1, "release_k": 1}
+        config = wd.GateConfig(**{**fields, **change})
+        return s.ProposeGateChange(wd.ProposeGateChangeRequest(request=wd.SetGateRequest(
+            config=config, reason=reason, update_mask=FieldMask(paths=["*"]))), timeout=10)
+    return call
+
+
+for label, value in (("nul", NUL), ("long", LONG_ID)):
+    case(f"withdraw ProposeGateChange timezone {label}", "withdraw_admin", "timezone",
+         propose_gate(timezone=value))
+    case(f"withdraw ApproveGateChange change_id {label}", "withdraw_admin", "change_id",
+         simple("ApproveGateChange", wd.ApproveGateChangeRequest(change_id=value)))
+    case(f"withdraw RejectGateChange change_id {label}", "withdraw_admin", "change_id",
+         simple("RejectGateChange", wd.RejectGateChangeRequest(change_id=value)))
+    case(f"payout ProposeRateChange channel {label}", "payout_admin", "channel",
+         simple("ProposeRateChange", po.ProposeRateChangeRequest(
+             request=po.SetChannelRateRequest(channel=value, rate_per_second=5))))
+    case(f"payout ApproveRateChange change_id {label}", "payout_admin", "change_id",
+         simple("ApproveRateChange", po.ApproveRateChangeRequest(change_id=value)))
+    case(f"payout RejectRateChange change_id {label}", "payout_admin", "change_id",
+         simple("RejectRateChange", po.RejectRateChangeRequest(change_id=value)))
+for label, value in (("nul", NUL), ("long", LONG_TEXT)):
+    case(f"withdraw ProposeGateChange reason {label}", "withdraw_admin", "reason", propose_gate(reason=value))
+    case(f"withdraw RejectGateChange reason {label}", "withdraw_admin", "reason",
+         simple("RejectGateChange", wd.RejectGateChangeRequest(change_id="chg-none", reason=value)))
+    case(f"payout ProposeRateChange reason {label}", "payout_admin", "reason",
+         simple("ProposeRateChange", po.ProposeRateChangeRequest(
+             request=po.SetChannelRateRequest(channel="bank", rate_per_second=5), reason=value)))
+for label, token in (("garbage", "zz"), ("unicode digit", "²"), ("out of range", INT64_OVER),
+                     ("nul", "1\x00"), ("long", "9" * 300)):
+    case(f"withdraw ListGateChanges page_token {label}", "withdraw_admin", "page_token",
+         simple("ListGateChanges", wd.ListGateChangesRequest(page_token=token)))
+    case(f"payout ListRateChanges page_token {label}", "payout_admin", "page_token",
+         simple("ListRateChanges", po.ListRateChangesRequest(page_token=token)))
+    case(f"withdraw ListAdminAudit page_token {label}", "withdraw_admin", "page_token",
+         simple("ListAdminAudit", wd.ListAdminAuditRequest(page_token=token)))
+    case(f"payout ListAdminAudit page_token {label}", "payout_admin", "page_token",
+         simple("ListAdminAudit", po.ListAdminAuditRequest(page_token=token)))
+    case(f"gateway ListAdminAudit page_token {label}", "gateway_admin", "page_token",
+         simple("ListAdminAudit", gw.ListAdminAuditRequest(page_token=token)))
+    case(f"recon ListAdminAudit page_token {label}", "recon", "page_token",
+         simple("ListAdminAudit", rc.ListAdminAuditRequest(page_token=token)))
+
 # recon_svc
 for label, value in (("nul", NUL), ("long", LONG_ID)):
     case(f"recon ListDiscrepancies order_id {label}", "recon", "order_id",

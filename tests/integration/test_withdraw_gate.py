@@ -3,6 +3,7 @@ through SetGate seen by every replica within seconds, and the audit of every cha
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -69,6 +70,12 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
         config=campaign, expected_version=before.version, reason="campaign night", update_mask=ALL),
         timeout=10)).config
     assert applied.version == before.version + 1
+    # A direct change (this mesh's dev opt-out) is in the admin audit too, old -> new.
+    audit = await admin.ListAdminAudit(withdraw_pb2.ListAdminAuditRequest(page_size=1), timeout=10)
+    [entry] = audit.entries
+    assert (entry.action, entry.actor, entry.reason) == ("gate.set", "ops-alice", "campaign night")
+    assert json.loads(entry.old_json)["version"] == before.version
+    assert json.loads(entry.new_json)["closed_start"] == "19:00"
 
     early, early_method = await user_in_cohort(mesh, residue=1)
     next_batch, next_method = await user_in_cohort(mesh, residue=4)

@@ -199,3 +199,15 @@ async def test_gateway_down_answers_unavailable_and_changes_nothing(mesh_env: di
         assert method
     finally:
         await m.stop()
+
+
+async def test_order_states_tell_the_ledger_what_withdraw_svc_holds(mesh: WdMesh) -> None:
+    _uid, _method, paying = await paying_order(mesh)
+    reply = await mesh.coordination().GetOrderStates(
+        wd.GetOrderStatesRequest(order_ids=[paying, "no-such-order"]), timeout=10)
+    assert dict(reply.states) == {paying: wd.ORDER_STATE_PAYING}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await mesh.coordination().GetOrderStates(
+            wd.GetOrderStatesRequest(order_ids=[f"o-{i}" for i in range(501)]), timeout=10)
+    assert code_of(err.value) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "order_ids" in (err.value.details() or "")

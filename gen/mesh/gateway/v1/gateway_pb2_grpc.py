@@ -391,6 +391,11 @@ class GatewayAdminServiceStub:
                 request_serializer=mesh_dot_gateway_dot_v1_dot_gateway__pb2.GetChannelFaultsRequest.SerializeToString,
                 response_deserializer=mesh_dot_gateway_dot_v1_dot_gateway__pb2.GetChannelFaultsResponse.FromString,
                 _registered_method=True)
+        self.ListAdminAudit = channel.unary_unary(
+                '/mesh.gateway.v1.GatewayAdminService/ListAdminAudit',
+                request_serializer=mesh_dot_gateway_dot_v1_dot_gateway__pb2.ListAdminAuditRequest.SerializeToString,
+                response_deserializer=mesh_dot_gateway_dot_v1_dot_gateway__pb2.ListAdminAuditResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayAdminServiceServicer:
@@ -411,6 +416,13 @@ class GatewayAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAdminAudit(self, request, context):
+        """ListAdminAudit lists every fault and capacity change (who, when, old and new), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -423,6 +435,11 @@ def add_GatewayAdminServiceServicer_to_server(servicer, server):
                     servicer.GetChannelFaults,
                     request_deserializer=mesh_dot_gateway_dot_v1_dot_gateway__pb2.GetChannelFaultsRequest.FromString,
                     response_serializer=mesh_dot_gateway_dot_v1_dot_gateway__pb2.GetChannelFaultsResponse.SerializeToString,
+            ),
+            'ListAdminAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdminAudit,
+                    request_deserializer=mesh_dot_gateway_dot_v1_dot_gateway__pb2.ListAdminAuditRequest.FromString,
+                    response_serializer=mesh_dot_gateway_dot_v1_dot_gateway__pb2.ListAdminAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -480,6 +497,33 @@ class GatewayAdminService:
             '/mesh.gateway.v1.GatewayAdminService/GetChannelFaults',
             mesh_dot_gateway_dot_v1_dot_gateway__pb2.GetChannelFaultsRequest.SerializeToString,
             mesh_dot_gateway_dot_v1_dot_gateway__pb2.GetChannelFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdminAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.gateway.v1.GatewayAdminService/ListAdminAudit',
+            mesh_dot_gateway_dot_v1_dot_gateway__pb2.ListAdminAuditRequest.SerializeToString,
+            mesh_dot_gateway_dot_v1_dot_gateway__pb2.ListAdminAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

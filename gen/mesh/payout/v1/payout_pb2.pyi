@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from mesh.admin.v1 import admin_pb2 as _admin_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -120,3 +121,85 @@ class ReplayDeadLettersResponse(_message.Message):
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     replayed: int
     def __init__(self, replayed: _Optional[int] = ...) -> None: ...
+
+class RateChange(_message.Message):
+    __slots__ = ("review", "request")
+    REVIEW_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    review: _admin_pb2.ChangeReview
+    request: SetChannelRateRequest
+    def __init__(self, review: _Optional[_Union[_admin_pb2.ChangeReview, _Mapping]] = ..., request: _Optional[_Union[SetChannelRateRequest, _Mapping]] = ...) -> None: ...
+
+class ProposeRateChangeRequest(_message.Message):
+    __slots__ = ("request", "reason")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request: SetChannelRateRequest
+    reason: str
+    def __init__(self, request: _Optional[_Union[SetChannelRateRequest, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ProposeRateChangeResponse(_message.Message):
+    __slots__ = ("change",)
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    change: RateChange
+    def __init__(self, change: _Optional[_Union[RateChange, _Mapping]] = ...) -> None: ...
+
+class ApproveRateChangeRequest(_message.Message):
+    __slots__ = ("change_id",)
+    CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    change_id: str
+    def __init__(self, change_id: _Optional[str] = ...) -> None: ...
+
+class ApproveRateChangeResponse(_message.Message):
+    __slots__ = ("change", "stats")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    change: RateChange
+    stats: ChannelStats
+    def __init__(self, change: _Optional[_Union[RateChange, _Mapping]] = ..., stats: _Optional[_Union[ChannelStats, _Mapping]] = ...) -> None: ...
+
+class RejectRateChangeRequest(_message.Message):
+    __slots__ = ("change_id", "reason")
+    CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    change_id: str
+    reason: str
+    def __init__(self, change_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RejectRateChangeResponse(_message.Message):
+    __slots__ = ("change",)
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    change: RateChange
+    def __init__(self, change: _Optional[_Union[RateChange, _Mapping]] = ...) -> None: ...
+
+class ListRateChangesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRateChangesResponse(_message.Message):
+    __slots__ = ("changes", "next_page_token")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[RateChange]
+    next_page_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[RateChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListAdminAuditRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAdminAuditResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_admin_pb2.AdminAuditEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[_admin_pb2.AdminAuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

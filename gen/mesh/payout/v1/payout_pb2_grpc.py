@@ -45,6 +45,31 @@ class PayoutAdminServiceStub:
                 request_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.SetChannelRateRequest.SerializeToString,
                 response_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.SetChannelRateResponse.FromString,
                 _registered_method=True)
+        self.ProposeRateChange = channel.unary_unary(
+                '/mesh.payout.v1.PayoutAdminService/ProposeRateChange',
+                request_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ProposeRateChangeRequest.SerializeToString,
+                response_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ProposeRateChangeResponse.FromString,
+                _registered_method=True)
+        self.ApproveRateChange = channel.unary_unary(
+                '/mesh.payout.v1.PayoutAdminService/ApproveRateChange',
+                request_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ApproveRateChangeRequest.SerializeToString,
+                response_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ApproveRateChangeResponse.FromString,
+                _registered_method=True)
+        self.RejectRateChange = channel.unary_unary(
+                '/mesh.payout.v1.PayoutAdminService/RejectRateChange',
+                request_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.RejectRateChangeRequest.SerializeToString,
+                response_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.RejectRateChangeResponse.FromString,
+                _registered_method=True)
+        self.ListRateChanges = channel.unary_unary(
+                '/mesh.payout.v1.PayoutAdminService/ListRateChanges',
+                request_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListRateChangesRequest.SerializeToString,
+                response_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListRateChangesResponse.FromString,
+                _registered_method=True)
+        self.ListAdminAudit = channel.unary_unary(
+                '/mesh.payout.v1.PayoutAdminService/ListAdminAudit',
+                request_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListAdminAuditRequest.SerializeToString,
+                response_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListAdminAuditResponse.FromString,
+                _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/mesh.payout.v1.PayoutAdminService/ListDeadLetters',
                 request_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListDeadLettersRequest.SerializeToString,
@@ -70,7 +95,47 @@ class PayoutAdminServiceServicer:
 
     def SetChannelRate(self, request, context):
         """SetChannelRate sets a channel's payout rate limit, shared by every replica: a positive
-        rate, or unlimited. A channel with no configured rate is paused.
+        rate, or unlimited. A channel with no configured rate is paused. Refused
+        (FAILED_PRECONDITION) under four-eyes, the default: use ProposeRateChange and
+        ApproveRateChange. Only a dev mesh (MESH_ENV=dev, ADMIN_FOUR_EYES=false) accepts it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProposeRateChange(self, request, context):
+        """ProposeRateChange stores a SetChannelRate request, validated, to be applied when a
+        different operator approves it (within ADMIN_CHANGE_TTL_S). Nothing changes yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveRateChange(self, request, context):
+        """ApproveRateChange applies a proposed rate exactly as SetChannelRate would, audited, in
+        one transaction with the approval. The approver must not be the proposer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectRateChange(self, request, context):
+        """RejectRateChange closes a proposed rate change without applying it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRateChanges(self, request, context):
+        """ListRateChanges lists proposed and decided rate changes, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdminAudit(self, request, context):
+        """ListAdminAudit lists every admin action of payout_svc (rate proposals, approvals,
+        rejections and changes, dead-letter replays), newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +167,31 @@ def add_PayoutAdminServiceServicer_to_server(servicer, server):
                     servicer.SetChannelRate,
                     request_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.SetChannelRateRequest.FromString,
                     response_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.SetChannelRateResponse.SerializeToString,
+            ),
+            'ProposeRateChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeRateChange,
+                    request_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ProposeRateChangeRequest.FromString,
+                    response_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ProposeRateChangeResponse.SerializeToString,
+            ),
+            'ApproveRateChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveRateChange,
+                    request_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ApproveRateChangeRequest.FromString,
+                    response_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ApproveRateChangeResponse.SerializeToString,
+            ),
+            'RejectRateChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectRateChange,
+                    request_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.RejectRateChangeRequest.FromString,
+                    response_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.RejectRateChangeResponse.SerializeToString,
+            ),
+            'ListRateChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRateChanges,
+                    request_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListRateChangesRequest.FromString,
+                    response_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListRateChangesResponse.SerializeToString,
+            ),
+            'ListAdminAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdminAudit,
+                    request_deserializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListAdminAuditRequest.FromString,
+                    response_serializer=mesh_dot_payout_dot_v1_dot_payout__pb2.ListAdminAuditResponse.SerializeToString,
             ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeadLetters,
@@ -169,6 +259,141 @@ class PayoutAdminService:
             '/mesh.payout.v1.PayoutAdminService/SetChannelRate',
             mesh_dot_payout_dot_v1_dot_payout__pb2.SetChannelRateRequest.SerializeToString,
             mesh_dot_payout_dot_v1_dot_payout__pb2.SetChannelRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeRateChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.payout.v1.PayoutAdminService/ProposeRateChange',
+            mesh_dot_payout_dot_v1_dot_payout__pb2.ProposeRateChangeRequest.SerializeToString,
+            mesh_dot_payout_dot_v1_dot_payout__pb2.ProposeRateChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveRateChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.payout.v1.PayoutAdminService/ApproveRateChange',
+            mesh_dot_payout_dot_v1_dot_payout__pb2.ApproveRateChangeRequest.SerializeToString,
+            mesh_dot_payout_dot_v1_dot_payout__pb2.ApproveRateChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectRateChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.payout.v1.PayoutAdminService/RejectRateChange',
+            mesh_dot_payout_dot_v1_dot_payout__pb2.RejectRateChangeRequest.SerializeToString,
+            mesh_dot_payout_dot_v1_dot_payout__pb2.RejectRateChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRateChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.payout.v1.PayoutAdminService/ListRateChanges',
+            mesh_dot_payout_dot_v1_dot_payout__pb2.ListRateChangesRequest.SerializeToString,
+            mesh_dot_payout_dot_v1_dot_payout__pb2.ListRateChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdminAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.payout.v1.PayoutAdminService/ListAdminAudit',
+            mesh_dot_payout_dot_v1_dot_payout__pb2.ListAdminAuditRequest.SerializeToString,
+            mesh_dot_payout_dot_v1_dot_payout__pb2.ListAdminAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

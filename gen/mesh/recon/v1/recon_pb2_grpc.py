@@ -45,6 +45,11 @@ class ReconServiceStub:
                 request_serializer=mesh_dot_recon_dot_v1_dot_recon__pb2.ResolveDiscrepancyRequest.SerializeToString,
                 response_deserializer=mesh_dot_recon_dot_v1_dot_recon__pb2.ResolveDiscrepancyResponse.FromString,
                 _registered_method=True)
+        self.ListAdminAudit = channel.unary_unary(
+                '/mesh.recon.v1.ReconService/ListAdminAudit',
+                request_serializer=mesh_dot_recon_dot_v1_dot_recon__pb2.ListAdminAuditRequest.SerializeToString,
+                response_deserializer=mesh_dot_recon_dot_v1_dot_recon__pb2.ListAdminAuditResponse.FromString,
+                _registered_method=True)
         self.CheckOrder = channel.unary_unary(
                 '/mesh.recon.v1.ReconService/CheckOrder',
                 request_serializer=mesh_dot_recon_dot_v1_dot_recon__pb2.CheckOrderRequest.SerializeToString,
@@ -80,6 +85,14 @@ class ReconServiceServicer:
 
     def ResolveDiscrepancy(self, request, context):
         """ResolveDiscrepancy marks a discrepancy resolved or accepted, with a note.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdminAudit(self, request, context):
+        """ListAdminAudit lists every discrepancy resolution (who, when, old and new status),
+        newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +138,11 @@ def add_ReconServiceServicer_to_server(servicer, server):
                     servicer.ResolveDiscrepancy,
                     request_deserializer=mesh_dot_recon_dot_v1_dot_recon__pb2.ResolveDiscrepancyRequest.FromString,
                     response_serializer=mesh_dot_recon_dot_v1_dot_recon__pb2.ResolveDiscrepancyResponse.SerializeToString,
+            ),
+            'ListAdminAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdminAudit,
+                    request_deserializer=mesh_dot_recon_dot_v1_dot_recon__pb2.ListAdminAuditRequest.FromString,
+                    response_serializer=mesh_dot_recon_dot_v1_dot_recon__pb2.ListAdminAuditResponse.SerializeToString,
             ),
             'CheckOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckOrder,
@@ -202,6 +220,33 @@ class ReconService:
             '/mesh.recon.v1.ReconService/ResolveDiscrepancy',
             mesh_dot_recon_dot_v1_dot_recon__pb2.ResolveDiscrepancyRequest.SerializeToString,
             mesh_dot_recon_dot_v1_dot_recon__pb2.ResolveDiscrepancyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdminAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.recon.v1.ReconService/ListAdminAudit',
+            mesh_dot_recon_dot_v1_dot_recon__pb2.ListAdminAuditRequest.SerializeToString,
+            mesh_dot_recon_dot_v1_dot_recon__pb2.ListAdminAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from mesh.admin.v1 import admin_pb2 as _admin_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -215,6 +216,25 @@ class PayoutItemError(_message.Message):
     message: str
     def __init__(self, code: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
+class GetOrderStatesRequest(_message.Message):
+    __slots__ = ("order_ids",)
+    ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    order_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, order_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetOrderStatesResponse(_message.Message):
+    __slots__ = ("states",)
+    class StatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: OrderState
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[OrderState, str]] = ...) -> None: ...
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.ScalarMap[str, OrderState]
+    def __init__(self, states: _Optional[_Mapping[str, OrderState]] = ...) -> None: ...
+
 class BeginPayoutBatchRequest(_message.Message):
     __slots__ = ("order_ids",)
     ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -386,3 +406,83 @@ class GetStuckOrdersResponse(_message.Message):
     BANDS_FIELD_NUMBER: _ClassVar[int]
     bands: _containers.RepeatedCompositeFieldContainer[StuckBand]
     def __init__(self, bands: _Optional[_Iterable[_Union[StuckBand, _Mapping]]] = ...) -> None: ...
+
+class GateChange(_message.Message):
+    __slots__ = ("review", "request")
+    REVIEW_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    review: _admin_pb2.ChangeReview
+    request: SetGateRequest
+    def __init__(self, review: _Optional[_Union[_admin_pb2.ChangeReview, _Mapping]] = ..., request: _Optional[_Union[SetGateRequest, _Mapping]] = ...) -> None: ...
+
+class ProposeGateChangeRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: SetGateRequest
+    def __init__(self, request: _Optional[_Union[SetGateRequest, _Mapping]] = ...) -> None: ...
+
+class ProposeGateChangeResponse(_message.Message):
+    __slots__ = ("change",)
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    change: GateChange
+    def __init__(self, change: _Optional[_Union[GateChange, _Mapping]] = ...) -> None: ...
+
+class ApproveGateChangeRequest(_message.Message):
+    __slots__ = ("change_id",)
+    CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    change_id: str
+    def __init__(self, change_id: _Optional[str] = ...) -> None: ...
+
+class ApproveGateChangeResponse(_message.Message):
+    __slots__ = ("change", "config")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    change: GateChange
+    config: GateConfig
+    def __init__(self, change: _Optional[_Union[GateChange, _Mapping]] = ..., config: _Optional[_Union[GateConfig, _Mapping]] = ...) -> None: ...
+
+class RejectGateChangeRequest(_message.Message):
+    __slots__ = ("change_id", "reason")
+    CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    change_id: str
+    reason: str
+    def __init__(self, change_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RejectGateChangeResponse(_message.Message):
+    __slots__ = ("change",)
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    change: GateChange
+    def __init__(self, change: _Optional[_Union[GateChange, _Mapping]] = ...) -> None: ...
+
+class ListGateChangesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListGateChangesResponse(_message.Message):
+    __slots__ = ("changes", "next_page_token")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[GateChange]
+    next_page_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[GateChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListAdminAuditRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAdminAuditResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_admin_pb2.AdminAuditEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[_admin_pb2.AdminAuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

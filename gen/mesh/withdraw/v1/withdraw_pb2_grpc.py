@@ -237,7 +237,8 @@ class WithdrawService:
 
 class PayoutCoordinationServiceStub:
     """PayoutCoordinationService is called by payout_svc: the order's state lives here, so the
-    payout workers move it only through these compare-and-set transitions.
+    payout workers move it only through these compare-and-set transitions. The ledger asks
+    GetOrderStates before it refunds.
     """
 
     def __init__(self, channel):
@@ -266,11 +267,17 @@ class PayoutCoordinationServiceStub:
                 request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchRequest.SerializeToString,
                 response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchResponse.FromString,
                 _registered_method=True)
+        self.GetOrderStates = channel.unary_unary(
+                '/mesh.withdraw.v1.PayoutCoordinationService/GetOrderStates',
+                request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesRequest.SerializeToString,
+                response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesResponse.FromString,
+                _registered_method=True)
 
 
 class PayoutCoordinationServiceServicer:
     """PayoutCoordinationService is called by payout_svc: the order's state lives here, so the
-    payout workers move it only through these compare-and-set transitions.
+    payout workers move it only through these compare-and-set transitions. The ledger asks
+    GetOrderStates before it refunds.
     """
 
     def BeginPayout(self, request, context):
@@ -305,6 +312,14 @@ class PayoutCoordinationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrderStates(self, request, context):
+        """GetOrderStates tells a service the state of orders it is about to act on (the ledger:
+        a refund only follows a FAILED order). Not a user RPC: no owner check, never shed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PayoutCoordinationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -328,6 +343,11 @@ def add_PayoutCoordinationServiceServicer_to_server(servicer, server):
                     request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchRequest.FromString,
                     response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SettlePayoutBatchResponse.SerializeToString,
             ),
+            'GetOrderStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrderStates,
+                    request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesRequest.FromString,
+                    response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'mesh.withdraw.v1.PayoutCoordinationService', rpc_method_handlers)
@@ -338,7 +358,8 @@ def add_PayoutCoordinationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PayoutCoordinationService:
     """PayoutCoordinationService is called by payout_svc: the order's state lives here, so the
-    payout workers move it only through these compare-and-set transitions.
+    payout workers move it only through these compare-and-set transitions. The ledger asks
+    GetOrderStates before it refunds.
     """
 
     @staticmethod
@@ -449,6 +470,33 @@ class PayoutCoordinationService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetOrderStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.withdraw.v1.PayoutCoordinationService/GetOrderStates',
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesRequest.SerializeToString,
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.GetOrderStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class WithdrawAdminServiceStub:
     """WithdrawAdminService is for operators.
@@ -469,6 +517,31 @@ class WithdrawAdminServiceStub:
                 '/mesh.withdraw.v1.WithdrawAdminService/SetGate',
                 request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SetGateRequest.SerializeToString,
                 response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SetGateResponse.FromString,
+                _registered_method=True)
+        self.ProposeGateChange = channel.unary_unary(
+                '/mesh.withdraw.v1.WithdrawAdminService/ProposeGateChange',
+                request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ProposeGateChangeRequest.SerializeToString,
+                response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ProposeGateChangeResponse.FromString,
+                _registered_method=True)
+        self.ApproveGateChange = channel.unary_unary(
+                '/mesh.withdraw.v1.WithdrawAdminService/ApproveGateChange',
+                request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ApproveGateChangeRequest.SerializeToString,
+                response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ApproveGateChangeResponse.FromString,
+                _registered_method=True)
+        self.RejectGateChange = channel.unary_unary(
+                '/mesh.withdraw.v1.WithdrawAdminService/RejectGateChange',
+                request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.RejectGateChangeRequest.SerializeToString,
+                response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.RejectGateChangeResponse.FromString,
+                _registered_method=True)
+        self.ListGateChanges = channel.unary_unary(
+                '/mesh.withdraw.v1.WithdrawAdminService/ListGateChanges',
+                request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListGateChangesRequest.SerializeToString,
+                response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListGateChangesResponse.FromString,
+                _registered_method=True)
+        self.ListAdminAudit = channel.unary_unary(
+                '/mesh.withdraw.v1.WithdrawAdminService/ListAdminAudit',
+                request_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListAdminAuditRequest.SerializeToString,
+                response_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListAdminAuditResponse.FromString,
                 _registered_method=True)
         self.ListGateAudit = channel.unary_unary(
                 '/mesh.withdraw.v1.WithdrawAdminService/ListGateAudit',
@@ -501,6 +574,48 @@ class WithdrawAdminServiceServicer:
     def SetGate(self, request, context):
         """SetGate changes the fields of the gate configuration named in update_mask ("*": all of
         them); the others keep their values (audited; every replica sees it within seconds).
+        Refused (FAILED_PRECONDITION) under four-eyes, the default: use ProposeGateChange and
+        ApproveGateChange. Only a dev mesh (MESH_ENV=dev, ADMIN_FOUR_EYES=false) accepts it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProposeGateChange(self, request, context):
+        """ProposeGateChange stores a SetGate request, validated, to be applied when a different
+        operator approves it (within ADMIN_CHANGE_TTL_S). Nothing changes yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveGateChange(self, request, context):
+        """ApproveGateChange applies a proposed gate change exactly as SetGate would (validation,
+        expected_version compare-and-set, audit), in one transaction with the approval. The
+        approver must not be the proposer; a stale expected_version is ABORTED, nothing applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectGateChange(self, request, context):
+        """RejectGateChange closes a proposed gate change without applying it (its proposer may
+        withdraw it this way too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGateChanges(self, request, context):
+        """ListGateChanges lists proposed and decided gate changes, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdminAudit(self, request, context):
+        """ListAdminAudit lists every admin action of withdraw_svc (gate proposals, approvals,
+        rejections and changes, compensation runs), newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -541,6 +656,31 @@ def add_WithdrawAdminServiceServicer_to_server(servicer, server):
                     servicer.SetGate,
                     request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SetGateRequest.FromString,
                     response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SetGateResponse.SerializeToString,
+            ),
+            'ProposeGateChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeGateChange,
+                    request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ProposeGateChangeRequest.FromString,
+                    response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ProposeGateChangeResponse.SerializeToString,
+            ),
+            'ApproveGateChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveGateChange,
+                    request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ApproveGateChangeRequest.FromString,
+                    response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ApproveGateChangeResponse.SerializeToString,
+            ),
+            'RejectGateChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectGateChange,
+                    request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.RejectGateChangeRequest.FromString,
+                    response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.RejectGateChangeResponse.SerializeToString,
+            ),
+            'ListGateChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGateChanges,
+                    request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListGateChangesRequest.FromString,
+                    response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListGateChangesResponse.SerializeToString,
+            ),
+            'ListAdminAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdminAudit,
+                    request_deserializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListAdminAuditRequest.FromString,
+                    response_serializer=mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListAdminAuditResponse.SerializeToString,
             ),
             'ListGateAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.ListGateAudit,
@@ -613,6 +753,141 @@ class WithdrawAdminService:
             '/mesh.withdraw.v1.WithdrawAdminService/SetGate',
             mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SetGateRequest.SerializeToString,
             mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.SetGateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeGateChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.withdraw.v1.WithdrawAdminService/ProposeGateChange',
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ProposeGateChangeRequest.SerializeToString,
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ProposeGateChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveGateChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.withdraw.v1.WithdrawAdminService/ApproveGateChange',
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ApproveGateChangeRequest.SerializeToString,
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ApproveGateChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectGateChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.withdraw.v1.WithdrawAdminService/RejectGateChange',
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.RejectGateChangeRequest.SerializeToString,
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.RejectGateChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGateChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.withdraw.v1.WithdrawAdminService/ListGateChanges',
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListGateChangesRequest.SerializeToString,
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListGateChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdminAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.withdraw.v1.WithdrawAdminService/ListAdminAudit',
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListAdminAuditRequest.SerializeToString,
+            mesh_dot_withdraw_dot_v1_dot_withdraw__pb2.ListAdminAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,
