@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmesh/withdraw/v1/settings.proto\x12\x10mesh.withdraw.v1\"\x14\n\x12GetSettingsRequest\"\x92\x01\n\x13GetSettingsResponse\x12\x1c\n\x14\x63ompensation_enabled\x18\x01 \x01(\x08\x12%\n\x1d\x63ompensation_interval_seconds\x18\x02 \x01(\x03\x12$\n\x1c\x63ompensation_min_age_seconds\x18\x03 \x01(\x03\x12\x10\n\x08\x63hannels\x18\x04 \x03(\t2z\n\x17WithdrawSettingsService\x12_\n\x0bGetSettings\x12$.mesh.withdraw.v1.GetSettingsRequest\x1a%.mesh.withdraw.v1.GetSettingsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmesh/withdraw/v1/settings.proto\x12\x10mesh.withdraw.v1\"\x14\n\x12GetSettingsRequest\"\xae\x01\n\x13GetSettingsResponse\x12\x1c\n\x14\x63ompensation_enabled\x18\x01 \x01(\x08\x12%\n\x1d\x63ompensation_interval_seconds\x18\x02 \x01(\x03\x12$\n\x1c\x63ompensation_min_age_seconds\x18\x03 \x01(\x03\x12\x10\n\x08\x63hannels\x18\x04 \x03(\t\x12\x1a\n\x12\x66our_eyes_required\x18\x05 \x01(\x08\x32z\n\x17WithdrawSettingsService\x12_\n\x0bGetSettings\x12$.mesh.withdraw.v1.GetSettingsRequest\x1a%.mesh.withdraw.v1.GetSettingsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSETTINGSREQUEST']._serialized_start=53
   _globals['_GETSETTINGSREQUEST']._serialized_end=73
   _globals['_GETSETTINGSRESPONSE']._serialized_start=76
-  _globals['_GETSETTINGSRESPONSE']._serialized_end=222
-  _globals['_WITHDRAWSETTINGSSERVICE']._serialized_start=224
-  _globals['_WITHDRAWSETTINGSSERVICE']._serialized_end=346
+  _globals['_GETSETTINGSRESPONSE']._serialized_end=250
+  _globals['_WITHDRAWSETTINGSSERVICE']._serialized_start=252
+  _globals['_WITHDRAWSETTINGSSERVICE']._serialized_end=374
 # @@protoc_insertion_point(module_scope)

@@ -11,13 +11,15 @@ class GetSettingsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetSettingsResponse(_message.Message):
-    __slots__ = ("compensation_enabled", "compensation_interval_seconds", "compensation_min_age_seconds", "channels")
+    __slots__ = ("compensation_enabled", "compensation_interval_seconds", "compensation_min_age_seconds", "channels", "four_eyes_required")
     COMPENSATION_ENABLED_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_MIN_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    FOUR_EYES_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     compensation_enabled: bool
     compensation_interval_seconds: int
     compensation_min_age_seconds: int
     channels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, compensation_enabled: _Optional[bool] = ..., compensation_interval_seconds: _Optional[int] = ..., compensation_min_age_seconds: _Optional[int] = ..., channels: _Optional[_Iterable[str]] = ...) -> None: ...
+    four_eyes_required: bool
+    def __init__(self, compensation_enabled: _Optional[bool] = ..., compensation_interval_seconds: _Optional[int] = ..., compensation_min_age_seconds: _Optional[int] = ..., channels: _Optional[_Iterable[str]] = ..., four_eyes_required: _Optional[bool] = ...) -> None: ...
