@@ -89,6 +89,10 @@ test: proto ## the whole suite: unit, integration (real PostgreSQL and Redis), e
 test-unit: proto ## unit tests only (no sockets)
 	$(VENV)/bin/pytest -q tests/unit
 
+# The local mesh and the tools that drive it run as a dev environment unless told otherwise:
+# without SESSION_TOKEN_KEYS they share the well-known dev session key (a WARNING says so).
+up demo preflight load drill: export MESH_ENV ?= dev
+
 up: proto ## start PostgreSQL/Redis if needed, the five services, and run one demo withdrawal
 	$(PY) tools/devstack.py ensure
 	set -a && source .run/devstack.env && set +a && $(PY) tools/meshctl.py up && $(PY) tools/demo.py

@@ -92,6 +92,7 @@ def test_a_mistyped_boolean_refuses_to_start_naming_the_variable(monkeypatch: py
 def test_withdraw_svc_settings_refuse_a_mistyped_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     from withdraw_svc.settings import Settings
 
+    monkeypatch.setenv("MESH_ENV", "dev")  # session keys: the dev key, so the rest can start
     monkeypatch.setenv("WITHDRAW_COMPENSATION_ENABLED", "ture")
     with pytest.raises(SystemExit, match="WITHDRAW_COMPENSATION_ENABLED='ture'"):
         Settings.from_env()
