@@ -85,6 +85,7 @@ def test_services_refuse_to_start_without_usable_session_keys(monkeypatch: pytes
 
     monkeypatch.delenv("SESSION_TOKEN_KEYS", raising=False)
     monkeypatch.delenv("MESH_ENV", raising=False)
+    monkeypatch.delenv("ADMIN_FOUR_EYES", raising=False)  # the suite's dev opt-out needs MESH_ENV=dev
     monkeypatch.setenv("REWARD_TOKEN_KEYS", f"w1:{'w' * 32}")  # so the session keys are what is missing
     with pytest.raises(SystemExit, match="SESSION_TOKEN_KEYS"):
         WithdrawSettings.from_env()
