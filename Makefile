@@ -89,6 +89,10 @@ test: proto ## the whole suite: unit, integration (real PostgreSQL and Redis), e
 test-unit: proto ## unit tests only (no sockets)
 	$(VENV)/bin/pytest -q tests/unit
 
+# The local mesh and the tools that drive it run as a dev environment unless told otherwise:
+# without SESSION_TOKEN_KEYS they share the well-known dev session key (a WARNING says so).
+up demo preflight load drill: export MESH_ENV ?= dev
+
 certs: ## a local CA and a certificate per service, operator and the app edge, in .run/certs (what is missing)
 	$(PY) tools/certs.py
 

@@ -20,6 +20,7 @@ from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
+from meshkit.user_auth import UserAuth
 from meshkit.user_limits import UserRateLimit
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class AccountApp:
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         assert self.ledger is not None and self.stores is not None
-        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self.ledger), server)
+        users = UserAuth(self.settings.session_keys)
+        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self.ledger, users), server)
         feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(
             ChangeFeedServicer(self.stores.pool, ENTRY_FEED), server)
         return [

@@ -9,13 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from campaign.tokens import DEFAULT_KEYS, DEFAULT_MAX_AGE_S, parse_keys
+from edge.sessions import SessionKeys
 from meshkit.secrets import key_ring
 from meshkit.settings import CommonSettings, addr_of, env_bool, env_int, env_str
+from meshkit.user_auth import session_keys_at_start
 
 
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
+    # Verify the session tokens of GetBalance and ListEntries (SESSION_TOKEN_KEYS; meshkit.user_auth).
+    session_keys: SessionKeys
     # Secrets that verify reward tokens, by key id (REWARD_TOKEN_KEYS="k1:s1,k2:s2"). Every
     # key listed verifies, so a key being rotated out still verifies the tokens it signed.
     token_keys: Mapping[str, bytes]
@@ -63,4 +67,6 @@ class Settings:
             withdraw_addr=addr_of("withdraw_svc"),
             peer_deadline_s=env_int("ACCOUNT_PEER_DEADLINE_MS", 3000) / 1000.0,
             user_credits_per_min=env_int("ACCOUNT_USER_CREDITS_PER_MIN", 30),
+            # Last: a mistyped setting above is reported before missing keys are.
+            session_keys=session_keys_at_start(env),
         )

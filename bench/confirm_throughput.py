@@ -50,6 +50,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 from bench import pgstate  # noqa: E402
 from bench.seeding import User, seed_users  # noqa: E402
 from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
+from edge.client import UserSessions  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.db import with_database  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
@@ -170,6 +171,9 @@ class Load:
 async def drive(address: str, users: list[User], clients: int, duration_s: float, warmup_s: float) -> Load:
     channels = [open_channel(address) for _ in range(4)]
     stubs = [withdraw_pb2_grpc.WithdrawServiceStub(c) for c in channels]
+    # Each user signed in once, before the clock starts, as the app would be.
+    sessions = UserSessions.from_env()
+    signed_in = {user.uid: sessions.metadata(user.uid) for user in users}
     load = Load()
     started = time.monotonic()
     measure_from = started + warmup_s
@@ -189,7 +193,7 @@ async def drive(address: str, users: list[User], clients: int, duration_s: float
             try:
                 await stub.ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
                     uid=user.uid, request_id=uuid.uuid4().hex, amount_fen=AMOUNT_FEN,
-                    method_id=user.method_id), timeout=10)
+                    method_id=user.method_id), timeout=10, metadata=signed_in[user.uid])
                 ok = True
             except grpc.aio.AioRpcError as err:
                 ok = False
@@ -291,6 +295,9 @@ async def pgbench(base_db: str, clients: int, duration_s: float) -> float:
 
 
 async def main() -> None:
+    # The benchmark's mesh is a private dev mesh: without SESSION_TOKEN_KEYS its services and
+    # its simulated users share the well-known dev session key.
+    os.environ.setdefault("MESH_ENV", "dev")
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=32)

@@ -511,6 +511,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    # The benchmark's mesh is a private dev mesh: without SESSION_TOKEN_KEYS its services and
+    # its simulated users share the well-known dev session key.
+    os.environ.setdefault("MESH_ENV", "dev")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=100.0, help="confirms per second, open loop (default 100)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")

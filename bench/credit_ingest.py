@@ -313,6 +313,9 @@ async def bench_sql_only(dsn: str, count: int, uid_count: int, batch: int, write
 
 
 async def main() -> None:
+    # The benchmark's mesh is a private dev mesh: without SESSION_TOKEN_KEYS its services and
+    # its simulated users share the well-known dev session key.
+    os.environ.setdefault("MESH_ENV", "dev")
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rewards", type=int, default=50_000)

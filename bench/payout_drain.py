@@ -48,6 +48,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
 from bench import pgstate  # noqa: E402
 from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
+from edge.client import UserSessions  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc  # noqa: E402
@@ -104,6 +105,8 @@ class BenchMesh:
             "MESH_KEY_PREFIX": f"bench-{run_id}",
             "REWARD_TOKEN_KEYS": f"bench:{secrets.token_hex(16)}",
             "REWARD_TOKEN_ACTIVE_KEY": "bench",
+            # The simulated users' sessions are signed with a key of this run alone.
+            "SESSION_TOKEN_KEYS": f"bench:{secrets.token_hex(32)}",
             "MESH_SHUTDOWN_GRACE_S": "5",
             "WITHDRAW_RELAY_INTERVAL_MS": "100",
             "WITHDRAW_RELAY_BATCH": "1000",
@@ -215,12 +218,16 @@ async def place_orders(bench: BenchMesh, count: int, amount_fen: int = 100, conc
     requests = [(users[i // ORDERS_PER_USER], i) for i in range(count)]
     done = 0
 
+    sessions = UserSessions.from_env(bench.env)
+
     async def confirm(item: tuple[tuple[int, str], int]) -> None:
         nonlocal done
         (uid, method_id), n = item
         request = withdraw_pb2.ConfirmWithdrawRequest(uid=uid, request_id=f"bench-{n}", amount_fen=amount_fen,
                                                       method_id=method_id)
-        reply = await retry_unavailable(lambda: withdraw.ConfirmWithdraw(request, timeout=30))
+        signed_in = sessions.metadata(uid)
+        reply = await retry_unavailable(
+            lambda: withdraw.ConfirmWithdraw(request, timeout=30, metadata=signed_in))
         if reply.order.state != withdraw_pb2.ORDER_STATE_PENDING_PAYOUT:
             raise RuntimeError(f"order {reply.order.order_id} is {reply.order.state}, not PENDING_PAYOUT")
         done += 1

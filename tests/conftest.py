@@ -13,7 +13,7 @@ import redis.asyncio as redis
 
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tests import tracing
-from tests.harness import create_database, drop_database, make_certs
+from tests.harness import SESSION_SECRET_1, SESSION_SECRET_2, create_database, drop_database, make_certs
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
         "MESH_ENV": "dev",
         "REWARD_TOKEN_KEYS": "k1:test-secret-1-0123456789abcdef0123,k2:test-secret-2-0123456789abcdef0123",
         "REWARD_TOKEN_ACTIVE_KEY": "k1",
+        # Session tokens of the user-facing RPCs (tests.harness.user_metadata signs with s1).
+        "SESSION_TOKEN_KEYS": f"s1:{SESSION_SECRET_1},s2:{SESSION_SECRET_2}",
+        "SESSION_TOKEN_ACTIVE_KEY": "s1",
         # Tests burst hundreds of calls at once to check correctness under concurrency, on a
         # shared box: shedding would refuse them. Admission is tested where it is switched
         # back on (tests/integration/test_withdraw_admission.py).

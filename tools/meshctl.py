@@ -436,6 +436,9 @@ def grpcurl_hints(env: Mapping[str, str] | None = None) -> str:
         f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.WithdrawService",
         f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.ConfirmWithdrawRequest",
         *(f"  {tool} -d {shlex.quote(body)} {address} {method}" for tool, address, method, body in calls),
+        "  # user-facing RPCs (page, confirm, orders, balance, bill) take a session token:",
+        f"  {edge} -H \"authorization: Bearer $(MESH_ENV=dev .venv/bin/python -m edge issue --uid 1)\" "
+        f"-d '{{}}' {a['account_svc']} mesh.account.v1.AccountService/GetBalance",
         f"  {grpcurl} {a['account_svc']} grpc.health.v1.Health/Check",
     ]
     return "\n".join(lines)
@@ -457,8 +460,9 @@ def main(argv: list[str]) -> int:
     command, args = (argv[0], argv[1:]) if argv else ("", [])
     if command in ("up", "restart") and os.environ.setdefault("MESH_ENV", "dev") == "dev":
         # The local mesh runs under development rules (meshkit.secrets): said once, here.
-        print("mesh: MESH_ENV=dev: development rules (the built-in reward-token key when "
-              "REWARD_TOKEN_KEYS is unset); set MESH_ENV to anything else to refuse them")
+        print("mesh: MESH_ENV=dev: development rules (the built-in reward-token and session-token "
+              "keys when REWARD_TOKEN_KEYS / SESSION_TOKEN_KEYS are unset); set MESH_ENV to anything "
+              "else to refuse them")
     try:
         if command == "up" and not args:
             up()

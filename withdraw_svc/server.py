@@ -13,6 +13,7 @@ from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
+from meshkit.user_auth import UserAuth
 from meshkit.user_limits import UserRateLimit
 from withdraw_svc.admin_audit import WithdrawAudit
 from withdraw_svc.auto_release import AutoRelease
@@ -75,7 +76,8 @@ class WithdrawApp:
             self.background.spawn("compensation", self.compensation.loop)
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(WithdrawServicer(self.service), server)
+        users = UserAuth(self.settings.session_keys)
+        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(WithdrawServicer(self.service, users), server)
         withdraw_pb2_grpc.add_PayoutCoordinationServiceServicer_to_server(
             PayoutCoordinationServicer(self.coordination), server
         )

@@ -439,10 +439,12 @@ class WithdrawService:
 
     # -- queries ---------------------------------------------------------------------------
 
-    async def get_order(self, order_id: str) -> Order:
+    async def get_order(self, order_id: str, owner: int | None) -> Order:
+        """The order, if `owner` owns it (None: any owner, for services). Someone else's
+        order is not found, word for word like a missing one, so ids cannot be probed."""
         validate_order_id(order_id)
         order = await self.repo.get_order(order_id, with_history=True)
-        if order is None:
+        if order is None or (owner is not None and order.uid != owner):
             raise NotFound(f"order_id {order_id!r} not found", reason="ORDER_NOT_FOUND")
         return order
 

@@ -11,6 +11,7 @@ from meshkit.errors import DomainError
 from meshkit.four_eyes import Change
 from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
+from meshkit.user_auth import UserAuth
 from meshkit.user_limits import retry_hint
 from withdraw_svc.admin_audit import WithdrawAudit
 from withdraw_svc.compensation import Compensation, CompensationAction
@@ -106,13 +107,17 @@ def action_pb(action: CompensationAction) -> withdraw_pb2.CompensationAction:
 
 
 class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
-    def __init__(self, service: WithdrawService) -> None:
+    """Every RPC here is user-facing: it acts for the session token's uid (meshkit.user_auth)."""
+
+    def __init__(self, service: WithdrawService, users: UserAuth) -> None:
         self.service = service
+        self.users = users
 
     async def GetWithdrawPage(
         self, request: withdraw_pb2.GetWithdrawPageRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.GetWithdrawPageResponse:
-        page = await self.service.page(request.uid, list(request.tokens))
+        uid = self.users.uid(context, "WithdrawService/GetWithdrawPage", request.uid)
+        page = await self.service.page(uid, list(request.tokens))
         return withdraw_pb2.GetWithdrawPageResponse(
             balance_fen=page.balance_fen, balance_stale=page.balance_stale,
             min_amount_fen=page.min_fen, max_amount_fen=page.max_fen, gate=gate_pb(page.gate),
@@ -122,9 +127,10 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
     async def ConfirmWithdraw(
         self, request: withdraw_pb2.ConfirmWithdrawRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ConfirmWithdrawResponse:
+        uid = self.users.uid(context, "WithdrawService/ConfirmWithdraw", request.uid)
         with retry_hint(context):
             order, replayed = await self.service.confirm(ConfirmInput(
-                uid=request.uid, request_id=request.request_id, amount_fen=request.amount_fen,
+                uid=uid, request_id=request.request_id, amount_fen=request.amount_fen,
                 method_id=request.method_id, tokens=tuple(request.tokens),
             ))
         return withdraw_pb2.ConfirmWithdrawResponse(order=order_pb(order), replayed=replayed)
@@ -132,12 +138,15 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
     async def GetOrder(
         self, request: withdraw_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.GetOrderResponse:
-        return withdraw_pb2.GetOrderResponse(order=order_pb(await self.service.get_order(request.order_id)))
+        owner = self.users.signed_in(context, "WithdrawService/GetOrder")
+        order = await self.service.get_order(request.order_id, owner)
+        return withdraw_pb2.GetOrderResponse(order=order_pb(order))
 
     async def ListOrders(
         self, request: withdraw_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ListOrdersResponse:
-        orders, token = await self.service.list_orders(request.uid, request.page_size, request.page_token)
+        uid = self.users.uid(context, "WithdrawService/ListOrders", request.uid)
+        orders, token = await self.service.list_orders(uid, request.page_size, request.page_token)
         return withdraw_pb2.ListOrdersResponse(orders=[order_pb(o) for o in orders], next_page_token=token)
 
 

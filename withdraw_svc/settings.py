@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edge.sessions import SessionKeys
 from meshkit.four_eyes import FourEyesSettings
 from meshkit.settings import (
     CommonSettings,
@@ -15,6 +16,7 @@ from meshkit.settings import (
     env_list,
     env_str,
 )
+from meshkit.user_auth import session_keys_at_start
 from withdraw_svc.domain import DEFAULT_TIMEZONE, GateConfig, Limits
 
 # What the app calls, shed under load in this order last to first (WITHDRAW_SVC_ADMISSION_METHODS
@@ -31,6 +33,8 @@ ADMITTED = (
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
+    # Verify the session tokens of user-facing RPCs (SESSION_TOKEN_KEYS; meshkit.user_auth).
+    session_keys: SessionKeys
     account_addr: str
     gateway_addr: str
     limits: Limits
@@ -136,6 +140,8 @@ class Settings:
             user_confirms_per_min=env_int("WITHDRAW_USER_CONFIRMS_PER_MIN", 10),
             test_crash_before_refund=env_bool("WITHDRAW_TEST_CRASH_BEFORE_REFUND", False),
             four_eyes=FourEyesSettings.from_env(),
+            # Last: a mistyped setting above is reported before missing keys are.
+            session_keys=session_keys_at_start(),
         )
 
 

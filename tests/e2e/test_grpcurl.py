@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,15 @@ ADMIN_LISTED = {
 
 
 def grpcurl(e2e_mesh: E2EMesh, *args: str, identity: str | None = "operator-alice",
-            data: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+            data: dict[str, Any] | None = None,
+            headers: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """grpcurl as `identity` (its certificate from MESH_CERTS_DIR); None: plaintext."""
     certs = CertDir.from_env(e2e_mesh.env)
     tls = (["-cacert", str(certs.ca), "-cert", str(certs.cert(identity)), "-key", str(certs.key(identity))]
            if identity else ["-plaintext"])
     argv = [GRPCURL, *tls, "-max-time", "10"]
+    for header in headers:
+        argv += ["-H", header]
     if data is not None:
         argv += ["-d", json.dumps(data)]
     return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=30, check=False)
@@ -58,10 +62,20 @@ def address_for(e2e_mesh: E2EMesh, service: str, method: str) -> str:
     return e2e_mesh.admin_addr(service) if admin else e2e_mesh.addr(service)
 
 
-def call(e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any]) -> dict[str, Any]:
+def signed_in(e2e_mesh: E2EMesh, uid: int) -> list[str]:
+    """The header the README tells operators to send: a token from `python -m edge issue`."""
+    done = subprocess.run([sys.executable, "-m", "edge", "issue", "--uid", str(uid)], env=e2e_mesh.env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return [f"authorization: Bearer {done.stdout.strip()}"]
+
+
+def call(e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any],
+         headers: Sequence[str] = ()) -> dict[str, Any]:
     """As the identity the policy lists first for the method."""
     identity = Dialer(CertDir.from_env(e2e_mesh.env)).identity_for(f"/{method}")
-    done = grpcurl(e2e_mesh, address_for(e2e_mesh, service, method), method, identity=identity, data=data)
+    done = grpcurl(e2e_mesh, address_for(e2e_mesh, service, method), method, identity=identity, data=data,
+                   headers=headers)
     assert done.returncode == 0, f"{method}: exit {done.returncode}\n{done.stdout}{done.stderr}"
     reply: dict[str, Any] = json.loads(done.stdout)
     return reply
@@ -123,11 +137,13 @@ def test_health_check(e2e_mesh: E2EMesh) -> None:
 def test_one_real_call_per_service(e2e_mesh: E2EMesh, happy_order: demo.Withdrawal) -> None:
     uid, order_id = happy_order.uid, happy_order.order.order_id
 
-    balance = call(e2e_mesh, "account_svc", "mesh.account.v1.AccountService/GetBalance", {"uid": uid})
+    session = signed_in(e2e_mesh, uid)
+    balance = call(e2e_mesh, "account_svc", "mesh.account.v1.AccountService/GetBalance", {"uid": uid},
+                   session)
     assert int(balance["balance_fen"]) == 400, balance  # int64 travels as a JSON string
 
     get_order = "mesh.withdraw.v1.WithdrawService/GetOrder"
-    order = call(e2e_mesh, "withdraw_svc", get_order, {"order_id": order_id})
+    order = call(e2e_mesh, "withdraw_svc", get_order, {"order_id": order_id}, session)
     assert order["order"]["state"] == "ORDER_STATE_SUCCEEDED"
     assert int(order["order"]["amount_fen"]) == 100
 
@@ -164,6 +180,26 @@ def test_bad_input_is_invalid_argument(
     e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any]
 ) -> None:
     identity = Dialer(CertDir.from_env(e2e_mesh.env)).identity_for(f"/{method}")
-    done = grpcurl(e2e_mesh, e2e_mesh.addr(service), method, identity=identity, data=data)
+    done = grpcurl(e2e_mesh, e2e_mesh.addr(service), method, identity=identity, data=data,
+                   headers=signed_in(e2e_mesh, 1))
     assert done.returncode != 0
     assert "Code: InvalidArgument" in done.stderr + done.stdout, done.stderr
+
+
+def test_user_facing_calls_need_the_users_session(e2e_mesh: E2EMesh, happy_order: demo.Withdrawal) -> None:
+    uid, order_id = happy_order.uid, happy_order.order.order_id
+    balance = "mesh.account.v1.AccountService/GetBalance"
+    get_order = "mesh.withdraw.v1.WithdrawService/GetOrder"
+    done = grpcurl(e2e_mesh, e2e_mesh.addr("account_svc"), balance, identity="app-edge", data={"uid": uid})
+    assert done.returncode != 0 and "Code: Unauthenticated" in done.stderr + done.stdout, done.stderr
+    assert "authorization: Bearer" in done.stderr + done.stdout
+    someone_else = signed_in(e2e_mesh, uid + 1)
+    done = grpcurl(e2e_mesh, e2e_mesh.addr("account_svc"), balance, identity="app-edge", data={"uid": uid},
+                   headers=someone_else)
+    assert "Code: PermissionDenied" in done.stderr + done.stdout, done.stderr
+    done = grpcurl(e2e_mesh, e2e_mesh.addr("withdraw_svc"), get_order, identity="app-edge",
+                   data={"order_id": order_id}, headers=someone_else)
+    assert "Code: NotFound" in done.stderr + done.stdout, done.stderr
+    # With the owner's token and no uid in the body, the balance is the owner's.
+    mine = call(e2e_mesh, "account_svc", balance, {}, signed_in(e2e_mesh, uid))
+    assert int(mine["uid"]) == uid and int(mine["balance_fen"]) == 400, mine

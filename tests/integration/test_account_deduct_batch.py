@@ -17,7 +17,7 @@ import pytest
 from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
 from tests import harness
-from tests.harness import new_id, new_uid, start_service
+from tests.harness import new_id, new_uid, start_service, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, fund
 from tests.integration.test_withdraw_support import eventually
 
@@ -49,7 +49,8 @@ async def batch(account: Stub, items: list[pb.DeductRequest]) -> list[pb.DeductR
 
 
 async def balance(account: Stub, uid: int) -> int:
-    return int((await account.GetBalance(pb.GetBalanceRequest(uid=uid))).balance_fen)
+    reply = await account.GetBalance(pb.GetBalanceRequest(uid=uid), metadata=user_metadata(uid))
+    return int(reply.balance_fen)
 
 
 async def order_kinds(account: Stub, order_id: str) -> list[int]:

@@ -34,6 +34,7 @@ from mesh.withdraw.v1 import withdraw_pb2 as wd
 from mesh.withdraw.v1 import withdraw_pb2_grpc as wd_grpc
 from meshkit.server import RunningServer
 from tests import harness
+from tests.harness import user_metadata
 from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
 
 NUL = "wd-1\x00x"
@@ -151,7 +152,8 @@ def confirm(**change: Any) -> Call:
     def call(s: Any, x: Mesh) -> Awaitable[Any]:
         fields: dict[str, Any] = {"uid": x.uid, "request_id": uuid.uuid4().hex, "amount_fen": 500,
                                   "method_id": x.method_id}
-        return s.ConfirmWithdraw(wd.ConfirmWithdrawRequest(**{**fields, **change}), timeout=10)
+        return s.ConfirmWithdraw(wd.ConfirmWithdrawRequest(**{**fields, **change}), timeout=10,
+                                 metadata=user_metadata(x.uid))
     return call
 
 
@@ -184,6 +186,12 @@ def simple(method: str, message: Any) -> Call:
     return lambda s, x: getattr(s, method)(message, timeout=10)
 
 
+def as_user(method: str, message: Any) -> Call:
+    """A user-facing RPC, signed in as the message's uid (or the test user's)."""
+    return lambda s, x: getattr(s, method)(message, timeout=10,
+                                           metadata=user_metadata(getattr(message, "uid", 0) or x.uid))
+
+
 # account_svc
 for label, value in (("nul", NUL), ("long", LONG_TEXT)):
     case(f"account ForceCredit token {label}", "account", "tokens[0]",
@@ -198,7 +206,7 @@ for label, value in (("nul", NUL), ("long", LONG_ID)):
 for label, token in (("garbage", "zz"), ("unicode digit", "²"), ("out of range", INT64_OVER),
                      ("nul", "1\x00"), ("long", "9" * 300)):
     case(f"account ListEntries page_token {label}", "account", "page_token",
-         simple("ListEntries", acc.ListEntriesRequest(uid=7, page_token=token)))
+         as_user("ListEntries", acc.ListEntriesRequest(uid=7, page_token=token)))
 
 # the change feed of every service that has one
 for feed in ("account", "withdraw", "gateway", "payout"):
@@ -250,7 +258,7 @@ for label, value in (("nul", NUL), ("long", LONG_ID)):
     case(f"withdraw ConfirmWithdraw request_id {label}", "withdraw", "request_id", confirm(request_id=value))
     case(f"withdraw ConfirmWithdraw method_id {label}", "withdraw", "method_id", confirm(method_id=value))
     case(f"withdraw GetOrder order_id {label}", "withdraw", "order_id",
-         simple("GetOrder", wd.GetOrderRequest(order_id=value)))
+         as_user("GetOrder", wd.GetOrderRequest(order_id=value)))
     case(f"withdraw BeginPayout order_id {label}", "coordination", "order_id",
          simple("BeginPayout", wd.BeginPayoutRequest(order_id=value)))
     case(f"withdraw SettlePayout order_id {label}", "coordination", "order_id",
@@ -269,7 +277,7 @@ for label, token in (("garbage", "%%%"), ("out of range", TOKEN_OUT_OF_RANGE), (
                      ("long", "A" * 5000)):
     case(f"withdraw ListOrders page_token {label}", "withdraw", "page_token",
          lambda s, x, token=token: s.ListOrders(wd.ListOrdersRequest(uid=x.uid, page_token=token),
-                                                timeout=10))
+                                                timeout=10, metadata=user_metadata(x.uid)))
 case("withdraw GetGate uid negative", "withdraw_admin", "uid", simple("GetGate", wd.GetGateRequest(uid=-5)))
 case("withdraw RunCompensation min_age_seconds out of range", "withdraw_admin", "min_age_seconds",
      simple("RunCompensation", wd.RunCompensationRequest(min_age_seconds=2**62, dry_run=True)))
@@ -389,9 +397,11 @@ async def test_valid_page_tokens_still_page(mesh: Mesh) -> None:
     for _ in range(3):
         await confirm()(mesh.stub("withdraw"), mesh)
     withdraw = mesh.stub("withdraw")
-    first = await withdraw.ListOrders(wd.ListOrdersRequest(uid=mesh.uid, page_size=2), timeout=10)
+    first = await withdraw.ListOrders(wd.ListOrdersRequest(uid=mesh.uid, page_size=2), timeout=10,
+                                      metadata=user_metadata(mesh.uid))
     assert len(first.orders) == 2 and first.next_page_token
     rest = await withdraw.ListOrders(
-        wd.ListOrdersRequest(uid=mesh.uid, page_size=2, page_token=first.next_page_token), timeout=10)
+        wd.ListOrdersRequest(uid=mesh.uid, page_size=2, page_token=first.next_page_token), timeout=10,
+        metadata=user_metadata(mesh.uid))
     seen = [o.order_id for o in [*first.orders, *rest.orders]]
     assert len(rest.orders) == 1 and len(set(seen)) == 3

@@ -19,7 +19,7 @@ from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2 as wd
 from meshkit import redact
-from tests.harness import new_id, new_uid, unlimited_rates
+from tests.harness import new_id, new_uid, unlimited_rates, user_metadata
 from tests.integration.test_withdraw_support import (
     _start,
     eventually,
@@ -69,9 +69,10 @@ async def test_a_flow_with_known_secrets_logs_none_of_them(
         await m.gateway().BindMethod(gateway_pb2.BindMethodRequest(
             uid=uid, channel="bank", account=account_number, method_id=method), timeout=10)
         funding, page_token, confirm_token = (reward_token(uid, 2_000) for _ in range(3))
+        session = user_metadata(uid)
         await m.account().ForceCredit(account_pb2.ForceCreditRequest(uid=uid, tokens=[funding]), timeout=10)
         await m.withdraw().GetWithdrawPage(wd.GetWithdrawPageRequest(uid=uid, tokens=[page_token]),
-                                           timeout=10)
+                                           timeout=10, metadata=session)
         order = (await m.confirm(uid, method, 700, tokens=[confirm_token])).order
         # Signed with a key the ledger does not have, under a key id it does.
         forged = sign(RewardGrant(new_id("rw"), uid, 5_000, "red_packet", int(time.time())), "k1", b"f" * 32)
@@ -79,7 +80,8 @@ async def test_a_flow_with_known_secrets_logs_none_of_them(
             await m.confirm(uid, method, 700, tokens=[forged])
 
         async def paid() -> bool:
-            got = await m.withdraw().GetOrder(wd.GetOrderRequest(order_id=order.order_id), timeout=10)
+            got = await m.withdraw().GetOrder(wd.GetOrderRequest(order_id=order.order_id), timeout=10,
+                                              metadata=session)
             return got.order.state == wd.ORDER_STATE_SUCCEEDED
 
         await eventually(paid, timeout=15, interval=0.1, what="the order to be paid")
@@ -109,5 +111,8 @@ async def test_a_flow_with_known_secrets_logs_none_of_them(
     }
     for kid, secret in (part.split(":", 1) for part in mesh_env["REWARD_TOKEN_KEYS"].split(",")):
         secrets[f"reward token key {kid}"] = secret
+    secrets["session token"] = session[0][1].removeprefix("Bearer ")
+    for kid, secret in (part.split(":", 1) for part in mesh_env["SESSION_TOKEN_KEYS"].split(",")):
+        secrets[f"session token key {kid}"] = secret
     leaked = [name for name, secret in secrets.items() if secret in logged]
     assert leaked == [], f"found in the logs: {leaked}"

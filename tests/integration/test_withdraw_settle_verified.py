@@ -46,9 +46,9 @@ async def settle(mesh: WdMesh, order_id: str, result: int, reason: str = "") -> 
         wd.SettlePayoutRequest(order_id=order_id, result=result, reason=reason), timeout=10)
 
 
-async def refund_done(mesh: WdMesh, order_id: str) -> wd.Order:
+async def refund_done(mesh: WdMesh, uid: int, order_id: str) -> wd.Order:
     async def done() -> wd.Order | None:
-        order = (await mesh.withdraw().GetOrder(wd.GetOrderRequest(order_id=order_id), timeout=10)).order
+        order = await mesh.order(uid, order_id)
         return order if order.refund_state in ("REFUNDED", "VOIDED") else None
 
     return await eventually(done, timeout=15, interval=0.1, what=f"the refund of {order_id}")
@@ -108,7 +108,7 @@ async def test_a_genuine_failure_is_accepted_and_refunded_once(mesh: WdMesh) -> 
     assert first.order.state == wd.ORDER_STATE_FAILED and not first.replayed
     again = await settle(mesh, order_id, FAILED, payout.failure_reason)
     assert again.replayed
-    order = await refund_done(mesh, order_id)
+    order = await refund_done(mesh, uid, order_id)
     assert order.refund_state == "REFUNDED"
     assert await mesh.entries(order_id) == ["DEBIT", "REFUND"]
     assert await mesh.balance(uid) == 2_000
@@ -137,7 +137,7 @@ async def test_a_batch_asks_the_gateway_and_judges_each_order(mesh: WdMesh) -> N
     assert failed.settled.order.state == wd.ORDER_STATE_FAILED
     assert succeeded.settled.order.state == wd.ORDER_STATE_SUCCEEDED
     assert truth.settled.order.state == wd.ORDER_STATE_SUCCEEDED and not truth.settled.replayed
-    assert (await refund_done(mesh, unpaid)).refund_state == "REFUNDED"
+    assert (await refund_done(mesh, uid_lost, unpaid)).refund_state == "REFUNDED"
     assert await mesh.entries(paid) == ["DEBIT"]
     assert await mesh.entries(ok) == ["DEBIT"]
     await mesh.ledger_ok([uid_paid, uid_lost, uid_ok])
@@ -194,7 +194,7 @@ async def test_gateway_down_answers_unavailable_and_changes_nothing(mesh_env: di
 
         settled = await eventually(settled_once_reachable, timeout=15, interval=0.2, what="the gateway back")
         assert settled.order.state == wd.ORDER_STATE_FAILED
-        assert (await refund_done(m, order_id)).refund_state == "REFUNDED"
+        assert (await refund_done(m, uid, order_id)).refund_state == "REFUNDED"
         assert await m.balance(uid) == 2_000
         assert method
     finally:

@@ -28,7 +28,7 @@ from meshkit.redis_keys import Keys
 from meshkit.server import RunningServer
 from meshkit.telemetry import setup_tracing
 from tests import harness
-from tests.harness import new_uid, patched_env
+from tests.harness import new_uid, patched_env, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, fund, reward_token
 
 T = TypeVar("T")
@@ -83,8 +83,9 @@ class WdMesh:
     def withdraw_addr(self) -> str:
         return self.withdraws[0].address
 
-    def withdraw(self, index: int = 0) -> withdraw_pb2_grpc.WithdrawServiceStub:
-        return withdraw_pb2_grpc.WithdrawServiceStub(self._channel(self.withdraws[index].address))
+    def withdraw(self, index: int = 0,
+                 caller: str = "withdraw-tests") -> withdraw_pb2_grpc.WithdrawServiceStub:
+        return withdraw_pb2_grpc.WithdrawServiceStub(self._channel(self.withdraws[index].address, caller))
 
     def coordination(self) -> withdraw_pb2_grpc.PayoutCoordinationServiceStub:
         return withdraw_pb2_grpc.PayoutCoordinationServiceStub(self._channel(self.withdraw_addr))
@@ -94,8 +95,8 @@ class WdMesh:
             self._channel(self.withdraws[index].address, caller=caller)
         )
 
-    def account(self) -> account_pb2_grpc.AccountServiceStub:
-        return account_pb2_grpc.AccountServiceStub(self._channel(self.env["ACCOUNT_SVC_ADDR"]))
+    def account(self, caller: str = "withdraw-tests") -> account_pb2_grpc.AccountServiceStub:
+        return account_pb2_grpc.AccountServiceStub(self._channel(self.env["ACCOUNT_SVC_ADDR"], caller))
 
     def gateway(self) -> gateway_pb2_grpc.GatewayServiceStub:
         return gateway_pb2_grpc.GatewayServiceStub(self._channel(self.gateway_srv.address))
@@ -123,7 +124,8 @@ class WdMesh:
         return await fund(self.account(), uid, amount_fen)
 
     async def balance(self, uid: int) -> int:
-        reply = await self.account().GetBalance(account_pb2.GetBalanceRequest(uid=uid), timeout=10)
+        reply = await self.account().GetBalance(account_pb2.GetBalanceRequest(uid=uid), timeout=10,
+                                                metadata=user_metadata(uid))
         return int(reply.balance_fen)
 
     async def entries(self, order_id: str) -> list[str]:
@@ -139,7 +141,13 @@ class WdMesh:
         return await self.withdraw(index).ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
             uid=uid, request_id=request_id or uuid.uuid4().hex, amount_fen=amount_fen,
             method_id=method_id, tokens=tokens or [],
-        ), timeout=15)
+        ), timeout=15, metadata=user_metadata(uid))
+
+    async def order(self, uid: int, order_id: str, index: int = 0) -> withdraw_pb2.Order:
+        """GetOrder as the order's owner `uid`, signed in."""
+        reply = await self.withdraw(index).GetOrder(withdraw_pb2.GetOrderRequest(order_id=order_id),
+                                                    timeout=10, metadata=user_metadata(uid))
+        return reply.order
 
     async def order_rows(self, uid: int) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT * FROM orders WHERE uid = $1 ORDER BY created_at", uid)

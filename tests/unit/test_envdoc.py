@@ -95,6 +95,7 @@ def test_withdraw_svc_settings_refuse_a_mistyped_switch(monkeypatch: pytest.Monk
     for name in ("MESH_TLS_CA", "MESH_TLS_CERT", "MESH_TLS_KEY", "MESH_CERTS_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MESH_INSECURE", "1")
+    monkeypatch.setenv("MESH_ENV", "dev")  # session keys: the dev key, so the rest can start
     monkeypatch.setenv("WITHDRAW_COMPENSATION_ENABLED", "ture")
     with pytest.raises(SystemExit, match="WITHDRAW_COMPENSATION_ENABLED='ture'"):
         Settings.from_env()

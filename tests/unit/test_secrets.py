@@ -65,4 +65,5 @@ def test_account_settings_apply_the_rules(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(SystemExit, match="key 'k1' is 5 bytes"):
         Settings.from_env({"REWARD_TOKEN_KEYS": "k1:12345", "MESH_ENV": "dev"})
     assert Settings.from_env({"MESH_ENV": "dev"}).token_keys == parse_keys(DEFAULT_KEYS)
-    assert Settings.from_env({"REWARD_TOKEN_KEYS": f"k1:{LONG}"}).token_keys == {"k1": LONG.encode()}
+    assert Settings.from_env({"REWARD_TOKEN_KEYS": f"k1:{LONG}", "SESSION_TOKEN_KEYS": f"s1:{LONG}"}
+                             ).token_keys == {"k1": LONG.encode()}

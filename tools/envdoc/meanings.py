@@ -32,7 +32,7 @@ MEANINGS: dict[str, str] = {
     "MESH_SHUTDOWN_GRACE_S": "Seconds in-flight calls get to finish on SIGTERM before the server stops.",
     "MESH_GC_GEN0": "Gen-0 threshold of the garbage collector in a running service (after start-up objects are frozen); 0 keeps Python's 700.",
     "MESH_EVENT_LOOP": "uvloop (default) or asyncio.",
-    "MESH_ENV": "`dev` allows development defaults (the built-in reward-token key when none is set, with a WARNING); anything else, or unset, refuses to start without real keys. `make up` and the tests set it to dev. Only there may ADMIN_FOUR_EYES be false.",
+    "MESH_ENV": "`dev` allows development defaults (the built-in reward-token and session-token keys when none is set, with a WARNING); anything else, or unset, refuses to start without real keys. `make up` and the tests set it to dev. Only there may ADMIN_FOUR_EYES be false.",
     "MESH_MAX_RECEIVE_BYTES": "Largest request a server accepts (default 4 MiB); a larger one is refused RESOURCE_EXHAUSTED before any handler runs.",
     "MESH_MAX_SEND_BYTES": "Largest reply a server sends (default 16 MiB).",
     "MESH_MAX_CONCURRENT_RPCS": "Calls one server runs at once (default 1000); beyond, new calls are refused RESOURCE_EXHAUSTED.",
@@ -66,6 +66,9 @@ MEANINGS: dict[str, str] = {
     "ACCOUNT_USER_CREDITS_PER_MIN": "Forced credits (ForceCredit with tokens) one uid may make per minute, across replicas (default 30; 0: no limit).",
     "REWARD_TOKEN_ACTIVE_KEY": "Key id that signs new reward tokens (default: the first listed).",
     "REWARD_TOKEN_MAX_AGE_S": "A reward token older than this credits nothing (default 7 days).",
+    # Session tokens (edge.sessions): who the end user of a user-facing RPC is
+    "SESSION_TOKEN_KEYS": "Session-token (JWT, HS256) secrets by key id, \"k1:secret1,k2:secret2\", each at least 32 bytes; every key listed verifies, so a key being rotated out still verifies the tokens it signed until it is removed. Without it withdraw_svc, account_svc and `python -m edge` refuse to start unless MESH_ENV=dev.",
+    "SESSION_TOKEN_ACTIVE_KEY": "Key id that signs new session tokens (`python -m edge issue`, the tools; default: the first listed).",
     # withdraw_svc
     "WITHDRAW_CHANNELS": "Payout channels a user may choose.",
     "WITHDRAW_USER_CONFIRMS_PER_MIN": "Confirms one uid may make per minute, across replicas (default 10; 0: no limit).",

@@ -19,7 +19,7 @@ READERS = {
 
 # Where the mesh and its tools live; tests set variables, they do not define them.
 SCANNED = ("meshkit", "account_svc", "withdraw_svc", "payout_svc", "recon_svc", "gateway_mock",
-           "campaign", "tools", "bench")
+           "campaign", "edge", "tools", "bench")
 
 # f"{service.upper()}_PORT" and the like: one variable per service.
 SERVICE_PLACEHOLDER = "<SVC>"

@@ -40,7 +40,7 @@ def open_config(base: withdraw_pb2.GateConfig) -> withdraw_pb2.GateConfig:
 async def page_gate(clients: MeshClients, uid: int, timeout_s: float = 3.0) -> withdraw_pb2.Gate | None:
     try:
         reply = await clients.withdraw.GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=uid),
-                                                       timeout=timeout_s, metadata=clients.metadata)
+                                                       timeout=timeout_s, metadata=clients.user_metadata(uid))
     except grpc.aio.AioRpcError:
         return None
     return reply.gate
