@@ -84,7 +84,7 @@ class WdMesh:
         return self.withdraws[0].address
 
     def withdraw(self, index: int = 0,
-                 caller: str = "withdraw-tests") -> withdraw_pb2_grpc.WithdrawServiceStub:
+                 caller: str | None = None) -> withdraw_pb2_grpc.WithdrawServiceStub:
         return withdraw_pb2_grpc.WithdrawServiceStub(self._channel(self.withdraws[index].address, caller))
 
     def coordination(self) -> withdraw_pb2_grpc.PayoutCoordinationServiceStub:
@@ -95,7 +95,7 @@ class WdMesh:
             self._channel(self.withdraws[index].address, caller=caller)
         )
 
-    def account(self, caller: str = "withdraw-tests") -> account_pb2_grpc.AccountServiceStub:
+    def account(self, caller: str | None = None) -> account_pb2_grpc.AccountServiceStub:
         return account_pb2_grpc.AccountServiceStub(self._channel(self.env["ACCOUNT_SVC_ADDR"], caller))
 
     def gateway(self) -> gateway_pb2_grpc.GatewayServiceStub:
