@@ -10,16 +10,18 @@ new RPC is fuzzed without anyone writing a strategy for it. A request is drawn t
 - mutated: a known-good request of that RPC (a seed, given by the test module) with one
   field, at any depth, replaced by such a value.
 
-Either may carry a trailer after the serialized message: an unknown field, or bytes that
-do not parse. Values the mesh knows (the fuzz user's uid, its method, real order ids) are
-mixed in through a Context the test fills in, so generated requests also get past the
-first "not found" and reach the use cases.
+Either may carry a trailer after the serialized message (an unknown field, or bytes that
+do not parse) and metadata (caller names, trace context, headers nobody reads). Values the
+mesh knows (the fuzz user's uid, its method, real order ids) are mixed in through a
+Context the test fills in, so generated requests also get past the first "not found" and
+reach the use cases.
 
 Pure: no grpc, no I/O.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -50,7 +52,8 @@ _RANGES = {
     FieldDescriptor.TYPE_SINT32: INT32, FieldDescriptor.TYPE_SFIXED32: INT32,
     FieldDescriptor.TYPE_UINT32: UINT32, FieldDescriptor.TYPE_FIXED32: UINT32,
 }
-_INT_EDGES = (0, 1, -1, 2, 99, 100, 101, 1000, 2**31 - 1, -(2**31), 2**31, 2**32 - 1, 2**32,
+_INT_EDGES = (0, 1, -1, 2, 10, 99, 100, 101, 500, 501, 1000, 1001, 3600, 86_400, 2_000_000, 2_000_001,
+              10**8, 10**8 + 1, 10**9, 10**12, 2**31 - 1, -(2**31), 2**31, 2**32 - 1, 2**32,
               2**53, 2**53 + 1, 2**62, 2**63 - 1, -(2**63), 2**63, 2**64 - 1)
 _DOUBLE_EDGES = (0.0, -0.0, 1.0, -1.0, 0.5, 1e-300, 5e-324, 1e308, -1e308, float("inf"), float("-inf"),
                  float("nan"), 2.0**63, 1e15)
@@ -85,6 +88,36 @@ CONTEXT = Context()
 def _from_context(kind: str) -> st.SearchStrategy[Any]:
     return st.integers(min_value=0, max_value=2**16).map(
         lambda i: (pool := getattr(CONTEXT, kind))[i % len(pool)])
+
+
+def _tweak(text: str, how: int, at: int, char: str) -> str:
+    """A known value gone slightly wrong: the kind of input that passes a shape check."""
+    i = at % (len(text) + 1)
+    return [
+        text[:i],                                   # truncated
+        text[:i] + char + text[i:],                 # one character more
+        text[:i] + char + text[i + 1:],             # one character changed
+        text + text,                                # doubled
+        text.upper(),
+        f" {text}",
+        text[:i] + "." + text[i:],                  # a token's parts shifted
+    ][how % 7]
+
+
+def _tweaked_context() -> st.SearchStrategy[str]:
+    return st.builds(_tweak, _from_context("strings"), st.integers(0, 6), st.integers(0, 2**16),
+                     st.sampled_from(["a", "0", "-", "_", ".", "=", "\x00", "é", "😀", " "]))
+
+
+@functools.cache
+def _field_names() -> list[str]:
+    """Every field name of every message: what a field mask may name, rightly or not."""
+    names: set[str] = set()
+    for info in pkgutil.walk_packages(mesh.__path__, prefix="mesh."):
+        if info.name.endswith("_pb2"):
+            for desc in importlib.import_module(info.name).DESCRIPTOR.message_types_by_name.values():
+                names.update(fd.name for fd in desc.fields)
+    return sorted(names)
 
 
 # --- the descriptors ---------------------------------------------------------------------
@@ -139,6 +172,8 @@ def strings(*, huge: bool = True) -> st.SearchStrategy[str]:
         st.text(max_size=40),
         st.text(st.characters(codec="ascii"), max_size=40),
         _from_context("strings"),
+        _tweaked_context(),
+        st.sampled_from(_field_names()),
     ]
     if huge:
         parts.append(st.builds(lambda unit, n: (unit * n)[:n], st.sampled_from(_LONG_UNITS),
@@ -261,16 +296,19 @@ def _leaves(message: Message, depth: int = 0) -> list[tuple[Message, FieldDescri
 
 @st.composite
 def mutated(draw: st.DrawFn, seed: Seed) -> Message:
-    """The seed request with one field, at any depth, replaced by a drawn value (or cleared)."""
+    """The seed request with one field (at any depth) replaced by a drawn value or cleared;
+    sometimes a second and a third one too."""
     message = seed(draw(st.integers(min_value=0, max_value=2**20)))
-    leaves = _leaves(message)
-    if not leaves:  # a request without fields: only its trailer varies
-        return message
-    holder, fd = leaves[draw(st.integers(min_value=0, max_value=len(leaves) - 1))]
-    if draw(st.integers(min_value=0, max_value=9)) == 0:
-        holder.ClearField(fd.name)
-    else:
-        assign(holder, fd, draw(value(fd, 1)))
+    times = 1 + max(0, draw(st.integers(min_value=-6, max_value=2)))
+    for _ in range(times):
+        leaves = _leaves(message)
+        if not leaves:  # a request without fields: only its trailer varies
+            return message
+        holder, fd = leaves[draw(st.integers(min_value=0, max_value=len(leaves) - 1))]
+        if draw(st.integers(min_value=0, max_value=9)) == 0:
+            holder.ClearField(fd.name)
+        else:
+            assign(holder, fd, draw(value(fd, 1)))
     return message
 
 
@@ -282,6 +320,8 @@ class Case:
     message: Message
     # Bytes after the serialized message: an unknown field, or garbage.
     trailer: bytes = b""
+    # Metadata sent along: a caller name, trace context or headers of nobody's.
+    metadata: tuple[tuple[str, str | bytes], ...] = ()
 
     def payload(self) -> bytes:
         return self.message.SerializeToString() + self.trailer
@@ -289,7 +329,8 @@ class Case:
     def __repr__(self) -> str:
         text = repr(self.message)
         shown = text if len(text) <= 600 else f"{text[:600]}... ({len(text)} characters)"
-        return f"Case({type(self.message).__name__} {shown!s}, trailer={self.trailer[:40]!r})"
+        return (f"Case({type(self.message).__name__} {shown!s}, trailer={self.trailer[:40]!r}, "
+                f"metadata={str(self.metadata)[:300]})")
 
 
 def _varint(n: int) -> bytes:
@@ -320,7 +361,39 @@ def trailers(draw: st.DrawFn) -> bytes:
     return draw(st.one_of(st.sampled_from(_GARBAGE), st.binary(min_size=1, max_size=16)))
 
 
+# gRPC itself refuses other characters in a text header (and names starting "grpc-").
+_HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+_HEADER_VALUES = st.one_of(
+    _HEADER_TEXT,
+    st.sampled_from(["", " ", "anonymous", "withdraw_svc", "payout_svc", "recon_svc", "ops-alice",
+                     "00-00000000000000000000000000000000-0000000000000000-00",
+                     "00-" + "f" * 32 + "-" + "f" * 16 + "-ff", "ff-zz", "0" * 55]),
+    st.builds(lambda unit, n: unit * n, st.sampled_from(["a", "-", "%"]), st.sampled_from([300, 4000])),
+)
+_HEADER_NAMES = st.one_of(
+    st.sampled_from(["x-mesh-caller", "x-mesh-role", "traceparent", "tracestate", "baggage",
+                     "authorization", "retry-after-ms", "user-agent", "x-forwarded-for"]),
+    st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_."), min_size=1, max_size=20).filter(
+        lambda name: not name.startswith("grpc-") and not name.endswith("-bin")),
+)
+
+
+@st.composite
+def metadata(draw: st.DrawFn) -> tuple[tuple[str, str | bytes], ...]:
+    """Mostly none; else a few headers, text or binary ("-bin"), known names or not."""
+    if draw(st.integers(min_value=0, max_value=3)) > 0:
+        return ()
+    headers: list[tuple[str, str | bytes]] = []
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        if draw(st.booleans()):
+            headers.append((draw(_HEADER_NAMES), draw(_HEADER_VALUES)))
+        else:
+            headers.append((draw(_HEADER_NAMES) + "-bin", draw(st.binary(max_size=64))))
+    return tuple(headers)
+
+
 def cases(rpc: Rpc, seed: Seed) -> st.SearchStrategy[Case]:
-    """What the fuzz sends to `rpc`: generated and mutated requests, some with a trailer."""
+    """What the fuzz sends to `rpc`: generated and mutated requests, some with a trailer,
+    some with hostile metadata."""
     requests = st.one_of(messages(rpc.method.input_type), mutated(seed))
-    return st.builds(Case, requests, trailers())
+    return st.builds(Case, requests, trailers(), metadata())

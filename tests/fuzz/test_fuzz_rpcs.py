@@ -309,7 +309,7 @@ async def check(mesh: Mesh, rpc: Rpc, case: Case) -> None:
     before = mesh.baseline
     refused_items = False
     try:
-        reply = await call(case.payload(), timeout=CALL_TIMEOUT_S)
+        reply = await call(case.payload(), timeout=CALL_TIMEOUT_S, metadata=case.metadata)
         code, details = grpc.StatusCode.OK, ""
         refused_items = every_item_refused(reply)
     except grpc.aio.AioRpcError as err:
