@@ -36,10 +36,12 @@ from hypothesis import example, given
 from mesh.account.v1 import account_pb2 as acc
 from mesh.feed.v1 import feed_pb2
 from mesh.gateway.v1 import gateway_pb2 as gw
+from mesh.gateway.v1 import gateway_pb2_grpc as gw_grpc
 from mesh.payout.v1 import payout_pb2 as po
 from mesh.recon.v1 import recon_pb2 as rc
 from mesh.withdraw.v1 import settings_pb2
 from mesh.withdraw.v1 import withdraw_pb2 as wd
+from mesh.withdraw.v1 import withdraw_pb2_grpc as wd_grpc
 from meshkit.server import RunningServer
 from meshkit.settings import TlsSettings
 from meshkit.transport import dial
@@ -181,6 +183,9 @@ class Mesh:
     baseline: dict[str, int] = field(default_factory=dict)
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     turn: int = 0
+    # Stubs that put back what an accepted config call changed (made once, on first use).
+    admin: wd_grpc.WithdrawAdminServiceStub | None = None
+    faults: gw_grpc.GatewayAdminServiceStub | None = None
 
     def address(self, server: str) -> str:
         m = self.m
@@ -283,12 +288,13 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
 async def _restore(mesh: Mesh, rpc: Rpc, request: Message) -> None:
     """Put back what an accepted config change set, so the next cases meet the same mesh."""
     if rpc.name == "mesh.withdraw.v1.WithdrawAdminService/SetGate":
-        stub = mesh.m.admin()
-        await stub.SetGate(wd.SetGateRequest(config=_gate(), reason="fuzz: restore",
-                                             update_mask=FieldMask(paths=["*"])), timeout=10)
+        mesh.admin = mesh.admin or mesh.m.admin()
+        await mesh.admin.SetGate(wd.SetGateRequest(config=_gate(), reason="fuzz: restore",
+                                                   update_mask=FieldMask(paths=["*"])), timeout=10)
     elif rpc.name == "mesh.gateway.v1.GatewayAdminService/SetChannelFaults":
         assert isinstance(request, gw.SetChannelFaultsRequest)
-        await mesh.m.gateway_admin().SetChannelFaults(gw.SetChannelFaultsRequest(
+        mesh.faults = mesh.faults or mesh.m.gateway_admin()
+        await mesh.faults.SetChannelFaults(gw.SetChannelFaultsRequest(
             faults=gw.ChannelFaults(channel=request.faults.channel)), timeout=10)
 
 
