@@ -7,38 +7,73 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-PROTOS := $(shell find protos -name '*.proto')
+PROTOS := $(sort $(shell find protos -name '*.proto'))
 GEN    := gen
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help venv proto proto-check lint typecheck test test-unit test-integration test-e2e fuzz \
+.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e fuzz \
         up down status demo preflight migrate load drill bench ci clean envdoc
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+# Hashed locks of every transitive dependency (`make lock` writes them from requirements/*.in).
+# All three go in: CI runs the load report's tests too. pip refuses anything unhashed or unlisted.
+LOCKS := requirements/runtime.txt requirements/dev.txt requirements/load.txt
+
+$(STAMP): $(LOCKS)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --require-hashes $(addprefix -r ,$(LOCKS))
+	$(PIP) check
 	@touch $@
 
-venv: $(STAMP) ## create .venv and install pinned dependencies
+venv: $(STAMP) ## create .venv and install the hashed locks requirements/{runtime,dev,load}.txt
 
-$(GEN)/.stamp: $(STAMP) $(PROTOS)
+# The lock compiler lives in a scratch venv, not in the project's: it is not a project dependency.
+# This machine's pip config (constraints, local wheel dirs) and any uv settings are ignored so the
+# locks resolve from the public index alone and install on a machine without them.
+UV_VERSION := 0.13.9
+LOCKTOOLS  ?= /tmp/wallet-mesh-locktools-$(UV_VERSION)
+UV_COMPILE := env -u PIP_FIND_LINKS -u UV_INDEX_URL -u UV_EXTRA_INDEX_URL -u UV_INDEX -u UV_FIND_LINKS \
+              -u UV_CONSTRAINT $(LOCKTOOLS)/bin/uv pip compile --no-config --quiet --generate-hashes \
+              --universal --python-version 3.11 --custom-compile-command "make lock"
+
+lock: ## re-resolve requirements/*.in into the hashed locks (runtime, then dev and load against it)
+	test -x $(LOCKTOOLS)/bin/uv || { python3 -m venv $(LOCKTOOLS) && \
+	  env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCKTOOLS)/bin/pip install -q uv==$(UV_VERSION); }
+	cd requirements && for f in runtime dev load; do $(UV_COMPILE) $$f.in -o $$f.txt; done
+
+# gen/ is committed, so a proto edited without regenerating is visible: proto-check regenerates
+# from scratch (the same recipe as `make proto`, deterministic: sorted inputs, one protoc) and
+# fails when the result differs from what git has, or adds files git does not know.
+define generate
 	rm -rf $(GEN) && mkdir -p $(GEN)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
 	$(PY) tools/init_packages.py $(GEN)
-	@touch $@
+	@touch $(GEN)/.stamp
+endef
 
-proto: $(GEN)/.stamp ## generate Python code from protos/ into gen/
+$(GEN)/.stamp: $(STAMP) $(PROTOS)
+	$(generate)
 
-proto-check: $(STAMP) ## fail if protos do not lint or gen/ is stale
+proto: $(GEN)/.stamp ## generate Python code from protos/ into gen/ (committed: commit what this changes)
+
+proto-check: $(STAMP) ## fail if protos do not lint or the committed gen/ is not what protos/ generate
 	cd protos && $(abspath $(VENV))/bin/buf lint
-	tmp=$$(mktemp -d) && \
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
-	$(PY) tools/init_packages.py $$tmp && \
-	diff -r -x .stamp -x __pycache__ $$tmp $(GEN) && rm -rf $$tmp
+	$(generate)
+	@git diff --exit-code --stat -- $(GEN) || \
+	  { echo "proto-check: gen/ differs from git: run make proto and commit gen/" >&2; exit 1; }
+	@untracked=$$(git status --porcelain --untracked-files=all -- $(GEN) | grep '^??' || true); \
+	  if [[ -n $$untracked ]]; then printf '%s\n' "$$untracked" >&2; \
+	  echo "proto-check: files in gen/ that git does not have: commit gen/" >&2; exit 1; fi
+	@echo "proto-check: gen/ is what protos/ generate"
+
+BREAKING_AGAINST ?= HEAD~1
+proto-breaking: $(STAMP) ## buf breaking: protos/ against the commit BREAKING_AGAINST (default HEAD~1)
+	@git rev-parse -q --verify '$(BREAKING_AGAINST)^{commit}' >/dev/null || \
+	  { echo "proto-breaking: NOT CHECKED: no commit $(BREAKING_AGAINST) in this clone (shallow?)" >&2; exit 2; }
+	$(abspath $(VENV))/bin/buf breaking protos --against '.git#ref=$(BREAKING_AGAINST),subdir=protos'
+	@echo "proto-breaking: no breaking change against $(BREAKING_AGAINST)"
 
 lint: proto ## buf lint, ruff
 	cd protos && $(abspath $(VENV))/bin/buf lint
@@ -57,6 +92,10 @@ fuzz: proto ## every RPC with 2,000 generated and mutated hostile requests (FUZZ
 
 test-unit: proto ## unit tests only (no sockets)
 	$(VENV)/bin/pytest -q tests/unit
+
+# The local mesh and the tools that drive it run as a dev environment unless told otherwise:
+# without SESSION_TOKEN_KEYS they share the well-known dev session key (a WARNING says so).
+up demo preflight load drill: export MESH_ENV ?= dev
 
 up: proto ## start PostgreSQL/Redis if needed, the five services, and run one demo withdrawal
 	$(PY) tools/devstack.py ensure
@@ -89,7 +128,8 @@ migrate: proto ## run every service's migrations (they also run at start)
 envdoc: ## regenerate ENVIRONMENT.md, the list of every environment variable, from the code
 	$(PY) -m tools.envdoc
 
-ci: lint typecheck proto-check test ## what CI runs
+ci: lint typecheck proto-check proto-breaking test ## what CI runs
 
-clean: ## remove generated code and run data
-	rm -rf $(GEN) .run
+clean: ## remove run data (gen/ is committed and stays; `make proto` rewrites it)
+	rm -rf .run $(GEN)/.stamp
+	find $(GEN) -name __pycache__ -prune -exec rm -rf {} +

@@ -34,6 +34,21 @@ class CreditOutcome(StrEnum):
     CONFLICT = "CONFLICT"
 
 
+def refund_refusal(order_id: str, order_state: str | None) -> FailedPrecondition | None:
+    """A refund (or void) follows only an order withdraw_svc itself holds FAILED: one that
+    was paid, is being paid or may still be paid must never get its money back as well.
+    `order_state` is withdraw_svc's answer (None: no such order). None when allowed."""
+    if order_state == "FAILED":
+        return None
+    if order_state is None:
+        return FailedPrecondition(f"order {order_id} is unknown to withdraw_svc; nothing to refund",
+                                  reason="ORDER_UNKNOWN")
+    return FailedPrecondition(
+        f"order {order_id} is {order_state} in withdraw_svc; only a FAILED order is refunded",
+        reason="ORDER_NOT_FAILED",
+    )
+
+
 class RefundOutcome(StrEnum):
     REFUNDED = "REFUNDED"
     VOIDED = "VOIDED"

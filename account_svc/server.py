@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 
 from account_svc.consumer import BulkCreditor
+from account_svc.peers import OrderStates
 from account_svc.repository import ENTRY_FEED
 from account_svc.service import Ledger
 from account_svc.servicer import AccountServicer
@@ -19,6 +20,8 @@ from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
+from meshkit.user_auth import UserAuth
+from meshkit.user_limits import UserRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,18 @@ class AccountApp:
         self.stores: Stores | None = None
         self.ledger: Ledger | None = None
         self.creditors: list[BulkCreditor] = []
+        self.orders: OrderStates | None = None
         self.background = Background()
 
     async def start(self) -> None:
         s = self.settings
         self.stores = await Stores.open(s.common, Path(__file__).parent / "migrations", pool_size=s.pool_size)
-        self.ledger = Ledger(self.stores.pool, s.token_keys, s.token_max_age_s)
+        if s.refund_checks_order:
+            self.orders = OrderStates(s.withdraw_addr, s.common.tls, s.peer_deadline_s)
+        credit_limit = UserRateLimit(self.stores.redis, self.stores.keys, "credit",
+                                     s.user_credits_per_min, "forced credits")
+        self.ledger = Ledger(self.stores.pool, s.token_keys, s.token_max_age_s, orders=self.orders,
+                             credit_limit=credit_limit)
         for index in range(s.credit_workers):
             stream = IngestStream(self.stores.redis, self.stores.keys, f"{s.consumer_name}-{index}")
             creditor = BulkCreditor(
@@ -46,7 +55,8 @@ class AccountApp:
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         assert self.ledger is not None and self.stores is not None
-        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self.ledger), server)
+        users = UserAuth(self.settings.session_keys)
+        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self.ledger, users), server)
         feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(
             ChangeFeedServicer(self.stores.pool, ENTRY_FEED), server)
         return [
@@ -61,6 +71,8 @@ class AccountApp:
         await self.background.stop()
 
     async def close(self) -> None:
+        if self.orders is not None:
+            await self.orders.close()
         if self.stores is not None:
             await self.stores.close()
 

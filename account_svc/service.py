@@ -7,12 +7,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, ParamSpec, TypeVar
+from typing import NamedTuple, ParamSpec, Protocol, TypeVar
 
 import asyncpg
 
 from account_svc import domain, repository
 from account_svc.domain import CreditOutcome, Entry, Kind, RefundOutcome
+from account_svc.peers import OrdersUnavailable
 from account_svc.repository import Contention, KeyTaken
 from campaign.tokens import RewardGrant, TokenError, verify
 from meshkit.errors import Conflict, DomainError, InvalidArgument, Unavailable
@@ -53,6 +54,18 @@ def store_down_is_unavailable(method: Callable[P, Awaitable[R]]) -> Callable[P, 
     return guarded
 
 
+class UserLimit(Protocol):
+    """A per-user rate limit (meshkit.user_limits.UserRateLimit): raises RateLimited."""
+
+    async def check(self, uid: int) -> None: ...
+
+
+class OrderStatesPort(Protocol):
+    """withdraw_svc's state of an order (account_svc.peers.OrderStates)."""
+
+    async def state_of(self, order_id: str) -> str | None: ...
+
+
 # One item of a deduct batch: (the debit, replayed), or why it was refused.
 DeductOutcome = tuple[Entry, bool] | DomainError
 
@@ -78,11 +91,17 @@ class Ledger:
         token_keys: Mapping[str, bytes],
         token_max_age_s: int,
         clock: Callable[[], float] = time.time,
+        orders: OrderStatesPort | None = None,
+        credit_limit: UserLimit | None = None,
     ) -> None:
         self.pool = pool
         self.token_keys = token_keys
         self.token_max_age_s = token_max_age_s
         self.clock = clock
+        # withdraw_svc, asked before every refund (None: ACCOUNT_REFUND_CHECKS_ORDER=false).
+        self.orders = orders
+        # Forced credits (ForceCredit with tokens) per uid and minute, across replicas.
+        self.credit_limit = credit_limit
 
     # --- tokens and credits ---------------------------------------------------------------
 
@@ -96,6 +115,9 @@ class Ledger:
         anything is written: one bad token (or a reward id replayed with other content)
         refuses the call and credits nothing."""
         domain.validate_force_credit(uid, tokens)
+        if tokens and self.credit_limit is not None:
+            # Before any token is verified or anything written: a refusal changes nothing.
+            await self.credit_limit.check(uid)
         grants: list[RewardGrant] = []
         for index, token in enumerate(tokens):
             try:
@@ -245,12 +267,30 @@ class Ledger:
         once; with no debit, voids the order id so a late debit can never land."""
         domain.validate_order_id(order_id)
         with log_context(order_id=order_id):
+            await self._check_order_failed(order_id)
             for _attempt in range(MAX_ATTEMPTS):
                 try:
                     return await self._refund_once(order_id)
                 except (Contention, KeyTaken) as exc:
                     log.info("refund raced (%s); retrying", exc)
             raise Unavailable("refund kept racing with concurrent writes; retry", reason="CONTENTION")
+
+    async def _check_order_failed(self, order_id: str) -> None:
+        """The caller's word that the order failed is not enough: its owner is asked. An
+        order FAILED in withdraw_svc never becomes anything else (its states are a
+        compare-and-set), so the answer cannot go stale before the refund commits."""
+        if self.orders is None:
+            return
+        try:
+            state = await self.orders.state_of(order_id)
+        except OrdersUnavailable as exc:
+            log.warning("refund not checked against withdraw_svc: %s", exc)
+            raise Unavailable("withdraw_svc could not be asked whether the order failed; retry",
+                              reason="ORDERS_UNAVAILABLE") from exc
+        refusal = domain.refund_refusal(order_id, state)
+        if refusal is not None:
+            log.warning("refund refused: %s", refusal.message)
+            raise refusal
 
     async def _refund_once(self, order_id: str) -> tuple[RefundOutcome, Entry, bool]:
         async with self.pool.acquire() as conn, conn.transaction():

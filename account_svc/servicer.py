@@ -9,6 +9,8 @@ from account_svc.service import Ledger
 from mesh.account.v1 import account_pb2, account_pb2_grpc
 from meshkit.errors import DomainError
 from meshkit.timeconv import to_ts
+from meshkit.user_auth import UserAuth
+from meshkit.user_limits import retry_hint
 
 _KIND = {
     Kind.CREDIT: account_pb2.ENTRY_KIND_CREDIT,
@@ -41,13 +43,18 @@ def entry_pb(entry: Entry) -> account_pb2.Entry:
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    """GetBalance and ListEntries are user-facing (the balance, the bill): they act for the
+    session token's uid (meshkit.user_auth). The rest is called by withdraw_svc and recon_svc."""
+
+    def __init__(self, ledger: Ledger, users: UserAuth) -> None:
         self.ledger = ledger
+        self.users = users
 
     async def ForceCredit(
         self, request: account_pb2.ForceCreditRequest, context: grpc.aio.ServicerContext
     ) -> account_pb2.ForceCreditResponse:
-        results, balance = await self.ledger.force_credit(request.uid, list(request.tokens))
+        with retry_hint(context):
+            results, balance = await self.ledger.force_credit(request.uid, list(request.tokens))
         return account_pb2.ForceCreditResponse(
             results=[
                 account_pb2.CreditResult(
@@ -93,15 +100,15 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def GetBalance(
         self, request: account_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> account_pb2.GetBalanceResponse:
-        balance = await self.ledger.balance(request.uid)
-        return account_pb2.GetBalanceResponse(uid=request.uid, balance_fen=balance)
+        uid = self.users.uid(context, "AccountService/GetBalance", request.uid)
+        balance = await self.ledger.balance(uid)
+        return account_pb2.GetBalanceResponse(uid=uid, balance_fen=balance)
 
     async def ListEntries(
         self, request: account_pb2.ListEntriesRequest, context: grpc.aio.ServicerContext
     ) -> account_pb2.ListEntriesResponse:
-        entries, next_token = await self.ledger.list_entries(
-            request.uid, request.page_size, request.page_token
-        )
+        uid = self.users.uid(context, "AccountService/ListEntries", request.uid)
+        entries, next_token = await self.ledger.list_entries(uid, request.page_size, request.page_token)
         return account_pb2.ListEntriesResponse(
             entries=[entry_pb(e) for e in entries], next_page_token=next_token
         )

@@ -50,6 +50,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 from bench import pgstate  # noqa: E402
 from bench.seeding import User, seed_users  # noqa: E402
 from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
+from edge.client import UserSessions  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.db import with_database  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
@@ -124,9 +125,12 @@ async def spawn_mesh(base_db: str, redis_url: str) -> Mesh:
         "DATABASE_URL": with_database(base_db, name),
         "REDIS_URL": redis_url,
         "MESH_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-        "REWARD_TOKEN_KEYS": "bench:bench-secret",
+        "REWARD_TOKEN_KEYS": "bench:bench-secret-0123456789abcdef0123456789",
         "REWARD_TOKEN_ACTIVE_KEY": "bench",
         "WITHDRAW_COMPENSATION_ENABLED": "false",
+        # A few bench users confirm far more often than a person could: no per-user limits.
+        "WITHDRAW_USER_CONFIRMS_PER_MIN": "0",
+        "ACCOUNT_USER_CREDITS_PER_MIN": "0",
     }
     mesh = Mesh({}, keyring_from_env(env), scratch_db=name, base_db=base_db,
                 log_dir=ROOT / ".run" / "bench" / name)
@@ -167,6 +171,9 @@ class Load:
 async def drive(address: str, users: list[User], clients: int, duration_s: float, warmup_s: float) -> Load:
     channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
     stubs = [withdraw_pb2_grpc.WithdrawServiceStub(c) for c in channels]
+    # Each user signed in once, before the clock starts, as the app would be.
+    sessions = UserSessions.from_env()
+    signed_in = {user.uid: sessions.metadata(user.uid) for user in users}
     load = Load()
     started = time.monotonic()
     measure_from = started + warmup_s
@@ -186,7 +193,7 @@ async def drive(address: str, users: list[User], clients: int, duration_s: float
             try:
                 await stub.ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
                     uid=user.uid, request_id=uuid.uuid4().hex, amount_fen=AMOUNT_FEN,
-                    method_id=user.method_id), timeout=10)
+                    method_id=user.method_id), timeout=10, metadata=signed_in[user.uid])
                 ok = True
             except grpc.aio.AioRpcError as err:
                 ok = False
@@ -288,6 +295,9 @@ async def pgbench(base_db: str, clients: int, duration_s: float) -> float:
 
 
 async def main() -> None:
+    # The benchmark's mesh is a private dev mesh: without SESSION_TOKEN_KEYS its services and
+    # its simulated users share the well-known dev session key.
+    os.environ.setdefault("MESH_ENV", "dev")
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=32)

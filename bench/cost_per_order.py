@@ -15,8 +15,8 @@ seeding), prints PostgreSQL's autovacuum setting and VACUUM ANALYZEs the mesh's 
          --mix the page-heavy mix of the seed, 3 GetWithdrawPage and 2 GetOrder per confirm;
   drain  until every order of the run is terminal (withdraw_svc's change feed), recon_svc has
          judged them all (GetReconStatus.checked_orders grew by that many) and has self-checked
-         them all (account_svc's rpc_server_requests_total of GetOrderEntries, which only
-         recon's self-check calls, grew by that many); bounded by --drain-timeout.
+         them all (recon_svc's recon_self_checked_orders_total grew by that many); bounded by
+         --drain-timeout.
 
 Over exactly that window it samples utime + stime (/proc/<pid>/stat, every --interval) of each
 service process, of every process of the PostgreSQL server (postmaster children, attributed
@@ -89,7 +89,7 @@ CONFIRMS_ONLY = "confirm=1"
 # The seed's withdraw-page-heavy mix (tools/load.py's default).
 PAGE_HEAVY = "page=3,confirm=1,order=2"
 PROFILER = "profiler"
-SELF_CHECK_METHOD = "/mesh.account.v1.AccountService/GetOrderEntries"
+SELF_CHECKED_COUNTER = "recon_self_checked_orders_total"
 
 
 def log(msg: str) -> None:
@@ -181,21 +181,20 @@ async def recon_status(clients: MeshClients) -> ReconView | None:
                      {p.feed: p.head_time.seconds + p.head_time.nanos / 1e9 for p in reply.positions})
 
 
-def metrics_url(env: Mapping[str, str]) -> str | None:
-    """account_svc's Prometheus endpoint (gRPC port + 1000 unless ACCOUNT_SVC_METRICS_PORT)."""
-    port = env.get("ACCOUNT_SVC_METRICS_PORT")
+def metrics_url(env: Mapping[str, str], service: str = "recon_svc") -> str | None:
+    """A service's Prometheus endpoint (gRPC port + 1000 unless <SVC>_METRICS_PORT)."""
+    port = env.get(f"{service.upper()}_METRICS_PORT")
     if port is None:
-        host, _, grpc_port = address_of("account_svc", env).rpartition(":")
+        host, _, grpc_port = address_of(service, env).rpartition(":")
         return f"http://{host or '127.0.0.1'}:{int(grpc_port) + 1000}/metrics"
     return None if port == "0" else f"http://127.0.0.1:{port}/metrics"
 
 
-def ok_calls(metrics_text: str, method: str) -> int:
-    """OK calls of one method in a Prometheus text page of meshkit's rpc_server_requests_total."""
+def counter_total(metrics_text: str, name: str) -> int:
+    """The sum of one counter over all its label sets, from a Prometheus text page."""
     total = 0.0
     for line in metrics_text.splitlines():
-        if line.startswith("rpc_server_requests_total{") and f'rpc_method="{method}"' in line \
-                and 'rpc_grpc_status="OK"' in line:
+        if line.startswith((name + "{", name + " ")):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
 
@@ -209,7 +208,7 @@ async def self_checks(url: str | None) -> int | None:
             return str(reply.read().decode())
 
     try:
-        return ok_calls(await asyncio.to_thread(fetch), SELF_CHECK_METHOD)
+        return counter_total(await asyncio.to_thread(fetch), SELF_CHECKED_COUNTER)
     except OSError:
         return None
 
@@ -295,7 +294,7 @@ async def start_profilers(services: Mapping[str, int], out: Path, seconds: float
                           extra_args: list[str]) -> list[asyncio.subprocess.Process]:
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
-        raise SystemExit(f"{spy} not found: pip install the py-spy pinned in requirements.txt")
+        raise SystemExit(f"{spy} not found: `make venv` installs the py-spy pinned in requirements/dev.in")
     out.mkdir(parents=True, exist_ok=True)
     procs = []
     for svc, pid in services.items():
@@ -512,6 +511,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    # The benchmark's mesh is a private dev mesh: without SESSION_TOKEN_KEYS its services and
+    # its simulated users share the well-known dev session key.
+    os.environ.setdefault("MESH_ENV", "dev")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=100.0, help="confirms per second, open loop (default 100)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")

@@ -117,6 +117,8 @@ async def ensure_service(address: str) -> Target:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "MESH_KEY_PREFIX": prefix,
            "ACCOUNT_SVC_HOST": host or "127.0.0.1", "ACCOUNT_SVC_PORT": port,
            "ACCOUNT_SVC_DB_SCHEMA": schema}
+    # A private, throw-away ledger: the development key rules unless the caller chose.
+    env.setdefault("MESH_ENV", "dev")
     log = _service_log()
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "account_svc", cwd=ROOT, env=env,
                                                    stdout=log, stderr=log)
@@ -310,6 +312,9 @@ async def bench_sql_only(dsn: str, count: int, uid_count: int, batch: int, write
 
 
 async def main() -> None:
+    # The benchmark's mesh is a private dev mesh: without SESSION_TOKEN_KEYS its services and
+    # its simulated users share the well-known dev session key.
+    os.environ.setdefault("MESH_ENV", "dev")
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rewards", type=int, default=50_000)

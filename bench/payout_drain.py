@@ -48,6 +48,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
 from bench import pgstate  # noqa: E402
 from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
+from edge.client import UserSessions  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc  # noqa: E402
@@ -55,6 +56,7 @@ from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from tools import meshctl  # noqa: E402
+from tools.loadlib import four_eyes  # noqa: E402
 from tools.loadlib.clients import retry_unavailable  # noqa: E402
 from tools.loadlib.cpu import read_stat  # noqa: E402
 from tools.loadlib.seeding import bounded_gather  # noqa: E402
@@ -103,10 +105,15 @@ class BenchMesh:
             "MESH_KEY_PREFIX": f"bench-{run_id}",
             "REWARD_TOKEN_KEYS": f"bench:{secrets.token_hex(16)}",
             "REWARD_TOKEN_ACTIVE_KEY": "bench",
+            # The simulated users' sessions are signed with a key of this run alone.
+            "SESSION_TOKEN_KEYS": f"bench:{secrets.token_hex(32)}",
             "MESH_SHUTDOWN_GRACE_S": "5",
             "WITHDRAW_RELAY_INTERVAL_MS": "100",
             "WITHDRAW_RELAY_BATCH": "1000",
             "WITHDRAW_COMPENSATION_ENABLED": "false",
+            # A few bench users confirm far more often than a person could: no per-user limits.
+            "WITHDRAW_USER_CONFIRMS_PER_MIN": "0",
+            "ACCOUNT_USER_CREDITS_PER_MIN": "0",
             # PostgreSQL's connections are shared with whatever else runs on this machine.
             "GATEWAY_DB_POOL_SIZE": "6",
             "ACCOUNT_DB_POOL_SIZE": "6",
@@ -211,12 +218,16 @@ async def place_orders(bench: BenchMesh, count: int, amount_fen: int = 100, conc
     requests = [(users[i // ORDERS_PER_USER], i) for i in range(count)]
     done = 0
 
+    sessions = UserSessions.from_env(bench.env)
+
     async def confirm(item: tuple[tuple[int, str], int]) -> None:
         nonlocal done
         (uid, method_id), n = item
         request = withdraw_pb2.ConfirmWithdrawRequest(uid=uid, request_id=f"bench-{n}", amount_fen=amount_fen,
                                                       method_id=method_id)
-        reply = await retry_unavailable(lambda: withdraw.ConfirmWithdraw(request, timeout=30))
+        signed_in = sessions.metadata(uid)
+        reply = await retry_unavailable(
+            lambda: withdraw.ConfirmWithdraw(request, timeout=30, metadata=signed_in))
         if reply.order.state != withdraw_pb2.ORDER_STATE_PENDING_PAYOUT:
             raise RuntimeError(f"order {reply.order.order_id} is {reply.order.state}, not PENDING_PAYOUT")
         done += 1
@@ -254,7 +265,7 @@ async def set_rate(bench: BenchMesh, rate: float, unlimited: bool = False) -> No
         admin = payout_pb2_grpc.PayoutAdminServiceStub(channel)
         request = payout_pb2.SetChannelRateRequest(channel=bench.channel, rate_per_second=rate,
                                                    unlimited=unlimited)
-        await admin.SetChannelRate(request, timeout=10)
+        await four_eyes.set_rate(four_eyes.header_hands(admin), request, reason="payout drain bench: open")
 
 
 def start_paused_then_open(bench: BenchMesh, processes: int, workers: int,
@@ -345,7 +356,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=6000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=8, help="PAYOUT_WORKERS_PER_CHANNEL")
+    parser.add_argument("--workers", type=int, default=2, help="PAYOUT_WORKERS_PER_CHANNEL")
     parser.add_argument("--gateway-capacity", type=int, default=1000)
     parser.add_argument("--channel", default="bank")
     parser.add_argument("--keep", action="store_true", help="keep schemas and Redis keys")

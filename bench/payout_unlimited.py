@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=3000)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=8, help="PAYOUT_WORKERS_PER_CHANNEL")
+    parser.add_argument("--workers", type=int, default=2, help="PAYOUT_WORKERS_PER_CHANNEL")
     parser.add_argument("--channel", default="balance")
     parser.add_argument("--keep", action="store_true", help="keep schemas and Redis keys")
     args = parser.parse_args()

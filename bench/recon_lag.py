@@ -43,6 +43,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 from bench import pgstate  # noqa: E402
 from bench.seeding import User, seed_users  # noqa: E402
 from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
+from edge.client import UserSessions  # noqa: E402
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
 from meshkit.db import (  # noqa: E402
@@ -139,9 +140,12 @@ async def spawn_mesh(base_db: str, redis_url: str, run_dir: Path) -> Mesh:
         "DATABASE_URL": with_database(base_db, name),
         "REDIS_URL": redis_url,
         "MESH_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-        "REWARD_TOKEN_KEYS": "bench:bench-secret",
+        "REWARD_TOKEN_KEYS": "bench:bench-secret-0123456789abcdef0123456789",
         "REWARD_TOKEN_ACTIVE_KEY": "bench",
         "WITHDRAW_COMPENSATION_ENABLED": "false",
+        # A few bench users confirm far more often than a person could: no per-user limits.
+        "WITHDRAW_USER_CONFIRMS_PER_MIN": "0",
+        "ACCOUNT_USER_CREDITS_PER_MIN": "0",
         # No limit: said explicitly, since a channel without a rate is paused.
         "PAYOUT_DEFAULT_RATES": "bank:unlimited,alipay:unlimited,balance:unlimited",
     }
@@ -168,6 +172,8 @@ async def drive(mesh: Mesh, users: list[User], rate: float, duration_s: float) -
     """Open loop: one ConfirmWithdraw every 1/rate seconds, whatever the answers take."""
     order_ids: list[str] = []
     errors = 0
+    sessions = UserSessions.from_env(mesh.env)
+    signed_in = {user.uid: sessions.metadata(user.uid) for user in users}
     async with grpc.aio.insecure_channel(mesh.addresses["withdraw_svc"]) as channel:
         stub = withdraw_pb2_grpc.WithdrawServiceStub(channel)
 
@@ -177,7 +183,7 @@ async def drive(mesh: Mesh, users: list[User], rate: float, duration_s: float) -
             try:
                 reply = await stub.ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
                     uid=user.uid, request_id=uuid.uuid4().hex, amount_fen=AMOUNT_FEN,
-                    method_id=user.method_id), timeout=10)
+                    method_id=user.method_id), timeout=10, metadata=signed_in[user.uid])
                 order_ids.append(reply.order.order_id)
             except grpc.aio.AioRpcError:
                 errors += 1
@@ -254,6 +260,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main() -> None:
+    # The benchmark's mesh is a private dev mesh: without SESSION_TOKEN_KEYS its services and
+    # its simulated users share the well-known dev session key.
+    os.environ.setdefault("MESH_ENV", "dev")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=40.0, help="orders per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")

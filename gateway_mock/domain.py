@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from meshkit import validate
+from meshkit import redact, validate
 from meshkit.errors import Conflict, Exhausted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 MAX_ID_LEN = 128
@@ -238,8 +238,7 @@ def check_uid(uid: int) -> None:
 
 def mask_account(account: str) -> str:
     """Only the last four characters are ever shown (and never all of a short account)."""
-    visible = account[-4:] if len(account) > 4 else ""
-    return "****" + visible
+    return redact.account(account)
 
 
 def validate_bind(uid: int, channel: str, account: str, method_id: str, channels: tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from gateway_mock.domain import ChannelFaults, Decision, Method, Payout, PayoutRequest, PayoutState
-from meshkit import changefeed
+from meshkit import admin_store, changefeed
 
 _PAYOUT_COLUMNS = (
     "order_id, uid, channel, method_id, amount_fen, state, failure_reason,"
@@ -202,14 +202,23 @@ class Repository:
         rows = await self.pool.fetch("SELECT channel, config::text AS config FROM channel_faults")
         return [ChannelFaults.from_json(r["channel"], _loads(r["config"])) for r in rows]
 
-    async def save_faults(self, faults: ChannelFaults) -> None:
-        await self.pool.execute(
-            """
-            INSERT INTO channel_faults (channel, config, updated_at) VALUES ($1, $2::jsonb, now())
-            ON CONFLICT (channel) DO UPDATE SET config = EXCLUDED.config, updated_at = now()
-            """,
-            faults.channel, json.dumps(faults.to_json()),
-        )
+    async def save_faults(self, faults: ChannelFaults, actor: str) -> None:
+        """Replace a channel's faults, audited (old and new settings) in the same transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchval(
+                "SELECT config::text FROM channel_faults WHERE channel = $1 FOR UPDATE", faults.channel)
+            await conn.execute(
+                """
+                INSERT INTO channel_faults (channel, config, updated_at) VALUES ($1, $2::jsonb, now())
+                ON CONFLICT (channel) DO UPDATE SET config = EXCLUDED.config, updated_at = now()
+                """,
+                faults.channel, json.dumps(faults.to_json()),
+            )
+            await admin_store.record(conn, actor, "faults.set", faults.channel,
+                                     _loads(old) if old is not None else None, faults.to_json())
+
+    async def admin_audit(self, page_size: int, page_token: str) -> tuple[list[admin_store.AuditEntry], str]:
+        return await admin_store.list_audit(self.pool, page_size, page_token)
 
 
 def _loads(text: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from gateway_mock.domain import (
 )
 from gateway_mock.repository import Repository
 from meshkit import validate
+from meshkit.admin_store import AuditEntry
 from meshkit.errors import DomainError, InvalidArgument
 from meshkit.logs import log_context
 from meshkit.timeconv import utcnow
@@ -258,12 +259,15 @@ class GatewayService:
             if faults.channel in self.faults:
                 self.faults[faults.channel] = faults
 
-    async def set_faults(self, faults: ChannelFaults) -> ChannelFaults:
+    async def set_faults(self, faults: ChannelFaults, actor: str) -> ChannelFaults:
         faults.validate(self.channels)
-        await self.repo.save_faults(faults)
+        await self.repo.save_faults(faults, actor)
         self.faults[faults.channel] = faults
-        log.info("channel %s faults set to %s", faults.channel, faults.to_json())
+        log.info("channel %s faults set to %s by %s", faults.channel, faults.to_json(), actor)
         return faults
+
+    async def admin_audit(self, page_size: int, page_token: str) -> tuple[list[AuditEntry], str]:
+        return await self.repo.admin_audit(page_size, page_token)
 
     def get_faults(self, channel: str) -> ChannelFaults:
         check_channel(channel, self.channels)

@@ -7,7 +7,9 @@ import grpc
 from gateway_mock.domain import ChannelFaults, Method, Payout, PayoutRequest, PayoutState
 from gateway_mock.service import GatewayService
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from meshkit.admin_pb import audit_entry_pb
 from meshkit.errors import DomainError
+from meshkit.identity import caller_of
 from meshkit.timeconv import from_request_ts, to_ts
 
 _STATE = {
@@ -125,8 +127,15 @@ class GatewayAdminServicer(gateway_pb2_grpc.GatewayAdminServiceServicer):
     async def SetChannelFaults(
         self, request: gateway_pb2.SetChannelFaultsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SetChannelFaultsResponse:
-        faults = await self.service.set_faults(faults_of(request.faults))
+        faults = await self.service.set_faults(faults_of(request.faults), caller_of(context))
         return gateway_pb2.SetChannelFaultsResponse(faults=faults_pb(faults))
+
+    async def ListAdminAudit(
+        self, request: gateway_pb2.ListAdminAuditRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListAdminAuditResponse:
+        entries, token = await self.service.admin_audit(request.page_size, request.page_token)
+        return gateway_pb2.ListAdminAuditResponse(entries=[audit_entry_pb(e) for e in entries],
+                                                  next_page_token=token)
 
     async def GetChannelFaults(
         self, request: gateway_pb2.GetChannelFaultsRequest, context: grpc.aio.ServicerContext

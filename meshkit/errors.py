@@ -58,6 +58,15 @@ class Exhausted(DomainError):
     code = Code.RESOURCE_EXHAUSTED
 
 
+class RateLimited(Exhausted):
+    """Too many calls of one kind for one user; `retry_after_ms` says when the window ends
+    (sent as `retry-after-ms` trailing metadata, like admission's refusals)."""
+
+    def __init__(self, message: str, *, retry_after_ms: int, reason: str = "USER_RATE_LIMITED") -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_ms = retry_after_ms
+
+
 class Unavailable(DomainError):
     """A dependency did not answer; retrying the same request is safe."""
 

@@ -6,9 +6,12 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
@@ -64,9 +67,44 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+LOG_LEVEL_VAR = "LOG_LEVEL"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """LOG_LEVEL: DEBUG, INFO (the default), WARNING or ERROR, in any case. Anything else
+    stops the process: a mistyped level would otherwise hide, or flood, the night's logs."""
+    raw = (os.environ if environ is None else environ).get(LOG_LEVEL_VAR, "").strip()
+    if not raw:
+        return "INFO"
+    level = raw.upper()
+    if level not in LOG_LEVELS:
+        raise SystemExit(f"{LOG_LEVEL_VAR}={raw!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 def setup_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # What Python would otherwise print as plain text into the same stream (warnings, a
+    # crash's traceback) becomes JSON lines too, so every line of the log file parses.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("uncaught").critical("uncaught %s: %s", kind.__name__, error,
+                                           exc_info=(kind, error, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or args.exc_type is SystemExit:
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("uncaught").critical("uncaught %s in thread %s: %s", args.exc_type.__name__, thread,
+                                           args.exc_value, exc_info=(args.exc_type, args.exc_value,
+                                                                     args.exc_traceback))

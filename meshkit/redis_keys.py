@@ -30,6 +30,10 @@ class Keys:
     def rate_window(self, channel: str) -> str:
         return f"{self.prefix}:ratewindow:{channel}"
 
+    def user_rate(self, name: str, uid: int) -> str:
+        """Calls of kind `name` by `uid` in the current window (meshkit.user_limits)."""
+        return f"{self.prefix}:userrate:{name}:{uid}"
+
     def order_lock(self, order_id: str) -> str:
         return f"{self.prefix}:lock:order:{order_id}"
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import grpc
 import uvloop
@@ -18,9 +20,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from meshkit.admission import Admission, Gate
-from meshkit.interceptors import ServerInterceptor
-from meshkit.logs import setup_logging
-from meshkit.metrics import setup_metrics
+from meshkit.interceptors import server_interceptors
+from meshkit.logs import log_level_from_env, setup_logging
+from meshkit.metrics import metrics_host, setup_metrics
 from meshkit.settings import CommonSettings, env_int, env_str
 from meshkit.telemetry import setup_tracing
 from meshkit.transport import bind
@@ -100,7 +102,16 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
     admission = Admission(settings.admission) if settings.admission.enabled and settings.admitted else None
     gate = Gate(admission, settings.admitted)
-    server = grpc.aio.server(interceptors=[ServerInterceptor(gate)], options=[("grpc.so_reuseport", 0)])
+    limits = settings.limits
+    server = grpc.aio.server(
+        interceptors=server_interceptors(gate),
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", limits.max_receive_bytes),
+            ("grpc.max_send_message_length", limits.max_send_bytes),
+        ],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = app.register(server)
@@ -119,6 +130,7 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
 
 async def serve(app: App, settings: CommonSettings) -> None:
     running = await start_server(app, settings)
+    tune_gc(env_int("MESH_GC_GEN0", DEFAULT_GC_GEN0))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,15 +140,51 @@ async def serve(app: App, settings: CommonSettings) -> None:
     await running.stop(settings.grace_seconds)
 
 
+# Gen-0 collection threshold of a running service (Python's default is 700).
+DEFAULT_GC_GEN0 = 50_000
+
+
+def tune_gc(gen0: int) -> None:
+    """What start-up allocated (modules, descriptors, pools) lives as long as the process:
+    frozen, the collector stops walking it. A call allocates a few hundred short-lived
+    objects, nearly all gone when it ends, so gen-0 collections every 700 allocations cost
+    CPU and pause the loop for little (measured in BENCHMARKS.md); 0 keeps Python's defaults."""
+    if gen0 <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, gen2)
+
+
 def main(service: str, build: Callable[[], tuple[App, CommonSettings]]) -> None:
+    # JSON logging first, at INFO until LOG_LEVEL is read: a refusal to start below is a
+    # JSON line in the service's log like every other.
     setup_logging(service)
-    setup_tracing(service)
-    app, settings = build()
-    default_metrics_port = settings.port + 1000 if settings.port else 0
-    setup_metrics(service, env_int(f"{service.upper()}_METRICS_PORT", default_metrics_port))
-    # uvloop by default: asyncpg and redis spend a good part of each call in the event
-    # loop's socket handling, which libuv does in C (MESH_EVENT_LOOP=asyncio opts out).
-    loop = env_str("MESH_EVENT_LOOP", "uvloop")
-    if loop not in ("uvloop", "asyncio"):
-        raise SystemExit(f"MESH_EVENT_LOOP must be uvloop or asyncio, not {loop!r}")
-    (uvloop.run if loop == "uvloop" else asyncio.run)(serve(app, settings))
+    try:
+        setup_logging(service, log_level_from_env())
+        setup_tracing(service)
+        app, settings = build()
+        default_metrics_port = settings.port + 1000 if settings.port else 0
+        setup_metrics(service, env_int(f"{service.upper()}_METRICS_PORT", default_metrics_port),
+                      metrics_host(service, os.environ))
+        # uvloop by default: asyncpg and redis spend a good part of each call in the event
+        # loop's socket handling, which libuv does in C (MESH_EVENT_LOOP=asyncio opts out).
+        loop = env_str("MESH_EVENT_LOOP", "uvloop")
+        if loop not in ("uvloop", "asyncio"):
+            raise SystemExit(f"MESH_EVENT_LOOP must be uvloop or asyncio, not {loop!r}")
+    except SystemExit as refused:
+        _exit_logged(refused, f"{service} refuses to start")
+    try:
+        (uvloop.run if loop == "uvloop" else asyncio.run)(serve(app, settings))
+    except SystemExit as stopped:
+        _exit_logged(stopped, f"{service} stopped")
+
+
+def _exit_logged(error: SystemExit, what: str) -> NoReturn:
+    """A SystemExit carrying a message (a setting refused) becomes a CRITICAL JSON line and
+    exit status 1: Python would print the bare message into the JSON log file."""
+    if not isinstance(error.code, str):
+        raise error
+    log.critical("%s: %s", what, error.code)
+    raise SystemExit(1) from None

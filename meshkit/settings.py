@@ -116,6 +116,7 @@ class CommonSettings:
     # Methods ("Service/Method") this replica may refuse under load, by priority (0 is shed
     # last); every other method (internal, admin, health, reflection) is never refused.
     admitted: Mapping[str, int] = field(default_factory=dict)
+    limits: ServerLimits = field(default_factory=lambda: ServerLimits())
 
     @classmethod
     def from_env(cls, service: str, db_schema: str, admitted: Sequence[str] = ()) -> CommonSettings:
@@ -136,7 +137,39 @@ class CommonSettings:
             grace_seconds=env_float("MESH_SHUTDOWN_GRACE_S", 10.0),
             admission=admission_from_env(),
             admitted=priorities,
+            limits=ServerLimits.from_env(),
         )
+
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one server accepts, whoever calls: a request larger than max_receive_bytes is
+    refused (RESOURCE_EXHAUSTED) before any handler runs; replies above max_send_bytes
+    fail; at most max_concurrent_rpcs calls run at once, more are refused at once
+    (RESOURCE_EXHAUSTED) rather than queued without bound."""
+
+    max_receive_bytes: int = 4 * MIB
+    # Larger than receive: the biggest legitimate replies (ListPayouts, change-feed pages,
+    # daily reports) run to a few MiB.
+    max_send_bytes: int = 16 * MIB
+    max_concurrent_rpcs: int = 1000
+
+    @classmethod
+    def from_env(cls) -> ServerLimits:
+        limits = cls(
+            max_receive_bytes=env_int("MESH_MAX_RECEIVE_BYTES", 4 * MIB),
+            max_send_bytes=env_int("MESH_MAX_SEND_BYTES", 16 * MIB),
+            max_concurrent_rpcs=env_int("MESH_MAX_CONCURRENT_RPCS", 1000),
+        )
+        for name, value in (("MESH_MAX_RECEIVE_BYTES", limits.max_receive_bytes),
+                            ("MESH_MAX_SEND_BYTES", limits.max_send_bytes),
+                            ("MESH_MAX_CONCURRENT_RPCS", limits.max_concurrent_rpcs)):
+            if value < 1:
+                raise SystemExit(f"{name} must be at least 1, not {value}")
+        return limits
 
 
 def admission_from_env() -> AdmissionSettings:

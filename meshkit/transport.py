@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from meshkit.interceptors import ClientInterceptor
+from meshkit.interceptors import client_interceptors
 from meshkit.settings import TlsSettings
 
 _CHANNEL_OPTIONS = [
@@ -32,7 +32,7 @@ def bind(server: grpc.aio.Server, address: str, tls: TlsSettings) -> int:
 
 def dial(address: str, tls: TlsSettings, caller: str) -> grpc.aio.Channel:
     """A channel to a peer service with trace propagation and the caller's name."""
-    interceptors = [ClientInterceptor(caller)]
+    interceptors = client_interceptors(caller)
     if not tls.enabled:
         return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(

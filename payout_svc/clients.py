@@ -130,7 +130,8 @@ class WithdrawClient:
         self, items: list[tuple[str, OrderState, str]]
     ) -> list[Order | Exception]:
         """settle_payout for each (order_id, state, reason) in one call: per item the
-        settled Order, or SettleConflict, or AttemptFailed with what withdraw_svc refused."""
+        settled Order, or SettleConflict, or DependencyDown (the gateway could not confirm a
+        failure), or AttemptFailed with what withdraw_svc refused."""
         request = withdraw_pb2.SettlePayoutBatchRequest(settles=[
             withdraw_pb2.SettlePayoutRequest(
                 order_id=order_id, reason=reason,
@@ -145,6 +146,9 @@ class WithdrawClient:
                 results.append(_order(item.settled.order))
             elif item.error.code == "FAILED_PRECONDITION":
                 results.append(SettleConflict(item.error.message))
+            elif item.error.code == "UNAVAILABLE":
+                # withdraw_svc could not ask the gateway to confirm a failure: nobody's fault.
+                results.append(DependencyDown(f"withdraw_svc: {item.error.message}"))
             else:
                 results.append(AttemptFailed(f"SettlePayout refused: {item.error.code} {item.error.message}"))
         return results

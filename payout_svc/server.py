@@ -10,6 +10,7 @@ import redis.asyncio as redis
 
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
+from meshkit.admin_store import ChangeStore, PoolAudit
 from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
@@ -18,6 +19,8 @@ from meshkit.transport import dial
 from payout_svc.batch import BatchPayoutProcessor
 from payout_svc.clients import GatewayClient, WithdrawClient
 from payout_svc.metrics import ChannelSampler
+from payout_svc.rate_changes import KIND as RATE_KIND
+from payout_svc.rate_changes import RateChanges
 from payout_svc.repository import RatesRepository
 from payout_svc.service import AwaitingChecker, ChannelRates, PayoutAdmin, ProcessorConfig
 from payout_svc.servicer import PayoutAdminServicer
@@ -34,6 +37,8 @@ class PayoutApp:
         self.background = Background()
         self.stores: Stores | None = None
         self.admin: PayoutAdmin | None = None
+        self.rate_changes: RateChanges | None = None
+        self.audit: PoolAudit | None = None
         self.reader: redis.Redis | None = None
         self._channels: list[grpc.aio.Channel] = []
 
@@ -45,7 +50,8 @@ class PayoutApp:
         gateway = dial(s.gateway_addr, s.common.tls, caller="payout_svc")
         self._channels = [withdraw, gateway]
 
-        rates = ChannelRates(RatesRepository(self.stores.pool), s.channels, s.default_rates)
+        rates_repo = RatesRepository(self.stores.pool)
+        rates = ChannelRates(rates_repo, s.channels, s.default_rates)
         await rates.start()
         self.reader = redis.Redis.from_url(
             s.common.redis_url, socket_timeout=5, socket_connect_timeout=2,
@@ -75,14 +81,19 @@ class PayoutApp:
             self.background.spawn(f"payout-{channel}-awaiting", loops.follow_awaiting)
         self.background.spawn("payout-rates",
                               lambda stopping: refresh_rates(rates, s.rate_refresh_s, stopping))
-        self.admin = PayoutAdmin(queue, limiter, rates)
+        self.audit = PoolAudit(self.stores.pool)
+        self.admin = PayoutAdmin(queue, limiter, rates, self.audit, four_eyes=s.four_eyes.required)
+        self.rate_changes = RateChanges(self.admin, rates_repo,
+                                        ChangeStore(self.stores.pool, RATE_KIND, s.four_eyes.ttl_s))
         sampler = ChannelSampler(self.admin, s.common.key_prefix, s.metrics_interval_s)
         self.background.spawn("payout-metrics", sampler.run)
         log.info("payout consumer %s on channels %s", s.consumer, ",".join(s.channels))
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         assert self.admin is not None and self.stores is not None
-        payout_pb2_grpc.add_PayoutAdminServiceServicer_to_server(PayoutAdminServicer(self.admin), server)
+        assert self.rate_changes is not None and self.audit is not None
+        payout_pb2_grpc.add_PayoutAdminServiceServicer_to_server(
+            PayoutAdminServicer(self.admin, self.rate_changes, self.audit), server)
         feed_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(self.stores.pool), server)
         return [
             payout_pb2.DESCRIPTOR.services_by_name["PayoutAdminService"].full_name,

@@ -8,10 +8,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 
+from meshkit.four_eyes import direct_change_refused
 from meshkit.logs import log_context
 from meshkit.outage import OutageLog, outage_of
 from meshkit.streams import context_of
@@ -465,7 +466,7 @@ class AwaitingChecker:
 class RatesRepository(Protocol):
     async def all_rates(self) -> dict[str, ChannelRate]: ...
     async def seed_rates(self, rates: dict[str, ChannelRate]) -> None: ...
-    async def set_rate(self, channel: str, rate: ChannelRate) -> None: ...
+    async def set_rate(self, channel: str, rate: ChannelRate, actor: str, reason: str) -> None: ...
 
 
 class ChannelRates:
@@ -499,8 +500,8 @@ class ChannelRates:
     def rate_of(self, channel: str) -> ChannelRate:
         return self.rates.get(channel, PAUSED)
 
-    async def set(self, channel: str, rate: ChannelRate) -> None:
-        await self.repo.set_rate(channel, rate)
+    async def set(self, channel: str, rate: ChannelRate, actor: str, reason: str = "") -> None:
+        await self.repo.set_rate(channel, rate, actor, reason)
         self.rates[channel] = rate
 
 
@@ -515,35 +516,53 @@ class RateGauge(Protocol):
     async def current_rate(self, channel: str) -> float: ...
 
 
+class AuditPort(Protocol):
+    async def record(self, actor: str, action: str, target: str, old: Any, new: Any,
+                     reason: str = "") -> None: ...
+
+
 class PayoutAdmin:
-    def __init__(self, source: StatsSource, gauge: RateGauge, rates: ChannelRates) -> None:
+    def __init__(self, source: StatsSource, gauge: RateGauge, rates: ChannelRates, audit: AuditPort,
+                 four_eyes: bool = True) -> None:
         self.source, self.gauge, self.rates = source, gauge, rates
+        self.audit = audit
+        self.four_eyes = four_eyes   # direct SetChannelRate refused (meshkit/four_eyes.py)
 
     async def stats(self, channel: str) -> list[ChannelStats]:
         if channel:
             check_channel(channel, self.rates.channels)
-        return [await self._stats(ch) for ch in ([channel] if channel else self.rates.channels)]
+        return [await self.stats_of(ch) for ch in ([channel] if channel else self.rates.channels)]
 
-    async def _stats(self, channel: str) -> ChannelStats:
+    async def stats_of(self, channel: str) -> ChannelStats:
         backlog, pending, consumers = await self.source.group_info(channel)
         current = await self.gauge.current_rate(channel)
         dead = await self.source.dead_letter_count(channel)
         return ChannelStats(channel, backlog, pending, consumers, self.rates.rate_of(channel), current, dead)
 
-    async def set_rate(self, channel: str, rate_per_second: float, unlimited: bool) -> ChannelStats:
+    async def set_rate(self, channel: str, rate_per_second: float, unlimited: bool,
+                       actor: str) -> ChannelStats:
+        if self.four_eyes:
+            raise direct_change_refused("a rate change", "ProposeRateChange", "ApproveRateChange")
+        rate = self.check_rate(channel, rate_per_second, unlimited)
+        await self.rates.set(channel, rate, actor)
+        log.info("channel %s rate set to %s by %s", channel, rate, actor)
+        return await self.stats_of(channel)
+
+    def check_rate(self, channel: str, rate_per_second: float, unlimited: bool) -> ChannelRate:
         check_channel(channel, self.rates.channels)
-        rate = validate_rate(rate_per_second, unlimited)
-        await self.rates.set(channel, rate)
-        log.info("channel %s rate set to %s", channel, rate)
-        return await self._stats(channel)
+        return validate_rate(rate_per_second, unlimited)
 
     async def list_dead_letters(self, channel: str, page_size: int) -> list[DeadLetter]:
         check_channel(channel, self.rates.channels)
         return await self.source.list_dead_letters(channel, dlq_page_size(page_size))
 
-    async def replay(self, channel: str, ids: list[str]) -> int:
+    async def replay(self, channel: str, ids: list[str], actor: str) -> int:
         check_channel(channel, self.rates.channels)
         check_dead_letter_ids(ids)
         replayed = await self.source.replay(channel, ids)
-        log.info("replayed %d dead letters of %s", replayed, channel)
+        log.info("replayed %d dead letters of %s (by %s)", replayed, channel, actor)
+        # After the replay, which is Redis's: a replay that failed half-way is not recorded
+        # as done, and the entries it did move are visible on the stream.
+        await self.audit.record(actor, "dlq.replay", channel, None,
+                                {"dead_letter_ids": ids or "all", "replayed": replayed})
         return replayed

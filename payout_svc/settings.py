@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from meshkit.four_eyes import FourEyesSettings
 from meshkit.settings import CommonSettings, addr_of, env_float, env_int, env_list, env_str
 from payout_svc.domain import ChannelRate, parse_rates
 
@@ -20,8 +21,8 @@ class Settings:
     withdraw_addr: str                        # WITHDRAW_SVC_ADDR
     gateway_addr: str                         # GATEWAY_MOCK_ADDR
     channels: tuple[str, ...]                 # PAYOUT_CHANNELS
-    workers_per_channel: int                  # PAYOUT_WORKERS_PER_CHANNEL: concurrent batches per channel
-    batch_size: int                           # PAYOUT_BATCH_SIZE: messages a worker takes at once (1..500)
+    workers_per_channel: int                  # PAYOUT_WORKERS_PER_CHANNEL: concurrent batches per channel (2)
+    batch_size: int                           # PAYOUT_BATCH_SIZE: messages taken at once (1..500, 32)
     # PAYOUT_DEFAULT_RATES seeds channel_config: "bank:2000,alipay:unlimited" (per second;
     # 0 or a channel left out: paused).
     default_rates: dict[str, ChannelRate]
@@ -39,6 +40,8 @@ class Settings:
     db_pool_size: int                         # PAYOUT_DB_POOL_SIZE: PostgreSQL holds only the rates
     group: str                                # PAYOUT_GROUP: consumer group name
     consumer: str                             # PAYOUT_CONSUMER: this process's consumer name
+    # Four-eyes admin changes (ADMIN_FOUR_EYES, MESH_ENV, ADMIN_CHANGE_TTL_S).
+    four_eyes: FourEyesSettings = field(default_factory=FourEyesSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -53,8 +56,8 @@ class Settings:
             withdraw_addr=addr_of("withdraw_svc"),
             gateway_addr=addr_of("gateway_mock"),
             channels=channels,
-            workers_per_channel=max(1, env_int("PAYOUT_WORKERS_PER_CHANNEL", 8)),
-            batch_size=min(500, max(1, env_int("PAYOUT_BATCH_SIZE", 1))),
+            workers_per_channel=max(1, env_int("PAYOUT_WORKERS_PER_CHANNEL", 2)),
+            batch_size=min(500, max(1, env_int("PAYOUT_BATCH_SIZE", 32))),
             default_rates=rates,
             max_attempts=max(1, env_int("PAYOUT_MAX_ATTEMPTS", 3)),
             claim_idle_ms=max(100, env_int("PAYOUT_CLAIM_IDLE_MS", 5000)),
@@ -70,4 +73,5 @@ class Settings:
             db_pool_size=max(1, env_int("PAYOUT_DB_POOL_SIZE", 3)),
             group=env_str("PAYOUT_GROUP", "payout"),
             consumer=env_str("PAYOUT_CONSUMER", default_consumer),
+            four_eyes=FourEyesSettings.from_env(),
         )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from opentelemetry import metrics
 
+from meshkit import redact
 from meshkit.logs import log_context
 from meshkit.telemetry import meter
 from recon_svc.domain import Discrepancy
@@ -58,7 +59,7 @@ class Alerts:
         try:
             await asyncio.to_thread(_post_json, self.webhook_url, body, self.timeout_s)
         except Exception as exc:
-            log.warning("webhook %s failed for discrepancy %d: %s", self.webhook_url, d.id, exc)
+            log.warning("webhook %s failed for discrepancy %d: %s", redact.url(self.webhook_url), d.id, exc)
 
     async def close(self, timeout_s: float = 2.0) -> None:
         if self._posts:

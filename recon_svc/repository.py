@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from meshkit import admin_store
 from recon_svc import projections
 from recon_svc.domain import (
     Discrepancy,
@@ -330,15 +331,28 @@ class Repository:
         )
         return [_discrepancy(r) for r in rows]
 
-    async def resolve(self, discrepancy_id: int, status: str, note: str) -> Discrepancy | None:
-        row = await self.pool.fetchrow(
-            f"""
-            UPDATE discrepancies SET status = $2, note = $3, updated_at = now()
-            WHERE id = $1 RETURNING {_DISCREPANCY_COLUMNS}
-            """,
-            discrepancy_id, status, note,
-        )
-        return _discrepancy(row) if row else None
+    async def resolve(self, discrepancy_id: int, status: str, note: str,
+                      actor: str) -> Discrepancy | None:
+        """Mark a discrepancy, audited (old and new status and note) in the same transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                "SELECT status, note FROM discrepancies WHERE id = $1 FOR UPDATE", discrepancy_id)
+            if old is None:
+                return None
+            row = await conn.fetchrow(
+                f"""
+                UPDATE discrepancies SET status = $2, note = $3, updated_at = now()
+                WHERE id = $1 RETURNING {_DISCREPANCY_COLUMNS}
+                """,
+                discrepancy_id, status, note,
+            )
+            await admin_store.record(conn, actor, "discrepancy.resolve", str(discrepancy_id),
+                                     {"status": old["status"], "note": old["note"]},
+                                     {"status": status, "note": note}, note)
+        return _discrepancy(row)
+
+    async def admin_audit(self, page_size: int, page_token: str) -> tuple[list[admin_store.AuditEntry], str]:
+        return await admin_store.list_audit(self.pool, page_size, page_token)
 
     async def open_discrepancies(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM discrepancies WHERE status = 'OPEN'"))

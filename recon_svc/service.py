@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from meshkit import validate
+from meshkit.admin_store import AuditEntry
 from meshkit.errors import Unavailable
+from meshkit.telemetry import meter
 from meshkit.timeconv import utcnow
 from recon_svc.alerts import Alerts
 from recon_svc.domain import (
@@ -43,6 +45,9 @@ from recon_svc.settings import Settings
 from recon_svc.sums import Moves, Sums, differences, settled_mismatch, settled_share, verdict_moves
 
 log = logging.getLogger(__name__)
+# Orders whose self-check is done; benches wait on it to know recon has finished a run.
+_self_checked = meter("recon_svc").create_counter(
+    "recon.self_checked.orders", description="settled orders checked against the ledger and the gateway")
 
 
 class FeedHeads:
@@ -209,6 +214,7 @@ class ReconService:
                       for x in findings]
         new = await self.repo.record(self.repo.pool, found)
         await self.repo.finish_self_checks(ids, lease, utcnow(), retry_at=None)
+        _self_checked.add(len(ids))
         self.alerts.publish(new)
         return len(claimed)
 
@@ -274,14 +280,17 @@ class ReconService:
         validate_filters(status, reason, order_id, source)
         return await self.repo.list_discrepancies(status, reason, order_id, source, page_size(size))
 
-    async def resolve(self, discrepancy_id: int, status: str, note: str) -> Discrepancy:
+    async def resolve(self, discrepancy_id: int, status: str, note: str, actor: str) -> Discrepancy:
         validate.positive("discrepancy_id", discrepancy_id)
         validate_resolution(status, note)
-        done = await self.repo.resolve(discrepancy_id, status, note.strip())
+        done = await self.repo.resolve(discrepancy_id, status, note.strip(), actor)
         if done is None:
             raise DiscrepancyNotFound(discrepancy_id)
-        log.info("discrepancy %d marked %s: %s", discrepancy_id, status, note)
+        log.info("discrepancy %d marked %s by %s: %s", discrepancy_id, status, actor, note)
         return done
+
+    async def admin_audit(self, page_size: int, page_token: str) -> tuple[list[AuditEntry], str]:
+        return await self.repo.admin_audit(page_size, page_token)
 
     async def status(self) -> Status:
         positions, pending, open_, sums = await asyncio.gather(

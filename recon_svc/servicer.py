@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
+from meshkit.admin_pb import audit_entry_pb
+from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
 from recon_svc.daily import DailyRecon, Report
 from recon_svc.domain import Discrepancy, NewDiscrepancy, Status
@@ -63,8 +65,15 @@ class ReconServicer(recon_pb2_grpc.ReconServiceServicer):
         self, request: recon_pb2.ResolveDiscrepancyRequest, context: grpc.aio.ServicerContext
     ) -> recon_pb2.ResolveDiscrepancyResponse:
         done = await self.service.resolve(request.discrepancy_id, status_of(request.status),
-                                          request.note)
+                                          request.note, caller_of(context))
         return recon_pb2.ResolveDiscrepancyResponse(discrepancy=discrepancy_pb(done))
+
+    async def ListAdminAudit(
+        self, request: recon_pb2.ListAdminAuditRequest, context: grpc.aio.ServicerContext
+    ) -> recon_pb2.ListAdminAuditResponse:
+        entries, token = await self.service.admin_audit(request.page_size, request.page_token)
+        return recon_pb2.ListAdminAuditResponse(entries=[audit_entry_pb(e) for e in entries],
+                                                next_page_token=token)
 
     async def CheckOrder(
         self, request: recon_pb2.CheckOrderRequest, context: grpc.aio.ServicerContext

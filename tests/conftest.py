@@ -3,6 +3,7 @@ prefix for this run. PostgreSQL and Redis must be up (`make test` ensures they a
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -12,7 +13,9 @@ import redis.asyncio as redis
 
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tests import tracing
-from tests.harness import create_database, drop_database
+from tests.harness import SESSION_SECRET_1, SESSION_SECRET_2, create_database, drop_database
+
+log = logging.getLogger(__name__)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,15 +33,26 @@ async def mesh_env() -> AsyncIterator[dict[str, str]]:
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "MESH_KEY_PREFIX": f"test-{uuid.uuid4().hex[:10]}",
-        "REWARD_TOKEN_KEYS": "k1:test-secret-1,k2:test-secret-2",
+        # Development rules (meshkit.secrets): the harness's own keys, 32 bytes or more.
+        "MESH_ENV": "dev",
+        "REWARD_TOKEN_KEYS": "k1:test-secret-1-0123456789abcdef0123,k2:test-secret-2-0123456789abcdef0123",
         "REWARD_TOKEN_ACTIVE_KEY": "k1",
+        # Session tokens of the user-facing RPCs (tests.harness.user_metadata signs with s1).
+        "SESSION_TOKEN_KEYS": f"s1:{SESSION_SECRET_1},s2:{SESSION_SECRET_2}",
+        "SESSION_TOKEN_ACTIVE_KEY": "s1",
         # Tests burst hundreds of calls at once to check correctness under concurrency, on a
         # shared box: shedding would refuse them. Admission is tested where it is switched
         # back on (tests/integration/test_withdraw_admission.py).
         "MESH_ADMISSION_ENABLED": "false",
+        # Most tests set the gate or a rate in passing, to arrange what they test: the dev
+        # opt-out lets them call SetGate / SetChannelRate directly. Four-eyes is on where it
+        # is the subject (tests/integration/test_admin_four_eyes.py) and in the e2e mesh,
+        # whose tools propose and approve as two operators. (MESH_ENV=dev above.)
+        "ADMIN_FOUR_EYES": "false",
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
+    log.warning("MESH_ENV=dev for this test run: development key rules (meshkit.secrets)")
     try:
         yield env
     finally:

@@ -7,12 +7,15 @@ import contextlib
 import importlib
 import os
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import asyncpg
 
+from edge.client import bearer_metadata
+from edge.sessions import issue, keys_from_env
 from meshkit.db import with_database
 from meshkit.server import RunningServer, start_server
 
@@ -28,6 +31,21 @@ def unlimited_rates(channels: str) -> str:
 def new_uid() -> int:
     """A uid no other test of this run uses."""
     return random.randint(10**9, 10**15)
+
+
+# The session keys of every test run (tests/conftest.py::mesh_env), 32+ bytes each.
+SESSION_SECRET_1 = "test-session-secret-one-0123456789abcdef"
+SESSION_SECRET_2 = "test-session-secret-two-0123456789abcdef"
+
+
+def session_token(uid: int) -> str:
+    """A fresh session token of `uid`, signed as the app edge would with this run's keys."""
+    return issue(keys_from_env(os.environ), uid, now=time.time())
+
+
+def user_metadata(uid: int) -> tuple[tuple[str, str], ...]:
+    """Call metadata of user `uid`, signed in: what the app sends with user-facing RPCs."""
+    return bearer_metadata(session_token(uid))
 
 
 def new_id(prefix: str = "t") -> str:

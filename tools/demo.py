@@ -3,7 +3,9 @@
 
     python tools/demo.py [--amount-fen 100] [--channel bank]
 
-A fresh uid binds a payout method at the gateway, the campaign signs it a reward token
+A fresh uid binds a payout method at the gateway, signs in (a session token as the app edge
+issues it: SESSION_TOKEN_KEYS / SESSION_TOKEN_ACTIVE_KEY, or with MESH_ENV=dev the dev key),
+the campaign signs it a reward token
 (REWARD_TOKEN_KEYS / REWARD_TOKEN_ACTIVE_KEY, else the dev key), the withdraw page
 force-credits it, the user confirms a withdrawal, and the order is followed until it is
 terminal. Prints the order, its history, its ledger entries and the gateway payout.
@@ -34,6 +36,7 @@ sys.path[:] = [str(ROOT), str(ROOT / "gen")] + [
 import grpc  # noqa: E402
 
 from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
+from edge.client import UserSessions  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
@@ -95,6 +98,8 @@ async def run_withdrawal(
     environ = os.environ if environ is None else environ
     uid = uid or random.randint(10**9, 10**15)
     tls = TlsSettings.from_env()
+    # The user's session, as the app holds it after sign-in (refuses without keys unless dev).
+    signed_in = UserSessions.from_env(environ).metadata(uid)
     channels = {peer: dial(addresses[peer], tls, caller="demo") for peer in PEERS}
     step = "BindMethod"
     try:
@@ -114,7 +119,8 @@ async def run_withdrawal(
         token = keyring_from_env(environ).sign(grant)
         step = "GetWithdrawPage"
         page = await withdraw.GetWithdrawPage(
-            withdraw_pb2.GetWithdrawPageRequest(uid=uid, tokens=[token]), timeout=RPC_TIMEOUT_S
+            withdraw_pb2.GetWithdrawPageRequest(uid=uid, tokens=[token]), timeout=RPC_TIMEOUT_S,
+            metadata=signed_in,
         )
         step = "ConfirmWithdraw"
         confirmed = await withdraw.ConfirmWithdraw(
@@ -122,7 +128,7 @@ async def run_withdrawal(
                 uid=uid, request_id=f"demo-{uuid.uuid4().hex}", amount_fen=amount_fen,
                 method_id=bound.method.method_id, tokens=[token],
             ),
-            timeout=RPC_TIMEOUT_S,
+            timeout=RPC_TIMEOUT_S, metadata=signed_in,
         )
         order = confirmed.order
         step = "GetOrder"
@@ -130,7 +136,8 @@ async def run_withdrawal(
         while order.state not in TERMINAL and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             reply = await withdraw.GetOrder(
-                withdraw_pb2.GetOrderRequest(order_id=order.order_id), timeout=RPC_TIMEOUT_S
+                withdraw_pb2.GetOrderRequest(order_id=order.order_id), timeout=RPC_TIMEOUT_S,
+                metadata=signed_in,
             )
             order = reply.order
         seconds = time.monotonic() - started
@@ -140,7 +147,8 @@ async def run_withdrawal(
             account_pb2.GetOrderEntriesRequest(order_id=order.order_id), timeout=RPC_TIMEOUT_S
         )
         step = "GetBalance"
-        balance = await account.GetBalance(account_pb2.GetBalanceRequest(uid=uid), timeout=RPC_TIMEOUT_S)
+        balance = await account.GetBalance(account_pb2.GetBalanceRequest(uid=uid), timeout=RPC_TIMEOUT_S,
+                                           metadata=signed_in)
         step = "QueryPayout"
         try:
             queried = await gateway.QueryPayout(
@@ -211,6 +219,8 @@ def main() -> None:
             reward_fen=max(500, args.amount_fen), settle_timeout_s=args.timeout,
         ))
     except StepFailed as exc:
+        sys.exit(f"demo: {exc}")
+    except ValueError as exc:  # no session keys outside MESH_ENV=dev, or bad ones
         sys.exit(f"demo: {exc}")
     print("demo withdrawal")
     print(report(result))

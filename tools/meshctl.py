@@ -17,6 +17,7 @@ directory) to run a second, isolated mesh beside the default one.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -213,8 +214,7 @@ def start(service: str, env: Mapping[str, str], layout: Layout = Layout()) -> su
     layout.logs.mkdir(parents=True, exist_ok=True)
     layout.pids.mkdir(parents=True, exist_ok=True)
     with layout.log_file(service).open("ab") as out:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        out.write(f"--- mesh.py: starting {service} at {stamp} ---\n".encode())
+        out.write(log_line(service, f"meshctl: starting {service}").encode())
         out.flush()
         # Own session: a Ctrl-C in the terminal that ran `make up` does not reach it.
         proc = subprocess.Popen(
@@ -224,6 +224,26 @@ def start(service: str, env: Mapping[str, str], layout: Layout = Layout()) -> su
     _children[proc.pid] = proc
     layout.pid_file(service).write_text(f"{proc.pid}\n")
     return proc
+
+
+def log_line(service: str, message: str, level: str = "INFO") -> str:
+    """A line for a service's log file in the services' own JSON format (meshkit.logs), so
+    that every line of the file parses; this module stays free of the services' imports."""
+    now = time.time()
+    line = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
+        "level": level,
+        "service": service,
+        "logger": "meshctl",
+        "msg": message,
+    }
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+def _note(service: str, layout: Layout, message: str, level: str = "INFO") -> None:
+    """What meshctl did to a service that the service cannot log itself (a SIGKILL)."""
+    with contextlib.suppress(OSError), layout.log_file(service).open("a") as out:
+        out.write(log_line(service, message, level))
 
 
 def _exited(pid: int, service: str) -> tuple[bool, int | None]:
@@ -326,6 +346,8 @@ def stop(service: str, layout: Layout = Layout(), grace: float | None = None) ->
     if not gone:
         log.warning("%s (pid %d) still running after %.0fs: SIGKILL", service, pid, grace)
         os.kill(pid, signal.SIGKILL)
+        _note(service, layout, f"meshctl: pid {pid} still running {grace:.0f}s after SIGTERM: SIGKILL",
+              "WARNING")
         _wait_gone(pid, service, 5.0)
         code = -signal.SIGKILL
     _children.pop(pid, None)
@@ -347,6 +369,7 @@ def kill(service: str, layout: Layout = Layout()) -> int | None:
     if pid is None:
         return None
     os.kill(pid, signal.SIGKILL)
+    _note(service, layout, f"meshctl: pid {pid} killed (SIGKILL, no drain)", "WARNING")
     _wait_gone(pid, service, 5.0)
     _children.pop(pid, None)
     layout.pid_file(service).unlink(missing_ok=True)
@@ -377,7 +400,6 @@ def grpcurl_hints(env: Mapping[str, str] | None = None) -> str:
     a = {s: addr_of(s, source) for s in SERVICES}
     calls = [
         ("gateway_mock", "mesh.gateway.v1.GatewayService/ListMethods", '{"uid": 1}'),
-        ("account_svc", "mesh.account.v1.AccountService/GetBalance", '{"uid": 1}'),
         ("withdraw_svc", "mesh.withdraw.v1.WithdrawAdminService/GetGate", '{"uid": 1}'),
         ("payout_svc", "mesh.payout.v1.PayoutAdminService/GetChannelStats", "{}"),
         ("recon_svc", "mesh.recon.v1.ReconService/GetReconStatus", "{}"),
@@ -389,6 +411,9 @@ def grpcurl_hints(env: Mapping[str, str] | None = None) -> str:
         f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.WithdrawService",
         f"  {grpcurl} {a['withdraw_svc']} describe mesh.withdraw.v1.ConfirmWithdrawRequest",
         *(f"  {grpcurl} -d {shlex.quote(body)} {a[s]} {method}" for s, method, body in calls),
+        "  # user-facing RPCs (page, confirm, orders, balance, bill) take a session token:",
+        f"  {grpcurl} -H \"authorization: Bearer $(MESH_ENV=dev .venv/bin/python -m edge issue --uid 1)\" "
+        f"-d '{{}}' {a['account_svc']} mesh.account.v1.AccountService/GetBalance",
         f"  {grpcurl} {a['account_svc']} grpc.health.v1.Health/Check",
     ]
     return "\n".join(lines)
@@ -400,6 +425,11 @@ USAGE = "usage: mesh.py up | down | status | restart <svc> | kill <svc>"
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="mesh: %(message)s", stream=sys.stdout)
     command, args = (argv[0], argv[1:]) if argv else ("", [])
+    if command in ("up", "restart") and os.environ.setdefault("MESH_ENV", "dev") == "dev":
+        # The local mesh runs under development rules (meshkit.secrets): said once, here.
+        print("mesh: MESH_ENV=dev: development rules (the built-in reward-token and session-token "
+              "keys when REWARD_TOKEN_KEYS / SESSION_TOKEN_KEYS are unset); set MESH_ENV to anything "
+              "else to refuse them")
     try:
         if command == "up" and not args:
             up()

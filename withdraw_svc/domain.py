@@ -508,6 +508,21 @@ class GatewayView(StrEnum):
     UNKNOWN = "UNKNOWN"  # the gateway did not answer
 
 
+def failure_refusal(order_id: str, view: GatewayView) -> FailedPrecondition | None:
+    """Why a FAILED settlement of `order_id` is refused given what the gateway says of it,
+    or None when the gateway agrees (FAILED) or has no record: a refund follows a FAILED
+    order, so a payout that may have reached the user must never be declared failed."""
+    if view in (GatewayView.FAILED, GatewayView.NOT_FOUND):
+        return None
+    says = {
+        GatewayView.SUCCEEDED: "paid it (SUCCEEDED)",
+        GatewayView.PROCESSING: "is still processing it (PROCESSING)",
+    }.get(view, "answered a state withdraw_svc does not know")
+    return FailedPrecondition(
+        f"order {order_id} cannot be settled FAILED: the gateway {says}", reason="GATEWAY_DISAGREES",
+    )
+
+
 @dataclass(frozen=True)
 class Facts:
     debit_exists: bool | None = None  # None: the ledger did not answer

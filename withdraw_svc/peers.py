@@ -12,6 +12,7 @@ import grpc
 from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
+from meshkit.interceptors import RETRY_AFTER_HEADER
 from meshkit.settings import TlsSettings
 from meshkit.transport import dial
 from withdraw_svc.domain import ChannelLoad, GatewayView
@@ -27,11 +28,13 @@ _DEFINITIVE = frozenset({
 
 
 class PeerError(Exception):
-    def __init__(self, peer: str, code: str, message: str) -> None:
+    def __init__(self, peer: str, code: str, message: str, retry_after_ms: int = 0) -> None:
         super().__init__(f"{peer}: {code}: {message}")
         self.peer = peer
         self.code = code
         self.message = message
+        # The peer's `retry-after-ms` hint (a per-user rate limit), 0 when none.
+        self.retry_after_ms = retry_after_ms
 
     @property
     def definitive(self) -> bool:
@@ -40,7 +43,12 @@ class PeerError(Exception):
 
 def _peer_error(peer: str, err: grpc.aio.AioRpcError) -> PeerError:
     code = err.code()
-    return PeerError(peer, code.name if isinstance(code, grpc.StatusCode) else str(code), err.details() or "")
+    hint = 0
+    for key, value in err.trailing_metadata() or ():
+        if key == RETRY_AFTER_HEADER and str(value).isdigit():
+            hint = int(value)
+    return PeerError(peer, code.name if isinstance(code, grpc.StatusCode) else str(code), err.details() or "",
+                     retry_after_ms=hint)
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,21 @@ class GatewayClient:
             raise _peer_error("gateway_mock", err) from err
         return GatewayPayout(_PAYOUT_VIEW.get(reply.payout.state, GatewayView.UNKNOWN),
                              reply.payout.failure_reason)
+
+
+    async def query_many(self, order_ids: Sequence[str]) -> dict[str, GatewayPayout]:
+        """The gateway's record of each order (at most 1000) in one QueryPayouts call; an
+        order without one is NOT_FOUND. Any failure of the call raises PeerError."""
+        try:
+            reply = await self.stub.QueryPayouts(
+                gateway_pb2.QueryPayoutsRequest(order_ids=list(order_ids)), timeout=self.deadline_s)
+        except grpc.aio.AioRpcError as err:
+            raise _peer_error("gateway_mock", err) from err
+        found = {o: GatewayPayout(GatewayView.NOT_FOUND) for o in order_ids}
+        for payout in reply.payouts:
+            found[payout.order_id] = GatewayPayout(
+                _PAYOUT_VIEW.get(payout.state, GatewayView.UNKNOWN), payout.failure_reason)
+        return found
 
 
 class PayoutStatsClient:

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from meshkit import changefeed
+from meshkit import admin_store, changefeed
 from withdraw_svc.domain import (
     FailureReason,
     GateConfig,
@@ -512,33 +512,50 @@ class Repository:
         self, build: Callable[[GateConfig], GateConfig], expected_version: int, actor: str, reason: str,
         on_mismatch: Callable[[int, int], Exception],
     ) -> GateConfig:
-        """Swap the config for `build(current)` and write its audit row in one transaction,
-        the row locked, so a field the caller did not name keeps the value it has now, not
-        the one it had when the caller read it. `on_mismatch(expected, actual)` returns the
-        error to raise when expected_version is stale; whatever `build` raises rolls back."""
+        """Swap the config for `build(current)` and write its audit rows in one transaction
+        (see update_gate_in)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT config::text AS config, version FROM gate_config WHERE id = 1 FOR UPDATE"
-            )
-            if row is None:
-                raise LookupError("gate_config row is missing")
-            old_version = int(row["version"])
-            if expected_version and expected_version != old_version:
-                raise on_mismatch(expected_version, old_version)
-            new = build(GateConfig.from_json(json.loads(row["config"]), old_version))
-            version = old_version + 1
-            await conn.execute(
-                "UPDATE gate_config SET config = $1::jsonb, version = $2, updated_at = now() WHERE id = 1",
-                json.dumps(new.to_json()), version,
-            )
-            await conn.execute(
-                "INSERT INTO gate_audit (actor, old_config, new_config, old_version, new_version, reason) "
-                "VALUES ($1, $2::jsonb, $3::jsonb, $4, $5, $6)",
-                actor, row["config"], json.dumps(new.to_json()), old_version, version, reason,
-            )
-            await changefeed.append(conn, "gate", "gate", {"version": version, "actor": actor,
-                                                          "config": new.to_json()})
-        return GateConfig.from_json(new.to_json(), version)
+            _, new = await self.update_gate_in(conn, build, expected_version, actor, reason, on_mismatch,
+                                               action="gate.set")
+        return new
+
+    async def update_gate_in(
+        self, conn: asyncpg.Connection, build: Callable[[GateConfig], GateConfig], expected_version: int,
+        actor: str, reason: str, on_mismatch: Callable[[int, int], Exception], *, action: str | None,
+    ) -> tuple[GateConfig, GateConfig]:
+        """(old, new): the config swapped for `build(current)` and its gate audit row, in the
+        caller's transaction, the row locked, so a field the caller did not name keeps the
+        value it has now, not the one it had when the caller read it. `on_mismatch(expected,
+        actual)` returns the error to raise when expected_version is stale; whatever `build`
+        raises rolls back. `action` names the admin_audit row to write (None: the caller
+        writes its own, as an approval does)."""
+        row = await conn.fetchrow(
+            "SELECT config::text AS config, version FROM gate_config WHERE id = 1 FOR UPDATE"
+        )
+        if row is None:
+            raise LookupError("gate_config row is missing")
+        old_version = int(row["version"])
+        if expected_version and expected_version != old_version:
+            raise on_mismatch(expected_version, old_version)
+        old = GateConfig.from_json(json.loads(row["config"]), old_version)
+        new = build(old)
+        version = old_version + 1
+        await conn.execute(
+            "UPDATE gate_config SET config = $1::jsonb, version = $2, updated_at = now() WHERE id = 1",
+            json.dumps(new.to_json()), version,
+        )
+        await conn.execute(
+            "INSERT INTO gate_audit (actor, old_config, new_config, old_version, new_version, reason) "
+            "VALUES ($1, $2::jsonb, $3::jsonb, $4, $5, $6)",
+            actor, row["config"], json.dumps(new.to_json()), old_version, version, reason,
+        )
+        await changefeed.append(conn, "gate", "gate", {"version": version, "actor": actor,
+                                                      "config": new.to_json()})
+        stored = GateConfig.from_json(new.to_json(), version)
+        if action is not None:
+            await admin_store.record(conn, actor, action, "gate", gate_audit_json(old),
+                                     gate_audit_json(stored), reason)
+        return old, stored
 
     async def gate_audit(self, limit: int) -> list[tuple[str, datetime, GateConfig | None, GateConfig, str]]:
         rows = await self.pool.fetch(
@@ -554,3 +571,8 @@ class Repository:
             )
             for r in rows
         ]
+
+
+def gate_audit_json(config: GateConfig) -> dict[str, object]:
+    """A gate config as the admin audit shows it: its fields and its version."""
+    return {**config.to_json(), "version": config.version}

@@ -8,12 +8,17 @@ import grpc
 
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
 from mesh.withdraw.v1 import settings_pb2, settings_pb2_grpc, withdraw_pb2, withdraw_pb2_grpc
+from meshkit.admin_store import ChangeStore
 from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
+from meshkit.user_auth import UserAuth
+from meshkit.user_limits import UserRateLimit
+from withdraw_svc.admin_audit import WithdrawAudit
 from withdraw_svc.auto_release import AutoRelease
 from withdraw_svc.compensation import Compensation
+from withdraw_svc.gate_changes import KIND, GateChanges
 from withdraw_svc.peers import AccountClient, GatewayClient, PayoutStatsClient
 from withdraw_svc.relay import OutboxRelay, RefundRelay
 from withdraw_svc.repository import Repository
@@ -48,9 +53,14 @@ class WithdrawApp:
         self.service = WithdrawService(
             s, self.repo, self.redis, self.account, self.gateway, self.gate,
             wake_relay=self.outbox.wake.set, wake_refunds=self.refunds.wake.set,
+            confirm_limit=UserRateLimit(self.stores.redis, self.stores.keys, "confirm",
+                                        s.user_confirms_per_min, "withdrawals"),
         )
-        self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set)
-        self.admin = GateAdmin(self.repo, self.gate)
+        self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set,
+                                         gateway=self.gateway)
+        self.admin = GateAdmin(self.repo, self.gate, four_eyes=s.four_eyes.required)
+        self.gate_changes = GateChanges(self.admin, ChangeStore(self.stores.pool, KIND, s.four_eyes.ttl_s))
+        self.audit = WithdrawAudit(self.stores.pool)
         self.auto_release = AutoRelease(self.admin, self.payout_stats, s.auto_release_interval_s)
         self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,
                                          self.outbox)
@@ -66,12 +76,13 @@ class WithdrawApp:
             self.background.spawn("compensation", self.compensation.loop)
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(WithdrawServicer(self.service), server)
+        users = UserAuth(self.settings.session_keys)
+        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(WithdrawServicer(self.service, users), server)
         withdraw_pb2_grpc.add_PayoutCoordinationServiceServicer_to_server(
             PayoutCoordinationServicer(self.coordination), server
         )
         withdraw_pb2_grpc.add_WithdrawAdminServiceServicer_to_server(
-            WithdrawAdminServicer(self.admin, self.compensation), server
+            WithdrawAdminServicer(self.admin, self.compensation, self.gate_changes, self.audit), server
         )
         settings_pb2_grpc.add_WithdrawSettingsServiceServicer_to_server(
             WithdrawSettingsServicer(self.settings), server

@@ -10,11 +10,20 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from meshkit import validate
 from meshkit.background import sleep_or_stop
-from meshkit.errors import Code, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from meshkit.errors import (
+    Code,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
+from meshkit.four_eyes import direct_change_refused
 from meshkit.logs import log_context
 from meshkit.outage import OutageLog
 from meshkit.streams import trace_fields
@@ -35,6 +44,7 @@ from withdraw_svc.domain import (
     check_method,
     check_replay,
     evaluate_gate,
+    failure_refusal,
     gate_mask,
     gate_refusal,
     insufficient_balance,
@@ -44,7 +54,7 @@ from withdraw_svc.domain import (
     validate_uid,
     version_mismatch,
 )
-from withdraw_svc.peers import AccountClient, GatewayClient, Method, PeerError
+from withdraw_svc.peers import AccountClient, GatewayClient, GatewayPayout, Method, PeerError
 from withdraw_svc.repository import NewOrder, Repository
 from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort
@@ -130,9 +140,10 @@ class GateHolder:
 
 
 class GateAdmin:
-    def __init__(self, repo: Repository, gate: GateHolder) -> None:
+    def __init__(self, repo: Repository, gate: GateHolder, four_eyes: bool = True) -> None:
         self.repo = repo
         self.gate = gate
+        self.four_eyes = four_eyes   # direct SetGate refused (meshkit/four_eyes.py)
 
     async def get(self, uid: int) -> tuple[GateConfig, GateDecision | None]:
         validate.in_range("uid", uid, 0, validate.INT64_MAX, reason="BAD_UID")  # 0: no user
@@ -142,7 +153,10 @@ class GateAdmin:
     async def set(
         self, patch: GateConfig, mask: Sequence[str], expected_version: int, actor: str, reason: str
     ) -> GateConfig:
-        """Change the fields `mask` names to their values in `patch` (AIP-134), audited."""
+        """Change the fields `mask` names to their values in `patch` (AIP-134), audited.
+        Refused under four-eyes: the change goes through GateChanges instead."""
+        if self.four_eyes:
+            raise direct_change_refused("a gate change", "ProposeGateChange", "ApproveGateChange")
         validate.in_range("expected_version", expected_version, 0, validate.INT64_MAX, reason="BAD_VERSION")
         validate.text("reason", reason, max_len=MAX_REASON_LEN, multiline=True)
         names = gate_mask(mask)
@@ -191,12 +205,20 @@ def decode_page_token(token: str) -> tuple[datetime, str] | None:
     return validate.decode_keyset_token(token, key_max_len=MAX_ORDER_ID_LEN)
 
 
+class UserLimit(Protocol):
+    """A per-user rate limit (meshkit.user_limits.UserRateLimit): raises RateLimited."""
+
+    async def check(self, uid: int) -> None: ...
+
+
 class WithdrawService:
     def __init__(
         self, settings: Settings, repo: Repository, redis: RedisPort, account: AccountClient,
         gateway: GatewayClient, gate: GateHolder, wake_relay: Wake, wake_refunds: Wake,
+        confirm_limit: UserLimit | None = None,
     ) -> None:
         self.settings = settings
+        self.confirm_limit = confirm_limit
         self.limits = settings.limits
         self.repo = repo
         self.redis = redis
@@ -289,6 +311,9 @@ class WithdrawService:
         is answered with its order even when the gate has closed since."""
         validate_confirm(req, self.limits)
         with log_context(uid=req.uid):
+            if self.confirm_limit is not None:
+                # Before anything is read or written: a refused confirm changes nothing.
+                await self.confirm_limit.check(req.uid)
             try:
                 decision = self.gate.evaluate(req.uid)
                 if not decision.open:
@@ -356,6 +381,9 @@ class WithdrawService:
         try:
             await self.account.force_credit(uid, tokens, self.settings.confirm_credit_deadline_s)
         except PeerError as err:
+            if err.code == "RESOURCE_EXHAUSTED" and err.retry_after_ms:
+                # The ledger's per-user limit on forced credits: the user waits, not retries now.
+                raise RateLimited(f"tokens: {err.message}", retry_after_ms=err.retry_after_ms) from err
             if err.definitive:
                 # The ledger refused a token (forged, expired, someone else's...): say why.
                 code = Code[err.code] if err.code in Code.__members__ else Code.INVALID_ARGUMENT
@@ -411,10 +439,12 @@ class WithdrawService:
 
     # -- queries ---------------------------------------------------------------------------
 
-    async def get_order(self, order_id: str) -> Order:
+    async def get_order(self, order_id: str, owner: int | None) -> Order:
+        """The order, if `owner` owns it (None: any owner, for services). Someone else's
+        order is not found, word for word like a missing one, so ids cannot be probed."""
         validate_order_id(order_id)
         order = await self.repo.get_order(order_id, with_history=True)
-        if order is None:
+        if order is None or (owner is not None and order.uid != owner):
             raise NotFound(f"order_id {order_id!r} not found", reason="ORDER_NOT_FOUND")
         return order
 
@@ -432,10 +462,48 @@ class WithdrawService:
 # Payout coordination (called by payout_svc)
 
 
+class GatewayRecords(Protocol):
+    """The gateway, asked about payouts (GatewayClient.query_many)."""
+
+    async def query_many(self, order_ids: Sequence[str]) -> dict[str, GatewayPayout]: ...
+
+
 class Coordination:
-    def __init__(self, repo: Repository, wake_refunds: Wake) -> None:
+    """payout_svc's word settles an order SUCCEEDED; a FAILED settlement (which refunds)
+    is accepted only once the gateway, asked here, says FAILED or has no record."""
+
+    def __init__(self, repo: Repository, wake_refunds: Wake, gateway: GatewayRecords) -> None:
         self.repo = repo
         self.wake_refunds = wake_refunds
+        self.gateway = gateway
+
+    async def orders_of(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        """The orders named that exist (for a peer about to act on them)."""
+        validate.count("order_ids", order_ids, MAX_PAYOUT_BATCH, reason="BATCH_TOO_LARGE")
+        for order_id in order_ids:
+            validate.identifier("order_ids", order_id)
+        return await self.repo.get_orders(order_ids)
+
+    async def _failures_refused(self, order_ids: Sequence[str]) -> dict[str, DomainError]:
+        """One QueryPayouts for all of `order_ids` (declared FAILED): the ones the gateway
+        does not confirm, with why. The gateway away refuses all of them as UNAVAILABLE
+        (nothing changes; payout_svc tries again without spending an attempt)."""
+        if not order_ids:
+            return {}
+        try:
+            records = await self.gateway.query_many(order_ids)
+        except PeerError as err:
+            log.warning("cannot confirm %d payout failures with the gateway: %s", len(order_ids), err)
+            away = Unavailable(f"the gateway could not be asked whether the payout failed ({err.code}); "
+                               "retry", reason="GATEWAY_UNAVAILABLE")
+            return dict.fromkeys(order_ids, away)
+        refused: dict[str, DomainError] = {}
+        for order_id in order_ids:
+            refusal = failure_refusal(order_id, records[order_id].view)
+            if refusal is not None:
+                log.warning("refused a FAILED settlement: %s", refusal.message)
+                refused[order_id] = refusal
+        return refused
 
     async def begin_payout(self, order_id: str) -> tuple[Order, bool]:
         validate_order_id(order_id)
@@ -488,6 +556,10 @@ class Coordination:
         assert result is not None
         with log_context(order_id=order_id):
             moved: Order | None
+            if result is OrderState.FAILED:
+                refused = await self._failures_refused([order_id])
+                if order_id in refused:
+                    raise refused[order_id]
             if result is OrderState.SUCCEEDED:
                 moved = await self.repo.transition(
                     order_id, [OrderState.PAYING], OrderState.SUCCEEDED, "payout succeeded"
@@ -512,14 +584,24 @@ class Coordination:
         judged against what the earlier item left, as sequential calls would be."""
         validate.count("settles", items, MAX_PAYOUT_BATCH, reason="BATCH_TOO_LARGE")
         results: list[SettleOutcome | None] = [None] * len(items)
-        firsts: dict[str, tuple[str, OrderState, str]] = {}
+        valid: list[int] = []
         for index, (order_id, result, reason) in enumerate(items):
             try:
                 _validate_settle(order_id, result, reason)
             except DomainError as exc:
                 results[index] = exc
-                continue
+            else:
+                valid.append(index)
+        refused = await self._failures_refused(list(dict.fromkeys(
+            items[i][0] for i in valid if items[i][1] is OrderState.FAILED)))
+        firsts: dict[str, tuple[str, OrderState, str]] = {}
+        for index in valid:
+            order_id, result, reason = items[index]
             assert result is not None
+            if result is OrderState.FAILED and order_id in refused:
+                # Refused as such: changes nothing, so a later item is judged without it.
+                results[index] = refused[order_id]
+                continue
             firsts.setdefault(order_id, (order_id, result, reason[:200]))
         moved = await self.repo.settle_payouts(list(firsts.values())) if firsts else {}
         if any(o.state is OrderState.FAILED for o in moved.values()):

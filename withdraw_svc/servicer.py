@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.admin_pb import audit_entry_pb, review_pb
 from meshkit.errors import DomainError
+from meshkit.four_eyes import Change
 from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
+from meshkit.user_auth import UserAuth
+from meshkit.user_limits import retry_hint
+from withdraw_svc.admin_audit import WithdrawAudit
 from withdraw_svc.compensation import Compensation, CompensationAction
 from withdraw_svc.domain import (
     ConfirmInput,
@@ -17,6 +23,7 @@ from withdraw_svc.domain import (
     OrderState,
     compensation_min_age,
 )
+from withdraw_svc.gate_changes import GateChanges, request_of
 from withdraw_svc.peers import Method
 from withdraw_svc.service import Coordination, GateAdmin, WithdrawService
 
@@ -76,6 +83,16 @@ def gate_config_of(pb: withdraw_pb2.GateConfig) -> GateConfig:
     )
 
 
+def gate_change_pb(change: Change) -> withdraw_pb2.GateChange:
+    request = request_of(change)
+    config = gate_config_pb(request.patch)
+    config.version = 0  # not part of a request
+    return withdraw_pb2.GateChange(review=review_pb(change), request=withdraw_pb2.SetGateRequest(
+        config=config, expected_version=request.expected_version, reason=request.reason,
+        update_mask=FieldMask(paths=list(request.mask)),
+    ))
+
+
 def method_pb(method: Method) -> withdraw_pb2.PayoutMethod:
     return withdraw_pb2.PayoutMethod(
         method_id=method.method_id, channel=method.channel, display=method.display
@@ -90,13 +107,17 @@ def action_pb(action: CompensationAction) -> withdraw_pb2.CompensationAction:
 
 
 class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
-    def __init__(self, service: WithdrawService) -> None:
+    """Every RPC here is user-facing: it acts for the session token's uid (meshkit.user_auth)."""
+
+    def __init__(self, service: WithdrawService, users: UserAuth) -> None:
         self.service = service
+        self.users = users
 
     async def GetWithdrawPage(
         self, request: withdraw_pb2.GetWithdrawPageRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.GetWithdrawPageResponse:
-        page = await self.service.page(request.uid, list(request.tokens))
+        uid = self.users.uid(context, "WithdrawService/GetWithdrawPage", request.uid)
+        page = await self.service.page(uid, list(request.tokens))
         return withdraw_pb2.GetWithdrawPageResponse(
             balance_fen=page.balance_fen, balance_stale=page.balance_stale,
             min_amount_fen=page.min_fen, max_amount_fen=page.max_fen, gate=gate_pb(page.gate),
@@ -106,21 +127,26 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
     async def ConfirmWithdraw(
         self, request: withdraw_pb2.ConfirmWithdrawRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ConfirmWithdrawResponse:
-        order, replayed = await self.service.confirm(ConfirmInput(
-            uid=request.uid, request_id=request.request_id, amount_fen=request.amount_fen,
-            method_id=request.method_id, tokens=tuple(request.tokens),
-        ))
+        uid = self.users.uid(context, "WithdrawService/ConfirmWithdraw", request.uid)
+        with retry_hint(context):
+            order, replayed = await self.service.confirm(ConfirmInput(
+                uid=uid, request_id=request.request_id, amount_fen=request.amount_fen,
+                method_id=request.method_id, tokens=tuple(request.tokens),
+            ))
         return withdraw_pb2.ConfirmWithdrawResponse(order=order_pb(order), replayed=replayed)
 
     async def GetOrder(
         self, request: withdraw_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.GetOrderResponse:
-        return withdraw_pb2.GetOrderResponse(order=order_pb(await self.service.get_order(request.order_id)))
+        owner = self.users.signed_in(context, "WithdrawService/GetOrder")
+        order = await self.service.get_order(request.order_id, owner)
+        return withdraw_pb2.GetOrderResponse(order=order_pb(order))
 
     async def ListOrders(
         self, request: withdraw_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ListOrdersResponse:
-        orders, token = await self.service.list_orders(request.uid, request.page_size, request.page_token)
+        uid = self.users.uid(context, "WithdrawService/ListOrders", request.uid)
+        orders, token = await self.service.list_orders(uid, request.page_size, request.page_token)
         return withdraw_pb2.ListOrdersResponse(orders=[order_pb(o) for o in orders], next_page_token=token)
 
 
@@ -141,6 +167,13 @@ class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServ
             request.order_id, _RESULT.get(request.result), request.reason
         )
         return withdraw_pb2.SettlePayoutResponse(order=order_pb(order), replayed=replayed)
+
+    async def GetOrderStates(
+        self, request: withdraw_pb2.GetOrderStatesRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.GetOrderStatesResponse:
+        orders = await self.coordination.orders_of(list(request.order_ids))
+        return withdraw_pb2.GetOrderStatesResponse(
+            states={order_id: _STATE[order.state] for order_id, order in orders.items()})
 
     async def BeginPayoutBatch(
         self, request: withdraw_pb2.BeginPayoutBatchRequest, context: grpc.aio.ServicerContext
@@ -178,9 +211,12 @@ def _item_error(error: DomainError) -> withdraw_pb2.PayoutItemError:
 
 
 class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):
-    def __init__(self, admin: GateAdmin, compensation: Compensation) -> None:
+    def __init__(self, admin: GateAdmin, compensation: Compensation, changes: GateChanges,
+                 audit: WithdrawAudit) -> None:
         self.admin = admin
         self.compensation = compensation
+        self.changes = changes
+        self.audit_log = audit
 
     async def GetGate(
         self, request: withdraw_pb2.GetGateRequest, context: grpc.aio.ServicerContext
@@ -212,12 +248,48 @@ class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):
             for actor, at, old, new, reason in entries
         ])
 
+    async def ProposeGateChange(
+        self, request: withdraw_pb2.ProposeGateChangeRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.ProposeGateChangeResponse:
+        r = request.request
+        change, _ = await self.changes.propose(gate_config_of(r.config), list(r.update_mask.paths),
+                                               r.expected_version, r.reason, caller_of(context))
+        return withdraw_pb2.ProposeGateChangeResponse(change=gate_change_pb(change))
+
+    async def ApproveGateChange(
+        self, request: withdraw_pb2.ApproveGateChangeRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.ApproveGateChangeResponse:
+        change, config = await self.changes.approve(request.change_id, caller_of(context))
+        return withdraw_pb2.ApproveGateChangeResponse(change=gate_change_pb(change),
+                                                      config=gate_config_pb(config))
+
+    async def RejectGateChange(
+        self, request: withdraw_pb2.RejectGateChangeRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.RejectGateChangeResponse:
+        change = await self.changes.reject(request.change_id, caller_of(context), request.reason)
+        return withdraw_pb2.RejectGateChangeResponse(change=gate_change_pb(change))
+
+    async def ListGateChanges(
+        self, request: withdraw_pb2.ListGateChangesRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.ListGateChangesResponse:
+        changes, token = await self.changes.list(request.page_size, request.page_token)
+        return withdraw_pb2.ListGateChangesResponse(changes=[gate_change_pb(c) for c in changes],
+                                                    next_page_token=token)
+
+    async def ListAdminAudit(
+        self, request: withdraw_pb2.ListAdminAuditRequest, context: grpc.aio.ServicerContext
+    ) -> withdraw_pb2.ListAdminAuditResponse:
+        entries, token = await self.audit_log.list(request.page_size, request.page_token)
+        return withdraw_pb2.ListAdminAuditResponse(entries=[audit_entry_pb(e) for e in entries],
+                                                   next_page_token=token)
+
     async def RunCompensation(
         self, request: withdraw_pb2.RunCompensationRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.RunCompensationResponse:
         min_age = compensation_min_age(request.min_age_seconds, request.override_min_age,
                                        self.compensation.settings.compensation_min_age_s)
         ran, actions = await self.compensation.run(dry_run=request.dry_run, min_age_s=min_age)
+        await self.audit_log.compensation_run(caller_of(context), request.dry_run, min_age, ran, actions)
         return withdraw_pb2.RunCompensationResponse(ran=ran, actions=[action_pb(a) for a in actions])
 
     async def GetStuckOrders(

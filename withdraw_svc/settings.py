@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from edge.sessions import SessionKeys
+from meshkit.four_eyes import FourEyesSettings
 from meshkit.settings import CommonSettings, addr_of, env_bool, env_float, env_int, env_list, env_str
+from meshkit.user_auth import session_keys_at_start
 from withdraw_svc.domain import DEFAULT_TIMEZONE, GateConfig, Limits
 
 # What the app calls, shed under load in this order last to first (WITHDRAW_SVC_ADMISSION_METHODS
@@ -21,6 +24,8 @@ ADMITTED = (
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
+    # Verify the session tokens of user-facing RPCs (SESSION_TOKEN_KEYS; meshkit.user_auth).
+    session_keys: SessionKeys
     account_addr: str
     gateway_addr: str
     limits: Limits
@@ -62,8 +67,13 @@ class Settings:
     order_writes_in_flight: int
     deduct_in_flight: int
     deduct_linger_s: float
+    # Confirms one uid may make per minute, shared by all replicas through Redis
+    # (WITHDRAW_USER_CONFIRMS_PER_MIN; 0: no limit).
+    user_confirms_per_min: int
     # Test-only: exit the process (as kill -9 would) just before the refund call.
     test_crash_before_refund: bool
+    # Four-eyes admin changes (ADMIN_FOUR_EYES, MESH_ENV, ADMIN_CHANGE_TTL_S).
+    four_eyes: FourEyesSettings = field(default_factory=FourEyesSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -118,7 +128,11 @@ class Settings:
             order_writes_in_flight=max(1, env_int("WITHDRAW_ORDER_WRITES_IN_FLIGHT", 1)),
             deduct_in_flight=max(1, env_int("WITHDRAW_DEDUCT_IN_FLIGHT", 1)),
             deduct_linger_s=max(0, env_int("WITHDRAW_DEDUCT_LINGER_MS", 2)) / 1000.0,
+            user_confirms_per_min=env_int("WITHDRAW_USER_CONFIRMS_PER_MIN", 10),
             test_crash_before_refund=env_bool("WITHDRAW_TEST_CRASH_BEFORE_REFUND", False),
+            four_eyes=FourEyesSettings.from_env(),
+            # Last: a mistyped setting above is reported before missing keys are.
+            session_keys=session_keys_at_start(),
         )
 
 

@@ -21,4 +21,5 @@ class WithdrawSettingsServicer(settings_pb2_grpc.WithdrawSettingsServiceServicer
             compensation_interval_seconds=int(s.compensation_interval_s),
             compensation_min_age_seconds=s.compensation_min_age_s,
             channels=list(s.limits.channels),
+            four_eyes_required=s.four_eyes.required,
         )

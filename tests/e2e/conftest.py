@@ -42,6 +42,8 @@ def e2e_mesh(mesh_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     # machine a cold first call can miss it, and the page balance assertions would flake.
     env["WITHDRAW_PAGE_CREDIT_DEADLINE_MS"] = "3000"
     env["WITHDRAW_RELAY_INTERVAL_MS"] = "100"
+    # As in production: the drill and the tools change the gate by propose + approve.
+    env["ADMIN_FOUR_EYES"] = "true"
     # One order needs few connections; the suite shares PostgreSQL's 100 with other meshes.
     for name in ("ACCOUNT", "WITHDRAW", "GATEWAY", "RECON"):
         env[f"{name}_DB_POOL_SIZE"] = "4"

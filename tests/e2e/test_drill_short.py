@@ -50,6 +50,8 @@ async def drill_mesh(mesh_env: dict[str, str],
         "MESH_KEY_PREFIX": f"drill-{uuid.uuid4().hex[:10]}",
         "REWARD_TOKEN_KEYS": mesh_env["REWARD_TOKEN_KEYS"],
         "REWARD_TOKEN_ACTIVE_KEY": mesh_env["REWARD_TOKEN_ACTIVE_KEY"],
+        "SESSION_TOKEN_KEYS": mesh_env["SESSION_TOKEN_KEYS"],
+        "SESSION_TOKEN_ACTIVE_KEY": mesh_env["SESSION_TOKEN_ACTIVE_KEY"],
         "MESH_SHUTDOWN_GRACE_S": str(GRACE_S),
         # Short timers so each phase of the drill takes seconds, not minutes: gate changes
         # picked up within 1 s, the outbox relayed every 100 ms, a killed consumer's

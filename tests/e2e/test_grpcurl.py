@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,27 @@ SERVICES_LISTED = {
 }
 
 
-def grpcurl(*args: str, data: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+def grpcurl(*args: str, data: dict[str, Any] | None = None,
+            headers: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     argv = [GRPCURL, "-plaintext", "-max-time", "10"]
+    for header in headers:
+        argv += ["-H", header]
     if data is not None:
         argv += ["-d", json.dumps(data)]
     return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=30, check=False)
 
 
-def call(e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any]) -> dict[str, Any]:
-    done = grpcurl(e2e_mesh.addr(service), method, data=data)
+def signed_in(e2e_mesh: E2EMesh, uid: int) -> list[str]:
+    """The header the README tells operators to send: a token from `python -m edge issue`."""
+    done = subprocess.run([sys.executable, "-m", "edge", "issue", "--uid", str(uid)], env=e2e_mesh.env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return [f"authorization: Bearer {done.stdout.strip()}"]
+
+
+def call(e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any],
+         headers: Sequence[str] = ()) -> dict[str, Any]:
+    done = grpcurl(e2e_mesh.addr(service), method, data=data, headers=headers)
     assert done.returncode == 0, f"{method}: exit {done.returncode}\n{done.stdout}{done.stderr}"
     reply: dict[str, Any] = json.loads(done.stdout)
     return reply
@@ -82,11 +95,13 @@ def test_health_check(e2e_mesh: E2EMesh) -> None:
 def test_one_real_call_per_service(e2e_mesh: E2EMesh, happy_order: demo.Withdrawal) -> None:
     uid, order_id = happy_order.uid, happy_order.order.order_id
 
-    balance = call(e2e_mesh, "account_svc", "mesh.account.v1.AccountService/GetBalance", {"uid": uid})
+    session = signed_in(e2e_mesh, uid)
+    balance = call(e2e_mesh, "account_svc", "mesh.account.v1.AccountService/GetBalance", {"uid": uid},
+                   session)
     assert int(balance["balance_fen"]) == 400, balance  # int64 travels as a JSON string
 
     get_order = "mesh.withdraw.v1.WithdrawService/GetOrder"
-    order = call(e2e_mesh, "withdraw_svc", get_order, {"order_id": order_id})
+    order = call(e2e_mesh, "withdraw_svc", get_order, {"order_id": order_id}, session)
     assert order["order"]["state"] == "ORDER_STATE_SUCCEEDED"
     assert int(order["order"]["amount_fen"]) == 100
 
@@ -122,6 +137,24 @@ def test_one_real_call_per_service(e2e_mesh: E2EMesh, happy_order: demo.Withdraw
 def test_bad_input_is_invalid_argument(
     e2e_mesh: E2EMesh, service: str, method: str, data: dict[str, Any]
 ) -> None:
-    done = grpcurl(e2e_mesh.addr(service), method, data=data)
+    done = grpcurl(e2e_mesh.addr(service), method, data=data, headers=signed_in(e2e_mesh, 1))
     assert done.returncode != 0
     assert "Code: InvalidArgument" in done.stderr + done.stdout, done.stderr
+
+
+def test_user_facing_calls_need_the_users_session(e2e_mesh: E2EMesh, happy_order: demo.Withdrawal) -> None:
+    uid, order_id = happy_order.uid, happy_order.order.order_id
+    balance = "mesh.account.v1.AccountService/GetBalance"
+    get_order = "mesh.withdraw.v1.WithdrawService/GetOrder"
+    done = grpcurl(e2e_mesh.addr("account_svc"), balance, data={"uid": uid})
+    assert done.returncode != 0 and "Code: Unauthenticated" in done.stderr + done.stdout, done.stderr
+    assert "authorization: Bearer" in done.stderr + done.stdout
+    someone_else = signed_in(e2e_mesh, uid + 1)
+    done = grpcurl(e2e_mesh.addr("account_svc"), balance, data={"uid": uid}, headers=someone_else)
+    assert "Code: PermissionDenied" in done.stderr + done.stdout, done.stderr
+    done = grpcurl(e2e_mesh.addr("withdraw_svc"), get_order, data={"order_id": order_id},
+                   headers=someone_else)
+    assert "Code: NotFound" in done.stderr + done.stdout, done.stderr
+    # With the owner's token and no uid in the body, the balance is the owner's.
+    mine = call(e2e_mesh, "account_svc", balance, {}, signed_in(e2e_mesh, uid))
+    assert int(mine["uid"]) == uid and int(mine["balance_fen"]) == 400, mine

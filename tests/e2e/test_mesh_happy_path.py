@@ -12,6 +12,7 @@ from mesh.gateway.v1 import gateway_pb2
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from tests.e2e.conftest import GRACE_S, E2EMesh
+from tests.harness import user_metadata
 from tools import demo
 from tools import meshctl as mesh
 
@@ -69,7 +70,7 @@ async def test_confirm_replay_returns_the_same_order(e2e_mesh: E2EMesh, happy_or
                 uid=order.uid, request_id=order.request_id, amount_fen=order.amount_fen,
                 method_id=order.method_id,
             ),
-            timeout=5,
+            timeout=5, metadata=user_metadata(order.uid),
         )
     assert reply.replayed
     assert reply.order.order_id == order.order_id

@@ -24,7 +24,7 @@ from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
 from meshkit.redis_keys import Keys
 from meshkit.streams import group_lag
-from tests.harness import new_id, new_uid, start_service
+from tests.harness import new_id, new_uid, start_service, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, reward_token
 
 Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
@@ -99,7 +99,8 @@ async def wait_ingest_settled(client: redis.Redis, keys: Keys, timeout: float = 
 
 
 async def balance(account: Stub, uid: int) -> int:
-    return int((await account.GetBalance(pb.GetBalanceRequest(uid=uid))).balance_fen)
+    reply = await account.GetBalance(pb.GetBalanceRequest(uid=uid), metadata=user_metadata(uid))
+    return int(reply.balance_fen)
 
 
 def rid(token: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
-from tests.harness import new_id, new_uid, start_service
+from tests.harness import new_id, new_uid, start_service, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, fund
 from tests.integration.test_withdraw_support import eventually
 
@@ -26,7 +26,8 @@ Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
 @pytest.fixture(scope="module")
 async def account(mesh_env: dict[str, str]) -> AsyncIterator[Stub]:
     saved = os.environ.get("ACCOUNT_SVC_ADDR")
-    running = await start_service("account_svc")
+    # The ledger alone: its own refund rules, without withdraw_svc to ask about orders.
+    running = await start_service("account_svc", {"ACCOUNT_REFUND_CHECKS_ORDER": "false"})
     async with grpc.aio.insecure_channel(running.address) as channel:
         yield account_pb2_grpc.AccountServiceStub(channel)
     await running.stop(1.0)
@@ -47,7 +48,8 @@ async def batch(account: Stub, items: list[pb.DeductRequest]) -> list[pb.DeductR
 
 
 async def balance(account: Stub, uid: int) -> int:
-    return int((await account.GetBalance(pb.GetBalanceRequest(uid=uid))).balance_fen)
+    reply = await account.GetBalance(pb.GetBalanceRequest(uid=uid), metadata=user_metadata(uid))
+    return int(reply.balance_fen)
 
 
 async def order_kinds(account: Stub, order_id: str) -> list[int]:

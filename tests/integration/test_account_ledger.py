@@ -19,7 +19,7 @@ import pytest
 from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
-from tests.harness import new_id, new_uid, start_service
+from tests.harness import new_id, new_uid, start_service, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, fund
 
 Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
@@ -28,7 +28,8 @@ Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
 @pytest.fixture(scope="module")
 async def server(mesh_env: dict[str, str]) -> AsyncIterator[Any]:
     saved = os.environ.get("ACCOUNT_SVC_ADDR")
-    running = await start_service("account_svc")
+    # The ledger alone: its own refund rules, without withdraw_svc to ask about orders.
+    running = await start_service("account_svc", {"ACCOUNT_REFUND_CHECKS_ORDER": "false"})
     yield running
     await running.stop(1.0)
     if saved is None:
@@ -57,7 +58,8 @@ async def status_of(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
 
 
 async def balance(account: Stub, uid: int) -> int:
-    return int((await account.GetBalance(pb.GetBalanceRequest(uid=uid))).balance_fen)
+    reply = await account.GetBalance(pb.GetBalanceRequest(uid=uid), metadata=user_metadata(uid))
+    return int(reply.balance_fen)
 
 
 async def order_kinds(account: Stub, order_id: str) -> list[int]:
@@ -227,10 +229,12 @@ def _deduct(order_id: str = "v-1", uid: int = 5, amount_fen: int = 1) -> CallFac
     ("force uid 0", lambda s: s.ForceCredit(pb.ForceCreditRequest(uid=0, tokens=[])), "uid"),
     ("force too many", lambda s: s.ForceCredit(pb.ForceCreditRequest(uid=5, tokens=["x"] * 501)), "tokens"),
     ("force bad token", lambda s: s.ForceCredit(pb.ForceCreditRequest(uid=5, tokens=["x"])), "tokens[0]"),
-    ("balance uid 0", lambda s: s.GetBalance(pb.GetBalanceRequest(uid=0)), "uid"),
-    ("list uid < 0", lambda s: s.ListEntries(pb.ListEntriesRequest(uid=-1)), "uid"),
-    ("list page_size", lambda s: s.ListEntries(pb.ListEntriesRequest(uid=5, page_size=-1)), "page_size"),
-    ("list page_token", lambda s: s.ListEntries(pb.ListEntriesRequest(uid=5, page_token="zz")), "page_token"),
+    # The balance and the bill act for the session's uid: a uid of 0 is that one, any other
+    # uid is PERMISSION_DENIED (tests/integration/test_sessions.py).
+    ("list page_size", lambda s: s.ListEntries(pb.ListEntriesRequest(uid=5, page_size=-1),
+                                               metadata=user_metadata(5)), "page_size"),
+    ("list page_token", lambda s: s.ListEntries(pb.ListEntriesRequest(uid=5, page_token="zz"),
+                                                metadata=user_metadata(5)), "page_token"),
     ("order entries empty", lambda s: s.GetOrderEntries(pb.GetOrderEntriesRequest(order_id="")), "order_id"),
     ("batch entries too many",
      lambda s: s.GetOrderEntriesBatch(pb.GetOrderEntriesBatchRequest(order_ids=["v-1"] * 1001)), "order_ids"),
@@ -295,7 +299,8 @@ async def test_bill_pages_newest_first(account: Stub) -> None:
     token = ""
     pages = 0
     while True:
-        page = await account.ListEntries(pb.ListEntriesRequest(uid=uid, page_size=4, page_token=token))
+        page = await account.ListEntries(pb.ListEntriesRequest(uid=uid, page_size=4, page_token=token),
+                                         metadata=user_metadata(uid))
         pages += 1
         assert len(page.entries) <= 4
         seen.extend(page.entries)
@@ -307,9 +312,11 @@ async def test_bill_pages_newest_first(account: Stub) -> None:
     assert [e.amount_fen for e in seen] == [60, 50, 40, 30, 20, 10]
     assert seen[0].entry_id == debit.entry.entry_id and seen[0].balance_after_fen == 90
     assert all(e.uid == uid for e in seen)
-    default_page = await account.ListEntries(pb.ListEntriesRequest(uid=uid))
+    default_page = await account.ListEntries(pb.ListEntriesRequest(uid=uid), metadata=user_metadata(uid))
     assert len(default_page.entries) == 6 and default_page.next_page_token == ""
-    assert (await account.ListEntries(pb.ListEntriesRequest(uid=new_uid()))).entries == []
+    stranger = new_uid()
+    assert (await account.ListEntries(pb.ListEntriesRequest(uid=stranger),
+                                      metadata=user_metadata(stranger))).entries == []
     assert await balance(account, new_uid()) == 0
     assert await order_kinds(account, new_id("none")) == []
     await assert_ledger_invariants([uid])
@@ -343,7 +350,8 @@ async def test_the_schema_itself_refuses_what_the_code_must_never_do(account: St
     await fund(account, uid, 1_000)
     order_id = new_id("o")
     debit = (await account.Deduct(pb.DeductRequest(order_id=order_id, uid=uid, amount_fen=100))).entry
-    credit = (await account.ListEntries(pb.ListEntriesRequest(uid=uid))).entries[-1]
+    bill = await account.ListEntries(pb.ListEntriesRequest(uid=uid), metadata=user_metadata(uid))
+    credit = bill.entries[-1]
     insert = "INSERT INTO entries (uid, kind, amount, order_id, reward_id, refund_of, balance_after) VALUES "
     attempts: dict[str, tuple[str, list[Any]]] = {
         "negative balance": ("UPDATE accounts SET balance = -1 WHERE uid = $1", [uid]),

@@ -33,6 +33,7 @@ from mesh.recon.v1 import recon_pb2_grpc as rc_grpc
 from mesh.withdraw.v1 import withdraw_pb2 as wd
 from mesh.withdraw.v1 import withdraw_pb2_grpc as wd_grpc
 from meshkit.server import RunningServer
+from tests.harness import user_metadata
 from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
 
 NUL = "wd-1\x00x"
@@ -150,7 +151,8 @@ def confirm(**change: Any) -> Call:
     def call(s: Any, x: Mesh) -> Awaitable[Any]:
         fields: dict[str, Any] = {"uid": x.uid, "request_id": uuid.uuid4().hex, "amount_fen": 500,
                                   "method_id": x.method_id}
-        return s.ConfirmWithdraw(wd.ConfirmWithdrawRequest(**{**fields, **change}), timeout=10)
+        return s.ConfirmWithdraw(wd.ConfirmWithdrawRequest(**{**fields, **change}), timeout=10,
+                                 metadata=user_metadata(x.uid))
     return call
 
 
@@ -183,6 +185,12 @@ def simple(method: str, message: Any) -> Call:
     return lambda s, x: getattr(s, method)(message, timeout=10)
 
 
+def as_user(method: str, message: Any) -> Call:
+    """A user-facing RPC, signed in as the message's uid (or the test user's)."""
+    return lambda s, x: getattr(s, method)(message, timeout=10,
+                                           metadata=user_metadata(getattr(message, "uid", 0) or x.uid))
+
+
 # account_svc
 for label, value in (("nul", NUL), ("long", LONG_TEXT)):
     case(f"account ForceCredit token {label}", "account", "tokens[0]",
@@ -197,7 +205,7 @@ for label, value in (("nul", NUL), ("long", LONG_ID)):
 for label, token in (("garbage", "zz"), ("unicode digit", "²"), ("out of range", INT64_OVER),
                      ("nul", "1\x00"), ("long", "9" * 300)):
     case(f"account ListEntries page_token {label}", "account", "page_token",
-         simple("ListEntries", acc.ListEntriesRequest(uid=7, page_token=token)))
+         as_user("ListEntries", acc.ListEntriesRequest(uid=7, page_token=token)))
 
 # the change feed of every service that has one
 for feed in ("account", "withdraw", "gateway", "payout"):
@@ -249,7 +257,7 @@ for label, value in (("nul", NUL), ("long", LONG_ID)):
     case(f"withdraw ConfirmWithdraw request_id {label}", "withdraw", "request_id", confirm(request_id=value))
     case(f"withdraw ConfirmWithdraw method_id {label}", "withdraw", "method_id", confirm(method_id=value))
     case(f"withdraw GetOrder order_id {label}", "withdraw", "order_id",
-         simple("GetOrder", wd.GetOrderRequest(order_id=value)))
+         as_user("GetOrder", wd.GetOrderRequest(order_id=value)))
     case(f"withdraw BeginPayout order_id {label}", "coordination", "order_id",
          simple("BeginPayout", wd.BeginPayoutRequest(order_id=value)))
     case(f"withdraw SettlePayout order_id {label}", "coordination", "order_id",
@@ -268,10 +276,56 @@ for label, token in (("garbage", "%%%"), ("out of range", TOKEN_OUT_OF_RANGE), (
                      ("long", "A" * 5000)):
     case(f"withdraw ListOrders page_token {label}", "withdraw", "page_token",
          lambda s, x, token=token: s.ListOrders(wd.ListOrdersRequest(uid=x.uid, page_token=token),
-                                                timeout=10))
+                                                timeout=10, metadata=user_metadata(x.uid)))
 case("withdraw GetGate uid negative", "withdraw_admin", "uid", simple("GetGate", wd.GetGateRequest(uid=-5)))
 case("withdraw RunCompensation min_age_seconds out of range", "withdraw_admin", "min_age_seconds",
      simple("RunCompensation", wd.RunCompensationRequest(min_age_seconds=2**62, dry_run=True)))
+
+# four-eyes changes and the admin audit (withdraw_svc, payout_svc, gateway_mock, recon_svc)
+def propose_gate(reason: str = "test", **change: Any) -> Call:
+    def call(s: Any, x: Mesh) -> Awaitable[Any]:
+        fields: dict[str, Any] = {"timezone": "Asia/Shanghai", "release_modulus": 1, "release_k": 1}
+        config = wd.GateConfig(**{**fields, **change})
+        return s.ProposeGateChange(wd.ProposeGateChangeRequest(request=wd.SetGateRequest(
+            config=config, reason=reason, update_mask=FieldMask(paths=["*"]))), timeout=10)
+    return call
+
+
+for label, value in (("nul", NUL), ("long", LONG_ID)):
+    case(f"withdraw ProposeGateChange timezone {label}", "withdraw_admin", "timezone",
+         propose_gate(timezone=value))
+    case(f"withdraw ApproveGateChange change_id {label}", "withdraw_admin", "change_id",
+         simple("ApproveGateChange", wd.ApproveGateChangeRequest(change_id=value)))
+    case(f"withdraw RejectGateChange change_id {label}", "withdraw_admin", "change_id",
+         simple("RejectGateChange", wd.RejectGateChangeRequest(change_id=value)))
+    case(f"payout ProposeRateChange channel {label}", "payout_admin", "channel",
+         simple("ProposeRateChange", po.ProposeRateChangeRequest(
+             request=po.SetChannelRateRequest(channel=value, rate_per_second=5))))
+    case(f"payout ApproveRateChange change_id {label}", "payout_admin", "change_id",
+         simple("ApproveRateChange", po.ApproveRateChangeRequest(change_id=value)))
+    case(f"payout RejectRateChange change_id {label}", "payout_admin", "change_id",
+         simple("RejectRateChange", po.RejectRateChangeRequest(change_id=value)))
+for label, value in (("nul", NUL), ("long", LONG_TEXT)):
+    case(f"withdraw ProposeGateChange reason {label}", "withdraw_admin", "reason", propose_gate(reason=value))
+    case(f"withdraw RejectGateChange reason {label}", "withdraw_admin", "reason",
+         simple("RejectGateChange", wd.RejectGateChangeRequest(change_id="chg-none", reason=value)))
+    case(f"payout ProposeRateChange reason {label}", "payout_admin", "reason",
+         simple("ProposeRateChange", po.ProposeRateChangeRequest(
+             request=po.SetChannelRateRequest(channel="bank", rate_per_second=5), reason=value)))
+for label, token in (("garbage", "zz"), ("unicode digit", "²"), ("out of range", INT64_OVER),
+                     ("nul", "1\x00"), ("long", "9" * 300)):
+    case(f"withdraw ListGateChanges page_token {label}", "withdraw_admin", "page_token",
+         simple("ListGateChanges", wd.ListGateChangesRequest(page_token=token)))
+    case(f"payout ListRateChanges page_token {label}", "payout_admin", "page_token",
+         simple("ListRateChanges", po.ListRateChangesRequest(page_token=token)))
+    case(f"withdraw ListAdminAudit page_token {label}", "withdraw_admin", "page_token",
+         simple("ListAdminAudit", wd.ListAdminAuditRequest(page_token=token)))
+    case(f"payout ListAdminAudit page_token {label}", "payout_admin", "page_token",
+         simple("ListAdminAudit", po.ListAdminAuditRequest(page_token=token)))
+    case(f"gateway ListAdminAudit page_token {label}", "gateway_admin", "page_token",
+         simple("ListAdminAudit", gw.ListAdminAuditRequest(page_token=token)))
+    case(f"recon ListAdminAudit page_token {label}", "recon", "page_token",
+         simple("ListAdminAudit", rc.ListAdminAuditRequest(page_token=token)))
 
 # recon_svc
 for label, value in (("nul", NUL), ("long", LONG_ID)):
@@ -342,9 +396,11 @@ async def test_valid_page_tokens_still_page(mesh: Mesh) -> None:
     for _ in range(3):
         await confirm()(mesh.stub("withdraw"), mesh)
     withdraw = mesh.stub("withdraw")
-    first = await withdraw.ListOrders(wd.ListOrdersRequest(uid=mesh.uid, page_size=2), timeout=10)
+    first = await withdraw.ListOrders(wd.ListOrdersRequest(uid=mesh.uid, page_size=2), timeout=10,
+                                      metadata=user_metadata(mesh.uid))
     assert len(first.orders) == 2 and first.next_page_token
     rest = await withdraw.ListOrders(
-        wd.ListOrdersRequest(uid=mesh.uid, page_size=2, page_token=first.next_page_token), timeout=10)
+        wd.ListOrdersRequest(uid=mesh.uid, page_size=2, page_token=first.next_page_token), timeout=10,
+        metadata=user_metadata(mesh.uid))
     seen = [o.order_id for o in [*first.orders, *rest.orders]]
     assert len(rest.orders) == 1 and len(set(seen)) == 3

@@ -16,7 +16,6 @@ import asyncpg
 import grpc
 import pytest
 
-from mesh.withdraw.v1 import withdraw_pb2
 from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
 from tools.faultproxy import FaultProxy
 
@@ -136,7 +135,7 @@ async def test_postgresql_cut_mid_drain_dead_letters_nothing(om: Outages) -> Non
     try:
         # An RPC that needs the database says UNAVAILABLE (retry), not INTERNAL.
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await om.m.withdraw().GetOrder(withdraw_pb2.GetOrderRequest(order_id=order_ids[0]), timeout=10)
+            await om.m.order(uid, order_ids[0])
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
         assert (err.value.details() or "").startswith("PostgreSQL unavailable: ")
         await om.hold_cut(om.postgres)

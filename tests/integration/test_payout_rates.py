@@ -4,6 +4,7 @@ pays nothing; no limit is only ever what an operator asked for explicitly."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -102,6 +103,10 @@ async def test_unlimited_only_when_said_explicitly(mesh: WdMesh) -> None:
                                       timeout=10)
     stats = reply.stats
     assert (stats.unlimited, stats.paused, stats.rate_limit_per_second) == (True, False, 0.0)
+    # A direct change (this mesh's dev opt-out) is in the admin audit, old -> new.
+    [entry] = (await stub.ListAdminAudit(payout_pb2.ListAdminAuditRequest(page_size=1), timeout=10)).entries
+    assert (entry.action, entry.target, entry.actor) == ("rate.set", "popen", "withdraw-tests")
+    assert json.loads(entry.new_json) == {"rate_per_second": 0.0, "unlimited": True}
     orders = [await order_on(mesh, "popen") for _ in range(3)]
     assert {await settled(mesh, o) for o in orders} == {"SUCCEEDED"}
     assert all([await gateway_has(mesh, o) for o in orders])

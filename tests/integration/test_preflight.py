@@ -95,7 +95,10 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
     }
     servers: dict[str, RunningServer] = {}
     for service in SERVICES:
-        servers[service] = await _start(service, env)
+        # withdraw_svc as on the night (gate changes need a second operator); the others in
+        # the suite's dev opt-out, so the tests below can set rates directly.
+        own = {**env, "ADMIN_FOUR_EYES": "true"} if service == "withdraw_svc" else env
+        servers[service] = await _start(service, own)
         env[f"{service.upper()}_ADDR"] = servers[service].address
     # A second gateway replica, listed in GATEWAY_MOCK_ADDRS: health must ask each replica.
     replica = await _start("gateway_mock", env)
@@ -234,7 +237,8 @@ async def test_a_missing_migration_row_is_no_go_naming_schema_and_file(mesh: Mes
 
 
 async def test_compensation_off_on_a_replica_is_no_go(mesh: Mesh) -> None:
-    off = await _start("withdraw_svc", {**mesh.env, "WITHDRAW_COMPENSATION_ENABLED": "false"})
+    off = await _start("withdraw_svc", {**mesh.env, "WITHDRAW_COMPENSATION_ENABLED": "false",
+                                        "ADMIN_FOUR_EYES": "true"})
     try:
         env = {**mesh.env, "WITHDRAW_SVC_ADDRS": off.address}
         code, lines = await mesh.preflight(env=env)
@@ -242,6 +246,18 @@ async def test_compensation_off_on_a_replica_is_no_go(mesh: Mesh) -> None:
         await off.stop(0.5)
     assert lines[-1] == ("PREFLIGHT NO-GO compensation: compensation is off on withdraw_svc "
                          f"at {off.address} (WITHDRAW_COMPENSATION_ENABLED)")
+    assert code == 1
+
+
+async def test_four_eyes_off_on_a_replica_is_no_go(mesh: Mesh) -> None:
+    off = await _start("withdraw_svc", {**mesh.env, "ADMIN_FOUR_EYES": "false"})
+    try:
+        env = {**mesh.env, "WITHDRAW_SVC_ADDRS": off.address}
+        code, lines = await mesh.preflight(env=env)
+    finally:
+        await off.stop(0.5)
+    assert lines[-1] == ("PREFLIGHT NO-GO four-eyes: four-eyes is off on withdraw_svc "
+                         f"at {off.address} (ADMIN_FOUR_EYES)")
     assert code == 1
 
 

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from mesh.withdraw.v1 import withdraw_pb2
+from tests.harness import user_metadata
 from tests.integration.test_withdraw_support import WdMesh, start_mesh
 
 
@@ -45,17 +46,19 @@ async def test_a_flood_is_shed_fast_with_a_retry_hint_and_payout_rpcs_are_never_
     # Orders for the payout side to begin during the flood (created before it, one by one).
     orders = [(await mesh.confirm(uid, method, 100)).order.order_id for _ in range(10)]
     users = [await mesh.user(balance_fen=100_000) for _ in range(4)]
+    sessions = [user_metadata(u) for u, _ in users]
     withdraw = mesh.withdraw()
     coordination = mesh.coordination()
 
     def page(i: int) -> Callable[[], Awaitable[Any]]:
         return lambda: withdraw.GetWithdrawPage(
-            withdraw_pb2.GetWithdrawPageRequest(uid=users[i % 4][0]), timeout=5)
+            withdraw_pb2.GetWithdrawPageRequest(uid=users[i % 4][0]), timeout=5, metadata=sessions[i % 4])
 
     def confirm(i: int) -> Callable[[], Awaitable[Any]]:
         u, m = users[i % 4]
         return lambda: withdraw.ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
-            uid=u, request_id=uuid.uuid4().hex, amount_fen=100, method_id=m), timeout=5)
+            uid=u, request_id=uuid.uuid4().hex, amount_fen=100, method_id=m), timeout=5,
+            metadata=sessions[i % 4])
 
     def begin(order_id: str) -> Callable[[], Awaitable[Any]]:
         return lambda: coordination.BeginPayout(withdraw_pb2.BeginPayoutRequest(order_id=order_id), timeout=5)

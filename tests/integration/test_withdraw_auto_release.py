@@ -4,6 +4,7 @@ while one would not, and every step is an audited compare-and-set like a manual 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -95,6 +96,13 @@ async def test_k_climbs_to_m_one_audited_step_at_a_time(mesh: WdMesh) -> None:
         assert "every channel drains within 60s" in entry.reason
         assert "alipay paused (backlog 0)" in entry.reason and "bank unlimited" in entry.reason
         assert entry.new_config.auto_release and entry.new_config.closed_start == ""
+    # The admin audit has the same nine steps, each with its old and new k.
+    admin_steps = [e for e in (await mesh.admin().ListAdminAudit(
+        withdraw_pb2.ListAdminAuditRequest(page_size=200), timeout=10)).entries
+        if e.actor == "auto-release" and json.loads(e.new_json)["version"] > start.version]
+    assert [(json.loads(e.old_json)["release_k"], json.loads(e.new_json)["release_k"])
+            for e in reversed(admin_steps)] == moves
+    assert {e.action for e in admin_steps} == {"gate.set"}
 
 
 async def test_k_holds_while_a_paused_channel_has_a_backlog_then_climbs_when_it_drains(mesh: WdMesh) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from campaign.tokens import RewardGrant, sign
 from mesh.withdraw.v1 import withdraw_pb2
+from tests.harness import user_metadata
 from tests.integration.test_withdraw_support import WdMesh, eventually, reward_token, start_mesh
 
 
@@ -126,8 +127,8 @@ async def test_a_bad_token_refuses_the_confirm_and_writes_nothing(mesh: WdMesh) 
 
 
 @pytest.mark.parametrize(("change", "code", "field"), [
-    ({"uid": 0}, grpc.StatusCode.INVALID_ARGUMENT, "uid"),
-    ({"uid": -5}, grpc.StatusCode.INVALID_ARGUMENT, "uid"),
+    # uid 0 is the signed-in user's (tests/integration/test_sessions.py); another is not.
+    ({"uid": -5}, grpc.StatusCode.PERMISSION_DENIED, "uid"),
     ({"request_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
     ({"request_id": "r" * 65}, grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
     ({"amount_fen": 99}, grpc.StatusCode.INVALID_ARGUMENT, "amount_fen"),
@@ -144,7 +145,8 @@ async def test_validation_failures(mesh: WdMesh, change: dict[str, object], code
     fields: dict[str, object] = {"uid": uid, "request_id": uuid.uuid4().hex, "amount_fen": 500,
                                  "method_id": method, "tokens": [], **change}
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await mesh.withdraw().ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(**fields), timeout=10)  # type: ignore[arg-type]
+        await mesh.withdraw().ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(**fields), timeout=10,  # type: ignore[arg-type]
+                                              metadata=user_metadata(uid))
     assert err.value.code() == code
     assert field in (err.value.details() or "")
     assert await mesh.order_rows(uid) == []
@@ -164,8 +166,7 @@ async def test_a_method_bound_to_someone_else_is_refused(mesh: WdMesh) -> None:
 async def test_get_order_has_history_and_list_orders_pages_newest_first(mesh: WdMesh) -> None:
     uid, method = await mesh.user(balance_fen=100_000)
     created = [(await mesh.confirm(uid, method, 100 + i)).order.order_id for i in range(7)]
-    got = (await mesh.withdraw().GetOrder(
-        withdraw_pb2.GetOrderRequest(order_id=created[0]), timeout=10)).order
+    got = await mesh.order(uid, created[0])
     assert got.uid == uid and got.amount_fen == 100 and got.channel == "bank"
     assert [(h.from_state, h.to_state) for h in got.history] == [
         (withdraw_pb2.ORDER_STATE_UNSPECIFIED, withdraw_pb2.ORDER_STATE_PENDING_DEDUCT),
@@ -176,7 +177,8 @@ async def test_get_order_has_history_and_list_orders_pages_newest_first(mesh: Wd
     token = ""
     while True:
         page = await mesh.withdraw().ListOrders(
-            withdraw_pb2.ListOrdersRequest(uid=uid, page_size=3, page_token=token), timeout=10)
+            withdraw_pb2.ListOrdersRequest(uid=uid, page_size=3, page_token=token), timeout=10,
+            metadata=user_metadata(uid))
         seen += [o.order_id for o in page.orders]
         token = page.next_page_token
         if not token:
@@ -184,11 +186,12 @@ async def test_get_order_has_history_and_list_orders_pages_newest_first(mesh: Wd
     assert seen == list(reversed(created))
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await mesh.withdraw().GetOrder(withdraw_pb2.GetOrderRequest(order_id="wd-nope"), timeout=10)
+        await mesh.order(uid, "wd-nope")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await mesh.withdraw().ListOrders(
-            withdraw_pb2.ListOrdersRequest(uid=uid, page_token="%%%"), timeout=10)
+            withdraw_pb2.ListOrdersRequest(uid=uid, page_token="%%%"), timeout=10,
+            metadata=user_metadata(uid))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -196,7 +199,8 @@ async def test_page_credits_tokens_and_shows_everything(mesh: WdMesh) -> None:
     uid, method = await mesh.user(balance_fen=1_000)
     await mesh.confirm(uid, method, 200)
     page = await mesh.withdraw().GetWithdrawPage(
-        withdraw_pb2.GetWithdrawPageRequest(uid=uid, tokens=[reward_token(uid, 55)]), timeout=10)
+        withdraw_pb2.GetWithdrawPageRequest(uid=uid, tokens=[reward_token(uid, 55)]), timeout=10,
+        metadata=user_metadata(uid))
     assert page.balance_fen == 1_000 - 200 + 55 and not page.balance_stale
     assert page.min_amount_fen == 100 and page.max_amount_fen == 2_000_000
     assert page.gate.open
@@ -218,7 +222,8 @@ async def test_a_confirm_whose_caller_gives_up_mid_deduct_still_finishes(mesh: W
         await blocker.execute(f'SELECT 1 FROM "{schema}".accounts WHERE uid = $1 FOR UPDATE', uid)
         with pytest.raises(grpc.aio.AioRpcError) as gave_up:
             await mesh.withdraw().ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
-                uid=uid, request_id="impatient", amount_fen=300, method_id=method), timeout=0.5)
+                uid=uid, request_id="impatient", amount_fen=300, method_id=method), timeout=0.5,
+                metadata=user_metadata(uid))
         assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         rows = await mesh.order_rows(uid)
         assert [r["state"] for r in rows] == ["PENDING_DEDUCT"]

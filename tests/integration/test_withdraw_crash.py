@@ -18,8 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from tests.harness import user_metadata
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
-from tools.meshctl import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,14 +75,16 @@ class WithdrawProcess:
 async def test_refund_happens_once_after_a_crash_between_failed_and_refund(
     mesh: WdMesh, tmp_path: Path
 ) -> None:
-    port = free_ports(1)[0]
+    # The port start_mesh told account_svc (which asks withdraw_svc before a refund).
+    port = int(mesh.env["WITHDRAW_SVC_ADDR"].rsplit(":", 1)[1])
     crashing = WithdrawProcess(mesh, port, {"WITHDRAW_TEST_CRASH_BEFORE_REFUND": "1"}, tmp_path / "a.log")
     try:
         await crashing.ready()
         uid, method = await mesh.user(balance_fen=2_000)
         stub = withdraw_pb2_grpc.WithdrawServiceStub(crashing.channel)
         order = (await stub.ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
-            uid=uid, request_id="crash-1", amount_fen=1_500, method_id=method), timeout=10)).order
+            uid=uid, request_id="crash-1", amount_fen=1_500, method_id=method), timeout=10,
+            metadata=user_metadata(uid))).order
         assert await mesh.balance(uid) == 500
         coordination = withdraw_pb2_grpc.PayoutCoordinationServiceStub(crashing.channel)
         await coordination.BeginPayout(withdraw_pb2.BeginPayoutRequest(order_id=order.order_id), timeout=10)
@@ -122,7 +124,7 @@ async def test_refund_happens_once_after_a_crash_between_failed_and_refund(
             min_age_seconds=0, override_min_age=True), timeout=30)
         assert reply.ran and order.order_id not in {a.order_id for a in reply.actions}
         got = await withdraw_pb2_grpc.WithdrawServiceStub(restarted.channel).GetOrder(
-            withdraw_pb2.GetOrderRequest(order_id=order.order_id), timeout=10)
+            withdraw_pb2.GetOrderRequest(order_id=order.order_id), timeout=10, metadata=user_metadata(uid))
         assert got.order.refund_state == "REFUNDED"
     finally:
         await restarted.stop()

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from mesh.withdraw.v1 import withdraw_pb2
+from tests.harness import user_metadata
 from tests.integration.test_withdraw_support import WdMesh, eventually, reward_token, start_mesh
 
 PAGE_DEADLINE_MS = 200
@@ -27,16 +28,18 @@ async def test_account_down(mesh: WdMesh) -> None:
     uid, method = await mesh.user(balance_fen=2_000)
     stub = mesh.withdraw()
     await mesh.confirm(uid, method, 300)
-    page = await stub.GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=uid), timeout=5)
+    page = await stub.GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=uid), timeout=5,
+                                      metadata=user_metadata(uid))
     assert page.balance_fen == 1_700 and not page.balance_stale
 
     port = await mesh.stop_account()
+    session = user_metadata(uid)  # minted before the clock starts: the page's time is measured
     try:
         for tokens in ([], [reward_token(uid, 100)]):
             for _ in range(3):
                 started = time.monotonic()
                 page = await stub.GetWithdrawPage(
-                    withdraw_pb2.GetWithdrawPageRequest(uid=uid, tokens=tokens), timeout=5)
+                    withdraw_pb2.GetWithdrawPageRequest(uid=uid, tokens=tokens), timeout=5, metadata=session)
                 elapsed_ms = (time.monotonic() - started) * 1000
                 assert elapsed_ms <= PAGE_DEADLINE_MS + 100, elapsed_ms
                 assert page.balance_stale
@@ -73,6 +76,7 @@ async def test_account_down(mesh: WdMesh) -> None:
     assert reply.replayed and reply.order.state == withdraw_pb2.ORDER_STATE_PENDING_PAYOUT
     assert await mesh.entries(reply.order.order_id) == ["DEBIT"]
     assert await mesh.balance(uid) == 2_000 - 300 - 400
-    page = await stub.GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=uid), timeout=5)
+    page = await stub.GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=uid), timeout=5,
+                                      metadata=user_metadata(uid))
     assert not page.balance_stale and page.balance_fen == 1_300
     await mesh.ledger_ok([uid])

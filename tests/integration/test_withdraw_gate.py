@@ -3,6 +3,7 @@ through SetGate seen by every replica within seconds, and the audit of every cha
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
-from tests.harness import new_uid
+from tests.harness import new_uid, user_metadata
 from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -69,6 +70,12 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
         config=campaign, expected_version=before.version, reason="campaign night", update_mask=ALL),
         timeout=10)).config
     assert applied.version == before.version + 1
+    # A direct change (this mesh's dev opt-out) is in the admin audit too, old -> new.
+    audit = await admin.ListAdminAudit(withdraw_pb2.ListAdminAuditRequest(page_size=1), timeout=10)
+    [entry] = audit.entries
+    assert (entry.action, entry.actor, entry.reason) == ("gate.set", "ops-alice", "campaign night")
+    assert json.loads(entry.old_json)["version"] == before.version
+    assert json.loads(entry.new_json)["closed_start"] == "19:00"
 
     early, early_method = await user_in_cohort(mesh, residue=1)
     next_batch, next_method = await user_in_cohort(mesh, residue=4)
@@ -78,7 +85,8 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
     async def both_closed() -> bool:
         set_clock(mesh, CAMPAIGN_NIGHT)
         pages = [await mesh.withdraw(i).GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=early),
-                                                        timeout=10) for i in (0, 1)]
+                                                        timeout=10, metadata=user_metadata(early))
+                 for i in (0, 1)]
         return all(not p.gate.open for p in pages)
 
     await eventually(both_closed, timeout=5, what="both replicas to close the gate")
@@ -90,7 +98,8 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         details = err.value.details() or ""
         assert "01:00" in details and "Bind a payout method" in details
-    page = await mesh.withdraw(1).GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=late), timeout=10)
+    page = await mesh.withdraw(1).GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=late), timeout=10,
+                                                  metadata=user_metadata(late))
     assert not page.gate.open
     assert page.gate.open_time.ToDatetime().isoformat() == "2025-01-28T17:00:00"  # 01:00 +08:00
     assert await mesh.order_rows(early) == []
@@ -114,7 +123,8 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
 
     async def admitted_on_replica_1() -> bool:
         page = await mesh.withdraw(1).GetWithdrawPage(
-            withdraw_pb2.GetWithdrawPageRequest(uid=next_batch), timeout=10)
+            withdraw_pb2.GetWithdrawPageRequest(uid=next_batch), timeout=10,
+            metadata=user_metadata(next_batch))
         return page.gate.open
 
     await eventually(admitted_on_replica_1, timeout=5.0, interval=0.1, what="replica 1 to see k=6")
@@ -128,7 +138,8 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
     # A repeat of an order created while open is answered even if the gate has closed since.
     set_clock(mesh, CAMPAIGN_NIGHT)
     again = await mesh.withdraw(0).ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
-        uid=next_batch, request_id=ok.order.request_id, amount_fen=500, method_id=next_method), timeout=10)
+        uid=next_batch, request_id=ok.order.request_id, amount_fen=500, method_id=next_method), timeout=10,
+        metadata=user_metadata(next_batch))
     assert again.replayed and again.order.order_id == ok.order.order_id
 
     # Audit: who, old -> new, why; newest first.

@@ -1,6 +1,8 @@
-"""The SetGate commands README.md gives operators, run with the real grpcurl binary against
-a real withdraw_svc: the update mask as grpcurl takes it ({"paths": [...]}), a partial
-change, turning the automatic release on, and the refusal of a request without a mask."""
+"""The gate commands README.md gives operators, run with the real grpcurl binary against
+a real withdraw_svc under four-eyes: one operator proposes (ProposeGateChange), another
+approves (ApproveGateChange); the update mask as grpcurl takes it ({"paths": [...]}), a
+partial change, turning the automatic release on, the refusal of a request without a
+mask, and of a direct SetGate."""
 
 from __future__ import annotations
 
@@ -17,26 +19,40 @@ import pytest
 from tests.integration.test_withdraw_support import WdMesh, start_mesh
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
-SET_GATE = "mesh.withdraw.v1.WithdrawAdminService/SetGate"
+ADMIN = "mesh.withdraw.v1.WithdrawAdminService"
+SET_GATE = f"{ADMIN}/SetGate"
+PROPOSE = f"{ADMIN}/ProposeGateChange"
+APPROVE = f"{ADMIN}/ApproveGateChange"
 
 
 @pytest.fixture(scope="module")
 async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
-    m = await start_mesh(mesh_env)
+    m = await start_mesh(mesh_env, extra={"ADMIN_FOUR_EYES": "true"})
     yield m
     await m.stop()
 
 
-async def grpcurl(address: str, method: str, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    argv = [GRPCURL, "-plaintext", "-max-time", "10", "-d", json.dumps(data), address, method]
+async def grpcurl(address: str, method: str, data: dict[str, Any],
+                  caller: str = "ops-alice") -> subprocess.CompletedProcess[str]:
+    argv = [GRPCURL, "-plaintext", "-max-time", "10", "-H", f"x-mesh-caller: {caller}",
+            "-d", json.dumps(data), address, method]
     return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=30,
                                    check=False)
 
 
-async def set_gate(mesh: WdMesh, data: dict[str, Any]) -> dict[str, Any]:
-    done = await grpcurl(mesh.withdraw_addr, SET_GATE, data)
+def answer(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}{done.stderr}"
-    config: dict[str, Any] = json.loads(done.stdout)["config"]
+    reply: dict[str, Any] = json.loads(done.stdout)
+    return reply
+
+
+async def set_gate(mesh: WdMesh, data: dict[str, Any]) -> dict[str, Any]:
+    """The README's two commands: ops-alice proposes, ops-bob approves the change id."""
+    proposed = answer(await grpcurl(mesh.withdraw_addr, PROPOSE, {"request": data}, caller="ops-alice"))
+    change_id = proposed["change"]["review"]["change_id"]
+    approved = answer(await grpcurl(mesh.withdraw_addr, APPROVE, {"change_id": change_id}, caller="ops-bob"))
+    assert approved["change"]["review"]["state"] == "CHANGE_STATE_APPLIED"
+    config: dict[str, Any] = approved["config"]
     return config
 
 
@@ -61,8 +77,14 @@ async def test_the_readme_set_gate_commands(mesh: WdMesh) -> None:
     assert auto["auto_release"] is True and auto["auto_release_drain_seconds"] == 120
     assert (auto["release_k"], auto["closed_end"]) == (1, "01:00")
 
-    refused = await grpcurl(mesh.withdraw_addr, SET_GATE, {"config": {"release_k": 5}})
+    refused = await grpcurl(mesh.withdraw_addr, PROPOSE, {"request": {"config": {"release_k": 5}}})
     assert refused.returncode != 0
     output = refused.stdout + refused.stderr
     assert "InvalidArgument" in output
     assert 'update_mask is required; use "*" to replace the whole configuration' in output
+
+    direct = await grpcurl(mesh.withdraw_addr, SET_GATE, {
+        "config": {"release_k": 5}, "update_mask": {"paths": ["release_k"]}, "reason": "direct"})
+    assert direct.returncode != 0
+    assert "FailedPrecondition" in direct.stdout + direct.stderr
+    assert "four-eyes: propose and approve" in direct.stdout + direct.stderr

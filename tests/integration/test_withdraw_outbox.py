@@ -153,9 +153,7 @@ async def test_settle_failed_refunds_exactly_once(mesh: WdMesh) -> None:
         "SELECT count(*) FROM outbox WHERE kind = 'REFUND' AND order_id = $1", order.order_id) == 1
 
     async def refunded() -> bool:
-        got = await mesh.withdraw().GetOrder(
-            withdraw_pb2.GetOrderRequest(order_id=order.order_id), timeout=10)
-        return got.order.refund_state == "REFUNDED"
+        return (await mesh.order(uid, order.order_id)).refund_state == "REFUNDED"
 
     await eventually(refunded, timeout=5, what="the refund relay to refund")
     await mesh.app().refunds.process([order.order_id])  # a second pass finds nothing to do
@@ -196,8 +194,7 @@ async def test_settle_succeeded(mesh: WdMesh) -> None:
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert await mesh.pool.fetchval(
         "SELECT count(*) FROM outbox WHERE kind = 'REFUND' AND order_id = $1", order.order_id) == 0
-    history = (await mesh.withdraw().GetOrder(withdraw_pb2.GetOrderRequest(order_id=order.order_id),
-                                              timeout=10)).order.history
+    history = (await mesh.order(uid, order.order_id)).history
     assert [h.to_state for h in history] == [
         withdraw_pb2.ORDER_STATE_PENDING_DEDUCT, withdraw_pb2.ORDER_STATE_PENDING_PAYOUT,
         withdraw_pb2.ORDER_STATE_PAYING, withdraw_pb2.ORDER_STATE_SUCCEEDED,

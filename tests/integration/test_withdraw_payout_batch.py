@@ -27,7 +27,7 @@ async def orders(mesh: WdMesh, n: int, amount_fen: int = 300) -> tuple[int, list
 
 
 async def test_begin_batch_is_a_compare_and_set_per_order(mesh: WdMesh) -> None:
-    _uid, ids = await orders(mesh, 3)
+    uid, ids = await orders(mesh, 3)
     coordination = mesh.coordination()
     await coordination.BeginPayout(wd.BeginPayoutRequest(order_id=ids[0]), timeout=10)
     # Two batches race over the same orders: each order is acquired exactly once.
@@ -45,7 +45,7 @@ async def test_begin_batch_is_a_compare_and_set_per_order(mesh: WdMesh) -> None:
     acquired = [sum(reply.results[i].begun.acquired for reply in replies) for i in range(3)]
     assert acquired == [0, 1, 1]  # the first was begun by the single RPC
     for order_id in ids:
-        got = (await mesh.withdraw().GetOrder(wd.GetOrderRequest(order_id=order_id), timeout=10)).order
+        got = await mesh.order(uid, order_id)
         assert [h.to_state for h in got.history].count(wd.ORDER_STATE_PAYING) == 1
 
 
@@ -90,7 +90,7 @@ async def test_settle_batch_mixed_results_refund_per_row(mesh: WdMesh) -> None:
     for order_id, refunds in ((paid, 0), (failed, 1), (failed_early, 1), (not_paying, 0)):
         assert await mesh.pool.fetchval(
             "SELECT count(*) FROM outbox WHERE kind = 'REFUND' AND order_id = $1", order_id) == refunds
-    history = (await mesh.withdraw().GetOrder(wd.GetOrderRequest(order_id=failed), timeout=10)).order.history
+    history = (await mesh.order(uid, failed)).history
     assert [h.to_state for h in history][-1:] == [wd.ORDER_STATE_FAILED]
     assert history[-1].reason == "PAYOUT_FAILED: closed account"
 

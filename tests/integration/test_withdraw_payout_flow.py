@@ -20,10 +20,9 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
     await m.stop()
 
 
-async def final_order(mesh: WdMesh, order_id: str) -> withdraw_pb2.Order:
+async def final_order(mesh: WdMesh, uid: int, order_id: str) -> withdraw_pb2.Order:
     async def settled() -> withdraw_pb2.Order | None:
-        got = (await mesh.withdraw().GetOrder(withdraw_pb2.GetOrderRequest(order_id=order_id),
-                                              timeout=10)).order
+        got = await mesh.order(uid, order_id)
         if got.state == withdraw_pb2.ORDER_STATE_SUCCEEDED:
             return got
         if got.state == withdraw_pb2.ORDER_STATE_FAILED and got.refund_state in ("REFUNDED", "VOIDED"):
@@ -37,7 +36,7 @@ async def test_confirmed_orders_are_paid_by_payout_svc(mesh: WdMesh) -> None:
     uid, method = await mesh.user(balance_fen=3_000, channel="bank")
     orders = [(await mesh.confirm(uid, method, 500)).order.order_id for _ in range(3)]
     for order_id in orders:
-        order = await final_order(mesh, order_id)
+        order = await final_order(mesh, uid, order_id)
         assert order.state == withdraw_pb2.ORDER_STATE_SUCCEEDED
         assert [h.to_state for h in order.history][-2:] == [
             withdraw_pb2.ORDER_STATE_PAYING, withdraw_pb2.ORDER_STATE_SUCCEEDED]
@@ -56,7 +55,7 @@ async def test_a_definitive_gateway_failure_is_refunded_once(mesh: WdMesh) -> No
     try:
         # The gateway re-reads its faults every few seconds: wait until a payout fails.
         order = await mesh.confirm(uid, method, 800)
-        got = await final_order(mesh, order.order.order_id)
+        got = await final_order(mesh, uid, order.order.order_id)
     finally:
         await faults.SetChannelFaults(gateway_pb2.SetChannelFaultsRequest(
             faults=gateway_pb2.ChannelFaults(channel="alipay")), timeout=10)

@@ -29,7 +29,7 @@ from meshkit.server import RunningServer, start_server
 from meshkit.settings import TlsSettings
 from meshkit.telemetry import setup_tracing
 from meshkit.transport import dial
-from tests.harness import new_uid, patched_env
+from tests.harness import new_uid, patched_env, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, fund, reward_token
 
 T = TypeVar("T")
@@ -82,8 +82,9 @@ class WdMesh:
     def withdraw_addr(self) -> str:
         return self.withdraws[0].address
 
-    def withdraw(self, index: int = 0) -> withdraw_pb2_grpc.WithdrawServiceStub:
-        return withdraw_pb2_grpc.WithdrawServiceStub(self._channel(self.withdraws[index].address))
+    def withdraw(self, index: int = 0,
+                 caller: str = "withdraw-tests") -> withdraw_pb2_grpc.WithdrawServiceStub:
+        return withdraw_pb2_grpc.WithdrawServiceStub(self._channel(self.withdraws[index].address, caller))
 
     def coordination(self) -> withdraw_pb2_grpc.PayoutCoordinationServiceStub:
         return withdraw_pb2_grpc.PayoutCoordinationServiceStub(self._channel(self.withdraw_addr))
@@ -93,8 +94,8 @@ class WdMesh:
             self._channel(self.withdraws[index].address, caller=caller)
         )
 
-    def account(self) -> account_pb2_grpc.AccountServiceStub:
-        return account_pb2_grpc.AccountServiceStub(self._channel(self.env["ACCOUNT_SVC_ADDR"]))
+    def account(self, caller: str = "withdraw-tests") -> account_pb2_grpc.AccountServiceStub:
+        return account_pb2_grpc.AccountServiceStub(self._channel(self.env["ACCOUNT_SVC_ADDR"], caller))
 
     def gateway(self) -> gateway_pb2_grpc.GatewayServiceStub:
         return gateway_pb2_grpc.GatewayServiceStub(self._channel(self.gateway_srv.address))
@@ -122,7 +123,8 @@ class WdMesh:
         return await fund(self.account(), uid, amount_fen)
 
     async def balance(self, uid: int) -> int:
-        reply = await self.account().GetBalance(account_pb2.GetBalanceRequest(uid=uid), timeout=10)
+        reply = await self.account().GetBalance(account_pb2.GetBalanceRequest(uid=uid), timeout=10,
+                                                metadata=user_metadata(uid))
         return int(reply.balance_fen)
 
     async def entries(self, order_id: str) -> list[str]:
@@ -138,7 +140,13 @@ class WdMesh:
         return await self.withdraw(index).ConfirmWithdraw(withdraw_pb2.ConfirmWithdrawRequest(
             uid=uid, request_id=request_id or uuid.uuid4().hex, amount_fen=amount_fen,
             method_id=method_id, tokens=tokens or [],
-        ), timeout=15)
+        ), timeout=15, metadata=user_metadata(uid))
+
+    async def order(self, uid: int, order_id: str, index: int = 0) -> withdraw_pb2.Order:
+        """GetOrder as the order's owner `uid`, signed in."""
+        reply = await self.withdraw(index).GetOrder(withdraw_pb2.GetOrderRequest(order_id=order_id),
+                                                    timeout=10, metadata=user_metadata(uid))
+        return reply.order
 
     async def order_rows(self, uid: int) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT * FROM orders WHERE uid = $1 ORDER BY created_at", uid)
@@ -199,20 +207,26 @@ async def start_mesh(mesh_env: dict[str, str], *, withdraw: bool = True, payout:
         # PostgreSQL's connections are shared with every other test run on this machine.
         "WITHDRAW_DB_POOL_SIZE": "4",
         "ACCOUNT_DB_POOL_SIZE": "4",
+        # These meshes burst many confirms (and credits) for one uid to test concurrency;
+        # the per-user limits are tested with their own values (test_user_limits.py).
+        "WITHDRAW_USER_CONFIRMS_PER_MIN": "1000",
+        "ACCOUNT_USER_CREDITS_PER_MIN": "1000",
         **(extra or {}),
     }
     gateway_srv = await _start("gateway_mock", env)
     env["GATEWAY_MOCK_ADDR"] = gateway_srv.address
+    # account_svc asks withdraw_svc before every refund: it is told withdraw_svc's port first.
+    withdraw_port = free_port()
+    env["WITHDRAW_SVC_ADDR"] = f"127.0.0.1:{withdraw_port}"
     account_srv = await _start("account_svc", env)
     env["ACCOUNT_SVC_ADDR"] = account_srv.address
     # withdraw_svc reads payout_svc's channel stats (auto-release) and payout_svc calls
     # withdraw_svc: payout_svc's port is chosen first so each can be told the other's.
     payout_port = free_port()
     env["PAYOUT_SVC_ADDR"] = f"127.0.0.1:{payout_port}"
-    withdraws = [await _start("withdraw_svc", env)] if withdraw else []
+    withdraws = [await _start("withdraw_svc", env, port=withdraw_port)] if withdraw else []
     payout_srv = None
     if withdraws:
-        env["WITHDRAW_SVC_ADDR"] = withdraws[0].address
         if payout:
             payout_srv = await _start("payout_svc", env, port=payout_port)
     else:

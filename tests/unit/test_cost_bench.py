@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cost_per_order import cost_rows, format_table, metrics_url, ok_calls, total_of
+from bench.cost_per_order import cost_rows, counter_total, format_table, metrics_url, total_of
 from tools.loadlib.meshprocs import PG_OTHER_DATABASES, PG_SERVER, PG_UNATTRIBUTED, REDIS, SELF, pg_group
 
 
@@ -23,20 +23,19 @@ def test_total_is_services_postgres_and_redis_only() -> None:
     assert "total" in table and "8.000" in table   # ms per order of the total
 
 
-def test_ok_calls_reads_one_method() -> None:
+def test_counter_total_sums_every_label_set_of_one_counter() -> None:
     page = "\n".join([
-        "# HELP rpc_server_requests_total RPCs by method and status",
-        'rpc_server_requests_total{otel_scope_name="meshkit.grpc",rpc_grpc_status="OK",'
-        'rpc_method="/mesh.account.v1.AccountService/GetOrderEntries"} 2102.0',
-        'rpc_server_requests_total{rpc_grpc_status="UNAVAILABLE",'
-        'rpc_method="/mesh.account.v1.AccountService/GetOrderEntries"} 3.0',
-        'rpc_server_requests_total{rpc_grpc_status="OK",'
-        'rpc_method="/mesh.account.v1.AccountService/Deduct"} 9.0',
+        "# HELP recon_self_checked_orders_total settled orders checked",
+        'recon_self_checked_orders_total{otel_scope_name="recon_svc"} 2102.0',
+        'recon_self_checked_orders_total{otel_scope_name="other"} 3.0',
+        'recon_self_checked_orders_created{otel_scope_name="recon_svc"} 1.7e9',
+        'rpc_server_requests_total{rpc_method="/mesh.account.v1.AccountService/Deduct"} 9.0',
     ])
-    assert ok_calls(page, "/mesh.account.v1.AccountService/GetOrderEntries") == 2102
+    assert counter_total(page, "recon_self_checked_orders_total") == 2105
 
 
 def test_metrics_url_follows_the_service_port() -> None:
-    assert metrics_url({}) == "http://127.0.0.1:51051/metrics"
-    assert metrics_url({"ACCOUNT_SVC_ADDR": "127.0.0.1:6000"}) == "http://127.0.0.1:7000/metrics"
-    assert metrics_url({"ACCOUNT_SVC_METRICS_PORT": "0"}) is None
+    assert metrics_url({}) == "http://127.0.0.1:51054/metrics"
+    assert metrics_url({"RECON_SVC_ADDR": "127.0.0.1:6000"}) == "http://127.0.0.1:7000/metrics"
+    assert metrics_url({"RECON_SVC_METRICS_PORT": "0"}) is None
+    assert metrics_url({}, "account_svc") == "http://127.0.0.1:51051/metrics"

@@ -92,8 +92,21 @@ def test_a_mistyped_boolean_refuses_to_start_naming_the_variable(monkeypatch: py
 def test_withdraw_svc_settings_refuse_a_mistyped_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     from withdraw_svc.settings import Settings
 
+    monkeypatch.setenv("MESH_ENV", "dev")  # session keys: the dev key, so the rest can start
     monkeypatch.setenv("WITHDRAW_COMPENSATION_ENABLED", "ture")
     with pytest.raises(SystemExit, match="WITHDRAW_COMPENSATION_ENABLED='ture'"):
         Settings.from_env()
     monkeypatch.setenv("WITHDRAW_COMPENSATION_ENABLED", "false")
     assert Settings.from_env().compensation_enabled is False
+
+
+def test_declared_names_and_loops_over_names_count_as_reads() -> None:
+    source = '''
+import os
+EXPORTER_VAR = "SOME_EXPORTER"
+def host(service: str, environ=None) -> None:
+    for var in (f"{service.upper()}_BIND_HOST", "BIND_HOST"):
+        (os.environ if environ is None else environ).get(var)
+'''
+    names = {r.name for r in reads_in(ast.parse(source), "meshkit")}
+    assert names == {"SOME_EXPORTER", "<SVC>_BIND_HOST", "BIND_HOST"}

@@ -53,6 +53,9 @@ class FakeWithdraw:
 class FakeClients:
     metadata = ()
 
+    def user_metadata(self, uid: int) -> tuple[tuple[str, str], ...]:
+        return ()
+
     def __init__(self, withdraw: FakeWithdraw) -> None:
         self.withdraw = withdraw
 

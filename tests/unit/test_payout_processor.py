@@ -429,7 +429,7 @@ class FakeRatesRepo:
         for channel, rate in rates.items():
             self.stored.setdefault(channel, rate)
 
-    async def set_rate(self, channel: str, rate: ChannelRate) -> None:
+    async def set_rate(self, channel: str, rate: ChannelRate, actor: str, reason: str) -> None:
         self.stored[channel] = rate
 
 

@@ -19,7 +19,7 @@ READERS = {
 
 # Where the mesh and its tools live; tests set variables, they do not define them.
 SCANNED = ("meshkit", "account_svc", "withdraw_svc", "payout_svc", "recon_svc", "gateway_mock",
-           "campaign", "tools", "bench")
+           "campaign", "edge", "tools", "bench")
 
 # f"{service.upper()}_PORT" and the like: one variable per service.
 SERVICE_PLACEHOLDER = "<SVC>"
@@ -101,10 +101,44 @@ def reads_in(tree: ast.AST, where: str) -> Iterator[Read]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             yield from _call(node, where)
+        elif isinstance(node, ast.Assign) and _declares_variable(node):
+            # EXPORTER_VAR = "OTEL_TRACES_EXPORTER": a module names the variable it reads once.
+            yield Read(_name_of(node.value), "string", "", where)
+        elif isinstance(node, ast.For) and isinstance(node.target, ast.Name) and _reads_loop_var(node):
+            # for var in ("<SVC>_METRICS_HOST", "METRICS_HOST"): environ.get(var) — each one.
+            assert isinstance(node.iter, ast.Tuple | ast.List)
+            for element in node.iter.elts:
+                if name := _name_of(element):
+                    yield Read(name, "string", "", where)
         elif isinstance(node, ast.Subscript) and (_is_environ(node.value) or _is_env_mapping(node.value)):
             name = _name_of(node.slice)
             if name and isinstance(node.ctx, ast.Load):
                 yield Read(name, "string", "(required)", where)
+
+
+def _declares_variable(node: ast.Assign) -> bool:
+    target = node.targets[0] if len(node.targets) == 1 else None
+    return isinstance(target, ast.Name) and target.id.endswith("_VAR") and bool(_name_of(node.value))
+
+
+def _reads_loop_var(node: ast.For) -> bool:
+    if not isinstance(node.iter, ast.Tuple | ast.List) or not isinstance(node.target, ast.Name):
+        return False
+    loop_var = node.target.id
+    for inner in ast.walk(node):
+        is_get = isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) \
+            and inner.func.attr == "get" and _is_environ_like(inner.func.value)
+        if is_get and isinstance(inner, ast.Call) and inner.args \
+                and isinstance(inner.args[0], ast.Name) and inner.args[0].id == loop_var:
+            return True
+    return False
+
+
+def _is_environ_like(node: ast.AST) -> bool:
+    """os.environ, a mapping named env/environ, or `(os.environ if x is None else x)`."""
+    if isinstance(node, ast.IfExp):
+        return _is_environ_like(node.body) or _is_environ_like(node.orelse)
+    return _is_environ(node) or _is_env_mapping(node)
 
 
 def _call(node: ast.Call, where: str) -> Iterator[Read]:
@@ -123,8 +157,7 @@ def _call(node: ast.Call, where: str) -> Iterator[Read]:
             default = _text(node.args[2]) if len(node.args) > 2 else ""
             yield Read(name, "string", default, where)
             return
-    is_get = isinstance(func, ast.Attribute) and func.attr == "get" and (
-        _is_environ(func.value) or _is_env_mapping(func.value))
+    is_get = isinstance(func, ast.Attribute) and func.attr == "get" and _is_environ_like(func.value)
     is_getenv = isinstance(func, ast.Attribute) and func.attr == "getenv" and _is_os(func.value)
     if (is_get or is_getenv) and node.args:
         name = _name_of(node.args[0])

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edge.client import UserSessions
 from mesh.account.v1 import account_pb2_grpc
 from mesh.feed.v1 import feed_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2_grpc
@@ -103,10 +104,20 @@ class MeshClients:
     recon: recon_pb2_grpc.ReconServiceStub
     # Change feeds by the name recon gives them.
     feeds: dict[str, feed_pb2_grpc.ChangeFeedServiceStub]
+    # Where the session keys come from (SESSION_TOKEN_KEYS, or MESH_ENV=dev's dev key).
+    environ: Mapping[str, str] = field(default_factory=dict)
+    _sessions: UserSessions | None = None
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((CALLER_HEADER, self.caller),)
+
+    def user_metadata(self, uid: int) -> tuple[tuple[str, str], ...]:
+        """The caller header plus `uid`'s session token, for user-facing RPCs: minted once
+        per simulated user and reused until near its expiry (tools standing in for the app)."""
+        if self._sessions is None:
+            self._sessions = UserSessions.from_env(self.environ)
+        return self._sessions.metadata(uid, self.metadata)
 
     @classmethod
     def from_env(cls, caller: str, environ: Mapping[str, str] | None = None) -> MeshClients:
@@ -117,6 +128,7 @@ class MeshClients:
         channels = {svc: open_channel(addr, tls) for svc, addr in addresses.items()}
         return cls(
             caller=caller,
+            environ=dict(env),
             addresses=addresses,
             channels=channels,
             withdraw=withdraw_pb2_grpc.WithdrawServiceStub(channels["withdraw_svc"]),

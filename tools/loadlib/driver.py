@@ -125,7 +125,8 @@ class Driver:
         self.state = DriverState()
         self._rng = random.Random(config.seed)
         self._user_turn = itertools.cycle(range(len(self.users)))
-        self._recent: deque[str] = deque(maxlen=5000)
+        # (owner uid, order id): GetOrder answers an order's owner only.
+        self._recent: deque[tuple[int, str]] = deque(maxlen=5000)
         self._request_seq = itertools.count()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -238,7 +239,7 @@ class Driver:
         user = self._pick_user()
         await self.clients.withdraw.GetWithdrawPage(
             withdraw_pb2.GetWithdrawPageRequest(uid=user.uid), timeout=self.config.timeout_s,
-            metadata=self.clients.metadata)
+            metadata=self.clients.user_metadata(user.uid))
         return "OK"
 
     async def _confirm(self) -> str:
@@ -264,7 +265,7 @@ class Driver:
         while True:
             try:
                 reply = await self.clients.withdraw.ConfirmWithdraw(
-                    request, timeout=self.config.timeout_s, metadata=self.clients.metadata)
+                    request, timeout=self.config.timeout_s, metadata=self.clients.user_metadata(user.uid))
             except grpc.aio.AioRpcError as err:
                 if err.code() in _RETRYABLE and attempt < self.config.confirm_retries:
                     attempt += 1
@@ -281,7 +282,7 @@ class Driver:
                     self.state.unanswered_confirms += 1
                 elif is_shed(err) or err.code() in (
                         grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
-                        grpc.StatusCode.PERMISSION_DENIED):
+                        grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
                     # A definite refusal took nothing (a shed confirm never reached a handler).
                     user.remaining_fen += amount
                     if is_shed(err):
@@ -289,19 +290,19 @@ class Driver:
                 raise
             break
         self.state.order_ids.append(reply.order.order_id)
-        self._recent.append(reply.order.order_id)
+        self._recent.append((user.uid, reply.order.order_id))
         return "OK"
 
     async def _order(self) -> str:
         if self._recent:
-            order_id = self._recent[self._rng.randrange(len(self._recent))]
+            owner, order_id = self._recent[self._rng.randrange(len(self._recent))]
             await self.clients.withdraw.GetOrder(
                 withdraw_pb2.GetOrderRequest(order_id=order_id), timeout=self.config.timeout_s,
-                metadata=self.clients.metadata)
+                metadata=self.clients.user_metadata(owner))
         else:
             user = self._pick_user()
             await self.clients.withdraw.ListOrders(
                 withdraw_pb2.ListOrdersRequest(uid=user.uid, page_size=10), timeout=self.config.timeout_s,
-                metadata=self.clients.metadata)
+                metadata=self.clients.user_metadata(user.uid))
         return "OK"
 

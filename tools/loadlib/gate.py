@@ -9,6 +9,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from mesh.withdraw.v1 import withdraw_pb2
+from tools.loadlib import four_eyes
 from tools.loadlib.clients import MeshClients
 
 
@@ -20,13 +21,14 @@ async def get_config(clients: MeshClients) -> withdraw_pb2.GateConfig:
 
 async def set_config(clients: MeshClients, config: withdraw_pb2.GateConfig,
                      reason: str) -> withdraw_pb2.GateConfig:
-    """Replace the whole configuration (update_mask "*"): the tools say every field."""
+    """Replace the whole configuration (update_mask "*"): the tools say every field. Four
+    eyes: proposed as one tool operator, approved as another."""
     current = await get_config(clients)
-    reply = await clients.withdraw_admin.SetGate(
+    return await four_eyes.set_gate(
+        four_eyes.header_hands(clients.withdraw_admin),
         withdraw_pb2.SetGateRequest(config=config, expected_version=current.version, reason=reason,
                                     update_mask=FieldMask(paths=["*"])),
-        timeout=5.0, metadata=clients.metadata)
-    return reply.config
+        timeout=5.0)
 
 
 def open_config(base: withdraw_pb2.GateConfig) -> withdraw_pb2.GateConfig:
@@ -38,7 +40,7 @@ def open_config(base: withdraw_pb2.GateConfig) -> withdraw_pb2.GateConfig:
 async def page_gate(clients: MeshClients, uid: int, timeout_s: float = 3.0) -> withdraw_pb2.Gate | None:
     try:
         reply = await clients.withdraw.GetWithdrawPage(withdraw_pb2.GetWithdrawPageRequest(uid=uid),
-                                                       timeout=timeout_s, metadata=clients.metadata)
+                                                       timeout=timeout_s, metadata=clients.user_metadata(uid))
     except grpc.aio.AioRpcError:
         return None
     return reply.gate

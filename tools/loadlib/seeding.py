@@ -166,7 +166,7 @@ async def seed_users(
     async def check_fresh(user: TestUser) -> None:
         reply = await call_with_retry(
             lambda: clients.account.GetBalance(account_pb2.GetBalanceRequest(uid=user.uid),
-                                               timeout=5.0, metadata=md),
+                                               timeout=5.0, metadata=clients.user_metadata(user.uid)),
             f"GetBalance uid={user.uid}")
         if reply.balance_fen != 0:
             used.append(user.uid)
@@ -256,7 +256,8 @@ async def _short_of_funding(clients: MeshClients, users: Sequence[TestUser],
     async def check(user: TestUser) -> None:
         try:
             reply = await clients.account.GetBalance(
-                account_pb2.GetBalanceRequest(uid=user.uid), timeout=5.0, metadata=clients.metadata)
+                account_pb2.GetBalanceRequest(uid=user.uid), timeout=5.0,
+                metadata=clients.user_metadata(user.uid))
         except grpc.aio.AioRpcError:
             short.append(user)
             return

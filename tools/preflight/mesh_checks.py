@@ -218,14 +218,37 @@ async def check_dlq(peers: Peers) -> Result:
 # -- 6. compensation -----------------------------------------------------------------------
 
 
-async def check_compensation(peers: Peers) -> Result:
-    problems, lines = [], []
+async def withdraw_settings(peers: Peers) -> list[tuple[str, settings_pb2.GetSettingsResponse | str]]:
+    """Each withdraw_svc replica's settings, or why it did not say."""
+    out: list[tuple[str, settings_pb2.GetSettingsResponse | str]] = []
     for address in peers.config.addresses["withdraw_svc"]:
         stub = settings_pb2_grpc.WithdrawSettingsServiceStub(peers.channel(address))
         try:
-            s = await stub.GetSettings(settings_pb2.GetSettingsRequest(), timeout=peers.config.timeout_s)
+            out.append((address, await stub.GetSettings(settings_pb2.GetSettingsRequest(),
+                                                        timeout=peers.config.timeout_s)))
         except grpc.aio.AioRpcError as exc:
-            problems.append(f"withdraw_svc at {address}: {exc.code().name}")
+            out.append((address, exc.code().name))
+    return out
+
+
+async def check_four_eyes(peers: Peers) -> Result:
+    problems, lines = [], []
+    for address, s in await withdraw_settings(peers):
+        if isinstance(s, str):
+            problems.append(f"withdraw_svc at {address}: {s}")
+        elif s.four_eyes_required:
+            lines.append(f"{address}: gate changes need a second operator")
+        else:
+            lines.append(f"{address}: off")
+            problems.append(f"four-eyes is off on withdraw_svc at {address} (ADMIN_FOUR_EYES)")
+    return judged("four-eyes", problems, "\n".join(lines))
+
+
+async def check_compensation(peers: Peers) -> Result:
+    problems, lines = [], []
+    for address, s in await withdraw_settings(peers):
+        if isinstance(s, str):
+            problems.append(f"withdraw_svc at {address}: {s}")
             continue
         if s.compensation_enabled:
             lines.append(f"{address}: on, every {s.compensation_interval_seconds}s, "

@@ -106,6 +106,7 @@ async def collect(config: Config) -> list[Result]:
             ("capacity", lambda: mesh.check_capacity(peers)),
             ("dlq", lambda: mesh.check_dlq(peers)),
             ("compensation", lambda: mesh.check_compensation(peers)),
+            ("four-eyes", lambda: mesh.check_four_eyes(peers)),
         ]
         results = [await safely(name, check) for name, check in checks]
         results.insert(2, gate_result)
