@@ -47,6 +47,7 @@ from meshkit.settings import TlsSettings
 from meshkit.transport import dial
 from tests.fuzz import stats
 from tests.fuzz.messages import CONTEXT, Case, Rpc, all_rpcs, cases
+from tests.harness import user_metadata
 from tests.integration.ledger_invariants import reward_token
 from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
 
@@ -168,6 +169,27 @@ SEEDS: dict[str, Callable[[int], Message]] = {
         dry_run=True, min_age_seconds=3600),
     "mesh.withdraw.v1.WithdrawAdminService/GetStuckOrders": lambda n: wd.GetStuckOrdersRequest(),
     "mesh.withdraw.v1.WithdrawSettingsService/GetSettings": lambda n: settings_pb2.GetSettingsRequest(),
+    "mesh.withdraw.v1.PayoutCoordinationService/GetOrderStates": lambda n: wd.GetOrderStatesRequest(
+        order_ids=[_pending(n), _paying(n)]),
+    # Four-eyes admin: a proposal, decisions on change ids that may or may not exist, lists.
+    "mesh.withdraw.v1.WithdrawAdminService/ProposeGateChange": lambda n: wd.ProposeGateChangeRequest(
+        request=wd.SetGateRequest(config=_gate(), reason="fuzz", update_mask=FieldMask(paths=["*"]))),
+    "mesh.withdraw.v1.WithdrawAdminService/ApproveGateChange": lambda n: wd.ApproveGateChangeRequest(
+        change_id=f"gc-{n}"),
+    "mesh.withdraw.v1.WithdrawAdminService/RejectGateChange": lambda n: wd.RejectGateChangeRequest(
+        change_id=f"gc-{n}", reason="fuzz"),
+    "mesh.withdraw.v1.WithdrawAdminService/ListGateChanges": lambda n: wd.ListGateChangesRequest(page_size=5),
+    "mesh.withdraw.v1.WithdrawAdminService/ListAdminAudit": lambda n: wd.ListAdminAuditRequest(page_size=5),
+    "mesh.payout.v1.PayoutAdminService/ProposeRateChange": lambda n: po.ProposeRateChangeRequest(
+        request=po.SetChannelRateRequest(channel=IDLE_PAYOUT_CHANNEL, rate_per_second=5), reason="fuzz"),
+    "mesh.payout.v1.PayoutAdminService/ApproveRateChange": lambda n: po.ApproveRateChangeRequest(
+        change_id=f"rc-{n}"),
+    "mesh.payout.v1.PayoutAdminService/RejectRateChange": lambda n: po.RejectRateChangeRequest(
+        change_id=f"rc-{n}", reason="fuzz"),
+    "mesh.payout.v1.PayoutAdminService/ListRateChanges": lambda n: po.ListRateChangesRequest(page_size=5),
+    "mesh.payout.v1.PayoutAdminService/ListAdminAudit": lambda n: po.ListAdminAuditRequest(page_size=5),
+    "mesh.gateway.v1.GatewayAdminService/ListAdminAudit": lambda n: gw.ListAdminAuditRequest(page_size=5),
+    "mesh.recon.v1.ReconService/ListAdminAudit": lambda n: rc.ListAdminAuditRequest(page_size=5),
 }
 
 
@@ -184,6 +206,8 @@ class Mesh:
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     turn: int = 0
     # Stubs that put back what an accepted config call changed (made once, on first use).
+    # The fuzz user's signed-in metadata, sent with every call (user-facing RPCs need it).
+    session: tuple[tuple[str, str], ...] = ()
     admin: wd_grpc.WithdrawAdminServiceStub | None = None
     faults: gw_grpc.GatewayAdminServiceStub | None = None
 
@@ -265,6 +289,7 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
     for order_id in orders[12:]:
         await coordination.BeginPayout(wd.BeginPayoutRequest(order_id=order_id), timeout=10)
     KNOWN.uid, KNOWN.method_id, KNOWN.other_uid = uid, method_id, other_uid
+    mesh.session = user_metadata(uid)
     KNOWN.pending, KNOWN.paying = orders[:12], orders[12:]
     KNOWN.today = datetime.date.today().isoformat()
     CONTEXT.strings = [method_id, *orders, "bank", "alipay", "balance", IDLE_PAYOUT_CHANNEL, KNOWN.today,
@@ -287,7 +312,8 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
 
 async def _restore(mesh: Mesh, rpc: Rpc, request: Message) -> None:
     """Put back what an accepted config change set, so the next cases meet the same mesh."""
-    if rpc.name == "mesh.withdraw.v1.WithdrawAdminService/SetGate":
+    if rpc.name in ("mesh.withdraw.v1.WithdrawAdminService/SetGate",
+                    "mesh.withdraw.v1.WithdrawAdminService/ApproveGateChange"):
         mesh.admin = mesh.admin or mesh.m.admin()
         await mesh.admin.SetGate(wd.SetGateRequest(config=_gate(), reason="fuzz: restore",
                                                    update_mask=FieldMask(paths=["*"])), timeout=10)
@@ -315,7 +341,7 @@ async def check(mesh: Mesh, rpc: Rpc, case: Case) -> None:
     before = mesh.baseline
     refused_items = False
     try:
-        reply = await call(case.payload(), timeout=CALL_TIMEOUT_S, metadata=case.metadata)
+        reply = await call(case.payload(), timeout=CALL_TIMEOUT_S, metadata=(*mesh.session, *case.metadata))
         code, details = grpc.StatusCode.OK, ""
         refused_items = every_item_refused(reply)
     except grpc.aio.AioRpcError as err:
@@ -384,7 +410,8 @@ async def test_every_seed_is_accepted_as_well_formed(mesh: Mesh) -> None:
     refused = {}
     for rpc in RPCS:
         try:
-            await mesh.caller(rpc)(SEEDS[rpc.name](7).SerializeToString(), timeout=CALL_TIMEOUT_S)
+            await mesh.caller(rpc)(SEEDS[rpc.name](7).SerializeToString(), timeout=CALL_TIMEOUT_S,
+                                   metadata=mesh.session)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 refused[rpc.name] = err.details()
