@@ -11,7 +11,7 @@ PROTOS := $(sort $(shell find protos -name '*.proto'))
 GEN    := gen
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e \
+.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e fuzz \
         up down status demo preflight migrate load drill bench ci clean envdoc certs
 
 help: ## list targets
@@ -85,6 +85,10 @@ typecheck: proto ## mypy
 test: proto ## the whole suite: unit, integration (real PostgreSQL and Redis), e2e
 	$(PY) tools/devstack.py ensure >/dev/null
 	set -a && source .run/devstack.env && set +a && $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+fuzz: proto ## every RPC with 2,000 generated and mutated hostile requests (FUZZ_EXAMPLES=...), real services
+	$(PY) tools/devstack.py ensure >/dev/null
+	set -a && source .run/devstack.env && set +a && HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
 
 test-unit: proto ## unit tests only (no sockets)
 	$(VENV)/bin/pytest -q tests/unit

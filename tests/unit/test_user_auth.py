@@ -83,7 +83,9 @@ def test_services_refuse_to_start_without_usable_session_keys(monkeypatch: pytes
     from account_svc.settings import Settings as AccountSettings
     from withdraw_svc.settings import Settings as WithdrawSettings
 
-    monkeypatch.delenv("SESSION_TOKEN_KEYS", raising=False)
+    # The suite's own keys and opt-outs are in the environment: cleared, one by one.
+    for name in ("SESSION_TOKEN_KEYS", "SESSION_TOKEN_ACTIVE_KEY", "REWARD_TOKEN_ACTIVE_KEY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("MESH_ENV", raising=False)
     monkeypatch.delenv("ADMIN_FOUR_EYES", raising=False)  # the suite's dev opt-out needs MESH_ENV=dev
     monkeypatch.setenv("REWARD_TOKEN_KEYS", f"w1:{'w' * 32}")  # so the session keys are what is missing
