@@ -84,6 +84,7 @@ class BenchMesh:
     run_dir: Path
     payout_layouts: list[meshctl.Layout] = field(default_factory=list)
     payout_addrs: list[str] = field(default_factory=list)
+    payout_envs: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def keys(self) -> Keys:
@@ -127,9 +128,7 @@ class BenchMesh:
             upper = service.upper()
             env[f"{upper}_DB_SCHEMA"] = f"bench_{run_id}_{service.split('_')[0]}"
             env[f"{upper}_METRICS_PORT"] = "0"
-        for service, port in zip(CORE, meshctl.free_ports(len(CORE)), strict=True):
-            env[f"{service.upper()}_PORT"] = str(port)
-            env[f"{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+        meshctl.on_free_ports(env, CORE)
         run_dir = ROOT / ".run" / f"bench-payout-{run_id}"
         return cls(run_id, channel, env, run_dir)
 
@@ -137,12 +136,14 @@ class BenchMesh:
         meshctl.up(self.env, self.layout, services=CORE)
 
     def start_payouts(self, count: int, extra: dict[str, str]) -> None:
-        for n, port in enumerate(meshctl.free_ports(count)):
+        for n in range(count):
             layout = meshctl.Layout(self.run_dir / f"payout-{n}")
-            env = {**self.env, **extra, "PAYOUT_SVC_PORT": str(port), "PAYOUT_SVC_ADDR": f"127.0.0.1:{port}"}
+            env = {**self.env, **extra}
+            meshctl.on_free_ports(env, ("payout_svc",))
             meshctl.up(env, layout, services=("payout_svc",))
             self.payout_layouts.append(layout)
             self.payout_addrs.append(env["PAYOUT_SVC_ADDR"])
+            self.payout_envs.append(env)
 
     def pids(self) -> dict[str, int]:
         found = {s: meshctl.running_pid(s, self.layout) for s in CORE}
@@ -170,7 +171,7 @@ class BenchMesh:
             await conn.close()
 
     def channel_to(self, service: str) -> grpc.aio.Channel:
-        return open_channel(self.env[f"{service.upper()}_ADDR"])
+        return open_channel(self.env[f"{service.upper()}_ADDR"], env=self.env)
 
     async def pool(self, service: str) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(self.env["DATABASE_URL"], min_size=1, max_size=2,
@@ -261,7 +262,7 @@ async def set_gateway_capacity(bench: BenchMesh, capacity: int) -> None:
 
 
 async def set_rate(bench: BenchMesh, rate: float, unlimited: bool = False) -> None:
-    async with open_channel(bench.payout_addrs[0]) as channel:
+    async with open_channel(bench.payout_addrs[0], env=bench.payout_envs[0]) as channel:
         admin = payout_pb2_grpc.PayoutAdminServiceStub(channel)
         request = payout_pb2.SetChannelRateRequest(channel=bench.channel, rate_per_second=rate,
                                                    unlimited=unlimited)

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +147,18 @@ def free_ports(count: int) -> list[int]:
         for s in socks:
             s.bind(("127.0.0.1", 0))
         return [int(s.getsockname()[1]) for s in socks]
+
+
+def on_free_ports(env: dict[str, str], services: Sequence[str]) -> None:
+    """Each service on a free port, and its admin listener on another free one: left to its
+    default (port + 100) it could land on a port something else holds (a private Redis)."""
+    ports = free_ports(2 * len(services))
+    for service, port, admin in zip(services, ports[::2], ports[1::2], strict=True):
+        upper = service.upper()
+        env[f"{upper}_PORT"] = str(port)
+        env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"
+        env[f"{upper}_ADMIN_PORT"] = str(admin)
+        env[f"{upper}_ADMIN_ADDR"] = f"127.0.0.1:{admin}"
 
 
 def port_of(service: str, env: Mapping[str, str]) -> int:

@@ -77,11 +77,9 @@ async def drill_mesh(mesh_env: dict[str, str],
         "RECON_DB_POOL_SIZE": "3",
         "PAYOUT_DB_POOL_SIZE": "2",
     }
-    for service, port in zip(mesh.SERVICES, mesh.free_ports(len(mesh.SERVICES)), strict=True):
-        upper = service.upper()
-        env[f"{upper}_PORT"] = str(port)
-        env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"
-        env[f"{upper}_METRICS_PORT"] = "0"
+    mesh.on_free_ports(env, mesh.SERVICES)
+    for service in mesh.SERVICES:
+        env[f"{service.upper()}_METRICS_PORT"] = "0"
     layout = mesh.Layout(Path(tmp_path_factory.mktemp("drill-mesh")))
     full = mesh.service_env(env)
     try:

@@ -117,13 +117,10 @@ async def traced_mesh(mesh_env: dict[str, str], receiver: tuple[Receiver, int],
     }
     for name in ("ACCOUNT", "WITHDRAW", "GATEWAY", "PAYOUT"):
         env[f"{name}_DB_POOL_SIZE"] = "3"
-    ports = mesh.free_ports(len(SERVICES) + 1)
-    for service, port in zip(SERVICES, ports, strict=False):
-        upper = service.upper()
-        env[f"{upper}_PORT"] = str(port)
-        env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"
-        env[f"{upper}_METRICS_PORT"] = "0"
-    env["GATEWAY_MOCK_METRICS_PORT"] = str(ports[-1])
+    mesh.on_free_ports(env, SERVICES)
+    for service in SERVICES:
+        env[f"{service.upper()}_METRICS_PORT"] = "0"
+    env["GATEWAY_MOCK_METRICS_PORT"] = str(mesh.free_ports(1)[0])
     env["GATEWAY_MOCK_METRICS_HOST"] = METRICS_HOST
     layout = mesh.Layout(Path(tmp_path_factory.mktemp("otlp-mesh")))
     try:
@@ -133,7 +130,7 @@ async def traced_mesh(mesh_env: dict[str, str], receiver: tuple[Receiver, int],
         await drop_database(mesh_env["DATABASE_URL"], database_url)
         pytest.fail(f"the traced mesh did not come up: {exc}")
     try:
-        yield TracedMesh(mesh.service_env(env), layout, servicer, ports[-1])
+        yield TracedMesh(mesh.service_env(env), layout, servicer, int(env["GATEWAY_MOCK_METRICS_PORT"]))
     finally:
         await asyncio.to_thread(mesh.down, layout, SERVICES, GRACE_S + 2.0)
         await drop_database(mesh_env["DATABASE_URL"], database_url)

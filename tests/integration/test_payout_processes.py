@@ -38,13 +38,14 @@ class ServiceProcess:
 
     def __init__(self, service: str, env: dict[str, str], log_path: Path) -> None:
         self.service = service
-        self.port = free_ports(1)[0]
+        self.port, admin = free_ports(2)
         self.log_path = log_path
         upper = service.upper()
         full = {
             **os.environ, **env,
             "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
             f"{upper}_PORT": str(self.port),
+            f"{upper}_ADMIN_PORT": str(admin),
             f"{upper}_METRICS_PORT": "0",
             "MESH_SHUTDOWN_GRACE_S": "5",
         }
