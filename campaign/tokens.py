@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from meshkit.errors import InvalidArgument
+from meshkit.secrets import KID_RE, parse_key_list
 
 DEFAULT_KEYS = "dev:dev-secret"
 DEFAULT_MAX_AGE_S = 7 * 24 * 3600
@@ -47,7 +48,6 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _MAC_LEN = 32
 _CHECK_LEN = 8
 _ID_RE = re.compile(r"[A-Za-z0-9_.:\-]+")
-_KID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 
 
 class TokenError(InvalidArgument):
@@ -87,21 +87,7 @@ class KeyRing:
 
 def parse_keys(raw: str) -> dict[str, bytes]:
     """`k1:secret1,k2:secret2` -> {"k1": b"secret1", "k2": b"secret2"}."""
-    keys: dict[str, bytes] = {}
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        kid, sep, secret = part.partition(":")
-        kid = kid.strip()
-        if not sep or not _KID_RE.fullmatch(kid) or not secret:
-            raise ValueError(f"reward token key {part.split(':')[0]!r} is not of the form <kid>:<secret>")
-        if kid in keys:
-            raise ValueError(f"reward token key id {kid!r} is listed twice")
-        keys[kid] = secret.encode()
-    if not keys:
-        raise ValueError("no reward token keys configured")
-    return keys
+    return parse_key_list(raw, "reward token key")
 
 
 def keyring_from_env(environ: Mapping[str, str]) -> KeyRing:
@@ -140,7 +126,7 @@ def validate_grant(grant: RewardGrant) -> None:
 
 def sign(grant: RewardGrant, key_id: str, secret: bytes) -> str:
     validate_grant(grant)
-    if not _KID_RE.fullmatch(key_id):
+    if not KID_RE.fullmatch(key_id):
         raise InvalidArgument(f"key id {key_id!r} is not valid", reason="BAD_KEY_ID")
     body = {
         "kid": key_id,

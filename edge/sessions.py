@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import jwt
 
 from meshkit.errors import Code, DomainError
+from meshkit.secrets import parse_key_list
 
 AUDIENCE = "wallet-mesh"
 ALGORITHM = "HS256"
@@ -42,7 +43,6 @@ DEV_KEY_ID = "dev"
 DEV_KEY = b"dev-session-key-well-known-not-secret-0123456789"
 DEV_KEYS = f"{DEV_KEY_ID}:{DEV_KEY.decode()}"
 
-_KID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _UID_RE = re.compile(r"[1-9][0-9]{0,18}")
 _REQUIRED = ["sub", "aud", "iat", "exp", "jti"]
 
@@ -80,25 +80,7 @@ class SessionKeys:
 
 def parse_keys(raw: str) -> dict[str, bytes]:
     """`k1:secret1,k2:secret2` -> {"k1": b"secret1", ...}; every secret at least 32 bytes."""
-    keys: dict[str, bytes] = {}
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        kid, sep, secret = part.partition(":")
-        kid = kid.strip()
-        if not sep or not _KID_RE.fullmatch(kid) or not secret:
-            raise ValueError(f"session key {kid[:32]!r} is not of the form <kid>:<secret>")
-        if kid in keys:
-            raise ValueError(f"session key id {kid!r} is listed twice")
-        if len(secret.encode()) < MIN_KEY_BYTES:
-            raise ValueError(
-                f"session key {kid!r} is {len(secret.encode())} bytes; at least {MIN_KEY_BYTES} are required"
-            )
-        keys[kid] = secret.encode()
-    if not keys:
-        raise ValueError("no session keys listed")
-    return keys
+    return parse_key_list(raw, "session key", MIN_KEY_BYTES)
 
 
 def keys_from_env(environ: Mapping[str, str]) -> SessionKeys:

@@ -12,12 +12,40 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
 MIN_KEY_BYTES = 32
 DEV = "dev"
+
+
+# A key id: what a token names its key by (kid), so short and plain.
+KID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+
+
+def parse_key_list(raw: str, noun: str, min_bytes: int = 0) -> dict[str, bytes]:
+    """`k1:secret1,k2:secret2` -> {"k1": b"secret1", ...}, for any key ring; `noun` names
+    the keys in errors ("reward token key"), which never quote a secret."""
+    keys: dict[str, bytes] = {}
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        kid, sep, secret = part.partition(":")
+        kid = kid.strip()
+        if not sep or not KID_RE.fullmatch(kid) or not secret:
+            raise ValueError(f"{noun} {kid[:32]!r} is not of the form <kid>:<secret>")
+        if kid in keys:
+            raise ValueError(f"{noun} id {kid!r} is listed twice")
+        size = len(secret.encode())
+        if size < min_bytes:
+            raise ValueError(f"{noun} {kid!r} is {size} bytes; at least {min_bytes} are required")
+        keys[kid] = secret.encode()
+    if not keys:
+        raise ValueError(f"no {noun}s listed")
+    return keys
 
 
 def mesh_env(environ: Mapping[str, str] | None = None) -> str:
