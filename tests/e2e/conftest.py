@@ -50,14 +50,9 @@ def e2e_mesh(mesh_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     # One order needs few connections; the suite shares PostgreSQL's 100 with other meshes.
     for name in ("ACCOUNT", "WITHDRAW", "GATEWAY", "RECON"):
         env[f"{name}_DB_POOL_SIZE"] = "4"
-    ports = mesh.free_ports(2 * len(mesh.SERVICES))
-    for service, port, admin in zip(mesh.SERVICES, ports[::2], ports[1::2], strict=True):
-        upper = service.upper()
-        env[f"{upper}_PORT"] = str(port)
-        env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"
-        env[f"{upper}_ADMIN_PORT"] = str(admin)
-        env[f"{upper}_ADMIN_ADDR"] = f"127.0.0.1:{admin}"
-        env[f"{upper}_METRICS_PORT"] = "0"
+    mesh.on_free_ports(env, mesh.SERVICES)
+    for service in mesh.SERVICES:
+        env[f"{service.upper()}_METRICS_PORT"] = "0"
     layout = mesh.Layout(Path(tmp_path_factory.mktemp("mesh")))
     try:
         pids = mesh.up(env, layout, timeout=UP_TIMEOUT_S)
