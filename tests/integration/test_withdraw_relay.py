@@ -27,8 +27,8 @@ from payout_svc.streams import ChannelQueue
 from tests.harness import new_uid, patched_env
 from tests.integration.test_withdraw_support import eventually
 from withdraw_svc.domain import OrderState
-from withdraw_svc.relay import OutboxRelay
 from withdraw_svc.records import NewOrder
+from withdraw_svc.relay import OutboxRelay
 from withdraw_svc.repository import Repository
 from withdraw_svc.server import MIGRATIONS
 from withdraw_svc.settings import Settings
