@@ -69,7 +69,7 @@ class OrderView:
 
     @property
     def terminal(self) -> bool:
-        return self.state in (SUCCEEDED, FAILED)
+        return self.state in order_states.TERMINAL
 
 
 @dataclass(frozen=True)
