@@ -4,9 +4,9 @@ direct SetGate, in one transaction with the approval."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -22,7 +22,7 @@ from withdraw_svc.domain import (
     validate_gate,
 )
 from withdraw_svc.gate import GateAdmin
-from withdraw_svc.repository import Repository, gate_audit_json
+from withdraw_svc.repository import gate_audit_json
 
 KIND = "gate"
 
@@ -60,8 +60,17 @@ def checked_request(patch: GateConfig, mask: Sequence[str], expected_version: in
     return GateRequest(patch, names, expected_version, reason)
 
 
+class GateApprovals(Protocol):
+    """The gate's compare-and-set in a transaction the change store opened (Repository)."""
+
+    async def update_gate_in(
+        self, conn: asyncpg.Connection, build: Callable[[GateConfig], GateConfig], expected_version: int,
+        actor: str, reason: str, *, action: str | None,
+    ) -> tuple[GateConfig, GateConfig]: ...
+
+
 class GateChanges:
-    def __init__(self, admin: GateAdmin, store: ChangeStore, gates: Repository) -> None:
+    def __init__(self, admin: GateAdmin, store: ChangeStore, gates: GateApprovals) -> None:
         self.admin = admin
         self.store = store
         # The approval's compare-and-set runs in the change store's transaction, on its
