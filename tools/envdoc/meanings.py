@@ -114,6 +114,7 @@ MEANINGS: dict[str, str] = {
     "PAYOUT_DEFAULT_RATES": "Seed of the channel rates, \"bank:2000,alipay:unlimited\" per second; a channel "
                             "left out or at 0 is paused.",
     "PAYOUT_WORKERS_PER_CHANNEL": "Concurrent workers per channel (few: while one pays a batch, the next batch gathers in the stream).",
+    "PAYOUT_BATCH_LINGER_MS": "How long a worker whose read returned fewer than PAYOUT_BATCH_SIZE messages waits to top the batch up before paying it (0: pay at once; a full read never waits).",
     "PAYOUT_BATCH_SIZE": "Messages a worker takes at once, paid with one BeginPayoutBatch, gateway PayoutBatch per grant and SettlePayoutBatch (1: the single path; up to 500).",
     "PAYOUT_MAX_ATTEMPTS": "Attempts before a message goes to the dead-letter stream.",
     "PAYOUT_CLAIM_IDLE_MS": "Messages pending this long on a dead consumer are reclaimed.",
