@@ -86,6 +86,7 @@ MEANINGS: dict[str, str] = {
     "WITHDRAW_GATE_RELEASE_K": "Initial release step k (M lets everybody through).",
     "WITHDRAW_METHODS_CACHE_S": "How long bound payout methods are cached per user.",
     "WITHDRAW_RELAY_INTERVAL_MS": "Outbox relay poll interval.",
+    "WITHDRAW_RELAY_LINGER_MS": "How long the outbox relay, woken by a new payout job, waits for more before its pass, so that one transaction and one Redis pipeline carry several jobs (0: at once; up to 1000).",
     "WITHDRAW_RELAY_BATCH": "Outbox rows published per relay round.",
     "WITHDRAW_REPUBLISH_AFTER_S": "A PAYOUT job still open this long is put back on its stream (lost in a Redis wipe).",
     "WITHDRAW_REPUBLISH_CHECK_S": "How often that sweep runs.",
