@@ -138,7 +138,7 @@ class Settings:
             deduct_batch=max(1, min(1000, env_int("WITHDRAW_DEDUCT_BATCH", 256))),
             order_writes_in_flight=max(1, env_int("WITHDRAW_ORDER_WRITES_IN_FLIGHT", 1)),
             deduct_in_flight=max(1, env_int("WITHDRAW_DEDUCT_IN_FLIGHT", 1)),
-            deduct_linger_s=max(0, env_int("WITHDRAW_DEDUCT_LINGER_MS", 2)) / 1000.0,
+            deduct_linger_s=max(0, env_int("WITHDRAW_DEDUCT_LINGER_MS", 5)) / 1000.0,
             user_confirms_per_min=env_int("WITHDRAW_USER_CONFIRMS_PER_MIN", 10),
             test_crash_before_refund=env_bool("WITHDRAW_TEST_CRASH_BEFORE_REFUND", False),
             four_eyes=FourEyesSettings.from_env(),
