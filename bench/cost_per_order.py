@@ -484,7 +484,7 @@ def report(m: Measured, args: argparse.Namespace, mix_text: str, idle: dict[str,
     """Prints what was measured; returns the settled orders and ms of CPU per settled order."""
     for rpc, s in m.summary.items():
         log(f"{rpc}: {s['ok']} ok of {s['calls']} ({s['rate']}/s), p50 {s['p50']} ms, p99 {s['p99']} ms, "
-            f"errors {s['errors'] or 'none'}")
+            f"shed by admission {s['shed']}, errors {s['errors'] or 'none'}")
     d = m.drained
     settled = d.settled
     if d.left_open:
