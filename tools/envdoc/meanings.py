@@ -44,6 +44,7 @@ MEANINGS: dict[str, str] = {
     "OTEL_TRACES_EXPORTER": "Where spans go: otlp, console, none, or a comma list; unset: otlp when an endpoint is set, else nothing is recorded. Anything else refuses to start.",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP gRPC collector for spans (http:// plaintext, https:// TLS), e.g. http://127.0.0.1:4317.",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "Collector for traces only; wins over OTEL_EXPORTER_OTLP_ENDPOINT.",
+    "OTEL_METRICS_EXEMPLAR_FILTER": "The OpenTelemetry SDK's exemplar filter (always_on, always_off, trace_based); unset: always_off, since the Prometheus page carries no exemplars.",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "Only grpc is supported; any other value refuses to start.",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "As OTEL_EXPORTER_OTLP_PROTOCOL, for traces only.",
     "OTEL_TRACES_SAMPLER": "Standard OpenTelemetry sampler; set, spans are recorded even without an exporter.",
