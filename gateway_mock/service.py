@@ -98,7 +98,7 @@ class GatewayService:
                     raise PayoutConflict(request.order_id)
                 payout = await self._finalize_if_due(payout)
             else:
-                log.info("payout recorded: %s %s fen via %s",
+                log.debug("payout recorded: %s %s fen via %s",
                          payout.state.value, payout.amount_fen, payout.channel)
             await self.sleep(latency / 2)
             if faults.reply_lost(self.rng):
@@ -152,7 +152,7 @@ class GatewayService:
             with log_context(order_id=order_id, uid=request.uid):
                 if order_id in created:
                     payout = created[order_id]
-                    log.info("payout recorded: %s %s fen via %s",
+                    log.debug("payout recorded: %s %s fen via %s",
                              payout.state.value, payout.amount_fen, payout.channel)
                     results[index] = (payout, False)
                     continue

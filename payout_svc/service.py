@@ -408,7 +408,7 @@ async def settle(orders: OrdersPort, order: Order, answer: GatewayAnswer) -> Non
         # Retrying cannot change a terminal order: reconciliation reports it.
         log.error("gateway says %s but withdraw_svc settled the order otherwise (%s)", state.value, exc)
         return
-    log.info("order settled %s", settled.state.value)
+    log.debug("order settled %s", settled.state.value)
 
 
 class AwaitingChecker:
