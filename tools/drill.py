@@ -82,7 +82,7 @@ from tools.loadlib.seeding import (  # noqa: E402
 from tools.loadlib.stats import Recorder  # noqa: E402
 
 KILLED = ("payout_svc", "withdraw_svc", "account_svc")
-OK_REFUNDS = frozenset({"REFUNDED", "VOIDED"})
+OK_REFUNDS = frozenset({withdraw_pb2.REFUND_STATE_REFUNDED, withdraw_pb2.REFUND_STATE_VOIDED})
 
 
 class DrillFailed(Exception):
@@ -710,7 +710,7 @@ class Drill:
         for order_id in sorted(self.compensated & set(orders)):
             fail("needed the compensation job (the normal paths left it unfinished)", order_id)
         for record in discrepancies:
-            fail("open recon discrepancy", f"{record.reason} {record.order_id}: {record.detail[:80]}")
+            fail("open recon discrepancy", f"{_reason(record)} {record.order_id}: {record.detail[:80]}")
         for kind, items in examples.items():
             problems.append(f"{kind}: {len(items)} (e.g. {', '.join(items[:3])})")
 
@@ -724,11 +724,11 @@ class Drill:
             "gateway_payouts_of_drill_users": len(listed),
             "failed_with_debit": sum(1 for o in failed if any(
                 e.kind == account_pb2.ENTRY_KIND_DEBIT for e in entries.get(o.order_id, []))),
-            "failed_refund_states": dict(Counter(o.refund_state or "-" for o in failed)),
+            "failed_refund_states": dict(Counter(_refund(o) for o in failed)),
             "open_discrepancies_for_drill_orders": len(discrepancies),
             "orders_moved_by_compensation": len(self.compensated & set(orders)),
             "open_discrepancies_without_order_since_start": [
-                {"reason": d.reason, "detail": d.detail, "source": d.source} for d in global_open],
+                {"reason": _reason(d), "detail": d.detail, "source": _source(d)} for d in global_open],
             "problems": problems,
         }
         counts = (f"orders={len(orders)} succeeded={len(succeeded)} failed={len(failed)} "
@@ -837,10 +837,25 @@ def _state(order: withdraw_pb2.Order) -> str:
 Orders = list[withdraw_pb2.Order]
 
 
+def _refund(order: withdraw_pb2.Order) -> str:
+    """PENDING, REFUNDED, VOIDED; "-" for an order that owes none."""
+    if order.refund == withdraw_pb2.REFUND_STATE_UNSPECIFIED:
+        return "-"
+    return withdraw_pb2.RefundState.Name(order.refund).removeprefix("REFUND_STATE_")
+
+
+def _reason(d: recon_pb2.Discrepancy) -> str:
+    return recon_pb2.DiscrepancyReason.Name(d.reason_kind).removeprefix("DISCREPANCY_REASON_").lower()
+
+
+def _source(d: recon_pb2.Discrepancy) -> str:
+    return recon_pb2.DiscrepancySource.Name(d.source_kind).removeprefix("DISCREPANCY_SOURCE_").lower()
+
+
 def _unsettled(orders: Mapping[str, withdraw_pb2.Order]) -> tuple[Orders, Orders]:
     """(orders not terminal, FAILED orders whose refund is not confirmed)."""
     open_orders = [o for o in orders.values() if _state(o) not in TERMINAL]
-    unrefunded = [o for o in orders.values() if _state(o) == "FAILED" and o.refund_state not in OK_REFUNDS]
+    unrefunded = [o for o in orders.values() if _state(o) == "FAILED" and o.refund not in OK_REFUNDS]
     return open_orders, unrefunded
 
 

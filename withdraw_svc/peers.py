@@ -175,6 +175,9 @@ class AccountClient:
         return any(e.kind == account_pb2.ENTRY_KIND_DEBIT for e in reply.entries)
 
 
+# The gateway's largest ListMethods page.
+_METHODS_PAGE = 1000
+
 _PAYOUT_VIEW = {
     gateway_pb2.PAYOUT_STATE_SUCCEEDED: GatewayView.SUCCEEDED,
     gateway_pb2.PAYOUT_STATE_FAILED: GatewayView.FAILED,
@@ -195,13 +198,24 @@ class GatewayClient:
         await self.channel.close()
 
     async def methods(self, uid: int, timeout_s: float | None = None) -> list[Method]:
-        try:
-            reply = await self.stub.ListMethods(
-                gateway_pb2.ListMethodsRequest(uid=uid), timeout=timeout_s or self.deadline_s
-            )
-        except grpc.aio.AioRpcError as err:
-            raise _peer_error("gateway_mock", err) from err
-        return [Method(m.method_id, m.channel, m.display) for m in reply.methods]
+        """Every method bound to `uid`, all pages within one budget (a user has a handful:
+        the first page is all of them)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout_s or self.deadline_s)
+        methods: list[Method] = []
+        token = ""
+        while True:
+            try:
+                reply = await self.stub.ListMethods(
+                    gateway_pb2.ListMethodsRequest(uid=uid, page_size=_METHODS_PAGE, page_token=token),
+                    timeout=max(0.001, deadline - loop.time()),
+                )
+            except grpc.aio.AioRpcError as err:
+                raise _peer_error("gateway_mock", err) from err
+            methods += [Method(m.method_id, m.channel, m.display) for m in reply.methods]
+            token = reply.next_page_token
+            if not token:
+                return methods
 
     async def query(self, order_id: str) -> GatewayPayout:
         """The gateway's record; NOT_FOUND is an answer, not an error."""

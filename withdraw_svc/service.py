@@ -186,9 +186,11 @@ class GateAdmin:
         log.info("gate set to version %d by %s: %s (%s)", stored.version, actor, stored.to_json(), reason)
         return stored
 
-    async def audit(self, page_size: int) -> list[tuple[str, datetime, GateConfig | None, GateConfig, str]]:
+    async def audit(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[tuple[str, datetime, GateConfig | None, GateConfig, str]], str]:
         size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        return await self.repo.gate_audit(size)
+        return await self.repo.gate_audit(size, validate.decode_id_token(page_token))
 
 
 # ---------------------------------------------------------------------------------------
