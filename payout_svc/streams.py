@@ -233,7 +233,7 @@ class ChannelQueue:
     async def dead_letter_count(self, channel: str) -> int:
         return int(await self.redis.xlen(self.keys.payout_dead_letters(channel)))
 
-    async def list_dead_letters(self, channel: str, limit: int, after: str | None) -> list[DeadLetter]:
+    async def list_dead_letters(self, channel: str, limit: int, after: str | None = None) -> list[DeadLetter]:
         # "(" makes the start exclusive: the page begins after the last letter shown.
         entries: Any = await self.redis.xrange(self.keys.payout_dead_letters(channel),
                                                min=f"({after}" if after else "-", count=limit)
