@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from gateway_mock.domain import (
+    DEFAULT_METHODS_PAGE,
     MAX_BATCH,
+    MAX_METHODS_PAGE,
     CapacityExceeded,
     CapacityWindow,
     ChannelFaults,
@@ -248,9 +250,10 @@ class GatewayService:
             raise MethodConflict(wanted.method_id)
         return stored
 
-    async def list_methods(self, uid: int) -> list[Method]:
+    async def list_methods(self, uid: int, page_size: int, page_token: str) -> tuple[list[Method], str]:
         check_uid(uid)
-        return await self.repo.list_methods(uid)
+        size = validate.page_size(page_size, default=DEFAULT_METHODS_PAGE, maximum=MAX_METHODS_PAGE)
+        return await self.repo.list_methods(uid, size, validate.decode_keyset_token(page_token))
 
     # -- faults ----------------------------------------------------------------------------
 

@@ -234,8 +234,10 @@ class ChannelQueue:
     async def dead_letter_count(self, channel: str) -> int:
         return int(await self.redis.xlen(self.keys.payout_dead_letters(channel)))
 
-    async def list_dead_letters(self, channel: str, limit: int) -> list[DeadLetter]:
-        entries: Any = await self.redis.xrange(self.keys.payout_dead_letters(channel), count=limit)
+    async def list_dead_letters(self, channel: str, limit: int, after: str | None = None) -> list[DeadLetter]:
+        # "(" makes the start exclusive: the page begins after the last letter shown.
+        entries: Any = await self.redis.xrange(self.keys.payout_dead_letters(channel),
+                                               min=f"({after}" if after else "-", count=limit)
         return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
 
     async def replay(self, channel: str, ids: list[str]) -> int:
