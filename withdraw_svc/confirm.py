@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
+import grpc
+
 from meshkit.errors import (
     Code,
     DomainError,
@@ -32,7 +34,7 @@ from withdraw_svc.domain import (
     insufficient_balance,
     validate_confirm,
 )
-from withdraw_svc.peers import PeerError
+from withdraw_svc.peers import INSUFFICIENT_BALANCE, PeerError
 from withdraw_svc.ports import ConfirmOrders, DeductedItem, DeductItem, Ledger, Wake
 from withdraw_svc.records import NewOrder
 
@@ -168,12 +170,12 @@ class ConfirmWithdrawal:
         try:
             await self.account.force_credit(uid, tokens, self.credit_deadline_s)
         except PeerError as err:
-            if err.code == "RESOURCE_EXHAUSTED" and err.retry_after_ms:
+            if err.code is grpc.StatusCode.RESOURCE_EXHAUSTED and err.retry_after_ms:
                 # The ledger's per-user limit on forced credits: the user waits, not retries now.
                 raise RateLimited(f"tokens: {err.message}", retry_after_ms=err.retry_after_ms) from err
             if err.definitive:
                 # The ledger refused a token (forged, expired, someone else's...): say why.
-                code = Code[err.code] if err.code in Code.__members__ else Code.INVALID_ARGUMENT
+                code = Code.__members__.get(err.code.name, Code.INVALID_ARGUMENT)
                 raise DomainError(f"tokens: {err.message}", reason="TOKEN_REFUSED", code=code) from err
             raise Unavailable("crediting rewards failed, retry", reason="CREDIT_FAILED") from err
 
@@ -200,8 +202,8 @@ class ConfirmWithdrawal:
                 "deducting the order did not complete; retry with the same request_id",
                 reason="DEDUCT_UNKNOWN",
             ) from err
-        if err.code == "FAILED_PRECONDITION":
-            reason = (FailureReason.INSUFFICIENT_BALANCE if "insufficient" in err.message.lower()
+        if err.code is grpc.StatusCode.FAILED_PRECONDITION:
+            reason = (FailureReason.INSUFFICIENT_BALANCE if err.reason == INSUFFICIENT_BALANCE
                       else FailureReason.DEDUCT_REFUSED)
             failed = await self.orders.fail_order(
                 order.order_id, [OrderState.PENDING_DEDUCT], reason, err.message

@@ -51,7 +51,7 @@ class PayoutCoordinator:
             records = await self.gateway.query_many(order_ids)
         except PeerError as err:
             log.warning("cannot confirm %d payout failures with the gateway: %s", len(order_ids), err)
-            away = Unavailable(f"the gateway could not be asked whether the payout failed ({err.code}); "
+            away = Unavailable(f"the gateway could not be asked whether the payout failed ({err.code.name}); "
                                "retry", reason="GATEWAY_UNAVAILABLE")
             return dict.fromkeys(order_ids, away)
         refused: dict[str, DomainError] = {}

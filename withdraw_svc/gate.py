@@ -22,7 +22,7 @@ from withdraw_svc.domain import (
     validate_gate,
 )
 from withdraw_svc.ports import GateStore
-from withdraw_svc.records import GateAuditEntry
+from withdraw_svc.records import GateAuditPage
 
 log = logging.getLogger(__name__)
 _outages = OutageLog(log)
@@ -100,6 +100,6 @@ class GateAdmin:
         log.info("gate set to version %d by %s: %s (%s)", stored.version, actor, stored.to_json(), reason)
         return stored
 
-    async def audit(self, page_size: int) -> list[GateAuditEntry]:
+    async def audit(self, page_size: int, page_token: str) -> GateAuditPage:
         size = validate.page_size(page_size, default=DEFAULT_AUDIT_PAGE, maximum=MAX_AUDIT_PAGE)
-        return await self.repo.gate_audit(size)
+        return await self.repo.gate_audit(size, validate.decode_id_token(page_token))

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from withdraw_svc.domain import GateConfig, Order, OrderState
 from withdraw_svc.peers import Credit, GatewayPayout, Method, PeerError
 from withdraw_svc.records import (
-    GateAuditEntry,
+    GateAuditPage,
     InFlightJob,
     NewOrder,
     PayoutJob,
@@ -147,7 +147,7 @@ class GateStore(Protocol):
     async def update_gate(
         self, build: Callable[[GateConfig], GateConfig], expected_version: int, actor: str, reason: str,
     ) -> GateConfig: ...
-    async def gate_audit(self, limit: int) -> list[GateAuditEntry]: ...
+    async def gate_audit(self, limit: int, before: int | None) -> GateAuditPage: ...
 
 
 # -- Redis ----------------------------------------------------------------------------------

@@ -76,6 +76,12 @@ class GateAuditEntry:
 
 
 @dataclass(frozen=True)
+class GateAuditPage:
+    entries: list[GateAuditEntry]
+    next_page_token: str  # empty on the last page
+
+
+@dataclass(frozen=True)
 class StuckCount:
     state: OrderState
     older_than_s: int

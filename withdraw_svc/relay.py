@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
+from meshkit.background import sleep_or_stop
 from meshkit.outage import OutageLog
 from withdraw_svc.faults import BeforeRefund
 from withdraw_svc.peers import PeerError
@@ -69,6 +70,10 @@ class OutboxRelay:
             except Exception as exc:
                 _outages.failed(exc, "outbox relay pass failed; retrying")
             await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
+            if self.wake.is_set() and self.settings.relay_linger_s > 0:
+                # Each pass costs a transaction and a Redis pipeline however few jobs it
+                # carries; woken by every confirm, it would carry one or two.
+                await sleep_or_stop(stopping, self.settings.relay_linger_s)
 
     async def tick(self, stopping: asyncio.Event | None = None) -> int:
         await self.check_epoch()

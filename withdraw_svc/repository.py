@@ -28,6 +28,7 @@ from withdraw_svc.domain import (
 )
 from withdraw_svc.records import (
     GateAuditEntry,
+    GateAuditPage,
     InFlightJob,
     NewOrder,
     PayoutJob,
@@ -553,20 +554,24 @@ class Repository:
                                      gate_audit_json(stored), reason)
         return old, stored
 
-    async def gate_audit(self, limit: int) -> list[GateAuditEntry]:
+    async def gate_audit(self, limit: int, before: int | None) -> GateAuditPage:
+        """A page of the gate audit, newest first, below row id `before`; and the next page's
+        token (the last id shown), empty on the last page."""
         rows = await self.pool.fetch(
-            "SELECT actor, created_at, old_config::text AS old, new_config::text AS new, "
-            "old_version, new_version, reason FROM gate_audit ORDER BY id DESC LIMIT $1", limit,
+            "SELECT id, actor, created_at, old_config::text AS old, new_config::text AS new, "
+            "old_version, new_version, reason FROM gate_audit "
+            "WHERE ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $1", limit + 1, before,
         )
-        return [
+        token = str(rows[limit - 1]["id"]) if len(rows) > limit else ""
+        return GateAuditPage([
             GateAuditEntry(
                 r["actor"], r["created_at"],
                 GateConfig.from_json(json.loads(r["old"]), int(r["old_version"])) if r["old"] else None,
                 GateConfig.from_json(json.loads(r["new"]), int(r["new_version"])),
                 r["reason"],
             )
-            for r in rows
-        ]
+            for r in rows[:limit]
+        ], token)
 
 
 def gate_audit_json(config: GateConfig) -> dict[str, object]:

@@ -23,6 +23,7 @@ from withdraw_svc.domain import (
     GateDecision,
     Order,
     OrderState,
+    RefundState,
     compensation_min_age,
 )
 from withdraw_svc.gate import GateAdmin
@@ -38,6 +39,12 @@ _STATE = {
     OrderState.SUCCEEDED: withdraw_pb2.ORDER_STATE_SUCCEEDED,
     OrderState.FAILED: withdraw_pb2.ORDER_STATE_FAILED,
 }
+_REFUND = {
+    RefundState.NONE: withdraw_pb2.REFUND_STATE_UNSPECIFIED,
+    RefundState.PENDING: withdraw_pb2.REFUND_STATE_PENDING,
+    RefundState.REFUNDED: withdraw_pb2.REFUND_STATE_REFUNDED,
+    RefundState.VOIDED: withdraw_pb2.REFUND_STATE_VOIDED,
+}
 _RESULT = {
     withdraw_pb2.PAYOUT_RESULT_SUCCEEDED: OrderState.SUCCEEDED,
     withdraw_pb2.PAYOUT_RESULT_FAILED: OrderState.FAILED,
@@ -50,7 +57,7 @@ def order_pb(order: Order) -> withdraw_pb2.Order:
         amount_fen=order.amount_fen, channel=order.channel, method_id=order.method_id,
         state=_STATE[order.state], failure_reason=order.failure_reason,
         create_time=to_ts(order.created_at), update_time=to_ts(order.updated_at),
-        refund_state=order.refund_state.value,
+        refund_state=order.refund_state.value, refund=_REFUND[order.refund_state],
         history=[
             withdraw_pb2.StateChange(
                 from_state=_STATE[h.from_state] if h.from_state else withdraw_pb2.ORDER_STATE_UNSPECIFIED,
@@ -158,19 +165,19 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
 
 
 class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServicer):
-    def __init__(self, coordination: PayoutCoordinator) -> None:
-        self.coordination = coordination
+    def __init__(self, coordinator: PayoutCoordinator) -> None:
+        self.coordinator = coordinator
 
     async def BeginPayout(
         self, request: withdraw_pb2.BeginPayoutRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.BeginPayoutResponse:
-        order, acquired = await self.coordination.begin_payout(request.order_id)
+        order, acquired = await self.coordinator.begin_payout(request.order_id)
         return withdraw_pb2.BeginPayoutResponse(order=order_pb(order), acquired=acquired)
 
     async def SettlePayout(
         self, request: withdraw_pb2.SettlePayoutRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.SettlePayoutResponse:
-        order, replayed = await self.coordination.settle_payout(
+        order, replayed = await self.coordinator.settle_payout(
             request.order_id, _RESULT.get(request.result), request.reason
         )
         return withdraw_pb2.SettlePayoutResponse(order=order_pb(order), replayed=replayed)
@@ -178,14 +185,14 @@ class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServ
     async def GetOrderStates(
         self, request: withdraw_pb2.GetOrderStatesRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.GetOrderStatesResponse:
-        orders = await self.coordination.orders_of(list(request.order_ids))
+        orders = await self.coordinator.orders_of(list(request.order_ids))
         return withdraw_pb2.GetOrderStatesResponse(
             states={order_id: _STATE[order.state] for order_id, order in orders.items()})
 
     async def BeginPayoutBatch(
         self, request: withdraw_pb2.BeginPayoutBatchRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.BeginPayoutBatchResponse:
-        outcomes = await self.coordination.begin_payout_batch(list(request.order_ids))
+        outcomes = await self.coordinator.begin_payout_batch(list(request.order_ids))
         results = []
         for outcome in outcomes:
             if isinstance(outcome, DomainError):
@@ -199,7 +206,7 @@ class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServ
     async def SettlePayoutBatch(
         self, request: withdraw_pb2.SettlePayoutBatchRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.SettlePayoutBatchResponse:
-        outcomes = await self.coordination.settle_payout_batch(
+        outcomes = await self.coordinator.settle_payout_batch(
             [(s.order_id, _RESULT.get(s.result), s.reason) for s in request.settles]
         )
         results = []
@@ -246,13 +253,13 @@ class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):
     async def ListGateAudit(
         self, request: withdraw_pb2.ListGateAuditRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ListGateAuditResponse:
-        entries = await self.admin.audit(request.page_size)
-        return withdraw_pb2.ListGateAuditResponse(entries=[
+        page = await self.admin.audit(request.page_size, request.page_token)
+        return withdraw_pb2.ListGateAuditResponse(next_page_token=page.next_page_token, entries=[
             withdraw_pb2.GateAuditEntry(
                 actor=e.actor, change_time=to_ts(e.at), new_config=gate_config_pb(e.new), reason=e.reason,
                 old_config=gate_config_pb(e.old) if e.old else None,
             )
-            for e in entries
+            for e in page.entries
         ])
 
     async def ProposeGateChange(

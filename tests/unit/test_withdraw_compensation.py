@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
 from tests.unit.withdraw_fakes import (
@@ -102,7 +103,7 @@ async def test_a_paying_order_the_gateway_failed_fails_and_is_refunded(world: Wo
 
 
 @pytest.mark.parametrize("answer", [GatewayPayout(GatewayView.PROCESSING),
-                                    PeerError("gateway", "UNAVAILABLE", "away")])
+                                    PeerError("gateway", grpc.StatusCode.UNAVAILABLE, "away")])
 async def test_a_paying_order_without_a_final_answer_is_left_paying(
     world: World, answer: GatewayPayout | PeerError
 ) -> None:

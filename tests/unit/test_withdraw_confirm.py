@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import grpc
 import pytest
 
 from meshkit.errors import Conflict, FailedPrecondition, Unavailable
@@ -93,9 +94,10 @@ async def test_insufficient_balance_fails_the_order_with_its_reason_and_owes_a_r
     assert again.value.reason == "INSUFFICIENT_BALANCE" and w.ledger.deducts == 1
 
 
-async def test_a_deduct_refused_for_another_reason_fails_as_deduct_refused() -> None:
+@pytest.mark.parametrize("message", ["account frozen", "insufficient balance (the text is not read)"])
+async def test_a_deduct_refused_for_another_reason_fails_as_deduct_refused(message: str) -> None:
     w = World()
-    w.ledger.refusals = [PeerError("account", "FAILED_PRECONDITION", "account frozen")]
+    w.ledger.refusals = [PeerError("account", grpc.StatusCode.FAILED_PRECONDITION, message, reason="FROZEN")]
     with pytest.raises(FailedPrecondition) as refused:
         await w.confirm().confirm(request())
     assert refused.value.reason == "DEDUCT_REFUSED"
@@ -107,7 +109,7 @@ async def test_a_deduct_refused_for_another_reason_fails_as_deduct_refused() -> 
 async def test_an_unknown_deduct_outcome_is_neither_failed_nor_refunded_and_a_retry_finishes_it() -> None:
     w = World()
     confirm = w.confirm()
-    w.ledger.refusals = [PeerError("account", "DEADLINE_EXCEEDED", "deadline exceeded")]
+    w.ledger.refusals = [PeerError("account", grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")]
     with pytest.raises(Unavailable) as away:
         await confirm.confirm(request())
     assert away.value.reason == "DEDUCT_UNKNOWN"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import grpc
 import pytest
 
 from tests.unit.withdraw_fakes import withdraw_settings
@@ -47,7 +48,7 @@ class FakeLedger:
 
     async def refund(self, order_id: str) -> str:
         if order_id in self.away:
-            raise PeerError("account", "UNAVAILABLE", "ledger away")
+            raise PeerError("account", grpc.StatusCode.UNAVAILABLE, "ledger away")
         self.refunded.append(order_id)
         return "REFUNDED"
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 
 from withdraw_svc.domain import (
@@ -22,7 +23,7 @@ from withdraw_svc.domain import (
     checked_sources,
     owes_refund,
 )
-from withdraw_svc.peers import Credit, GatewayPayout, Method, PeerError
+from withdraw_svc.peers import INSUFFICIENT_BALANCE, Credit, GatewayPayout, Method, PeerError
 from withdraw_svc.records import NewOrder, PayoutJob, RefundJob, StuckCount
 from withdraw_svc.settings import Settings
 
@@ -210,7 +211,8 @@ class FakeLedger:
         if order_id in self.debits:
             return None  # idempotent per order id
         if self.balances.get(uid, 0) < amount:
-            return PeerError("account", "FAILED_PRECONDITION", f"insufficient balance for {amount} fen")
+            return PeerError("account", grpc.StatusCode.FAILED_PRECONDITION,
+                             f"insufficient balance for {amount} fen", reason=INSUFFICIENT_BALANCE)
         self.balances[uid] -= amount
         self.debits[order_id] = amount
         return None
@@ -220,7 +222,7 @@ class FakeLedger:
 
     async def debit_exists(self, order_id: str) -> bool:
         if self.debit_lookup_fails:
-            raise PeerError("account", "UNAVAILABLE", "ledger away")
+            raise PeerError("account", grpc.StatusCode.UNAVAILABLE, "ledger away")
         return order_id in self.debits
 
 
