@@ -1,6 +1,7 @@
-"""Bulk crediting: drain the reward ingest stream in batches, one database statement per
-batch (per uid partition). Idempotent with forced credit through the same unique index on
-reward id.
+"""Bulk crediting: drain the reward ingest stream (all its partitions, account_svc.streams)
+in batches, one database statement per batch (per uid partition). Idempotent with forced
+credit through the same unique index on reward id, so it does not matter which consumer,
+of this process or another, sees a reward, nor how often.
 
 Two stages, so Python and PostgreSQL work at the same time: the reader takes a batch off
 the stream and checks its tokens while the writer's previous batch is in the database.

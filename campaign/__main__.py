@@ -13,6 +13,7 @@ import uuid
 
 import redis.asyncio as redis
 
+from campaign.partitions import partitions_from
 from campaign.publish import publish_rewards
 from campaign.tokens import RewardGrant, keyring_from_env
 from meshkit.errors import InvalidArgument
@@ -36,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
 async def _publish(token: str) -> str:
     client = redis.Redis.from_url(env_str("REDIS_URL", DEFAULT_REDIS_URL))
     try:
-        ids = await publish_rewards(client, Keys(env_str("MESH_KEY_PREFIX", "mesh")), [token])
+        ids = await publish_rewards(client, Keys(env_str("MESH_KEY_PREFIX", "mesh")), [token],
+                                    partitions=partitions_from(os.environ))
     finally:
         await client.aclose()
     return ids[0]
