@@ -221,6 +221,39 @@ async def credits_of(pool: asyncpg.Pool, uids: list[int]) -> int:
         "SELECT count(*) FROM entries WHERE kind = 'CREDIT' AND uid = ANY($1::bigint[])", uids))
 
 
+@dataclass
+class LockWaits:
+    """How often the target's PostgreSQL backends were seen busy, and how often of those
+    waiting for another transaction's row lock (consumers of two processes queueing on the
+    account rows their batches share) or for another lock (extending a table or an index),
+    sampled from pg_stat_activity."""
+
+    active: int = 0
+    rows: int = 0
+    other: int = 0
+
+    async def sample(self, pool: asyncpg.Pool, application_name: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            row = await pool.fetchrow(
+                "SELECT count(*) FILTER (WHERE state = 'active') AS active,"
+                " count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock'"
+                "                  AND wait_event IN ('transactionid', 'tuple')) AS rows,"
+                " count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock'"
+                "                  AND wait_event NOT IN ('transactionid', 'tuple')) AS other"
+                " FROM pg_stat_activity WHERE application_name = $1", application_name)
+            if row is not None:
+                self.active += int(row["active"])
+                self.rows += int(row["rows"])
+                self.other += int(row["other"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.05)
+
+    def __str__(self) -> str:
+        busy = max(1, self.active)
+        return (f"; of {self.active} busy backend samples {self.rows / busy:.0%} waited on a row "
+                f"lock, {self.other / busy:.0%} on another lock")
+
+
 async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, count: int,
                      uid_count: int, profile: str, partitions: int, what: str = "bulk") -> float:
     base = random.randint(10**12, 9 * 10**12)
@@ -236,6 +269,9 @@ async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, co
             "-o", profile, "--format", "raw", "-r", "200",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(1.0)
+    locks = LockWaits()
+    sampled = asyncio.Event()
+    sampler = asyncio.create_task(locks.sample(pool, target.schema, sampled)) if target.own else None
     meter.start()
     started = time.perf_counter()
     await publish_rewards(client, keys, tokens, partitions=partitions)
@@ -246,6 +282,9 @@ async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, co
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     meter.stop()
+    sampled.set()
+    if sampler is not None:
+        await sampler
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         await asyncio.wait_for(spy.wait(), timeout=60)
@@ -253,7 +292,7 @@ async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, co
     if target.own:
         service_cpu = sum(meter.by_pid.get(pid, 0.0) for pid in service_pids)
         cpu = (f"; CPU per credit: account_svc {service_cpu * 1e6 / count:.1f} us + its PostgreSQL "
-               f"backends {(meter.used - service_cpu) * 1e6 / count:.1f} us")
+               f"backends {(meter.used - service_cpu) * 1e6 / count:.1f} us{locks}")
     print(f"{what}: {count} rewards over {uid_count} uids credited in {elapsed:.2f} s "
           f"({count / elapsed:.0f}/s; publishing took {published:.2f} s){cpu}", file=sys.stderr)
     return count / elapsed
