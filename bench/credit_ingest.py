@@ -274,7 +274,8 @@ async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, co
     sampler = asyncio.create_task(locks.sample(pool, target.schema, sampled)) if target.own else None
     meter.start()
     started = time.perf_counter()
-    await publish_rewards(client, keys, tokens, partitions=partitions)
+    await publish_rewards(client, keys, tokens, uids=[uids[i % len(uids)] for i in range(count)],
+                          partitions=partitions)
     published = time.perf_counter() - started
     while True:
         if await unsettled(client, keys, partitions) == 0 and await credits_of(pool, uids) >= count:

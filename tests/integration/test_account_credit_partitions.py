@@ -235,3 +235,27 @@ async def test_deployment_without_the_old_stream_never_creates_it(
         await wait_until(handled, "the partitions to be consumed")
     assert (await ledger_of(pool, uids))[0] == reward_ids
     assert not await redis_client.exists(keys.rewards_ingest())
+
+
+async def test_producer_puts_each_grant_on_its_uid_partition_in_order(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    uids = [new_uid() for _ in range(20)]
+    owner = [uids[i % len(uids)] for i in range(120)]
+    tokens = [reward_token(uid, 5) for uid in owner]
+    # Routed by reading each token's payload, then by the uids the issuer passes along.
+    await publish_rewards(redis_client, keys, tokens[:60], per_entry=7, partitions=PARTITIONS)
+    await publish_rewards(redis_client, keys, tokens[60:], uids=owner[60:], per_entry=7,
+                          partitions=PARTITIONS)
+    seen: dict[int, list[str]] = {}
+    owner_of = dict(zip(tokens, owner, strict=True))
+    for n, partition in enumerate(partitions_of(keys, PARTITIONS)):
+        entries: Any = await redis_client.xrange(partition.stream)
+        for _id, fields in entries:
+            for token in fields[b"tokens" if b"tokens" in fields else b"token"].decode().split("\n"):
+                assert partition_of(owner_of[token], PARTITIONS) == n
+                seen.setdefault(owner_of[token], []).append(token)
+    # Every token once, and one user's in the order they were published.
+    assert seen == {uid: [t for t, o in zip(tokens, owner, strict=True) if o == uid] for uid in uids}
+    with pytest.raises(ValueError, match="uids for"):
+        await publish_rewards(redis_client, keys, tokens[:3], uids=owner[:2], partitions=PARTITIONS)

@@ -209,6 +209,7 @@ async def seed_users(
         try:
             await publish_rewards(client, Keys(env.get("MESH_KEY_PREFIX") or "mesh"),
                                   [t for user_tokens in tokens.values() for t in user_tokens],
+                                  uids=[uid for uid, user_tokens in tokens.items() for _ in user_tokens],
                                   partitions=partitions_from(env))
         finally:
             await client.aclose()
