@@ -148,17 +148,14 @@ class IngestStream:
         return active
 
     async def read(self, count: int, block_ms: int, *, own_pending: bool = False) -> list[Message]:
-        """New messages of every partition, about `count` in all (or, with own_pending,
-        this consumer's unacknowledged ones), in one XREADGROUP."""
+        """New messages, up to `count` of each partition (or, with own_pending, this
+        consumer's unacknowledged ones), in one XREADGROUP; grouped by stream."""
         if time.monotonic() >= self._next_legacy_check:
             await self.check_legacy()
-        streams = self.streams
-        # COUNT applies to each stream of the call.
-        each = max(1, -(-count // len(streams)))
         try:
             reply: Any = await self.client.xreadgroup(
-                GROUP, self.consumer, {p.stream: "0" if own_pending else ">" for p in streams},
-                count=each, block=None if own_pending else block_ms,
+                GROUP, self.consumer, {p.stream: "0" if own_pending else ">" for p in self.streams},
+                count=count, block=None if own_pending else block_ms,
             )
         except ResponseError as exc:
             if not is_nogroup(exc):
