@@ -456,7 +456,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="bulk and raw runs alternate this many times; medians are reported, so a "
                              "burst of load from elsewhere on the machine skews one round, not the ratio")
-    parser.add_argument("--consumer-rounds", type=int, default=2,
+    parser.add_argument("--consumer-rounds", type=int, default=3,
                         help="rounds of 1 vs 2 consumer processes (0 skips the comparison)")
     parser.add_argument("--profile", default="",
                         help="write py-spy collapsed stacks of the bulk phase here (own service only)")
