@@ -1,6 +1,7 @@
-"""Bulk crediting: drain the reward ingest stream in batches, one database statement per
-batch (per uid partition). Idempotent with forced credit through the same unique index on
-reward id.
+"""Bulk crediting: drain the reward ingest stream (all its partitions, account_svc.streams)
+in batches, one database statement per batch (per uid partition). Idempotent with forced
+credit through the same unique index on reward id, so it does not matter which consumer,
+of this process or another, sees a reward, nor how often.
 
 Two stages, so Python and PostgreSQL work at the same time: the reader takes a batch off
 the stream and checks its tokens while the writer's previous batch is in the database.
@@ -114,9 +115,12 @@ class BulkCreditor:
             if self.trim_enabled and now >= next_trim:
                 await self.stream.trim()
                 next_trim = now + TRIM_INTERVAL_S
-            messages = await self.stream.read(self._read_count, self.block_ms)
-            if messages:
-                await self._hand_over(queue, self.prepare(messages), writer)
+            # Up to a batch from each partition: handed over a batch at a time, so a
+            # statement credits a full batch whether one partition has entries or all do.
+            count = self._read_count
+            messages = await self.stream.read(count, self.block_ms)
+            for start in range(0, len(messages), count):
+                await self._hand_over(queue, self.prepare(messages[start:start + count]), writer)
 
     @staticmethod
     async def _hand_over(

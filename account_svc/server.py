@@ -45,7 +45,8 @@ class AccountApp:
         self.ledger = Ledger(self.stores.pool, s.token_keys, s.token_max_age_s, orders=self.orders,
                              credit_limit=credit_limit)
         for index in range(s.credit_workers):
-            stream = IngestStream(self.stores.redis, self.stores.keys, f"{s.consumer_name}-{index}")
+            stream = IngestStream(self.stores.redis, self.stores.keys, f"{s.consumer_name}-{index}",
+                                  partitions=s.credit_partitions)
             creditor = BulkCreditor(
                 self.ledger, stream, batch=s.credit_batch, block_ms=s.credit_block_ms,
                 claim_idle_ms=s.credit_claim_idle_ms, writers=s.credit_writers, trim=index == 0,
