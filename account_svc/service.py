@@ -16,6 +16,7 @@ from account_svc.domain import CreditOutcome, Entry, Kind, RefundOutcome
 from account_svc.peers import OrdersUnavailable
 from account_svc.repository import Contention, KeyTaken
 from campaign.tokens import RewardGrant, TokenError, verify
+from meshkit import paging
 from meshkit.errors import Conflict, DomainError, InvalidArgument, Unavailable
 from meshkit.logs import log_context
 from meshkit.outage import OutageLog, outage_of
@@ -330,7 +331,7 @@ class Ledger:
         limit, below = domain.page_of(page_size, page_token)
         rows = await repository.list_entries(self.pool, uid, below, limit + 1)
         page = rows[:limit]
-        next_token = str(page[-1].entry_id) if len(rows) > limit else ""
+        next_token = paging.row_token(page[-1].entry_id) if len(rows) > limit else ""
         return page, next_token
 
     @store_down_is_unavailable

@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from meshkit.redis_keys import Keys
-from meshkit.streams import ensure_group, is_nogroup
+from meshkit.streams import ensure_group, recreating_group, text, trim_acknowledged
 
 GROUP = "account-credit"
 # One token per entry, or several newline-separated (see campaign/publish.py).
@@ -65,38 +65,24 @@ class IngestStream:
 
     async def read(self, count: int, block_ms: int, *, own_pending: bool = False) -> list[Message]:
         """New messages (or, with own_pending, this consumer's unacknowledged ones)."""
-        try:
-            reply = await self.client.xreadgroup(
-                GROUP, self.consumer, {self.stream: "0" if own_pending else ">"},
-                count=count, block=None if own_pending else block_ms,
-            )
-        except Exception as exc:
-            if not is_nogroup(exc):
-                raise
-            # Redis restarted empty (or the stream was deleted): recreate and carry on.
-            await self.ensure()
-            return []
+        reply: Any = await recreating_group(self.client, self.stream, GROUP, lambda: self.client.xreadgroup(
+            GROUP, self.consumer, {self.stream: "0" if own_pending else ">"},
+            count=count, block=None if own_pending else block_ms,
+        ), None)
         if not reply:
             return []
-        first: Any = reply[0]  # type: ignore[index]
+        first: Any = reply[0]
         return _messages(first[1])
 
     async def claim_stale(self, min_idle_ms: int, count: int) -> list[Message]:
         """Take over messages that another (dead) consumer read and never acknowledged."""
-        try:
-            reply: Any = await self.client.xautoclaim(
-                self.stream, GROUP, self.consumer, min_idle_time=min_idle_ms,
-                start_id=self._claim_cursor, count=count,
-            )
-        except Exception as exc:
-            if not is_nogroup(exc):
-                raise
-            await self.ensure()
-            return []
+        reply: Any = await recreating_group(self.client, self.stream, GROUP, lambda: self.client.xautoclaim(
+            self.stream, GROUP, self.consumer, min_idle_time=min_idle_ms,
+            start_id=self._claim_cursor, count=count,
+        ), None)
         if not reply:
             return []
-        cursor = reply[0]
-        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        self._claim_cursor = text(reply[0])
         return _messages(reply[1])
 
     @property
@@ -121,28 +107,5 @@ class IngestStream:
         await pipe.execute()
 
     async def trim(self, *, exact: bool = False) -> None:
-        """Drop entries every consumer is done with, so the stream does not grow forever.
-        Everything below the oldest pending entry and at or below the group's last
-        delivered id has been acknowledged."""
-        try:
-            groups: Any = await self.client.xinfo_groups(self.stream)
-        except Exception as exc:
-            if "no such key" in str(exc).lower():
-                return
-            raise
-        floor: str | None = None
-        for group in groups:
-            last = group.get("last-delivered-id")
-            last_id = last.decode() if isinstance(last, bytes) else str(last)
-            pending: Any = await self.client.xpending(self.stream, group["name"])
-            low = pending.get("min") if pending and pending.get("pending") else None
-            candidate = (low.decode() if isinstance(low, bytes) else low) if low else last_id
-            if floor is None or _id_key(candidate) < _id_key(floor):
-                floor = candidate
-        if floor and floor != "0-0":
-            await self.client.xtrim(self.stream, minid=floor, approximate=not exact)
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+        """Drop entries every consumer is done with, so the stream does not grow forever."""
+        await trim_acknowledged(self.client, self.stream, exact=exact)

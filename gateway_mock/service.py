@@ -26,7 +26,6 @@ from gateway_mock.domain import (
     PayoutState,
     ReplyLost,
     TransientError,
-    check_channel,
     check_id,
     check_uid,
     decode_page_token,
@@ -39,6 +38,7 @@ from gateway_mock.domain import (
 from gateway_mock.repository import Repository
 from meshkit import validate
 from meshkit.admin_store import AuditEntry
+from meshkit.channels import check_channel
 from meshkit.errors import DomainError, InvalidArgument
 from meshkit.logs import log_context
 from meshkit.timeconv import utcnow

@@ -8,13 +8,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.errors import InvalidArgument
 
 MAX_BACKOFF_S = 5.0
-DEFAULT_DLQ_PAGE = 100
-MAX_DLQ_PAGE = 1000
-MAX_CHANNEL_LEN = 32
 _MAX_ENTRY_ID_LEN = 41  # two uint64 and a dash
 
 
@@ -181,17 +178,6 @@ class SettleConflict(Exception):
     """withdraw_svc already settled the order the other way."""
 
 
-class UnknownChannel(InvalidArgument):
-    def __init__(self, channel: str) -> None:
-        super().__init__(f"channel: unknown channel {channel!r}", reason="UNKNOWN_CHANNEL")
-
-
-def check_channel(channel: str, channels: tuple[str, ...]) -> None:
-    validate.identifier("channel", channel, max_len=MAX_CHANNEL_LEN, reason="UNKNOWN_CHANNEL")
-    if channel not in channels:
-        raise UnknownChannel(channel)
-
-
 def validate_rate(rate_per_second: float, unlimited: bool) -> ChannelRate:
     """The rate SetChannelRate asks for: a positive rate, or unlimited said explicitly."""
     if unlimited:
@@ -216,7 +202,7 @@ def check_dead_letter_ids(ids: list[str]) -> None:
 
 
 def dlq_page_size(requested: int) -> int:
-    return validate.page_size(requested, default=DEFAULT_DLQ_PAGE, maximum=MAX_DLQ_PAGE)
+    return paging.OPERATOR_LIST.of(requested)
 
 
 def parse_rates(text: str) -> dict[str, ChannelRate]:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 
+from meshkit.channels import check_channel
 from meshkit.four_eyes import direct_change_refused
 from meshkit.logs import log_context
 from meshkit.outage import OutageLog, outage_of
@@ -35,7 +36,6 @@ from payout_svc.domain import (
     OrderMissing,
     OrderState,
     SettleConflict,
-    check_channel,
     check_dead_letter_ids,
     dlq_page_size,
     outage_backoff_s,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.background import sleep_or_stop
 from meshkit.errors import (
     Code,
@@ -68,8 +68,6 @@ Wake = Callable[[], None]
 
 RECENT_ORDERS = 5
 LOCAL_METHODS_MAX = 100_000
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 200
 
 
 def system_clock() -> datetime:
@@ -178,7 +176,7 @@ class GateAdmin:
         return stored
 
     async def audit(self, page_size: int) -> list[tuple[str, datetime, GateConfig | None, GateConfig, str]]:
-        size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = paging.PERSON_LIST.of(page_size)
         return await self.repo.gate_audit(size)
 
 
@@ -198,11 +196,11 @@ class Page:
 
 
 def encode_page_token(order: Order) -> str:
-    return validate.encode_keyset_token(order.created_at, order.order_id)
+    return paging.keyset_token(order.created_at, order.order_id)
 
 
 def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    return validate.decode_keyset_token(token, key_max_len=MAX_ORDER_ID_LEN)
+    return paging.keyset_of(token, key_max_len=MAX_ORDER_ID_LEN)
 
 
 class UserLimit(Protocol):
@@ -450,7 +448,7 @@ class WithdrawService:
 
     async def list_orders(self, uid: int, page_size: int, page_token: str) -> tuple[list[Order], str]:
         validate_uid(uid)
-        size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = paging.PERSON_LIST.of(page_size)
         after = decode_page_token(page_token)
         orders = await self.repo.list_orders(uid, size + 1, after)
         if len(orders) > size:
