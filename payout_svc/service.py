@@ -505,10 +505,13 @@ class ChannelRates:
         self.rates[channel] = rate
 
 
-class StatsSource(Protocol):
+class StreamStats(Protocol):
     async def group_info(self, channel: str) -> tuple[int, int, int]: ...
-    async def dead_letter_count(self, channel: str) -> int: ...
-    async def list_dead_letters(self, channel: str, limit: int) -> list[DeadLetter]: ...
+
+
+class DeadLettersPort(Protocol):
+    async def count(self, channel: str) -> int: ...
+    async def read(self, channel: str, limit: int) -> list[DeadLetter]: ...
     async def replay(self, channel: str, ids: list[str]) -> int: ...
 
 
@@ -522,9 +525,9 @@ class AuditPort(Protocol):
 
 
 class PayoutAdmin:
-    def __init__(self, source: StatsSource, gauge: RateGauge, rates: ChannelRates, audit: AuditPort,
-                 four_eyes: bool = True) -> None:
-        self.source, self.gauge, self.rates = source, gauge, rates
+    def __init__(self, streams: StreamStats, dead_letters: DeadLettersPort, gauge: RateGauge,
+                 rates: ChannelRates, audit: AuditPort, four_eyes: bool = True) -> None:
+        self.streams, self.dead_letters, self.gauge, self.rates = streams, dead_letters, gauge, rates
         self.audit = audit
         self.four_eyes = four_eyes   # direct SetChannelRate refused (meshkit/four_eyes.py)
 
@@ -534,9 +537,9 @@ class PayoutAdmin:
         return [await self.stats_of(ch) for ch in ([channel] if channel else self.rates.channels)]
 
     async def stats_of(self, channel: str) -> ChannelStats:
-        backlog, pending, consumers = await self.source.group_info(channel)
+        backlog, pending, consumers = await self.streams.group_info(channel)
         current = await self.gauge.current_rate(channel)
-        dead = await self.source.dead_letter_count(channel)
+        dead = await self.dead_letters.count(channel)
         return ChannelStats(channel, backlog, pending, consumers, self.rates.rate_of(channel), current, dead)
 
     async def set_rate(self, channel: str, rate_per_second: float, unlimited: bool,
@@ -554,12 +557,12 @@ class PayoutAdmin:
 
     async def list_dead_letters(self, channel: str, page_size: int) -> list[DeadLetter]:
         check_channel(channel, self.rates.channels)
-        return await self.source.list_dead_letters(channel, dlq_page_size(page_size))
+        return await self.dead_letters.read(channel, dlq_page_size(page_size))
 
     async def replay(self, channel: str, ids: list[str], actor: str) -> int:
         check_channel(channel, self.rates.channels)
         check_dead_letter_ids(ids)
-        replayed = await self.source.replay(channel, ids)
+        replayed = await self.dead_letters.replay(channel, ids)
         log.info("replayed %d dead letters of %s (by %s)", replayed, channel, actor)
         # After the replay, which is Redis's: a replay that failed half-way is not recorded
         # as done, and the entries it did move are visible on the stream.

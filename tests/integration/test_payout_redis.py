@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
+from meshkit.order_locks import OrderLocks
 from meshkit.redis_keys import Keys
 from payout_svc.domain import PAUSED, UNLIMITED, ChannelRate, Job
-from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter, decode_job, encode_job
+from payout_svc.jobs import decode_job, encode_job
+from payout_svc.rate_limiter import RateLimiter
+from payout_svc.streams import ChannelQueue
 from tools.loadlib.stats import max_in_window
 
 
@@ -175,16 +178,16 @@ async def test_dead_letters_list_and_replay_once(redis_client: redis.Redis, keys
     # The order is recorded as dead-lettered with the letter (withdraw_svc's sweep reads it).
     dead_orders = keys.payout_dead_orders("bank")
     assert await redis_client.hget(dead_orders, failing.order_id) == b"1"
-    [letter] = await queue.list_dead_letters("bank", 10)
+    [letter] = await queue.dead_letters.read("bank", 10)
     assert (letter.reason, letter.attempts, letter.job.order_id) == ("gateway down", 3, failing.order_id)
     assert letter.dead_time is not None
     assert (await queue.group_info("bank"))[1] == 0  # acked
 
-    results = await asyncio.gather(queue.replay("bank", [letter.dead_letter_id]),
-                                   queue.replay("bank", [letter.dead_letter_id]))
+    results = await asyncio.gather(queue.dead_letters.replay("bank", [letter.dead_letter_id]),
+                                   queue.dead_letters.replay("bank", [letter.dead_letter_id]))
     assert sorted(results) == [0, 1]
-    assert await queue.replay("bank", [letter.dead_letter_id]) == 0
-    assert await queue.dead_letter_count("bank") == 0
+    assert await queue.dead_letters.replay("bank", [letter.dead_letter_id]) == 0
+    assert await queue.dead_letters.count("bank") == 0
     assert await redis_client.hexists(dead_orders, failing.order_id) == 0
     [again] = await queue.read("bank", 10, 100)
     assert again.job is not None and again.job.order_id == failing.order_id and again.job.attempt == 0
@@ -201,11 +204,11 @@ async def test_an_order_dead_twice_stays_recorded_until_both_letters_are_replaye
         await publish(redis_client, keys, failing)
         [delivery] = await queue.read("bank", 1, 100)
         await queue.dead_letter(delivery, failing.next_attempt("gateway down"), "gateway down", 3)
-    first, second = await queue.list_dead_letters("bank", 10)
+    first, second = await queue.dead_letters.read("bank", 10)
     dead_orders = keys.payout_dead_orders("bank")
-    assert await queue.replay("bank", [first.dead_letter_id]) == 1
+    assert await queue.dead_letters.replay("bank", [first.dead_letter_id]) == 1
     assert await redis_client.hget(dead_orders, failing.order_id) == b"1"
-    assert await queue.replay("bank", [second.dead_letter_id]) == 1
+    assert await queue.dead_letters.replay("bank", [second.dead_letter_id]) == 1
     assert await redis_client.hexists(dead_orders, failing.order_id) == 0
 
 
