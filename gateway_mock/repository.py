@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from gateway_mock.domain import ChannelFaults, Decision, Method, Payout, PayoutRequest, PayoutState
+from gateway_mock.ports import Recorded
 from meshkit import admin_store, changefeed
 
 _PAYOUT_COLUMNS = (
@@ -32,7 +33,9 @@ def _method(row: asyncpg.Record) -> Method:
     return Method(row["method_id"], row["uid"], row["channel"], row["account_masked"])
 
 
-class Repository:
+class PgGatewayStore:
+    """The gateway's PostgreSQL (gateway_mock.ports.GatewayStore)."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
@@ -40,8 +43,8 @@ class Repository:
 
     async def insert_payout(
         self, request: PayoutRequest, decision: Decision, async_delay_ms: int, requested_at: datetime
-    ) -> tuple[Payout, bool]:
-        """Record a payout unless the order already has one; returns (record, created)."""
+    ) -> Recorded:
+        """Record a payout unless the order already has one."""
         processing = decision.state is PayoutState.PROCESSING
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -63,11 +66,11 @@ class Repository:
             if row is not None:
                 payout = _payout(row)
                 await changefeed.append(conn, "payout", payout.order_id, payout.feed_payload())
-                return payout, True
+                return Recorded(payout, created=True)
         existing = await self.get_payout(request.order_id)
         # The row that beat us cannot vanish: payouts are never deleted.
         assert existing is not None
-        return existing, False
+        return Recorded(existing, created=False)
 
     async def insert_payouts(
         self, items: Sequence[tuple[PayoutRequest, Decision, int]], requested_at: datetime

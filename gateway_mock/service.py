@@ -35,7 +35,7 @@ from gateway_mock.domain import (
     page_size,
     validate_bind,
 )
-from gateway_mock.repository import Repository
+from gateway_mock.ports import GatewayStore
 from meshkit import validate
 from meshkit.admin_store import AuditEntry
 from meshkit.channels import check_channel
@@ -52,7 +52,7 @@ BatchOutcome = tuple[Payout, bool] | DomainError
 class GatewayService:
     def __init__(
         self,
-        repo: Repository,
+        repo: GatewayStore,
         channels: tuple[str, ...],
         rng: random.Random,
         *,
@@ -91,8 +91,9 @@ class GatewayService:
             await self.sleep(latency / 2)
             if not known and faults.transient(self.rng):
                 raise TransientError(request.channel)
-            payout, created = await self.repo.insert_payout(
+            recorded = await self.repo.insert_payout(
                 request, faults.decide(self.rng), faults.async_delay_ms, requested_at)
+            payout, created = recorded.payout, recorded.created
             if not created:
                 if not payout.same_content(request):
                     raise PayoutConflict(request.order_id)
