@@ -134,6 +134,15 @@ UNLIMITED = ChannelRate(unlimited=True)
 
 
 @dataclass(frozen=True)
+class GroupInfo:
+    """Where the channel's consumer group stands."""
+
+    backlog: int     # entries not yet delivered to any consumer
+    pending: int     # delivered and not yet acknowledged
+    consumers: int
+
+
+@dataclass(frozen=True)
 class ChannelStats:
     channel: str
     backlog: int

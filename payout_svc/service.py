@@ -30,6 +30,7 @@ from payout_svc.domain import (
     DependencyDown,
     GatewayAnswer,
     GatewayStatus,
+    GroupInfo,
     Handled,
     Job,
     Order,
@@ -463,7 +464,9 @@ class AwaitingChecker:
 # -- operators -----------------------------------------------------------------------------
 
 
-class RatesRepository(Protocol):
+class RateConfigPort(Protocol):
+    """The configured rate of each channel (payout_svc.repository.RatesRepository)."""
+
     async def all_rates(self) -> dict[str, ChannelRate]: ...
     async def seed_rates(self, rates: dict[str, ChannelRate]) -> None: ...
     async def set_rate(self, channel: str, rate: ChannelRate, actor: str, reason: str) -> None: ...
@@ -474,7 +477,7 @@ class ChannelRates:
     seconds so a change made through any replica reaches all of them. A channel with no
     configured rate is paused, never unlimited."""
 
-    def __init__(self, repo: RatesRepository, channels: tuple[str, ...],
+    def __init__(self, repo: RateConfigPort, channels: tuple[str, ...],
                  defaults: dict[str, ChannelRate]) -> None:
         self.repo = repo
         self.channels = channels
@@ -506,7 +509,7 @@ class ChannelRates:
 
 
 class StreamStats(Protocol):
-    async def group_info(self, channel: str) -> tuple[int, int, int]: ...
+    async def group_info(self, channel: str) -> GroupInfo: ...
 
 
 class DeadLettersPort(Protocol):
@@ -537,10 +540,11 @@ class PayoutAdmin:
         return [await self.stats_of(ch) for ch in ([channel] if channel else self.rates.channels)]
 
     async def stats_of(self, channel: str) -> ChannelStats:
-        backlog, pending, consumers = await self.streams.group_info(channel)
+        group = await self.streams.group_info(channel)
         current = await self.gauge.current_rate(channel)
         dead = await self.dead_letters.count(channel)
-        return ChannelStats(channel, backlog, pending, consumers, self.rates.rate_of(channel), current, dead)
+        return ChannelStats(channel, group.backlog, group.pending, group.consumers,
+                            self.rates.rate_of(channel), current, dead)
 
     async def set_rate(self, channel: str, rate_per_second: float, unlimited: bool,
                        actor: str) -> ChannelStats:

@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 from meshkit.redis_keys import Keys
 from meshkit.streams import ensure_group, group_lag, recreating_group, text, trim_acknowledged
 from payout_svc.dead_letters import DeadLetters
-from payout_svc.domain import Delivery, Job
+from payout_svc.domain import Delivery, GroupInfo, Job
 from payout_svc.jobs import delivery_of, entry_fields
 
 LAG_COUNT_LIMIT = 100_000
@@ -150,16 +150,15 @@ class ChannelQueue:
 
     # -- operators ---------------------------------------------------------------------------
 
-    async def group_info(self, channel: str) -> tuple[int, int, int]:
-        """(backlog, pending, consumers) of the channel's group."""
+    async def group_info(self, channel: str) -> GroupInfo:
         stream = self.stream(channel)
         length = int(await self.redis.xlen(stream))
         try:
             groups = await self.redis.xinfo_groups(stream)
         except ResponseError:
-            return length, 0, 0
+            return GroupInfo(length, 0, 0)
         ours = next((g for g in groups if text(g["name"]) == self.group), None)
         if ours is None:
-            return length, 0, 0
+            return GroupInfo(length, 0, 0)
         lag = await group_lag(self.redis, stream, ours, LAG_COUNT_LIMIT)
-        return lag, int(ours["pending"]), int(ours["consumers"])
+        return GroupInfo(lag, int(ours["pending"]), int(ours["consumers"]))

@@ -181,7 +181,7 @@ async def test_dead_letters_list_and_replay_once(redis_client: redis.Redis, keys
     [letter] = await queue.dead_letters.read("bank", 10)
     assert (letter.reason, letter.attempts, letter.job.order_id) == ("gateway down", 3, failing.order_id)
     assert letter.dead_time is not None
-    assert (await queue.group_info("bank"))[1] == 0  # acked
+    assert (await queue.group_info("bank")).pending == 0  # acked
 
     results = await asyncio.gather(queue.dead_letters.replay("bank", [letter.dead_letter_id]),
                                    queue.dead_letters.replay("bank", [letter.dead_letter_id]))
@@ -245,8 +245,8 @@ async def test_stats_and_trim_keep_what_is_not_done(redis_client: redis.Redis, k
     first, second, third = await queue.read("bank", 3, 100)
     await queue.ack(first)
     await queue.ack(third)
-    backlog, pending, consumers = await queue.group_info("bank")
-    assert (backlog, pending, consumers) == (3, 1, 1)
+    group = await queue.group_info("bank")
+    assert (group.backlog, group.pending, group.consumers) == (3, 1, 1)
     await queue.trim("bank")
     remaining = [e[0].decode() for e in await redis_client.xrange(keys.payout_stream("bank"))]
     assert second.entry_id in remaining and len(remaining) >= 4
