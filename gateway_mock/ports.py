@@ -20,10 +20,19 @@ class Recorded:
     created: bool
 
 
+@dataclass(frozen=True)
+class NewPayout:
+    """A payout to record, with the outcome drawn for it."""
+
+    request: PayoutRequest
+    decision: Decision
+    async_delay_ms: int
+
+
 class PayoutsPort(Protocol):
     async def insert_payout(self, request: PayoutRequest, decision: Decision, async_delay_ms: int,
                             requested_at: datetime) -> Recorded: ...
-    async def insert_payouts(self, items: Sequence[tuple[PayoutRequest, Decision, int]],
+    async def insert_payouts(self, items: Sequence[NewPayout],
                              requested_at: datetime) -> dict[str, Payout]: ...
     async def get_payouts(self, order_ids: Sequence[str]) -> dict[str, Payout]: ...
     async def get_payout(self, order_id: str) -> Payout | None: ...

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from gateway_mock.domain import ChannelFaults, Decision, Method, Payout, PayoutRequest, PayoutState
-from gateway_mock.ports import Recorded
+from gateway_mock.ports import NewPayout, Recorded
 from meshkit import admin_store, changefeed
 
 _PAYOUT_COLUMNS = (
@@ -73,9 +73,9 @@ class PgGatewayStore:
         return Recorded(existing, created=False)
 
     async def insert_payouts(
-        self, items: Sequence[tuple[PayoutRequest, Decision, int]], requested_at: datetime
+        self, items: Sequence[NewPayout], requested_at: datetime
     ) -> dict[str, Payout]:
-        """insert_payout for many (request, decision, async_delay_ms) with distinct order ids,
+        """insert_payout for many new payouts with distinct order ids,
         in one statement: only orders with no record yet whose method is bound to that uid
         on that channel are recorded, with their change-feed rows. The records created."""
         rows = await self.pool.fetch(
@@ -110,12 +110,12 @@ class PgGatewayStore:
             )
             SELECT * FROM ins
             """,
-            [r.order_id for r, _, _ in items], [r.uid for r, _, _ in items],
-            [r.channel for r, _, _ in items], [r.method_id for r, _, _ in items],
-            [r.amount_fen for r, _, _ in items], [d.state.value for _, d, _ in items],
-            [d.failure_reason for _, d, _ in items], [delay for _, _, delay in items],
-            [d.async_outcome.value if d.async_outcome else None for _, d, _ in items],
-            [d.async_reason for _, d, _ in items], requested_at,
+            [i.request.order_id for i in items], [i.request.uid for i in items],
+            [i.request.channel for i in items], [i.request.method_id for i in items],
+            [i.request.amount_fen for i in items], [i.decision.state.value for i in items],
+            [i.decision.failure_reason for i in items], [i.async_delay_ms for i in items],
+            [i.decision.async_outcome.value if i.decision.async_outcome else None for i in items],
+            [i.decision.async_reason for i in items], requested_at,
         )
         return {r["order_id"]: _payout(r) for r in rows}
 

@@ -15,7 +15,6 @@ from gateway_mock.domain import (
     CapacityExceeded,
     CapacityWindow,
     ChannelFaults,
-    Decision,
     Method,
     MethodConflict,
     MethodNotBound,
@@ -35,7 +34,7 @@ from gateway_mock.domain import (
     page_size,
     validate_bind,
 )
-from gateway_mock.ports import GatewayStore
+from gateway_mock.ports import GatewayStore, NewPayout
 from meshkit import validate
 from meshkit.admin_store import AuditEntry
 from meshkit.channels import check_channel
@@ -128,7 +127,7 @@ class GatewayService:
         now = self.clock()
         admitted: set[str] = set()
         refused: dict[str, DomainError] = {}
-        to_insert: list[tuple[PayoutRequest, Decision, int]] = []
+        to_insert: list[NewPayout] = []
         latency = 0.0
         for order_id, index in firsts.items():
             request = requests[index]
@@ -143,7 +142,7 @@ class GatewayService:
             if faults.transient(self.rng):
                 refused[order_id] = TransientError(request.channel)
                 continue
-            to_insert.append((request, faults.decide(self.rng), faults.async_delay_ms))
+            to_insert.append(NewPayout(request, faults.decide(self.rng), faults.async_delay_ms))
         await self.sleep(latency / 2)
         created = await self.repo.insert_payouts(to_insert, requested_at) if to_insert else {}
         others = [o for o in firsts if o not in created]
