@@ -13,6 +13,7 @@ import redis.asyncio as redis
 
 from meshkit.order_locks import OrderLocks
 from meshkit.redis_keys import Keys
+from meshkit.streams import trim_acknowledged
 from payout_svc.domain import PAUSED, UNLIMITED, ChannelRate, Job
 from payout_svc.jobs import decode_job, encode_job
 from payout_svc.rate_limiter import RateLimiter
@@ -252,6 +253,33 @@ async def test_stats_and_trim_keep_what_is_not_done(redis_client: redis.Redis, k
     assert second.entry_id in remaining and len(remaining) >= 4
     rest = await queue.read("bank", 10, 100)
     assert len(rest) == 3
+
+
+async def test_trim_keeps_what_any_group_of_the_stream_still_needs(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    other = ChannelQueue(redis_client, keys, "another-reader", "r1")
+    await queue.ensure("bank")
+    await other.ensure("bank")
+    ids = [await publish(redis_client, keys, job()) for _ in range(4)]
+    for delivery in await queue.read("bank", 4, 100):
+        await queue.ack(delivery)
+    first, second, third = await other.read("bank", 3, 100)
+    await other.ack(first)
+    await other.ack(second)
+    stream = keys.payout_stream("bank")
+    await trim_acknowledged(redis_client, stream, exact=True)
+    # Done by both groups: the first two; the other group still holds the third.
+    assert [e[0].decode() for e in await redis_client.xrange(stream)] == ids[2:]
+    await other.ack(third)
+    await trim_acknowledged(redis_client, stream, exact=True)
+    # The last entry the other group was given stays as its mark; the fourth is not yet its.
+    assert [e[0].decode() for e in await redis_client.xrange(stream)] == ids[2:]
+    [fourth] = await other.read("bank", 1, 100)
+    await other.ack(fourth)
+    await trim_acknowledged(redis_client, stream, exact=True)
+    assert [e[0].decode() for e in await redis_client.xrange(stream)] == ids[3:]
 
 
 async def test_awaiting_lease_hands_each_due_order_to_one_poller(
