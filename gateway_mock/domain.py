@@ -17,6 +17,8 @@ from meshkit.errors import Conflict, Exhausted, FailedPrecondition, InvalidArgum
 MAX_ID_LEN = 128
 MAX_ACCOUNT_LEN = 64
 MAX_BATCH = 500
+# A user's bound methods per ListMethods page.
+METHODS_PAGE = paging.PageSize(default=100, maximum=1000)
 CLOSED_ACCOUNT = "account closed"
 
 

@@ -41,10 +41,18 @@ class PayoutsPort(Protocol):
                            after: tuple[datetime, str] | None, limit: int) -> list[Payout]: ...
 
 
+@dataclass(frozen=True)
+class MethodsPage:
+    """A page of a user's bound methods, and the token of the next page (empty on the last)."""
+
+    methods: list[Method]
+    next_page_token: str
+
+
 class MethodsPort(Protocol):
     async def get_method(self, method_id: str) -> Method | None: ...
     async def insert_method(self, method: Method) -> Method: ...
-    async def list_methods(self, uid: int) -> list[Method]: ...
+    async def list_methods(self, uid: int, limit: int, after: tuple[datetime, str] | None) -> MethodsPage: ...
 
 
 class FaultsPort(Protocol):

@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 
 from gateway_mock.domain import ChannelFaults, Decision, Method, Payout, PayoutRequest, PayoutState
-from gateway_mock.ports import NewPayout, Recorded
-from meshkit import admin_store, changefeed
+from gateway_mock.ports import MethodsPage, NewPayout, Recorded
+from meshkit import admin_store, changefeed, paging
 
 _PAYOUT_COLUMNS = (
     "order_id, uid, channel, method_id, amount_fen, state, failure_reason,"
@@ -193,11 +193,19 @@ class PgGatewayStore:
         assert stored is not None
         return stored
 
-    async def list_methods(self, uid: int) -> list[Method]:
+    async def list_methods(
+        self, uid: int, limit: int, after: tuple[datetime, str] | None
+    ) -> MethodsPage:
+        """A page of the user's methods, oldest binding first, after the keyset position
+        `after`; and the next page's token, empty on the last page."""
+        at, key = after if after is not None else (None, "")
         rows = await self.pool.fetch(
-            "SELECT method_id, uid, channel, account_masked FROM methods WHERE uid = $1"
-            " ORDER BY created_at, method_id", uid)
-        return [_method(r) for r in rows]
+            "SELECT method_id, uid, channel, account_masked, created_at FROM methods WHERE uid = $1"
+            " AND ($2::timestamptz IS NULL OR (created_at, method_id) > ($2, $3))"
+            " ORDER BY created_at, method_id LIMIT $4", uid, at, key, limit + 1)
+        last = rows[limit - 1] if len(rows) > limit else None
+        token = paging.keyset_token(last["created_at"], last["method_id"]) if last else ""
+        return MethodsPage([_method(r) for r in rows[:limit]], token)
 
     # -- faults ----------------------------------------------------------------------------
 

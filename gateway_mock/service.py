@@ -12,6 +12,7 @@ from datetime import datetime
 
 from gateway_mock.domain import (
     MAX_BATCH,
+    METHODS_PAGE,
     CapacityExceeded,
     CapacityWindow,
     ChannelFaults,
@@ -35,7 +36,7 @@ from gateway_mock.domain import (
     validate_bind,
 )
 from gateway_mock.ports import GatewayStore, NewPayout
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.admin_store import AuditEntry
 from meshkit.channels import check_channel
 from meshkit.errors import DomainError, InvalidArgument
@@ -98,7 +99,7 @@ class GatewayService:
                     raise PayoutConflict(request.order_id)
                 payout = await self._finalize_if_due(payout)
             else:
-                log.info("payout recorded: %s %s fen via %s",
+                log.debug("payout recorded: %s %s fen via %s",
                          payout.state.value, payout.amount_fen, payout.channel)
             await self.sleep(latency / 2)
             if faults.reply_lost(self.rng):
@@ -152,7 +153,7 @@ class GatewayService:
             with log_context(order_id=order_id, uid=request.uid):
                 if order_id in created:
                     payout = created[order_id]
-                    log.info("payout recorded: %s %s fen via %s",
+                    log.debug("payout recorded: %s %s fen via %s",
                              payout.state.value, payout.amount_fen, payout.channel)
                     results[index] = (payout, False)
                     continue
@@ -248,9 +249,11 @@ class GatewayService:
             raise MethodConflict(wanted.method_id)
         return stored
 
-    async def list_methods(self, uid: int) -> list[Method]:
+    async def list_methods(self, uid: int, page_size: int, page_token: str) -> tuple[list[Method], str]:
         check_uid(uid)
-        return await self.repo.list_methods(uid)
+        size = METHODS_PAGE.of(page_size)
+        page = await self.repo.list_methods(uid, size, paging.keyset_of(page_token))
+        return page.methods, page.next_page_token
 
     # -- faults ----------------------------------------------------------------------------
 

@@ -59,9 +59,11 @@ class DeadLetters:
     async def count(self, channel: str) -> int:
         return int(await self.redis.xlen(self.keys.payout_dead_letters(channel)))
 
-    async def read(self, channel: str, limit: int) -> list[DeadLetter]:
-        """The oldest `limit` dead letters of the channel."""
-        entries: Any = await self.redis.xrange(self.keys.payout_dead_letters(channel), count=limit)
+    async def read(self, channel: str, limit: int, after: str | None = None) -> list[DeadLetter]:
+        """The oldest `limit` dead letters of the channel (after the entry id `after`)."""
+        # "(" makes the start exclusive: the page begins after the last letter shown.
+        entries: Any = await self.redis.xrange(self.keys.payout_dead_letters(channel),
+                                               min=f"({after}" if after else "-", count=limit)
         return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
 
     async def replay(self, channel: str, ids: list[str]) -> int:

@@ -210,6 +210,26 @@ def check_dead_letter_ids(ids: list[str]) -> None:
         validate.decimal(field, seq, 0, validate.UINT64_MAX, reason="BAD_DEAD_LETTER_ID")
 
 
+def dead_letter_token(letter: DeadLetter) -> str:
+    """The page token after `letter`: its entry id, in meshkit.paging's one format."""
+    return paging.encode(paging.Position(letter.dead_letter_id))
+
+
+def dead_letter_after(page_token: str) -> str | None:
+    """The entry id a dead-letter page token stands for (the last letter of the previous
+    page), None for the first page; anything but a token of a stream entry id is
+    "page_token: malformed"."""
+    position = paging.decode(page_token, timed=False, key_max_len=_MAX_ENTRY_ID_LEN)
+    if position is None:
+        return None
+    ms, sep, seq = position.key.partition("-")
+    if not sep:
+        raise validate.invalid("page_token", "malformed", reason="BAD_PAGE_TOKEN")
+    validate.decimal("page_token", ms, 0, validate.UINT64_MAX, reason="BAD_PAGE_TOKEN")
+    validate.decimal("page_token", seq, 0, validate.UINT64_MAX, reason="BAD_PAGE_TOKEN")
+    return position.key
+
+
 def dlq_page_size(requested: int) -> int:
     return paging.OPERATOR_LIST.of(requested)
 

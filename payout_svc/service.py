@@ -38,6 +38,8 @@ from payout_svc.domain import (
     OrderState,
     SettleConflict,
     check_dead_letter_ids,
+    dead_letter_after,
+    dead_letter_token,
     dlq_page_size,
     outage_backoff_s,
     retry_backoff_s,
@@ -409,7 +411,7 @@ async def settle(orders: OrdersPort, order: Order, answer: GatewayAnswer) -> Non
         # Retrying cannot change a terminal order: reconciliation reports it.
         log.error("gateway says %s but withdraw_svc settled the order otherwise (%s)", state.value, exc)
         return
-    log.info("order settled %s", settled.state.value)
+    log.debug("order settled %s", settled.state.value)
 
 
 class AwaitingChecker:
@@ -514,7 +516,7 @@ class StreamStats(Protocol):
 
 class DeadLettersPort(Protocol):
     async def count(self, channel: str) -> int: ...
-    async def read(self, channel: str, limit: int) -> list[DeadLetter]: ...
+    async def read(self, channel: str, limit: int, after: str | None = None) -> list[DeadLetter]: ...
     async def replay(self, channel: str, ids: list[str]) -> int: ...
 
 
@@ -559,9 +561,15 @@ class PayoutAdmin:
         check_channel(channel, self.rates.channels)
         return validate_rate(rate_per_second, unlimited)
 
-    async def list_dead_letters(self, channel: str, page_size: int) -> list[DeadLetter]:
+    async def list_dead_letters(
+        self, channel: str, page_size: int, page_token: str
+    ) -> tuple[list[DeadLetter], str]:
+        """A page of the channel's dead letters, oldest first, and the next page's token
+        (the last letter's id), empty on the last page."""
         check_channel(channel, self.rates.channels)
-        return await self.dead_letters.read(channel, dlq_page_size(page_size))
+        size = dlq_page_size(page_size)
+        letters = await self.dead_letters.read(channel, size + 1, dead_letter_after(page_token))
+        return letters[:size], (dead_letter_token(letters[size - 1]) if len(letters) > size else "")
 
     async def replay(self, channel: str, ids: list[str], actor: str) -> int:
         check_channel(channel, self.rates.channels)

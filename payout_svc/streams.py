@@ -55,7 +55,8 @@ class ChannelQueue:
     async def ensure(self, channel: str) -> None:
         await ensure_group(self.redis, self.stream(channel), self.group)
 
-    async def read(self, channel: str, count: int, block_ms: int) -> list[Delivery]:
+    async def read(self, channel: str, count: int, block_ms: int | None) -> list[Delivery]:
+        """Up to count new messages; block_ms None answers at once with what is there."""
         stream = self.stream(channel)
         reply: Any = await recreating_group(self.redis, stream, self.group, lambda: self.reader.xreadgroup(
             self.group, self.consumer, {stream: ">"}, count=count, block=block_ms), None)

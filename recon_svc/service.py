@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.admin_store import AuditEntry
 from meshkit.errors import Unavailable
 from meshkit.telemetry import meter
@@ -276,9 +276,14 @@ class ReconService:
     # ---- admin RPCs ----
 
     async def list_discrepancies(self, status: str, reason: str, order_id: str, source: str,
-                                 size: int) -> list[Discrepancy]:
+                                 size: int, page_token: str) -> tuple[list[Discrepancy], str]:
+        """A page of the matching discrepancies, newest first, and the next page's token
+        (the last id shown), empty on the last page."""
         validate_filters(status, reason, order_id, source)
-        return await self.repo.list_discrepancies(status, reason, order_id, source, page_size(size))
+        limit = page_size(size)
+        found = await self.repo.list_discrepancies(status, reason, order_id, source, limit + 1,
+                                                   paging.row_of(page_token))
+        return found[:limit], (paging.row_token(found[limit - 1].id) if len(found) > limit else "")
 
     async def resolve(self, discrepancy_id: int, status: str, note: str, actor: str) -> Discrepancy:
         validate.positive("discrepancy_id", discrepancy_id)

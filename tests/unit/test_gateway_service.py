@@ -24,7 +24,7 @@ from gateway_mock.domain import (
     PayoutRequest,
     PayoutState,
 )
-from gateway_mock.ports import NewPayout, Recorded
+from gateway_mock.ports import MethodsPage, NewPayout, Recorded
 from gateway_mock.service import GatewayService
 from meshkit.admin_store import AuditEntry
 
@@ -70,8 +70,8 @@ class FakeStore:
     async def insert_method(self, method: Method) -> Method:
         return self.methods.setdefault(method.method_id, method)
 
-    async def list_methods(self, uid: int) -> list[Method]:
-        return [m for m in self.methods.values() if m.uid == uid]
+    async def list_methods(self, uid: int, limit: int, after: tuple[datetime, str] | None) -> MethodsPage:
+        raise NotImplementedError
 
     async def load_faults(self) -> list[ChannelFaults]:
         return []
