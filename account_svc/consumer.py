@@ -18,11 +18,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
 from account_svc.domain import CreditOutcome
+from account_svc.ports import LedgerStatements
 from account_svc.service import Ledger
 from account_svc.streams import IngestStream, Message, Rejection
 from campaign.tokens import RewardGrant, TokenError
@@ -140,7 +140,7 @@ class BulkCreditor:
         # One connection per partition, held while the loop runs: a pooled statement
         # costs a second round trip (the pool resets the connection on release).
         async with contextlib.AsyncExitStack() as held:
-            conns = [await held.enter_async_context(self.ledger.pool.acquire())
+            conns = [await held.enter_async_context(self.ledger.store.connection())
                      for _ in range(self.writers)]
             while (item := await queue.get()) is not None:
                 await self.write(item, conns)
@@ -168,7 +168,7 @@ class BulkCreditor:
         self._tokens_per_entry = max(1.0, 0.5 * self._tokens_per_entry + 0.5 * tokens / len(messages))
         return prepared
 
-    async def write(self, prepared: Prepared, conns: Sequence[asyncpg.Connection] | None = None) -> None:
+    async def write(self, prepared: Prepared, conns: Sequence[LedgerStatements] | None = None) -> None:
         with _tracer.start_as_current_span(
             "rewards.ingest process", kind=SpanKind.CONSUMER, links=prepared.links,
             attributes={"messaging.system": "redis",
@@ -184,7 +184,7 @@ class BulkCreditor:
                     parts[prepared.grants[i].uid % self.writers].append(i)
                 batches = await asyncio.gather(*(
                     self.ledger.credit([prepared.grants[i] for i in part], all_or_nothing=False,
-                                       conn=conns[p] if conns else None)
+                                       on=conns[p] if conns else None)
                     for p, part in enumerate(parts)
                 ))
                 for part, batch in zip(parts, batches, strict=True):

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from campaign.partitions import DEFAULT_PARTITIONS, checked_partitions
 from meshkit.redis_keys import Keys
-from meshkit.streams import ensure_group, group_lag, is_nogroup
+from meshkit.streams import ensure_group, group_lag, is_nogroup, text, trim_acknowledged
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +67,13 @@ class Rejection:
     detail: str
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _messages(entries: list[tuple[bytes, dict[bytes, bytes]]] | None, stream: str) -> list[Message]:
     out: list[Message] = []
     for entry_id, fields in entries or []:
         # XAUTOCLAIM reports entries trimmed meanwhile with no fields.
         if fields is None:
             continue
-        out.append(Message(_text(entry_id), fields, stream))
+        out.append(Message(text(entry_id), fields, stream))
     return out
 
 
@@ -131,14 +127,14 @@ class IngestStream:
                 raise
             self.legacy_active = False
             return False
-        group = next((g for g in groups if _text(g["name"]) == GROUP), None)
+        group = next((g for g in groups if text(g["name"]) == GROUP), None)
         if group is None:
             # Published to by a producer whose consumers never made the group: from id 0,
             # everything in it is still to be delivered.
             await ensure_group(self.client, stream, GROUP)
             active = bool(await self.client.xlen(stream))
         else:
-            last = _text(group["last-delivered-id"])
+            last = text(group["last-delivered-id"])
             undelivered: Any = await self.client.xrange(stream, min="(" + last, count=1)
             active = bool(group["pending"]) or bool(undelivered)
         if active != self.legacy_active:
@@ -166,7 +162,7 @@ class IngestStream:
             return []
         out: list[Message] = []
         for stream, entries in (reply.items() if isinstance(reply, dict) else reply or []):
-            out += _messages(entries, _text(stream))
+            out += _messages(entries, text(stream))
         return out
 
     async def claim_stale(self, min_idle_ms: int, count: int) -> list[Message]:
@@ -186,7 +182,7 @@ class IngestStream:
                 del self._claiming[stream]
                 await self.ensure()
                 continue
-            following = _text(reply[0]) if reply else "0-0"
+            following = text(reply[0]) if reply else "0-0"
             if following == "0-0":
                 del self._claiming[stream]
             else:
@@ -229,33 +225,8 @@ class IngestStream:
         """Drop entries every consumer is done with, in every partition and the old stream,
         so they do not grow forever."""
         for partition in [*self.partitions, self.legacy]:
-            await _trim_acknowledged(self.client, partition.stream, exact=exact)
+            await trim_acknowledged(self.client, partition.stream, exact=exact)
 
-
-async def _trim_acknowledged(client: redis.Redis, stream: str, *, exact: bool) -> None:
-    """Everything below the oldest pending entry and at or below the group's last
-    delivered id has been acknowledged."""
-    try:
-        groups: Any = await client.xinfo_groups(stream)
-    except Exception as exc:
-        if "no such key" in str(exc).lower():
-            return
-        raise
-    floor: str | None = None
-    for group in groups:
-        last_id = _text(group.get("last-delivered-id"))
-        pending: Any = await client.xpending(stream, group["name"])
-        low = pending.get("min") if pending and pending.get("pending") else None
-        candidate = _text(low) if low else last_id
-        if floor is None or _id_key(candidate) < _id_key(floor):
-            floor = candidate
-    if floor and floor != "0-0":
-        await client.xtrim(stream, minid=floor, approximate=not exact)
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def unsettled(client: redis.Redis, keys: Keys, partitions: int = DEFAULT_PARTITIONS) -> int:
@@ -269,7 +240,7 @@ async def unsettled(client: redis.Redis, keys: Keys, partitions: int = DEFAULT_P
             if "no such key" in str(exc).lower():
                 continue
             raise
-        group = next((g for g in groups if _text(g["name"]) == GROUP), None)
+        group = next((g for g in groups if text(g["name"]) == GROUP), None)
         if group is None:
             total += int(await client.xlen(partition.stream))
             continue

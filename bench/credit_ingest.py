@@ -53,7 +53,7 @@ import redis.asyncio as redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-from account_svc import repository as account_repository  # noqa: E402
+from account_svc.repository import LedgerRepository  # noqa: E402
 from account_svc.streams import GROUP, partitions_of, unsettled  # noqa: E402
 from bench import pgstate  # noqa: E402
 from campaign.partitions import partitions_from  # noqa: E402
@@ -394,7 +394,7 @@ async def bench_sql_only(dsn: str, count: int, uid_count: int, batch: int, write
             async with pool.acquire() as conn:
                 for start in range(0, len(mine), batch // writers):
                     chunk = sorted(mine[start:start + batch // writers], key=lambda g: (g.uid, g.reward_id))
-                    await account_repository.credit(conn, chunk, all_or_nothing=False)
+                    await LedgerRepository(conn).credit(chunk, all_or_nothing=False)
 
         started = time.perf_counter()
         await asyncio.gather(*(writer(p) for p in range(writers)))

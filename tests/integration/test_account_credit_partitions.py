@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as redis
 
 from account_svc.consumer import BulkCreditor
+from account_svc.repository import PgLedgerStore
 from account_svc.service import CreditBatch, Ledger
 from account_svc.streams import GROUP, IngestStream, partitions_of, unsettled
 from campaign.partitions import partition_of
@@ -57,7 +58,7 @@ class StallingLedger(Ledger):
     consumer process frozen in the middle of a batch, until it is killed."""
 
     def __init__(self, pool: asyncpg.Pool, healthy: int) -> None:
-        super().__init__(pool, parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600)
+        super().__init__(PgLedgerStore(pool), parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600)
         self.healthy = healthy
         self.stalled = asyncio.Event()
 
@@ -139,7 +140,7 @@ async def test_two_consumers_credit_every_grant_once_when_one_dies(
     # 24 statements: at least its first batch (100 entries, 10 chunks of 100 tokens, two
     # writers each) commits and is acknowledged before it freezes.
     doomed = creditor(StallingLedger(pool, healthy=24), redis_client, keys, "consumer-a")
-    survivor = creditor(Ledger(pool, parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600),
+    survivor = creditor(Ledger(PgLedgerStore(pool), parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600),
                         redis_client, keys, "consumer-b")
     stopping = asyncio.Event()
     a = asyncio.create_task(doomed.run(stopping))
@@ -198,7 +199,7 @@ async def test_old_single_stream_is_drained_after_the_upgrade(
     # After it: new producers write to the partitions.
     await publish_rewards(redis_client, keys, new_tokens, per_entry=10, partitions=PARTITIONS)
 
-    consumer = creditor(Ledger(pool, parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600),
+    consumer = creditor(Ledger(PgLedgerStore(pool), parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600),
                         redis_client, keys, "upgraded")
     async with running(consumer):
         async def drained() -> bool:
@@ -227,7 +228,7 @@ async def test_deployment_without_the_old_stream_never_creates_it(
     uids = [new_uid() for _ in range(4)]
     tokens, reward_ids, _ = grants(uids, 40)
     await publish_rewards(redis_client, keys, tokens, partitions=PARTITIONS)
-    consumer = creditor(Ledger(pool, parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600),
+    consumer = creditor(Ledger(PgLedgerStore(pool), parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600),
                         redis_client, keys, "fresh")
     async with running(consumer):
         async def handled() -> bool:
