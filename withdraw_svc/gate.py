@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.background import sleep_or_stop
 from meshkit.four_eyes import direct_change_refused
 from meshkit.outage import OutageLog
@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 _outages = OutageLog(log)
 
 Clock = Callable[[], datetime]
-
-DEFAULT_AUDIT_PAGE = 20
-MAX_AUDIT_PAGE = 200
-
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
@@ -101,5 +97,5 @@ class GateAdmin:
         return stored
 
     async def audit(self, page_size: int, page_token: str) -> GateAuditPage:
-        size = validate.page_size(page_size, default=DEFAULT_AUDIT_PAGE, maximum=MAX_AUDIT_PAGE)
-        return await self.repo.gate_audit(size, validate.decode_id_token(page_token))
+        size = paging.PERSON_LIST.of(page_size)
+        return await self.repo.gate_audit(size, paging.row_of(page_token))

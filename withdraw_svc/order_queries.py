@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from meshkit import validate
+from meshkit import paging
 from meshkit.errors import NotFound
 from withdraw_svc.domain import MAX_ORDER_ID_LEN, Order, validate_order_id, validate_uid
 from withdraw_svc.ports import OrderReads
 
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 200
-
 
 def encode_page_token(order: Order) -> str:
-    return validate.encode_keyset_token(order.created_at, order.order_id)
+    return paging.keyset_token(order.created_at, order.order_id)
 
 
 def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    return validate.decode_keyset_token(token, key_max_len=MAX_ORDER_ID_LEN)
+    return paging.keyset_of(token, key_max_len=MAX_ORDER_ID_LEN)
 
 
 class OrderQueries:
@@ -36,7 +33,7 @@ class OrderQueries:
 
     async def list_orders(self, uid: int, page_size: int, page_token: str) -> tuple[list[Order], str]:
         validate_uid(uid)
-        size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = paging.PERSON_LIST.of(page_size)
         after = decode_page_token(page_token)
         orders = await self.orders.list_orders(uid, size + 1, after)
         if len(orders) > size:

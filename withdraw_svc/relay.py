@@ -12,12 +12,12 @@ from datetime import datetime
 
 from meshkit.background import sleep_or_stop
 from meshkit.outage import OutageLog
+from meshkit.streams import stream_id_key
 from withdraw_svc.faults import BeforeRefund
 from withdraw_svc.peers import PeerError
 from withdraw_svc.ports import ClaimedRefundsPort, LedgerRefunds, PayoutOutbox, PayoutStreams, RefundOutbox
 from withdraw_svc.records import RefundRow
 from withdraw_svc.settings import Settings
-from withdraw_svc.streams import stream_id_key
 
 log = logging.getLogger(__name__)
 _outages = OutageLog(log)

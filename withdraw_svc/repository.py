@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from meshkit import admin_store, changefeed, order_states
+from meshkit import admin_store, changefeed, order_states, paging
 from withdraw_svc.domain import (
     OPEN_STATES,
     FailureReason,
@@ -562,7 +562,7 @@ class Repository:
             "old_version, new_version, reason FROM gate_audit "
             "WHERE ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $1", limit + 1, before,
         )
-        token = str(rows[limit - 1]["id"]) if len(rows) > limit else ""
+        token = paging.row_token(rows[limit - 1]["id"]) if len(rows) > limit else ""
         return GateAuditPage([
             GateAuditEntry(
                 r["actor"], r["created_at"],
