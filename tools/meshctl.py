@@ -102,7 +102,11 @@ def _check_service(service: str) -> None:
 
 
 def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ plus overrides, with the repo and generated code importable."""
+    """os.environ plus overrides, with this checkout and its gen/ first on PYTHONPATH.
+
+    The venv's editable install would find the packages too, but it points at one checkout and
+    a venv may serve several (worktrees): the services run the code of the meshctl that starts them.
+    """
     env = dict(os.environ)
     env.update(overrides or {})
     paths = [str(ROOT), str(ROOT / "gen")]
