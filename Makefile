@@ -28,7 +28,9 @@ LOCKS := requirements/runtime.txt requirements/dev.txt requirements/load.txt
 # Then the project itself, editable and without its dependencies (the locks brought them): the
 # services, tools and gen/'s `mesh` import from this checkout without PYTHONPATH. Its build
 # backend, setuptools, is in the dev lock, so the build is not isolated: nothing unhashed is fetched.
-$(STAMP): $(LOCKS) pyproject.toml
+# pyproject.toml lists the packages: a change there reinstalls the project.
+PROJECT := pyproject.toml
+$(STAMP): $(LOCKS) $(PROJECT)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --require-hashes $(addprefix -r ,$(LOCKS))
 	$(PIP) install -q --no-deps --no-build-isolation -e .
