@@ -55,6 +55,7 @@ from mesh.recon.v1 import recon_pb2
 from mesh.withdraw.v1 import withdraw_pb2
 from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_REDIS_URL
+from meshkit.status import reason_of
 from tools import meshctl as mesh
 from tools.loadlib import gate
 from tools.loadlib.clients import MeshClients, retry_unavailable
@@ -76,7 +77,7 @@ from tools.loadlib.stats import Recorder
 ROOT = Path(__file__).resolve().parent.parent
 
 KILLED = ("payout_svc", "withdraw_svc", "account_svc")
-OK_REFUNDS = frozenset({"REFUNDED", "VOIDED"})
+OK_REFUNDS = frozenset({withdraw_pb2.REFUND_STATE_REFUNDED, withdraw_pb2.REFUND_STATE_VOIDED})
 
 
 class DrillFailed(Exception):
@@ -149,6 +150,20 @@ class Timeline:
 
 def _code(err: grpc.aio.AioRpcError) -> str:
     return err.code().name
+
+
+@dataclass(frozen=True)
+class ConfirmAnswer:
+    """One confirm's outcome: OK with its order, or the refusal's code and ErrorInfo reason
+    (the message is only shown)."""
+
+    code: grpc.StatusCode
+    reason: str | None
+    message: str
+    order: withdraw_pb2.Order | None
+
+    def refused_by_gate(self) -> bool:
+        return self.code is grpc.StatusCode.FAILED_PRECONDITION and (self.reason or "").startswith("GATE_")
 
 
 def _ts(dt: datetime) -> Timestamp:
@@ -230,8 +245,8 @@ class Drill:
                 return user
         raise DrillFailed("no test user fits the gate probe; use more --users")
 
-    async def _confirm(self, user: TestUser, tag: str) -> tuple[str, str, withdraw_pb2.Order | None]:
-        """(status code name, message, order) of one confirm of 100 fen."""
+    async def _confirm(self, user: TestUser, tag: str) -> ConfirmAnswer:
+        """One confirm of 100 fen."""
         request = withdraw_pb2.ConfirmWithdrawRequest(uid=user.uid, request_id=f"drill-{tag}-{user.uid}",
                                                       amount_fen=100, method_id=user.method_id)
         user.remaining_fen -= 100
@@ -241,9 +256,9 @@ class Drill:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 user.remaining_fen += 100
-            return _code(err), err.details() or "", None
+            return ConfirmAnswer(err.code(), reason_of(err), err.details() or "", None)
         self.confirmed.add(reply.order.order_id)
-        return "OK", "", reply.order
+        return ConfirmAnswer(grpc.StatusCode.OK, None, "", reply.order)
 
     async def gate_closed(self) -> None:
         assert self.gate_before is not None
@@ -262,10 +277,13 @@ class Drill:
             raise DrillFailed(f"gate: the page still shows the gate open {self.o.gate_timeout_s:.0f}s "
                               "after closing it")
         page_gate = await gate.page_gate(self.clients, probe.uid)
-        code, message, order = await self._confirm(probe, "closed")
-        if code != "FAILED_PRECONDITION":
-            raise DrillFailed(f"gate: a confirm during the closed window answered {code} "
-                              f"(order {order.order_id if order else '-'}), expected FAILED_PRECONDITION")
+        answer = await self._confirm(probe, "closed")
+        code, message = answer.code.name, answer.message
+        if not answer.refused_by_gate():
+            raise DrillFailed(f"gate: a confirm during the closed window answered {code} {answer.reason} "
+                              f"(order {answer.order.order_id if answer.order else '-'}), "
+                              "expected FAILED_PRECONDITION GATE_*")
+        # The message is read here as a user would: does it say when the gate reopens.
         if end not in message:
             raise DrillFailed(f"gate: the refusal does not name the reopening time {end}: {message!r}")
         if page_gate is None or not page_gate.HasField("open_time"):
@@ -293,16 +311,18 @@ class Drill:
                                         timeout_s=self.o.gate_timeout_s):
                 raise DrillFailed(f"gate: uid {released.uid} (mod {m} = {released.uid % m} < {k}) "
                                   f"not released within {self.o.gate_timeout_s:.0f}s")
-            code, message, _ = await self._confirm(released, f"k{k}")
-            if code != "OK":
-                raise DrillFailed(f"gate: released uid {released.uid} refused at k={k}: {code} {message}")
+            answer = await self._confirm(released, f"k{k}")
+            if answer.code is not grpc.StatusCode.OK:
+                raise DrillFailed(f"gate: released uid {released.uid} refused at k={k}: "
+                                  f"{answer.code.name} {answer.reason} {answer.message}")
             note = f"k={k}: released uid {released.uid} (mod {m} = {released.uid % m}) passes"
             if k < m:
                 held = self._user_in_batch(k, m)
-                code, message, _ = await self._confirm(held, f"k{k}")
-                if code != "FAILED_PRECONDITION":
+                answer = await self._confirm(held, f"k{k}")
+                if not answer.refused_by_gate():
                     raise DrillFailed(f"gate: uid {held.uid} (mod {m} = {held.uid % m} >= {k}) answered "
-                                      f"{code} at k={k}, expected FAILED_PRECONDITION")
+                                      f"{answer.code.name} {answer.reason} at k={k}, "
+                                      "expected FAILED_PRECONDITION GATE_*")
                 note += f", uid {held.uid} (mod {m} = {held.uid % m}) refused"
             self.timeline.note(note)
             previous_k = k
@@ -685,7 +705,7 @@ class Drill:
         for order_id in sorted(self.compensated & set(orders)):
             fail("needed the compensation job (the normal paths left it unfinished)", order_id)
         for record in discrepancies:
-            fail("open recon discrepancy", f"{record.reason} {record.order_id}: {record.detail[:80]}")
+            fail("open recon discrepancy", f"{_reason(record)} {record.order_id}: {record.detail[:80]}")
         for kind, items in examples.items():
             problems.append(f"{kind}: {len(items)} (e.g. {', '.join(items[:3])})")
 
@@ -699,11 +719,11 @@ class Drill:
             "gateway_payouts_of_drill_users": len(listed),
             "failed_with_debit": sum(1 for o in failed if any(
                 e.kind == account_pb2.ENTRY_KIND_DEBIT for e in entries.get(o.order_id, []))),
-            "failed_refund_states": dict(Counter(o.refund_state or "-" for o in failed)),
+            "failed_refund_states": dict(Counter(_refund(o) for o in failed)),
             "open_discrepancies_for_drill_orders": len(discrepancies),
             "orders_moved_by_compensation": len(self.compensated & set(orders)),
             "open_discrepancies_without_order_since_start": [
-                {"reason": d.reason, "detail": d.detail, "source": d.source} for d in global_open],
+                {"reason": _reason(d), "detail": d.detail, "source": _source(d)} for d in global_open],
             "problems": problems,
         }
         counts = (f"orders={len(orders)} succeeded={len(succeeded)} failed={len(failed)} "
@@ -812,10 +832,25 @@ def _state(order: withdraw_pb2.Order) -> str:
 Orders = list[withdraw_pb2.Order]
 
 
+def _refund(order: withdraw_pb2.Order) -> str:
+    """PENDING, REFUNDED, VOIDED; "-" for an order that owes none."""
+    if order.refund == withdraw_pb2.REFUND_STATE_UNSPECIFIED:
+        return "-"
+    return withdraw_pb2.RefundState.Name(order.refund).removeprefix("REFUND_STATE_")
+
+
+def _reason(d: recon_pb2.Discrepancy) -> str:
+    return recon_pb2.DiscrepancyReason.Name(d.reason_kind).removeprefix("DISCREPANCY_REASON_").lower()
+
+
+def _source(d: recon_pb2.Discrepancy) -> str:
+    return recon_pb2.DiscrepancySource.Name(d.source_kind).removeprefix("DISCREPANCY_SOURCE_").lower()
+
+
 def _unsettled(orders: Mapping[str, withdraw_pb2.Order]) -> tuple[Orders, Orders]:
     """(orders not terminal, FAILED orders whose refund is not confirmed)."""
     open_orders = [o for o in orders.values() if _state(o) not in TERMINAL]
-    unrefunded = [o for o in orders.values() if _state(o) == "FAILED" and o.refund_state not in OK_REFUNDS]
+    unrefunded = [o for o in orders.values() if _state(o) == "FAILED" and o.refund not in OK_REFUNDS]
     return open_orders, unrefunded
 
 
