@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.admin_store import AuditEntry
 from meshkit.errors import Unavailable
 from meshkit.telemetry import meter
@@ -282,8 +282,8 @@ class ReconService:
         validate_filters(status, reason, order_id, source)
         limit = page_size(size)
         found = await self.repo.list_discrepancies(status, reason, order_id, source, limit + 1,
-                                                   validate.decode_id_token(page_token))
-        return found[:limit], (str(found[limit - 1].id) if len(found) > limit else "")
+                                                   paging.row_of(page_token))
+        return found[:limit], (paging.row_token(found[limit - 1].id) if len(found) > limit else "")
 
     async def resolve(self, discrepancy_id: int, status: str, note: str, actor: str) -> Discrepancy:
         validate.positive("discrepancy_id", discrepancy_id)
