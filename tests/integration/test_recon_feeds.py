@@ -29,7 +29,7 @@ from tests.integration.recon_support import (
     open_feed_server,
     today,
 )
-from tests.waiting import eventually, never
+from tests.waiting import eventually, never, poll
 
 # Subjects (order ids, uid:<n>) where a fault was planted on purpose: the only ones allowed
 # to carry a discrepancy at the end of this module.
@@ -314,7 +314,9 @@ async def test_replaying_every_feed_from_the_start_changes_nothing(world: World)
         return {p.feed: p.cursor for p in s.positions}
 
     assert await eventually(caught_up, lambda c: c == cursors, timeout=10.0) == cursors
-    await eventually(lambda: world.db.fetchval("SELECT count(*) FROM recon.r_checks"), lambda n: n == 0)
+    # Best effort, as before: let the check queue drain; nothing here asserts that it did.
+    await poll(lambda: world.db.fetchval("SELECT count(*) FROM recon.r_checks"), lambda n: n == 0,
+               timeout=5.0, interval=0.1)
     after = await world.recon.stub.GetReconStatus(recon_pb2.GetReconStatusRequest())
     for field in ("credits_fen", "debits_fen", "refunds_fen", "balances_fen", "gateway_succeeded_fen",
                   "orders_succeeded_fen"):
