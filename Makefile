@@ -9,6 +9,10 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 PROTOS := $(sort $(shell find protos -name '*.proto'))
 GEN    := gen
+# The venv has the project installed editable (see $(STAMP)), so nothing needs PYTHONPATH to
+# import; it stays for a venv shared by several checkouts (git worktrees, VENV=...): the editable
+# install points at one of them, and this puts the checkout make runs in first, for its tools and
+# tests and the services meshctl starts.
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
 .PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e fuzz \
@@ -21,13 +25,19 @@ help: ## list targets
 # All three go in: CI runs the load report's tests too. pip refuses anything unhashed or unlisted.
 LOCKS := requirements/runtime.txt requirements/dev.txt requirements/load.txt
 
-$(STAMP): $(LOCKS)
+# Then the project itself, editable and without its dependencies (the locks brought them): the
+# services, tools and gen/'s `mesh` import from this checkout without PYTHONPATH. Its build
+# backend, setuptools, is in the dev lock, so the build is not isolated: nothing unhashed is fetched.
+# pyproject.toml lists the packages: a change there reinstalls the project.
+PROJECT := pyproject.toml
+$(STAMP): $(LOCKS) $(PROJECT)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --require-hashes $(addprefix -r ,$(LOCKS))
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PIP) check
 	@touch $@
 
-venv: $(STAMP) ## create .venv and install the hashed locks requirements/{runtime,dev,load}.txt
+venv: $(STAMP) ## create .venv: the hashed locks requirements/{runtime,dev,load}.txt, then the project editable
 
 # The lock compiler lives in a scratch venv, not in the project's: it is not a project dependency.
 # This machine's pip config (constraints, local wheel dirs) and any uv settings are ignored so the
@@ -82,9 +92,21 @@ lint: proto ## buf lint, ruff
 typecheck: proto ## mypy
 	$(VENV)/bin/mypy
 
-test: proto ## the whole suite: unit, integration (real PostgreSQL and Redis), e2e
+# PostgreSQL and Redis answering (or private ones started) and their URLs in the environment, then
+# pytest over the folders given ($(1); none: the whole suite).
+define pytest_with_servers
 	$(PY) tools/devstack.py ensure >/dev/null
-	set -a && source .run/devstack.env && set +a && $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	set -a && source .run/devstack.env && set +a && $(VENV)/bin/pytest -q -p no:cacheprovider $(1) $(PYTEST_ARGS)
+endef
+
+test: proto ## the whole suite: unit, integration (real PostgreSQL and Redis), e2e
+	$(call pytest_with_servers,)
+
+test-integration: proto ## integration tests only (real PostgreSQL and Redis, services in-process)
+	$(call pytest_with_servers,tests/integration)
+
+test-e2e: proto ## end-to-end tests only (the whole mesh as processes)
+	$(call pytest_with_servers,tests/e2e)
 
 fuzz: proto ## every RPC with 2,000 generated and mutated hostile requests (FUZZ_EXAMPLES=...), real services
 	$(PY) tools/devstack.py ensure >/dev/null
@@ -128,6 +150,13 @@ drill: proto ## campaign night rehearsed on the running mesh: gate, load, kills,
 migrate: proto ## run every service's migrations (they also run at start)
 	$(PY) tools/devstack.py ensure >/dev/null
 	set -a && source .run/devstack.env && set +a && $(PY) tools/migrate.py
+
+# Benchmarks take from seconds to many minutes and several seed a million rows or need `make up`'s
+# mesh (each one's docstring and BENCHMARKS.md say), so none runs unasked: the list, or the one named.
+bench: proto ## list the benchmarks in bench/; BENCH=name runs one (BENCH_ARGS="--orders 3000")
+	@if [[ -z "$(BENCH)" ]]; then $(PY) -m bench; else \
+	  $(PY) tools/devstack.py ensure >/dev/null && set -a && source .run/devstack.env && set +a && \
+	  $(PY) -m bench $(BENCH) $(BENCH_ARGS); fi
 
 envdoc: ## regenerate ENVIRONMENT.md, the list of every environment variable, from the code
 	$(PY) -m tools.envdoc

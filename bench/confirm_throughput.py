@@ -2,7 +2,7 @@
 """ConfirmWithdraw throughput through the mesh (withdraw_svc -> account_svc -> PostgreSQL +
 outbox), against pgbench's TPC-B-like transaction on the same PostgreSQL in the same run.
 
-    PYTHONPATH=.:gen .venv/bin/python bench/confirm_throughput.py [--clients 32] [--duration 20]
+    .venv/bin/python -m bench.confirm_throughput [--clients 32] [--duration 20]
         [--users 2000] [--spawn] [--no-pgbench]
 
 Uses the mesh at WITHDRAW_SVC_ADDR / ACCOUNT_SVC_ADDR / GATEWAY_MOCK_ADDR (default
@@ -45,20 +45,19 @@ from urllib.parse import urlsplit
 import asyncpg
 import grpc
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+from bench import pgstate
+from bench.seeding import User, seed_users
+from campaign.tokens import KeyRing, keyring_from_env
+from edge.client import UserSessions
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.db import with_database
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from tools.loadlib.clients import open_channel, serving
+from tools.loadlib.meshprocs import mesh_schemas
+from tools.loadlib.stats import percentiles
+from tools.meshctl import free_ports, own_certs
 
-from bench import pgstate  # noqa: E402
-from bench.seeding import User, seed_users  # noqa: E402
-from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
-from edge.client import UserSessions  # noqa: E402
-from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
-from meshkit.db import with_database  # noqa: E402
-from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from tools.loadlib.clients import open_channel, serving  # noqa: E402
-from tools.loadlib.meshprocs import mesh_schemas  # noqa: E402
-from tools.loadlib.stats import percentiles  # noqa: E402
-from tools.meshctl import free_ports, own_certs  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SERVICES = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052}
 AMOUNT_FEN = 100

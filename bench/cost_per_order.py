@@ -3,7 +3,7 @@
 Redis, from confirm to reconciliation verdict.
 
     set -a && . .run/devstack.env && set +a
-    PYTHONPATH=.:gen .venv/bin/python bench/cost_per_order.py [--rate 100] [--duration 20] [--mix]
+    .venv/bin/python -m bench.cost_per_order [--rate 100] [--duration 20] [--mix]
         [--users 2000] [--profile-dir .run/profiles/<name>]
 
 Runs against the mesh `make up` started (addresses from <SVC>_ADDR, default ports; pids from
@@ -56,21 +56,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+import grpc
 
-import grpc  # noqa: E402
-
-from bench import pgstate  # noqa: E402
-from mesh.recon.v1 import recon_pb2  # noqa: E402
-from mesh.withdraw.v1 import withdraw_pb2  # noqa: E402
-from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from tools import meshctl  # noqa: E402
-from tools.loadlib import gate  # noqa: E402
-from tools.loadlib.clients import MeshClients, address_of  # noqa: E402
-from tools.loadlib.cpu import CpuSampler, CpuWindow, thread_cpu  # noqa: E402
-from tools.loadlib.driver import Driver, DriverConfig, parse_mix  # noqa: E402
-from tools.loadlib.meshprocs import (  # noqa: E402
+from bench import pgstate
+from mesh.recon.v1 import recon_pb2
+from mesh.withdraw.v1 import withdraw_pb2
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from tools import meshctl
+from tools.loadlib import gate
+from tools.loadlib.clients import MeshClients, address_of
+from tools.loadlib.cpu import CpuSampler, CpuWindow, thread_cpu
+from tools.loadlib.driver import Driver, DriverConfig, parse_mix
+from tools.loadlib.meshprocs import (
     PG_OTHER_DATABASES,
     PG_SERVER,
     PG_UNATTRIBUTED,
@@ -80,10 +77,12 @@ from tools.loadlib.meshprocs import (  # noqa: E402
     mesh_schemas,
     pg_group,
 )
-from tools.loadlib.runner import funding_per_user  # noqa: E402
-from tools.loadlib.sampler import OrderTracker, channel_stats  # noqa: E402
-from tools.loadlib.seeding import TestUser, discover_channels, new_run_slot, run_uids, seed_users  # noqa: E402
-from tools.loadlib.stats import Recorder  # noqa: E402
+from tools.loadlib.runner import funding_per_user
+from tools.loadlib.sampler import OrderTracker, channel_stats
+from tools.loadlib.seeding import TestUser, discover_channels, new_run_slot, run_uids, seed_users
+from tools.loadlib.stats import Recorder
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SERVICES = ("withdraw_svc", "account_svc", "payout_svc", "gateway_mock", "recon_svc")
 CONFIRMS_ONLY = "confirm=1"

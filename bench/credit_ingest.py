@@ -2,7 +2,7 @@
 consumer) and through ForceCredit, against a raw asyncpg batch insert of the same number
 of rows in the same run.
 
-    PYTHONPATH=.:gen .venv/bin/python bench/credit_ingest.py [--rewards 50000 --uids 5000]
+    .venv/bin/python -m bench.credit_ingest [--rewards 50000 --uids 5000]
 
 Runs against account_svc at ACCOUNT_SVC_ADDR (default 127.0.0.1:50051); when nothing
 answers there it starts `python -m account_svc` on that port (own key prefix and schema,
@@ -50,22 +50,21 @@ from typing import Any
 import asyncpg
 import redis.asyncio as redis
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+from account_svc.repository import LedgerRepository
+from account_svc.streams import GROUP, partitions_of, unsettled
+from bench import pgstate
+from campaign.partitions import partitions_from
+from campaign.publish import publish_rewards
+from campaign.tokens import RewardGrant, keyring_from_env
+from mesh.account.v1 import account_pb2, account_pb2_grpc
+from meshkit.db import create_pool, migrate
+from meshkit.redis_keys import Keys
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from tools.loadlib.clients import open_channel, serving
+from tools.loadlib.cpu import read_stat
+from tools.meshctl import free_ports, own_certs
 
-from account_svc.repository import LedgerRepository  # noqa: E402
-from account_svc.streams import GROUP, partitions_of, unsettled  # noqa: E402
-from bench import pgstate  # noqa: E402
-from campaign.partitions import partitions_from  # noqa: E402
-from campaign.publish import publish_rewards  # noqa: E402
-from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
-from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
-from meshkit.db import create_pool, migrate  # noqa: E402
-from meshkit.redis_keys import Keys  # noqa: E402
-from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from tools.loadlib.clients import open_channel, serving  # noqa: E402
-from tools.loadlib.cpu import read_stat  # noqa: E402
-from tools.meshctl import free_ports, own_certs  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass

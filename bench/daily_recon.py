@@ -2,7 +2,7 @@
 """Daily reconciliation over 1,000,000 synthetic orders, against the same join done as one
 SQL query in the same run.
 
-    PYTHONPATH=.:gen .venv/bin/python bench/daily_recon.py [--orders 1000000] [--users 200000]
+    .venv/bin/python -m bench.daily_recon [--orders 1000000] [--users 200000]
         [--keep]
 
 Creates a scratch schema in DATABASE_URL's database (default local PostgreSQL), migrates
@@ -45,12 +45,11 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+from bench import pgstate
+from meshkit.db import create_pool, migrate
+from meshkit.settings import DEFAULT_DATABASE_URL
 
-from bench import pgstate  # noqa: E402
-from meshkit.db import create_pool, migrate  # noqa: E402
-from meshkit.settings import DEFAULT_DATABASE_URL  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DAY = date(2026, 1, 15)
 ZONE = ZoneInfo("Asia/Shanghai")

@@ -4,7 +4,7 @@ with no work at all (no database, no second hop), on the same runtime as withdra
 (grpc.aio on uvloop). Driven by the same client as the real run, it shows what Python gRPC
 alone costs per call on this machine.
 
-    PYTHONPATH=.:gen .venv/bin/python -m bench.grpc_floor --port 50999
+    .venv/bin/python -m bench.grpc_floor --port 50999
 
 bench/confirm_throughput.py starts it as a process of its own (like withdraw_svc), drives it,
 and stops it.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 from pathlib import Path
 
 import grpc
@@ -23,10 +22,9 @@ import uvloop
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 
-from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class EmptyWithdraw(withdraw_pb2_grpc.WithdrawServiceServicer):

@@ -1,7 +1,7 @@
 """Graceful overload: at twice the mesh's capacity, is the excess refused fast while the
 admitted confirms stay quick, and does any call end DEADLINE_EXCEEDED?
 
-    PYTHONPATH=.:gen .venv/bin/python bench/overload.py [--users 400 --step 5 --overload 12]
+    .venv/bin/python -m bench.overload [--users 400 --step 5 --overload 12]
 
 Always on a private mesh (gateway_mock, account_svc, withdraw_svc as processes on free ports,
 schemas bench_<run>_*, Redis key prefix bench-<run>, as bench/payout_drain.py does): the
@@ -37,16 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+from bench.payout_drain import BenchMesh, say
+from tools import meshctl
+from tools.loadlib.clients import MeshClients
+from tools.loadlib.driver import Driver, DriverConfig, parse_mix
+from tools.loadlib.runner import funding_per_user
+from tools.loadlib.seeding import TestUser, new_run_slot, run_uids, seed_users
+from tools.loadlib.stats import SHED, Recorder
 
-from bench.payout_drain import BenchMesh, say  # noqa: E402
-from tools import meshctl  # noqa: E402
-from tools.loadlib.clients import MeshClients  # noqa: E402
-from tools.loadlib.driver import Driver, DriverConfig, parse_mix  # noqa: E402
-from tools.loadlib.runner import funding_per_user  # noqa: E402
-from tools.loadlib.seeding import TestUser, new_run_slot, run_uids, seed_users  # noqa: E402
-from tools.loadlib.stats import SHED, Recorder  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MIX = "page=3,confirm=1,order=2"
 CAPACITY_P99_MS = 100.0

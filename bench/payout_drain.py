@@ -1,6 +1,6 @@
 """How exactly payout_svc holds a channel to its rate while draining a backlog.
 
-    PYTHONPATH=.:gen .venv/bin/python bench/payout_drain.py [--orders 6000 --rate 200]
+    .venv/bin/python -m bench.payout_drain [--orders 6000 --rate 200]
 
 Starts a private mesh as processes (gateway_mock, account_svc, withdraw_svc on free
 ports, schemas bench_<run>_*, Redis key prefix bench-<run>), so a mesh already running at
@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,24 +42,23 @@ import asyncpg
 import grpc
 import redis.asyncio as redis
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+from bench import pgstate
+from campaign.tokens import RewardGrant, keyring_from_env
+from edge.client import UserSessions
+from mesh.account.v1 import account_pb2, account_pb2_grpc
+from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.redis_keys import Keys
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from tools import meshctl
+from tools.loadlib import four_eyes
+from tools.loadlib.clients import open_channel, retry_unavailable
+from tools.loadlib.cpu import read_stat
+from tools.loadlib.seeding import bounded_gather
+from tools.loadlib.stats import max_in_window
 
-from bench import pgstate  # noqa: E402
-from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
-from edge.client import UserSessions  # noqa: E402
-from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
-from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
-from mesh.payout.v1 import payout_pb2, payout_pb2_grpc  # noqa: E402
-from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
-from meshkit.redis_keys import Keys  # noqa: E402
-from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from tools import meshctl  # noqa: E402
-from tools.loadlib import four_eyes  # noqa: E402
-from tools.loadlib.clients import open_channel, retry_unavailable  # noqa: E402
-from tools.loadlib.cpu import read_stat  # noqa: E402
-from tools.loadlib.seeding import bounded_gather  # noqa: E402
-from tools.loadlib.stats import max_in_window  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # payout_svc processes start with the channel paused (rate 0: no gateway calls), so that the
 # drain begins with every process up and warm; SetChannelRate then opens it (a live rate

@@ -1,7 +1,7 @@
 """payout_svc end to end with no rate limit and a fast gateway, against a raw
 XREADGROUP + XACK loop over the same messages in the same run.
 
-    PYTHONPATH=.:gen .venv/bin/python bench/payout_unlimited.py [--orders 3000]
+    .venv/bin/python -m bench.payout_unlimited [--orders 3000]
 
 Uses the private mesh of bench/payout_drain.py (own ports, schemas and key prefix; real
 orders placed through ConfirmWithdraw, their jobs put on the stream by withdraw_svc's

@@ -3,7 +3,7 @@
 PostgreSQL process over 60 s without traffic, and the old way of adding up its totals on
 the same data.
 
-    PYTHONPATH=.:gen .venv/bin/python bench/recon_idle.py [--orders 1000000] [--users 200000]
+    .venv/bin/python -m bench.recon_idle [--orders 1000000] [--users 200000]
         [--seconds 60] [--baseline-timeout 120] [--keep]
 
 Prints PostgreSQL's autovacuum setting first. Creates a scratch schema in DATABASE_URL's
@@ -51,20 +51,19 @@ from pathlib import Path
 import asyncpg
 import grpc
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+from bench.daily_recon import CREDIT_FEN, DAY_START, LOAD_SQL
+from mesh.feed.v1 import feed_pb2_grpc
+from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
+from meshkit.db import create_pool, migrate
+from meshkit.feed_servicer import ChangeFeedServicer
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, TlsSettings
+from meshkit.transport import bind
+from recon_svc.repository import Repository
+from recon_svc.sums import differences
+from tools.loadlib.clients import open_channel, serving
+from tools.meshctl import free_ports, own_certs
 
-from bench.daily_recon import CREDIT_FEN, DAY_START, LOAD_SQL  # noqa: E402
-from mesh.feed.v1 import feed_pb2_grpc  # noqa: E402
-from mesh.recon.v1 import recon_pb2, recon_pb2_grpc  # noqa: E402
-from meshkit.db import create_pool, migrate  # noqa: E402
-from meshkit.feed_servicer import ChangeFeedServicer  # noqa: E402
-from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, TlsSettings  # noqa: E402
-from meshkit.transport import bind  # noqa: E402
-from recon_svc.repository import Repository  # noqa: E402
-from recon_svc.sums import differences  # noqa: E402
-from tools.loadlib.clients import open_channel, serving  # noqa: E402
-from tools.meshctl import free_ports, own_certs  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TABLES = ("r_orders", "r_entries", "r_payouts", "r_payout_events", "r_balances", "r_checks",
           "discrepancies", "r_totals", "feed_positions", "daily_reports")

@@ -3,7 +3,7 @@
 final transition (the `updated_at` the orchestrator's feed reports for SUCCEEDED/FAILED) to
 recon's verdict on it (`checked_at`).
 
-    PYTHONPATH=.:gen .venv/bin/python bench/recon_lag.py [--rate 40] [--duration 30]
+    .venv/bin/python -m bench.recon_lag [--rate 40] [--duration 30]
         [--grace 0.5] [--users 400] [--spawn]
 
 The orders go through the mesh at GATEWAY_MOCK_ADDR / ACCOUNT_SVC_ADDR / WITHDRAW_SVC_ADDR /
@@ -37,24 +37,23 @@ from pathlib import Path
 import asyncpg
 import grpc
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
-
-from bench import pgstate  # noqa: E402
-from bench.seeding import User, seed_users  # noqa: E402
-from campaign.tokens import KeyRing, keyring_from_env  # noqa: E402
-from edge.client import UserSessions  # noqa: E402
-from mesh.feed.v1 import feed_pb2, feed_pb2_grpc  # noqa: E402
-from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
-from meshkit.db import (  # noqa: E402
+from bench import pgstate
+from bench.seeding import User, seed_users
+from campaign.tokens import KeyRing, keyring_from_env
+from edge.client import UserSessions
+from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.db import (
     create_pool,
     migrate,
     with_database,
 )
-from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from tools.loadlib.clients import open_channel, serving  # noqa: E402
-from tools.loadlib.meshprocs import mesh_schemas  # noqa: E402
-from tools.meshctl import free_ports, own_certs  # noqa: E402
+from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from tools.loadlib.clients import open_channel, serving
+from tools.loadlib.meshprocs import mesh_schemas
+from tools.meshctl import free_ports, own_certs
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MESH = {"gateway_mock": 50055, "account_svc": 50051, "withdraw_svc": 50052, "payout_svc": 50053}
 FEEDS = {"account": "account_svc", "withdraw": "withdraw_svc", "gateway": "gateway_mock"}

@@ -24,11 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from meshkit.pki import IDENTITIES, SPIFFE_PREFIX, CertDir
 
-from meshkit.pki import IDENTITIES, SPIFFE_PREFIX, CertDir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 VALID_DAYS = 365
 

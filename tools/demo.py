@@ -27,22 +27,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from campaign.tokens import RewardGrant, keyring_from_env
+from edge.client import UserSessions
+from mesh.account.v1 import account_pb2, account_pb2_grpc
+from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.dialer import Dialer
+from tools.meshctl import addr_of as mesh_addr_of
+
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts tools/ first on sys.path: put the repo and gen/ first instead,
-# so `tools.*`, the services and the generated `mesh` package import alike from anywhere.
-sys.path[:] = [str(ROOT), str(ROOT / "gen")] + [
-    p for p in sys.path if Path(p or ".").resolve() not in (ROOT / "tools", ROOT, ROOT / "gen")
-]
-
-import grpc  # noqa: E402
-
-from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
-from edge.client import UserSessions  # noqa: E402
-from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
-from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
-from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc  # noqa: E402
-from meshkit.dialer import Dialer  # noqa: E402
-from tools.meshctl import addr_of as mesh_addr_of  # noqa: E402
 
 RPC_TIMEOUT_S = 5.0
 SETTLE_TIMEOUT_S = 30.0

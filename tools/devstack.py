@@ -51,7 +51,11 @@ from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script, only tools/ is on sys.path
+# The one script that does not rely on the venv's editable install: `make down`/`status` and
+# .ci/run's exit trap call it to stop servers whatever state the venv is in (a `make venv` that
+# failed half-way, a venv from before the editable install) and must never wait on an install.
+# It needs only the standard library and meshkit.urls, so the checkout on sys.path is enough.
+if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from meshkit.urls import redact_url  # noqa: E402  (after the path fix above)

@@ -44,34 +44,27 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts tools/ first on sys.path: put the repo and gen/ first instead,
-# so `tools.*`, the services and the generated `mesh` package import alike from anywhere.
-sys.path[:] = [str(ROOT), str(ROOT / "gen")] + [
-    p for p in sys.path if Path(p or ".").resolve() not in (ROOT / "tools", ROOT, ROOT / "gen")
-]
+import grpc
+import redis.asyncio as redis
+from google.protobuf.timestamp_pb2 import Timestamp
 
-import grpc  # noqa: E402
-import redis.asyncio as redis  # noqa: E402
-from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
-
-from mesh.account.v1 import account_pb2  # noqa: E402
-from mesh.feed.v1 import feed_pb2  # noqa: E402
-from mesh.gateway.v1 import gateway_pb2  # noqa: E402
-from mesh.recon.v1 import recon_pb2  # noqa: E402
-from mesh.withdraw.v1 import withdraw_pb2  # noqa: E402
-from meshkit.redis_keys import Keys  # noqa: E402
-from meshkit.settings import DEFAULT_REDIS_URL  # noqa: E402
-from meshkit.status import reason_of  # noqa: E402
-from tools import meshctl as mesh  # noqa: E402
-from tools.loadlib import gate  # noqa: E402
-from tools.loadlib.clients import MeshClients, retry_unavailable  # noqa: E402
-from tools.loadlib.driver import Driver, DriverConfig, parse_mix  # noqa: E402
-from tools.loadlib.pgdetour import PostgresDetour  # noqa: E402
-from tools.loadlib.report import new_report_dir, summary_table, write_report  # noqa: E402
-from tools.loadlib.runner import funding_per_user, rate_figures  # noqa: E402
-from tools.loadlib.sampler import TERMINAL, OrderTracker, Sampler  # noqa: E402
-from tools.loadlib.seeding import (  # noqa: E402
+from mesh.account.v1 import account_pb2
+from mesh.feed.v1 import feed_pb2
+from mesh.gateway.v1 import gateway_pb2
+from mesh.recon.v1 import recon_pb2
+from mesh.withdraw.v1 import withdraw_pb2
+from meshkit.redis_keys import Keys
+from meshkit.settings import DEFAULT_REDIS_URL
+from meshkit.status import reason_of
+from tools import meshctl as mesh
+from tools.loadlib import gate
+from tools.loadlib.clients import MeshClients, retry_unavailable
+from tools.loadlib.driver import Driver, DriverConfig, parse_mix
+from tools.loadlib.pgdetour import PostgresDetour
+from tools.loadlib.report import new_report_dir, summary_table, write_report
+from tools.loadlib.runner import funding_per_user, rate_figures
+from tools.loadlib.sampler import TERMINAL, OrderTracker, Sampler
+from tools.loadlib.seeding import (
     TestUser,
     bounded_gather,
     channels_and_paused,
@@ -79,7 +72,9 @@ from tools.loadlib.seeding import (  # noqa: E402
     run_uids,
     seed_users,
 )
-from tools.loadlib.stats import Recorder  # noqa: E402
+from tools.loadlib.stats import Recorder
+
+ROOT = Path(__file__).resolve().parent.parent
 
 KILLED = ("payout_svc", "withdraw_svc", "account_svc")
 OK_REFUNDS = frozenset({withdraw_pb2.REFUND_STATE_REFUNDED, withdraw_pb2.REFUND_STATE_VOIDED})

@@ -22,22 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts tools/ first on sys.path: put the repo and gen/ first instead,
-# so `tools.*`, the services and the generated `mesh` package import alike from anywhere.
-sys.path[:] = [str(ROOT), str(ROOT / "gen")] + [
-    p for p in sys.path if Path(p or ".").resolve() not in (ROOT / "tools", ROOT, ROOT / "gen")
-]
+import grpc
 
-import grpc  # noqa: E402
-
-from tools.loadlib import gate  # noqa: E402
-from tools.loadlib.clients import MeshClients  # noqa: E402
-from tools.loadlib.driver import Driver, DriverConfig, parse_mix  # noqa: E402
-from tools.loadlib.report import new_report_dir, summary_table, write_report  # noqa: E402
-from tools.loadlib.runner import cpu_seconds, funding_per_user, rate_figures, wait_drained  # noqa: E402
-from tools.loadlib.sampler import OrderTracker, Sampler, channel_stats  # noqa: E402
-from tools.loadlib.seeding import (  # noqa: E402
+from tools.loadlib import gate
+from tools.loadlib.clients import MeshClients
+from tools.loadlib.driver import Driver, DriverConfig, parse_mix
+from tools.loadlib.report import new_report_dir, summary_table, write_report
+from tools.loadlib.runner import cpu_seconds, funding_per_user, rate_figures, wait_drained
+from tools.loadlib.sampler import OrderTracker, Sampler, channel_stats
+from tools.loadlib.seeding import (
     RUN_BLOCK,
     TEST_UID_BASE,
     discover_channels,
@@ -45,7 +38,9 @@ from tools.loadlib.seeding import (  # noqa: E402
     run_uids,
     seed_users,
 )
-from tools.loadlib.stats import Recorder  # noqa: E402
+from tools.loadlib.stats import Recorder
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def parser() -> argparse.ArgumentParser:

@@ -33,13 +33,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshkit.dialer import Dialer
+from meshkit.pki import CertDir
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from meshkit.dialer import Dialer  # noqa: E402
-from meshkit.pki import CertDir  # noqa: E402
 
 # Dependency order: a service's peers start before it (recon reads everyone).
 SERVICES: tuple[str, ...] = ("gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc")
@@ -104,7 +102,11 @@ def _check_service(service: str) -> None:
 
 
 def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ plus overrides, with the repo and generated code importable."""
+    """os.environ plus overrides, with this checkout and its gen/ first on PYTHONPATH.
+
+    The venv's editable install would find the packages too, but it points at one checkout and
+    a venv may serve several (worktrees): the services run the code of the meshctl that starts them.
+    """
     env = dict(os.environ)
     env.update(overrides or {})
     paths = [str(ROOT), str(ROOT / "gen")]

@@ -15,15 +15,10 @@ import importlib
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts tools/ first on sys.path: put the repo and gen/ first instead,
-# so `tools.*`, the services and the generated `mesh` package import alike from anywhere.
-sys.path[:] = [str(ROOT), str(ROOT / "gen")] + [
-    p for p in sys.path if Path(p or ".").resolve() not in (ROOT / "tools", ROOT, ROOT / "gen")
-]
+from meshkit.db import create_pool, migrate
+from meshkit.settings import CommonSettings
 
-from meshkit.db import create_pool, migrate  # noqa: E402
-from meshkit.settings import CommonSettings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SERVICES = ("gateway_mock", "account_svc", "withdraw_svc", "payout_svc", "recon_svc")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from meshkit.dialer import Dialer
 from meshkit.pki import CertDir
 from meshkit.policy import ADMIN_SERVICES
 from tests.e2e.conftest import E2EMesh
+from tests.waiting import poll_blocking
 from tools import demo
 
 pytestmark = pytest.mark.e2e
@@ -152,12 +152,10 @@ def test_one_real_call_per_service(e2e_mesh: E2EMesh, happy_order: demo.Withdraw
     assert "bank" in channels, stats
 
     # recon follows the change feeds a little behind: wait (bounded) until it saw the payout.
-    deadline = time.monotonic() + 20
-    while True:
-        status = call(e2e_mesh, "recon_svc", "mesh.recon.v1.ReconService/GetReconStatus", {})
-        if int(status.get("gateway_succeeded_fen", 0)) >= 100 or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    def recon_status() -> Any:
+        return call(e2e_mesh, "recon_svc", "mesh.recon.v1.ReconService/GetReconStatus", {})
+    status = poll_blocking(recon_status, lambda s: int(s.get("gateway_succeeded_fen", 0)) >= 100,
+                           timeout=20, interval=0.3)
     assert int(status.get("gateway_succeeded_fen", 0)) >= 100, status
     assert int(status.get("debits_fen", 0)) >= 100, status
     assert {"account", "withdraw", "gateway"} <= {p["feed"] for p in status["positions"]}, status

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from meshkit.dialer import Dialer
+from tests.waiting import poll_blocking
 from tools import meshctl as mesh
 
 pytestmark = pytest.mark.e2e
@@ -136,9 +136,7 @@ async def test_a_collector_that_is_away_does_not_hold_up_shutdown(
 
 
 def _wait_export_failed(layout: mesh.Layout, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not _export_failed(layout) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    poll_blocking(lambda: _export_failed(layout), timeout=timeout)
 
 
 def _export_failed(layout: mesh.Layout) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -25,6 +24,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from mesh.withdraw.v1 import withdraw_pb2
 from tests.harness import create_database, drop_database
+from tests.waiting import poll
 from tools import demo
 from tools import meshctl as mesh
 
@@ -221,11 +221,8 @@ async def test_one_confirm_is_one_trace_across_the_mesh_processes(traced_mesh: T
         f"the order did not succeed: {demo.report(done)}\n{traced_mesh.log_tails()}"
 
     # The batch processors flush every 200 ms; the consumer span ends after the settle.
-    deadline = time.monotonic() + SPANS_TIMEOUT_S
-    chain = _follow(traced_mesh.receiver.spans())
-    while chain.problems and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        chain = _follow(traced_mesh.receiver.spans())
+    chain = await poll(lambda: _follow(traced_mesh.receiver.spans()), lambda c: not c.problems,
+                       timeout=SPANS_TIMEOUT_S, interval=0.2)
     assert not chain.problems, (
         f"{list(chain.problems)}\nspans in the confirm's trace: "
         f"{sorted((r.service, r.span.name) for r in chain.trace)}\n{traced_mesh.log_tails()}"

@@ -47,7 +47,8 @@ from tests.fuzz import stats
 from tests.fuzz.messages import CONTEXT, Case, Rpc, all_rpcs, cases
 from tests.harness import channel, user_metadata
 from tests.integration.ledger_invariants import reward_token
-from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, _start, start_mesh
+from tests.waiting import eventually
 
 RPCS = all_rpcs()
 FAULT_CHANNEL = "bank"

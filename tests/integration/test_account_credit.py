@@ -10,7 +10,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -27,6 +27,7 @@ from meshkit.redis_keys import Keys
 from tests import harness
 from tests.harness import new_id, new_uid, start_service, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, reward_token
+from tests.waiting import eventually
 
 Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
 EIGHT_DAYS = 8 * 24 * 3600
@@ -69,22 +70,11 @@ async def credited(reward_ids: list[str]) -> dict[str, int]:
     return {r["reward_id"]: int(r["n"]) for r in rows}
 
 
-async def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def wait_credited(reward_ids: list[str], timeout: float = 15.0) -> dict[str, int]:
     async def all_there() -> dict[str, int] | None:
         found = await credited(reward_ids)
         return found if len(found) == len(set(reward_ids)) else None
-    result: dict[str, int] = await wait_until(all_there, timeout, f"{len(reward_ids)} credits")
+    result: dict[str, int] = await eventually(all_there, timeout=timeout, what=f"{len(reward_ids)} credits")
     return result
 
 
@@ -92,7 +82,7 @@ async def wait_ingest_settled(client: redis.Redis, keys: Keys, timeout: float = 
     """Every entry of every ingest partition delivered to the group and acknowledged."""
     async def settled() -> bool:
         return await unsettled(client, keys) == 0
-    await wait_until(settled, timeout, "the ingest stream to be consumed")
+    await eventually(settled, timeout=timeout, what="the ingest stream to be consumed")
 
 
 async def refusals(client: redis.Redis, keys: Keys) -> dict[str, str]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_DATABASE_URL
 from tests.harness import new_uid
 from tests.integration.ledger_invariants import assert_ledger_invariants, reward_token
+from tests.waiting import eventually
 
 PARTITIONS = 4
 MIGRATIONS = Path(__file__).resolve().parents[2] / "account_svc" / "migrations"
@@ -75,14 +75,6 @@ def creditor(ledger: Ledger, client: redis.Redis, keys: Keys, name: str) -> Bulk
     # a dead consumer's entries are taken over.
     return BulkCreditor(ledger, IngestStream(client, keys, name, partitions=PARTITIONS, legacy_check_s=0.2),
                         batch=100, block_ms=100, claim_idle_ms=300, writers=2)
-
-
-async def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def pending_of(client: redis.Redis, keys: Keys, consumer: str) -> set[tuple[str, str]]:
@@ -156,7 +148,7 @@ async def test_two_consumers_credit_every_grant_once_when_one_dies(
             async def all_handled() -> bool:
                 return await unsettled(redis_client, keys, PARTITIONS) == 0
 
-            await wait_until(all_handled, "every partition to be consumed")
+            await eventually(all_handled, timeout=30.0, what="every partition to be consumed")
             # What A held was taken over (XAUTOCLAIM) and acknowledged by B: A is dead.
             assert await pending_of(redis_client, keys, "consumer-a") == set()
     finally:
@@ -205,12 +197,12 @@ async def test_old_single_stream_is_drained_after_the_upgrade(
         async def drained() -> bool:
             return await unsettled(redis_client, keys, PARTITIONS) == 0 and not consumer.stream.legacy_active
 
-        await wait_until(drained, "the old stream and the partitions to be drained")
+        await eventually(drained, timeout=30.0, what="the old stream and the partitions to be drained")
         credited, _ = await ledger_of(pool, uids)
         assert credited == {**old_ids, **new_ids}
         # An old producer still running during the rollout: looked at again, drained again.
         await _publish_old_style(redis_client, keys, late_tokens, per_entry=10)
-        await wait_until(drained, "the late entries of the old stream to be drained")
+        await eventually(drained, timeout=30.0, what="the late entries of the old stream to be drained")
         # Read then, never deleted: an old producer's XADD cannot race a deletion.
         assert await redis_client.exists(keys.rewards_ingest())
 
@@ -233,7 +225,7 @@ async def test_deployment_without_the_old_stream_never_creates_it(
     async with running(consumer):
         async def handled() -> bool:
             return await unsettled(redis_client, keys, PARTITIONS) == 0
-        await wait_until(handled, "the partitions to be consumed")
+        await eventually(handled, timeout=30.0, what="the partitions to be consumed")
     assert (await ledger_of(pool, uids))[0] == reward_ids
     assert not await redis_client.exists(keys.rewards_ingest())
 

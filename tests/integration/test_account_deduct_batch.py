@@ -19,7 +19,7 @@ from mesh.account.v1 import account_pb2_grpc
 from tests import harness
 from tests.harness import new_id, new_uid, start_service, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, fund
-from tests.integration.test_withdraw_support import eventually
+from tests.waiting import eventually
 
 Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
 

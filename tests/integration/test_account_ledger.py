@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
@@ -22,6 +21,7 @@ from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
 from tests import harness
 from tests.harness import new_id, new_uid, start_service, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, fund
+from tests.waiting import eventually
 
 Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
 
@@ -333,15 +333,17 @@ async def test_entries_reach_the_change_feed(channel: grpc.aio.Channel, account:
     found: list[dict[str, Any]] = []
     typed: list[feed_pb2.EntryRecord] = []
     cursor = ""
-    deadline = time.monotonic() + 10
-    while len(found) < 2 and time.monotonic() < deadline:
+
+    async def read_on() -> list[dict[str, Any]]:
+        nonlocal cursor
         page = await feed.ReadChanges(feed_pb2.ReadChangesRequest(cursor=cursor, limit=5000))
         mine = [c for c in page.changes if c.kind == "entry" and c.key == order_id]
-        found += [json.loads(c.payload_json) for c in mine]
-        typed += [c.entry for c in mine if c.WhichOneof("record") == "entry"]
-        if page.next_cursor == cursor:
-            await asyncio.sleep(0.05)
+        found.extend(json.loads(c.payload_json) for c in mine)
+        typed.extend(c.entry for c in mine if c.WhichOneof("record") == "entry")
         cursor = page.next_cursor
+        return found
+
+    await eventually(read_on, lambda f: len(f) >= 2, timeout=10, what="both entries in the feed")
     assert [(p["kind"], p["amount_fen"], p["uid"]) for p in found] == [
         ("DEBIT", 250, uid), ("REFUND", 250, uid)]
     assert found[0]["entry_id"] == debit.entry_id and found[0]["balance_after_fen"] == 750

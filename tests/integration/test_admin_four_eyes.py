@@ -20,7 +20,8 @@ from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.server import RunningServer
-from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, _start, start_mesh
+from tests.waiting import eventually
 from tools.loadlib import four_eyes
 
 ALICE = "operator-alice"

@@ -35,7 +35,8 @@ from mesh.withdraw.v1 import withdraw_pb2_grpc as wd_grpc
 from meshkit.server import RunningServer
 from tests import harness
 from tests.harness import user_metadata
-from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, _start, start_mesh
+from tests.waiting import eventually
 
 NUL = "wd-1\x00x"
 LONG_ID = "o" * 300

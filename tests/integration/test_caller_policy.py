@@ -27,7 +27,8 @@ from meshkit.dialer import Dialer
 from meshkit.identity import CALLER_HEADER
 from meshkit.pki import CertDir
 from meshkit.server import RunningServer
-from tests.integration.test_withdraw_support import WdMesh, _start, eventually, reward_token, start_mesh
+from tests.integration.withdraw_support import WdMesh, _start, reward_token, start_mesh
+from tests.waiting import eventually
 from tools import certs as certs_tool
 
 SERVICES = ("account_svc", "withdraw_svc", "payout_svc", "recon_svc", "gateway_mock")

@@ -3,8 +3,6 @@ and the ledger's feed (its entries, through a view) carries every entry once."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 from meshkit import changefeed
 from meshkit.db import create_pool, migrate
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,10 +31,10 @@ async def pool(mesh_env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
 
 async def horizon_past(pool: asyncpg.Pool, xid: int, timeout_s: float = 30.0) -> None:
     """Wait (bounded) until transaction `xid` is below every snapshot's horizon."""
-    deadline = time.monotonic() + timeout_s
-    while int(await pool.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")) <= xid:
-        assert time.monotonic() < deadline, f"xid {xid} still at or above the snapshot horizon"
-        await asyncio.sleep(0.1)
+    async def horizon() -> int:
+        return int(await pool.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+    await eventually(horizon, lambda xmin: xmin > xid, timeout=timeout_s, interval=0.1,
+                     what=f"xid {xid} to fall below the snapshot horizon")
 
 
 async def _power_of_ten_below_horizon(pool: asyncpg.Pool) -> int:

@@ -17,7 +17,8 @@ import grpc
 import pytest
 
 from meshkit.status import reason_of
-from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, _start, start_mesh
+from tests.waiting import eventually
 from tools.faultproxy import FaultProxy
 
 CUT_S = 3.0

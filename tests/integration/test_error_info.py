@@ -14,7 +14,7 @@ from mesh.account.v1 import account_pb2
 from mesh.withdraw.v1 import withdraw_pb2
 from meshkit.status import error_info
 from tests.harness import user_metadata
-from tests.integration.test_withdraw_support import WdMesh, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
 
 
 @pytest.fixture(scope="module")

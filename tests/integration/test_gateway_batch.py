@@ -17,6 +17,7 @@ from mesh.feed.v1 import feed_pb2
 from mesh.gateway.v1 import gateway_pb2 as gw
 from tests.harness import new_uid, start_service
 from tests.integration.test_gateway_mock import ENV, Gateway, bind, request, rows_of, status_of
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +83,22 @@ async def test_batch_is_idempotent_per_order_and_conflicts_stay_per_item(
     for req, n in ((a, 1), (b, 1), (unbound, 0), (bad, 0)):
         assert len(await rows_of(db, req.order_id)) == n
     assert (await rows_of(db, b.order_id))[0]["amount_fen"] == 200
-    # Its record reached the change feed with it.
+    # Its record reached the change feed with it. The feed shows a change only once every
+    # transaction older than it has ended, anywhere on the server: on a shared PostgreSQL
+    # that can take a moment, so the feed is read until the record is there.
     cursor, payloads = "", []
-    while True:
-        page = await gateway.feed.ReadChanges(feed_pb2.ReadChangesRequest(cursor=cursor, limit=5000))
-        payloads += [c.payload_json for c in page.changes if c.kind == "payout" and c.key == b.order_id]
-        if not page.changes:
-            break
-        cursor = page.next_cursor
+
+    async def read_on() -> list[str]:
+        nonlocal cursor
+        while True:
+            page = await gateway.feed.ReadChanges(feed_pb2.ReadChangesRequest(cursor=cursor, limit=5000))
+            payloads.extend(c.payload_json for c in page.changes
+                            if c.kind == "payout" and c.key == b.order_id)
+            if not page.changes:
+                return payloads
+            cursor = page.next_cursor
+
+    await eventually(read_on, what=f"the payout of {b.order_id} in the gateway's change feed")
     assert len(payloads) == 1 and '"amount_fen": 200' in payloads[0] and '"state": "SUCCEEDED"' in payloads[0]
 
 

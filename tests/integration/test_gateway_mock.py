@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from meshkit.server import RunningServer
 from meshkit.timeconv import to_ts, utcnow
 from tests import harness
 from tests.harness import new_id, new_uid, start_service
+from tests.waiting import eventually
 
 CHANNELS = "bank,alipay,balance,gwa,gwb"
 ENV = {"GATEWAY_CHANNELS": CHANNELS, "GATEWAY_SWEEP_INTERVAL_S": "0.1", "GATEWAY_FAULTS_REFRESH_S": "0.5"}
@@ -189,12 +189,10 @@ async def test_definitive_failure(gateway: Gateway, faults: Any) -> None:
 
 
 async def poll_state(gateway: Gateway, order_id: str, want: int, timeout: float = 5.0) -> gw.Payout:
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = await gateway.api.QueryPayout(gw.QueryPayoutRequest(order_id=order_id))
-        if reply.payout.state == want or time.monotonic() > deadline:
-            return reply.payout
-        await asyncio.sleep(0.05)
+    async def payout() -> gw.Payout:
+        return (await gateway.api.QueryPayout(gw.QueryPayoutRequest(order_id=order_id))).payout
+    return await eventually(payout, lambda p: p.state == want, timeout=timeout,
+                            what=f"payout {order_id} in state {gw.PayoutState.Name(want)}")
 
 
 async def test_async_payout_completes_after_delay(gateway: Gateway, faults: Any) -> None:
@@ -233,11 +231,9 @@ async def test_async_completion_and_faults_survive_restart(gateway: Gateway, db:
         got = await second.admin.GetChannelFaults(gw.GetChannelFaultsRequest(channel="gwb"))
         assert got.faults == configured
         # Nobody queries: the sweeper of the new process must finalize it on its own.
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            if (await rows_of(db, req.order_id))[0]["state"] != "PROCESSING":
-                break
-            await asyncio.sleep(0.05)
+        async def state() -> str:
+            return str((await rows_of(db, req.order_id))[0]["state"])
+        await eventually(state, lambda s: s != "PROCESSING", timeout=5.0, what="the sweeper to finalize it")
         assert (await rows_of(db, req.order_id))[0]["state"] == "SUCCEEDED"
         queried = await second.api.QueryPayout(gw.QueryPayoutRequest(order_id=req.order_id))
         assert queried.payout.state == gw.PAYOUT_STATE_SUCCEEDED
@@ -404,18 +400,18 @@ async def test_every_payout_change_is_in_the_feed(gateway: Gateway, faults: Any)
     req = request(uid, "gwa", await bind(gateway, uid, "gwa"))
     await gateway.api.Payout(req)
     await poll_state(gateway, req.order_id, gw.PAYOUT_STATE_SUCCEEDED)
-    states: list[str] = []
-    deadline = time.monotonic() + 5.0
-    while len(states) < 2 and time.monotonic() < deadline:
-        states = []
+    async def feed_states() -> list[str]:
+        states: list[str] = []
         cursor = ""
         while True:
             page = await gateway.feed.ReadChanges(feed_pb2.ReadChangesRequest(cursor=cursor, limit=5000))
             states += [c.payload_json for c in page.changes if c.kind == "payout" and c.key == req.order_id]
             if not page.changes:
-                break
+                return states
             cursor = page.next_cursor
-        await asyncio.sleep(0.05)
+
+    states = await eventually(feed_states, lambda s: len(s) >= 2, timeout=5.0,
+                              what="both changes in the feed")
     assert len(states) == 2
     assert '"state": "PROCESSING"' in states[0] and '"state": "SUCCEEDED"' in states[1]
     assert f'"amount_fen": {req.amount_fen}' in states[1]

@@ -20,13 +20,8 @@ from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2 as wd
 from meshkit import redact
 from tests.harness import new_id, new_uid, unlimited_rates, user_metadata
-from tests.integration.test_withdraw_support import (
-    _start,
-    eventually,
-    free_port,
-    reward_token,
-    start_mesh,
-)
+from tests.integration.withdraw_support import _start, free_port, reward_token, start_mesh
+from tests.waiting import eventually
 
 DB_PASSWORD = f"pw-{uuid.uuid4().hex}"
 HOOK_SECRET = f"hook-{uuid.uuid4().hex}"

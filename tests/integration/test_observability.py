@@ -14,8 +14,9 @@ from opentelemetry.trace import SpanKind
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from meshkit.metrics import setup_metrics
 from tests.harness import new_id, new_uid
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
 from tests.tracing import captured_spans
+from tests.waiting import eventually
 from tools.meshctl import free_ports
 
 CONFIRM = "/mesh.withdraw.v1.WithdrawService/ConfirmWithdraw"
@@ -111,7 +112,13 @@ async def test_metrics_endpoint_reports_a_channels_backlog(mesh: WdMesh) -> None
     # Nearly closed: workers take one message each and wait for a slot, the rest stays queued.
     await admin.SetChannelRate(payout_pb2.SetChannelRateRequest(channel=channel, rate_per_second=0.0001),
                                timeout=10)
-    await asyncio.sleep(2.5)  # > PAYOUT_RATE_REFRESH_S: every worker sees the new rate
+
+    async def rate_in_force() -> float:
+        stats = await admin.GetChannelStats(payout_pb2.GetChannelStatsRequest(channel=channel), timeout=10)
+        return float(stats.channels[0].rate_limit_per_second)
+    # The workers read the rate from the process's table, the one GetChannelStats reports.
+    await eventually(rate_in_force, lambda rate: abs(rate - 0.0001) < 1e-9, timeout=10,
+                     what="the new rate in force")
     stream = mesh.keys.payout_stream(channel)
     for _ in range(40):
         job = payout_pb2.PayoutJob(order_id=new_id("ghost"), uid=new_uid(), channel=channel,

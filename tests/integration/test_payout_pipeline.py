@@ -2,7 +2,7 @@
 real PostgreSQL and Redis): orders placed through ConfirmWithdraw are paid exactly once,
 whatever the gateway does. Each test pays through a channel of its own, so one test's
 faults, rates and stream never reach another's. Schemas and the Redis key namespace are
-this module's own (tests.integration.test_withdraw_support.start_mesh)."""
+this module's own (tests.integration.withdraw_support.start_mesh)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from meshkit.server import RunningServer
 from tests import harness
 from tests.harness import patched_env, unlimited_rates
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 CHANNELS = "bank,alipay,balance,pok,pfail,pasync,plost,paway,pwipe,padmin,ptrace"
 # Channels whose test starts a payout_svc of its own.
@@ -215,7 +216,11 @@ async def test_three_failures_dead_letter_and_replay_pays_once(pm: PayoutMesh) -
         assert stats.channels[0].dead_letters == 1 and stats.channels[0].pending == 0
 
         await pm.faults("pdlq")
-        await asyncio.sleep(0.6)  # the gateway re-reads its faults every 0.5 s
+
+        async def latency_ms() -> int:
+            got = await pm.m.gateway_admin().GetChannelFaults(gw.GetChannelFaultsRequest(channel="pdlq"))
+            return int(got.faults.latency_max_ms)
+        await eventually(latency_ms, lambda ms: ms == 0, timeout=5, what="the gateway to drop the latency")
         replayed = await admin.ReplayDeadLetters(payout_pb2.ReplayDeadLettersRequest(
             channel="pdlq", dead_letter_ids=[letter.dead_letter_id]))
         assert replayed.replayed == 1

@@ -24,7 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2 as gw
 from tests import harness
 from tests.harness import unlimited_rates
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 from tools.loadlib.stats import max_in_window
 from tools.meshctl import free_ports
 

@@ -12,7 +12,8 @@ import pytest
 
 from mesh.gateway.v1 import gateway_pb2 as gw
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 # pzero is configured with rate 0, pnorate and popen with nothing; pctl has a plain rate.
 CHANNELS = "pzero,pnorate,popen,pctl"

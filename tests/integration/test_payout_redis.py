@@ -42,10 +42,11 @@ async def test_two_limiter_users_share_one_rate(
     async def user(limiter: RateLimiter) -> None:
         nonlocal granted
         while time.time() < deadline:
+            # The limiter's schedule is the subject: each user waits as long as it is told.
             await asyncio.sleep(await limiter.reserve("bank", ChannelRate(50.0)))
             wait = await limiter.admit("bank", ChannelRate(50.0))
             while wait > 0:
-                await asyncio.sleep(wait)
+                await asyncio.sleep(wait)  # told by the limiter, as a worker would wait
                 wait = await limiter.admit("bank", ChannelRate(50.0))
             granted += 1
 
@@ -60,7 +61,7 @@ async def test_two_limiter_users_share_one_rate(
                 admitted[member] = score / 1e6
             if finished:
                 return
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the sampling period, well under the log's one second
 
     async def users() -> None:
         await asyncio.gather(*(user(limiters[n % 2]) for n in range(12)))
@@ -140,7 +141,7 @@ async def test_order_lock_is_exclusive_and_owned(redis_client: redis.Redis, keys
     # It expires on its own when its holder dies.
     expired = await locks.acquire("o-2")
     assert expired is not None
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # the subject: the 500 ms lease runs out with nobody extending it
     assert await locks.acquire("o-2") is not None
     assert not await locks.extend("o-2", expired)
 
@@ -239,7 +240,7 @@ async def test_idle_messages_of_a_dead_consumer_are_reclaimed(redis_client: redi
     await publish(redis_client, keys, job())
     [held] = await dead.read("bank", 1, 100)
     assert await alive.autoclaim("bank", 200, 10) == []  # not idle long enough yet
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.25)  # the subject: the message stays unacknowledged past the 200 ms idle time
     [taken] = await alive.autoclaim("bank", 200, 10)
     assert taken.entry_id == held.entry_id and taken.job == held.job
     # A live worker touching its message keeps it.
@@ -330,7 +331,7 @@ async def test_only_consumers_holding_nothing_are_forgotten(redis_client: redis.
     await idle.ack(done)
     await publish(redis_client, keys, job())
     assert len(await holder.read("bank", 1, 100)) == 1
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the subject: both consumers go unseen for longer than the 10 ms idle_ms
     assert await me.reap_consumers("bank", 10) == 1
     consumers = await redis_client.xinfo_consumers(keys.payout_stream("bank"), "payout")
     names = {c["name"].decode() for c in consumers}

@@ -46,7 +46,7 @@ async def test_take_grants_part_of_a_batch_and_holds_the_quota_in_every_window(
             got, wait = await limiter.take("bank", rate, 32)
             total += got
             if got < 32:
-                await asyncio.sleep(wait)
+                await asyncio.sleep(wait)  # told by the limiter: the schedule is the subject
 
     await asyncio.gather(*(user() for _ in range(6)))
     admitted = [score / 1e6 for _m, score in
@@ -77,7 +77,7 @@ async def test_a_lowered_rate_still_counts_the_calls_of_the_last_second(
     while total < 60:
         got, wait = await limiter.take("bank", ChannelRate(1000.0), 100)
         total += got
-        await asyncio.sleep(wait)
+        await asyncio.sleep(wait)  # told by the limiter: the schedule is the subject
     # A new rate starts a new schedule, but the log still holds the calls just made: at
     # 20/s nothing more may start until the oldest of them is a window old.
     granted, wait = await limiter.take("bank", ChannelRate(20.0), 32)

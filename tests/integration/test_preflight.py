@@ -25,7 +25,7 @@ from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from meshkit.server import RunningServer
 from tests import harness
 from tests.harness import SERVICES, patched_env
-from tests.integration.test_recon_support import eventually
+from tests.waiting import eventually
 from tools.preflight.runner import run
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,17 +19,17 @@ from mesh.recon.v1 import recon_pb2
 from meshkit.server import RunningServer
 from meshkit.timeconv import from_ts, utcnow
 from tests.harness import create_database, drop_database, new_id, new_uid, start_service
-from tests.integration.test_recon_support import (
+from tests.integration.recon_support import (
     FEED_SCHEMAS,
     FeedServer,
     Recon,
     Writer,
     daily_reasons,
     day_of,
-    eventually,
     open_feed_server,
     today,
 )
+from tests.waiting import eventually, never, poll
 
 # Subjects (order ids, uid:<n>) where a fault was planted on purpose: the only ones allowed
 # to carry a discrepancy at the end of this module.
@@ -294,8 +294,8 @@ async def test_stalled_feed_delays_verdicts_instead_of_raising_false_ones(world:
     try:
         oid, _ = await world.writer.succeeded(321)
         # Without the gateway's side recon must not judge: it would see no payout.
-        waited = await eventually(lambda: world.checked(oid), bool, timeout=2.5)
-        assert not waited
+        await never(lambda: world.checked(oid), within=2.5, interval=0.1,
+                    what="a verdict without the gateway's side")
     finally:
         await gateway.start()
     assert await world.wait_checked(oid, timeout=20.0)
@@ -314,7 +314,9 @@ async def test_replaying_every_feed_from_the_start_changes_nothing(world: World)
         return {p.feed: p.cursor for p in s.positions}
 
     assert await eventually(caught_up, lambda c: c == cursors, timeout=10.0) == cursors
-    await eventually(lambda: world.db.fetchval("SELECT count(*) FROM recon.r_checks"), lambda n: n == 0)
+    # Best effort, as before: let the check queue drain; nothing here asserts that it did.
+    await poll(lambda: world.db.fetchval("SELECT count(*) FROM recon.r_checks"), lambda n: n == 0,
+               timeout=5.0, interval=0.1)
     after = await world.recon.stub.GetReconStatus(recon_pb2.GetReconStatusRequest())
     for field in ("credits_fen", "debits_fen", "refunds_fen", "balances_fen", "gateway_succeeded_fen",
                   "orders_succeeded_fen"):

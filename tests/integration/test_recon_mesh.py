@@ -27,8 +27,9 @@ from meshkit.server import RunningServer
 from meshkit.timeconv import from_ts, utcnow
 from tests import harness
 from tests.harness import new_id, patched_env, unlimited_rates
-from tests.integration.test_recon_support import Recon, daily_reasons, day_of, eventually
-from tests.integration.test_withdraw_support import WdMesh, start_mesh
+from tests.integration.recon_support import Recon, daily_reasons, day_of
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 TERMINAL = {"SUCCEEDED", "FAILED"}
 CHANNELS = "bank,pfail"

@@ -24,9 +24,10 @@ from mesh.withdraw.v1 import withdraw_pb2
 from meshkit.server import RunningServer
 from meshkit.timeconv import utcnow
 from tests.harness import unlimited_rates
+from tests.integration.recon_support import Recon, day_of
 from tests.integration.test_recon_mesh import schema_pool, start_in_process
-from tests.integration.test_recon_support import Recon, day_of, eventually
-from tests.integration.test_withdraw_support import WdMesh, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually, never
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,9 @@ async def test_no_false_alarms_under_gateway_faults(mesh: Mesh) -> None:
     finally:
         await recon_db.close()
     judged = time.monotonic()
-    # One more audit pass (conservation, stuck) over the settled state.
-    await asyncio.sleep(1.5)
+    # More audit passes (conservation, stuck; RECON_AUDIT_S=1) over the settled state: none
+    # may find anything while they run.
+    await never(mesh.recon.found, within=1.5, interval=0.25, what="a discrepancy over the settled state")
 
     found = await mesh.recon.found()
     assert [(d.reason, d.order_id, d.detail) for d in found] == []

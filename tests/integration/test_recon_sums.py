@@ -22,14 +22,8 @@ from meshkit.server import RunningServer
 from recon_svc.repository import Repository
 from recon_svc.sums import Sum, Sums, differences
 from tests.harness import create_database, drop_database, new_id, new_uid, start_service
-from tests.integration.test_recon_support import (
-    FEED_SCHEMAS,
-    FeedServer,
-    Recon,
-    Writer,
-    eventually,
-    open_feed_server,
-)
+from tests.integration.recon_support import FEED_SCHEMAS, FeedServer, Recon, Writer, open_feed_server
+from tests.waiting import eventually
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "recon_svc" / "migrations"
 

@@ -23,7 +23,7 @@ from edge.sessions import SessionKeys, issue
 from mesh.account.v1 import account_pb2
 from mesh.withdraw.v1 import withdraw_pb2
 from tests.harness import SESSION_SECRET_1, SESSION_SECRET_2, user_metadata
-from tests.integration.test_withdraw_support import WdMesh, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
 
 Metadata = tuple[tuple[str, str], ...]
 # One user-facing call: (stub owner, uid in the body, metadata) -> the RPC's awaitable.

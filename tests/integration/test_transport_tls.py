@@ -18,7 +18,7 @@ from meshkit.dialer import Dialer
 from meshkit.identity import CALLER_HEADER
 from meshkit.pki import CertDir
 from meshkit.server import RunningServer
-from tests.integration.test_withdraw_support import _start
+from tests.integration.withdraw_support import _start
 from tools import certs as certs_tool
 from withdraw_svc.settings import Settings
 

@@ -12,7 +12,7 @@ import pytest
 
 from mesh.account.v1 import account_pb2
 from mesh.withdraw.v1 import withdraw_pb2 as wd
-from tests.integration.test_withdraw_support import WdMesh, code_of, reward_token, start_mesh
+from tests.integration.withdraw_support import WdMesh, code_of, reward_token, start_mesh
 
 CONFIRMS_PER_MIN = 3
 CREDITS_PER_MIN = 2

@@ -16,7 +16,7 @@ import pytest
 from mesh.withdraw.v1 import withdraw_pb2
 from meshkit.status import reason_of
 from tests.harness import user_metadata
-from tests.integration.test_withdraw_support import WdMesh, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2
 from tests.harness import unlimited_rates
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 ALL = FieldMask(paths=["*"])
 INTERVAL_S = 0.2

@@ -22,7 +22,8 @@ from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2
 from tests.integration.test_payout_pipeline import start_payout
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 from tools.loadlib.stats import max_in_window
 
 # One channel per test whose orders payout_svc pays, so no test's stream reaches another's.

@@ -15,7 +15,8 @@ import pytest
 from campaign.tokens import RewardGrant, sign
 from mesh.withdraw.v1 import withdraw_pb2
 from tests.harness import user_metadata
-from tests.integration.test_withdraw_support import WdMesh, eventually, reward_token, start_mesh
+from tests.integration.withdraw_support import WdMesh, reward_token, start_mesh
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from tests import harness
 from tests.harness import user_metadata
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,11 +56,8 @@ class WithdrawProcess:
         await eventually(serving, timeout=30, interval=0.2, what="withdraw_svc process to serve")
 
     async def exited(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            assert time.monotonic() < deadline, "withdraw_svc did not exit"
-            await asyncio.sleep(0.05)
-        return int(self.proc.returncode)
+        return int(await eventually(self.proc.poll, lambda code: code is not None, timeout=timeout,
+                                    what="withdraw_svc to exit"))
 
     async def stop(self) -> None:
         await self.channel.close()

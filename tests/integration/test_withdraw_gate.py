@@ -19,7 +19,8 @@ from mesh.admin.v1 import admin_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from tests.harness import new_uid, user_metadata
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 SH = ZoneInfo("Asia/Shanghai")
 CAMPAIGN_NIGHT = datetime(2025, 1, 28, 20, 30, tzinfo=SH)

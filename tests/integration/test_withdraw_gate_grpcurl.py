@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from meshkit.pki import CertDir
-from tests.integration.test_withdraw_support import WdMesh, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 ADMIN = "mesh.withdraw.v1.WithdrawAdminService"

@@ -14,7 +14,8 @@ import pytest
 
 from mesh.payout.v1 import payout_pb2
 from mesh.withdraw.v1 import withdraw_pb2
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 

@@ -10,7 +10,8 @@ import pytest
 
 from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")

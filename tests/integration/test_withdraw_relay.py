@@ -25,7 +25,7 @@ from meshkit.redis_keys import Keys
 from payout_svc.domain import Job
 from payout_svc.streams import ChannelQueue
 from tests.harness import new_uid, patched_env
-from tests.integration.test_withdraw_support import eventually
+from tests.waiting import eventually
 from withdraw_svc.domain import OrderState
 from withdraw_svc.records import NewOrder
 from withdraw_svc.relay import OutboxRelay

@@ -13,7 +13,8 @@ import pytest
 from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2 as wd
-from tests.integration.test_withdraw_support import WdMesh, _start, code_of, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, _start, code_of, start_mesh
+from tests.waiting import eventually
 
 SUCCEEDED, FAILED = wd.PAYOUT_RESULT_SUCCEEDED, wd.PAYOUT_RESULT_FAILED
 

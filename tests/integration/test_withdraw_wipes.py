@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mesh.gateway.v1 import gateway_pb2 as gw
-from tests.integration.test_withdraw_support import WdMesh, eventually, start_mesh
+from tests.integration.withdraw_support import WdMesh, start_mesh
+from tests.waiting import eventually
 
 # The gateway answers PROCESSING and settles this long after the call: both wipes land
 # while the answer is awaited, followed only in Redis.

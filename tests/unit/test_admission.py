@@ -35,6 +35,7 @@ def admission(max_inflight: int = 2, queue_ms: int = 40,
 
 
 async def settle() -> None:
+    """A few turns of the loop (no time passes: the clock is fake), so woken waiters run."""
     for _ in range(5):
         await asyncio.sleep(0)
 

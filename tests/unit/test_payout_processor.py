@@ -5,7 +5,6 @@ a PAYING order is queried before it is paid, pacing never counts as an attempt."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import grpc
@@ -37,6 +36,7 @@ from payout_svc.domain import (
 )
 from payout_svc.service import AwaitingChecker, ChannelRates, PayoutProcessor, ProcessorConfig
 from payout_svc.worker import ChannelWorkers
+from tests.waiting import eventually
 
 S, F, P = GatewayStatus.SUCCEEDED, GatewayStatus.FAILED, GatewayStatus.PROCESSING
 
@@ -333,19 +333,11 @@ async def test_a_raised_rate_is_picked_up_while_waiting_for_a_slot() -> None:
 
     w.limiter.reserve = reserve  # type: ignore[method-assign]
     task = asyncio.create_task(w.handle())
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the subject: for a while, with the slot far away, nothing finishes
     assert not task.done()
     w.rates.rate = ChannelRate(200.0)
     assert await asyncio.wait_for(task, 3.0) == Handled.ACKED
     assert w.limiter.reserved == 2 and w.gateway.payouts == 1
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
-    """A bounded wait on something the code under test does (it runs on the same loop)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -362,12 +354,13 @@ async def test_a_paused_channel_calls_nothing_and_spends_no_attempt_until_opened
 
     async def sleep(seconds: float) -> None:
         waits.append(w.gateway.payouts + w.gateway.queries + w.orders.begins + w.limiter.reserved)
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # the processor's own pause, recorded and then really taken
 
     processor = PayoutProcessor(w.orders, w.gateway, w.queue, w.limiter, w.locks, w.rates, CONFIG,
                                 asyncio.Event(), sleep=sleep)
     task = asyncio.create_task(processor.handle(delivery_of(w.orders.order.as_job())))
-    await until(lambda: len(waits) >= 5, "the worker to wait out the pause")
+    await eventually(lambda: len(waits) >= 5, timeout=3.0, interval=0.005,
+                     what="the worker to wait out the pause")
     assert set(waits) == {0} and not task.done()  # no gateway call, no BeginPayout, no slot
     w.rates.rate = ChannelRate(100.0)
     assert await asyncio.wait_for(task, 3.0) == Handled.ACKED
@@ -381,7 +374,8 @@ async def test_a_stop_while_paused_leaves_the_message_without_an_attempt() -> No
     stopping = asyncio.Event()
     processor = PayoutProcessor(w.orders, w.gateway, w.queue, w.limiter, w.locks, w.rates, CONFIG, stopping)
     task = asyncio.create_task(processor.handle(delivery_of(w.orders.order.as_job())))
-    await until(lambda: "o-1" in w.locks.held, "the message in hand")
+    await eventually(lambda: "o-1" in w.locks.held, timeout=3.0, interval=0.005,
+                     what="the message in hand")
     stopping.set()
     assert await asyncio.wait_for(task, 3.0) == Handled.LEFT
     assert w.gateway.payouts == 0 and w.queue.actions.count("retry") == 0 and w.queue.dead == []
@@ -393,7 +387,7 @@ class ReadCountingQueue(FakeQueue):
 
     async def read(self, channel: str, count: int, block_ms: int) -> list[Delivery]:
         self.reads += 1
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # a read's latency: an empty read that returned at once would spin
         return []
 
 
@@ -412,7 +406,8 @@ async def test_workers_of_a_paused_channel_take_no_message() -> None:
     loops = ChannelWorkers("bank", 1, queue, processor, None, 1000, 5000)  # type: ignore[arg-type]
     stopping = asyncio.Event()
     task = asyncio.create_task(loops.work(stopping))
-    await until(lambda: processor.asked >= 5, "the worker to look at the pause a few times")
+    await eventually(lambda: processor.asked >= 5, timeout=3.0, interval=0.005,
+                     what="the worker to look at the pause a few times")
     stopping.set()
     await asyncio.wait_for(task, 3.0)
     assert queue.reads == 0

@@ -24,9 +24,10 @@ def run(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def make(repo: Path, target: str) -> subprocess.CompletedProcess[str]:
-    # A stamp of our own with no prerequisites: the recipe that installs the locks never runs,
-    # so the venv running the tests is only read.
-    return run(repo, "make", "--no-print-directory", target, f"VENV={VENV}", f"STAMP={repo}/.deps", "LOCKS=")
+    # A stamp of our own with no prerequisites (no locks, no pyproject.toml): the recipe that
+    # installs the venv never runs, so the venv running the tests is only read.
+    return run(repo, "make", "--no-print-directory", target, f"VENV={VENV}", f"STAMP={repo}/.deps", "LOCKS=",
+               "PROJECT=")
 
 
 def commit(repo: Path, message: str) -> None:

@@ -17,14 +17,14 @@ class Store:
 
     async def run_batch(self, items: Sequence[int]) -> list[int]:
         self.batches.append(list(items))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a statement's latency, during which more submissions queue
         if any(i < 0 for i in items):
             raise ValueError("a negative item poisons the whole statement")
         return [i * 10 for i in items]
 
     async def run_one(self, item: int) -> int:
         self.batches.append([item])
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a statement yields to the loop, as a real one would
         if item < 0:
             raise ValueError(f"bad item {item}")
         return item * 10
@@ -50,7 +50,7 @@ async def test_a_failing_batch_fails_only_the_bad_item() -> None:
     store = Store()
     c = Coalescer(store.run_batch, store.run_one, max_in_flight=1)
     first = asyncio.create_task(c.submit(1))  # runs alone; the rest queue behind it
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: the first submission starts its batch
     rest = [asyncio.create_task(c.submit(i)) for i in (2, -3, 4)]
     assert await first == 10
     outcomes = await asyncio.gather(*rest, return_exceptions=True)

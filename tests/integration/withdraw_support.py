@@ -8,14 +8,11 @@ later never dial ours."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import socket
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import grpc
@@ -31,22 +28,7 @@ from tests import harness
 from tests.harness import new_uid, patched_env, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, fund, reward_token
 
-T = TypeVar("T")
-
-__all__ = ["WdMesh", "assert_ledger_invariants", "eventually", "fund", "reward_token", "start_mesh"]
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 10.0,
-                     interval: float = 0.05, what: str = "condition") -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+__all__ = ["WdMesh", "assert_ledger_invariants", "fund", "reward_token", "start_mesh"]
 
 
 async def _start(name: str, env: dict[str, str], port: int = 0,

@@ -4,15 +4,13 @@ feeds the rows the peers (or a bug in them) would have committed."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -27,22 +25,11 @@ from meshkit.timeconv import utcnow
 from meshkit.transport import bind
 from tests import harness
 from tests.harness import new_id, new_uid
+from tests.waiting import eventually
 
-T = TypeVar("T")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 FEED_SCHEMAS = {"account": "account", "withdraw": "withdraw", "gateway": "gateway"}
 NO_MIGRATIONS = Path(__file__).parent / "no-such-dir"
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], *,
-                     timeout: float = 5.0, interval: float = 0.1) -> T:
-    """Poll `probe` until `accept` holds or the deadline passes; returns the last value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if accept(value) or asyncio.get_running_loop().time() >= deadline:
-            return value
-        await asyncio.sleep(interval)
 
 
 @dataclass
