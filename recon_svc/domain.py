@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
-from meshkit import paging, validate
+from meshkit import order_states, paging, validate
 from meshkit.errors import InvalidArgument, NotFound
 
 
@@ -50,10 +50,10 @@ FAILED = "FAILED"
 PROCESSING = "PROCESSING"
 DEBIT, REFUND, CREDIT, VOID = "DEBIT", "REFUND", "CREDIT", "VOID"
 
-# Order states ranked along the state machine: a projection only ever moves forward, so a
-# change delivered late can never drag an order back.
-ORDER_RANK = {"PENDING_DEDUCT": 0, "PENDING_PAYOUT": 1, "PAYING": 2, SUCCEEDED: 3, FAILED: 3}
-TERMINAL_RANK = 3
+# Order states ranked along the state machine (meshkit/order_states.py): a projection only
+# ever moves forward, so a change delivered late can never drag an order back.
+ORDER_RANK = order_states.RANK
+TERMINAL_RANK = order_states.TERMINAL_RANK
 PAYOUT_RANK = {PROCESSING: 1, SUCCEEDED: 2, FAILED: 2}
 
 
@@ -69,7 +69,7 @@ class OrderView:
 
     @property
     def terminal(self) -> bool:
-        return self.state in (SUCCEEDED, FAILED)
+        return self.state in order_states.TERMINAL
 
 
 @dataclass(frozen=True)

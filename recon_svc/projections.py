@@ -20,7 +20,7 @@ Conn: TypeAlias = asyncpg.Connection
 # before it (`prior`, read in the same snapshot). Only the follower of the feed that carries
 # a kind writes those rows (orders: withdraw, entries and balances: account), under that
 # feed's position lock, so no other transaction can change them in between.
-APPLY_ORDERS_SQL = """
+APPLY_ORDERS_SQL = f"""
 WITH incoming AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
                          $6::smallint[], $7::text[], $8::timestamptz[], $9::timestamptz[], $10::text[])
@@ -33,12 +33,13 @@ up AS (
                                created_at, updated_at, conflict_state, terminal_at, seen_terminal_at)
     SELECT order_id, uid, amount, channel, state, state_rank, failure_reason, created_at,
            updated_at, conflict_state,
-           CASE WHEN state_rank = 3 THEN updated_at END,
-           CASE WHEN state_rank = 3 THEN $11::timestamptz END
+           CASE WHEN state_rank = {TERMINAL_RANK} THEN updated_at END,
+           CASE WHEN state_rank = {TERMINAL_RANK} THEN $11::timestamptz END
     FROM incoming
     ON CONFLICT (order_id) DO UPDATE SET
         conflict_state = CASE
-            WHEN o.state_rank = 3 AND excluded.state_rank = 3 AND excluded.state <> o.state
+            WHEN o.state_rank = {TERMINAL_RANK} AND excluded.state_rank = {TERMINAL_RANK}
+                 AND excluded.state <> o.state
                 THEN excluded.state
             WHEN o.conflict_state = '' THEN excluded.conflict_state
             ELSE o.conflict_state END,
@@ -52,7 +53,8 @@ up AS (
     RETURNING order_id, amount, state, state_rank),
 queued AS (
     INSERT INTO r_checks AS c (order_id, due_at, first_at)
-    SELECT order_id, $12::timestamptz, $11::timestamptz FROM up WHERE state_rank = 3 ORDER BY order_id
+    SELECT order_id, $12::timestamptz, $11::timestamptz FROM up WHERE state_rank = {TERMINAL_RANK}
+    ORDER BY order_id
     ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at, gen = c.gen + 1,
         confirming = false)
 -- New orders, and orders that became final with this page (a final order stays final).
@@ -61,11 +63,11 @@ FROM up u LEFT JOIN prior p USING (order_id) WHERE p.order_id IS NULL
 UNION ALL
 SELECT lower(u.state), count(*), coalesce(sum(u.amount), 0)::bigint
 FROM up u LEFT JOIN prior p USING (order_id)
-WHERE u.state_rank = 3 AND coalesce(p.state_rank, -1) < 3
+WHERE u.state_rank = {TERMINAL_RANK} AND coalesce(p.state_rank, -1) < {TERMINAL_RANK}
 GROUP BY u.state
 """
 
-APPLY_ENTRIES_SQL = """
+APPLY_ENTRIES_SQL = f"""
 WITH incoming AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
                          $6::text[], $7::bigint[], $8::timestamptz[])
@@ -102,7 +104,7 @@ queued AS (
     INSERT INTO r_checks AS c (order_id, due_at, first_at)
     SELECT DISTINCT i.order_id, $10::timestamptz, $9::timestamptz
     FROM ins i LEFT JOIN r_orders o ON o.order_id = i.order_id
-    WHERE i.order_id <> '' AND (o.order_id IS NULL OR o.state_rank = 3)
+    WHERE i.order_id <> '' AND (o.order_id IS NULL OR o.state_rank = {TERMINAL_RANK})
     ORDER BY 1
     ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at, gen = c.gen + 1,
         confirming = false)

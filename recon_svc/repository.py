@@ -15,6 +15,7 @@ import asyncpg
 from meshkit import admin_store
 from recon_svc import projections
 from recon_svc.domain import (
+    TERMINAL_RANK,
     Discrepancy,
     EntryChange,
     EntryView,
@@ -363,11 +364,11 @@ class Repository:
 
     async def flag_stuck(self, conn: Conn, created_before: datetime, limit: int) -> list[StuckOrder]:
         rows = await conn.fetch(
-            """
+            f"""
             UPDATE r_orders o SET stuck_flagged = true
             WHERE o.order_id = ANY(ARRAY(
                 SELECT order_id FROM r_orders
-                WHERE state_rank < 3 AND NOT stuck_flagged AND created_at < $1
+                WHERE state_rank < {TERMINAL_RANK} AND NOT stuck_flagged AND created_at < $1
                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))
             RETURNING o.order_id, o.uid, o.state, o.created_at
             """,
@@ -496,7 +497,7 @@ class Repository:
 
 # The day's orders, their entries and payouts, aggregated per order, then per state and
 # channel. Used as is by the daily batch and (as one query) as the benchmark's baseline.
-DAILY_ORDERS_SQL = """
+DAILY_ORDERS_SQL = f"""
 WITH o AS (
     SELECT order_id, amount, channel, state, state_rank, conflict_state, created_at
     FROM r_orders WHERE created_at >= $1 AND created_at < $2),
@@ -524,7 +525,7 @@ j AS (
     FROM o LEFT JOIN e ON e.order_id = o.order_id LEFT JOIN p ON p.order_id = o.order_id),
 k AS (
     SELECT j.*, CASE
-        WHEN j.state_rank < 3 THEN j.created_at >= $3
+        WHEN j.state_rank < {TERMINAL_RANK} THEN j.created_at >= $3
         WHEN j.conflict_state <> '' THEN false
         WHEN j.state = 'SUCCEEDED' THEN j.debits = 1 AND j.refunds = 0 AND j.paid = 1
              AND j.in_flight = 0 AND j.amounts_ok AND j.paid_fen = j.amount
@@ -536,7 +537,7 @@ SELECT state, channel, count(*) AS orders, coalesce(sum(amount), 0)::bigint AS a
        coalesce(sum(debit_fen), 0)::bigint AS debit_fen,
        coalesce(sum(refund_fen), 0)::bigint AS refund_fen,
        coalesce(sum(paid_fen), 0)::bigint AS paid_fen,
-       coalesce(array_agg(order_id) FILTER (WHERE NOT clean), '{}') AS suspects
+       coalesce(array_agg(order_id) FILTER (WHERE NOT clean), '{{}}') AS suspects
 FROM k GROUP BY state, channel ORDER BY state, channel
 """
 

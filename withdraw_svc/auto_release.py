@@ -19,8 +19,8 @@ from withdraw_svc.domain import (
     release_hold,
     validate_gate,
 )
+from withdraw_svc.gate import GateAdmin
 from withdraw_svc.peers import PeerError
-from withdraw_svc.service import GateAdmin
 
 log = logging.getLogger(__name__)
 

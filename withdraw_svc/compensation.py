@@ -16,11 +16,9 @@ gateway about PAYING orders and adopts a final answer itself."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 
-import asyncpg
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from meshkit.background import sleep_or_stop
@@ -37,11 +35,18 @@ from withdraw_svc.domain import (
     adopt_payout,
     decide,
 )
-from withdraw_svc.peers import AccountClient, GatewayClient, GatewayPayout, PeerError
-from withdraw_svc.relay import OutboxRelay, RefundRelay
-from withdraw_svc.repository import Repository, StuckCount
+from withdraw_svc.peers import GatewayPayout, PeerError
+from withdraw_svc.ports import (
+    CompensationOrders,
+    JobLock,
+    LedgerRecords,
+    OrderLocks,
+    PayoutRecords,
+    PayoutRequeue,
+    RefundSettler,
+)
+from withdraw_svc.records import StuckCount
 from withdraw_svc.settings import Settings
-from withdraw_svc.streams import RedisPort
 
 log = logging.getLogger(__name__)
 _outages = OutageLog(log)
@@ -76,18 +81,17 @@ class CompensationAction:
 
 class Compensation:
     def __init__(
-        self, settings: Settings, repo: Repository, redis: RedisPort, account: AccountClient,
-        gateway: GatewayClient, refunds: RefundRelay, outbox: OutboxRelay,
+        self, settings: Settings, repo: CompensationOrders, locks: OrderLocks, account: LedgerRecords,
+        gateway: PayoutRecords, refunds: RefundSettler, outbox: PayoutRequeue, runner: JobLock,
     ) -> None:
         self.settings = settings
         self.repo = repo
-        self.redis = redis
+        self.locks = locks
         self.account = account
         self.gateway = gateway
         self.refunds = refunds
         self.outbox = outbox
-        digest = hashlib.sha256(f"withdraw-compensation:{settings.common.db_schema}".encode()).digest()
-        self.lock_key = int.from_bytes(digest[:8], "big", signed=True)
+        self.runner = runner  # one run at a time across replicas
         self.last_stuck: list[StuckCount] = []
 
     # -- loops -----------------------------------------------------------------------------
@@ -154,15 +158,10 @@ class Compensation:
 
     async def run(self, *, dry_run: bool, min_age_s: int) -> tuple[bool, list[CompensationAction]]:
         """(ran, actions). ran is False when another replica holds the job."""
-        # A connection of its own: the session lock dies with it, whatever happens to the
-        # run, and never rides back into the pool with a pooled connection.
-        conn = await asyncpg.connect(self.settings.common.database_url)
-        try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
+        async with self.runner.try_hold() as held:
+            if not held:
                 return False, []
             return True, await self._run(dry_run, max(0, min_age_s))
-        finally:
-            await conn.close()
 
     async def _run(self, dry_run: bool, min_age_s: int) -> list[CompensationAction]:
         actions: list[CompensationAction] = []
@@ -217,7 +216,7 @@ class Compensation:
             return await self._pending_deduct(order, dry_run)
         if dry_run:
             return await self._plan(order)
-        token = await self.redis.lock_order(order.order_id, self.settings.order_lock_ms)
+        token = await self.locks.lock_order(order.order_id, self.settings.order_lock_ms)
         if token is None:
             return self._act(order, Action.WAIT, "order locked by a payout worker")
         try:
@@ -234,7 +233,7 @@ class Compensation:
                 return await self._adopt(order, view, action)
             return self._act(order, Action.WAIT, f"gateway says {view.view}; left PAYING")
         finally:
-            await self.redis.unlock_order(order.order_id, token)
+            await self.locks.unlock_order(order.order_id, token)
 
     async def _plan(self, order: Order) -> CompensationAction:
         if order.state is OrderState.PENDING_PAYOUT:
@@ -262,7 +261,7 @@ class Compensation:
             return self._act(order, action, f"{seen}would re-queue its payout job on {order.channel}")
         if not await self.repo.requeue_payout(order.order_id, order.state):
             return self._act(order, Action.WAIT, "order moved on meanwhile")
-        self.outbox.wake.set()
+        self.outbox.nudge()
         return self._act(order, action, f"{seen}payout job re-queued on {order.channel}; "
                                          "payout_svc pays it within the channel's rate")
 
@@ -314,9 +313,9 @@ class Compensation:
         job = await self.repo.refund_job(order_id)
         if job is None:
             return "no refund job"
-        if job["done_at"] is not None:
-            return f"refund {job['outcome']}"
-        return f"refund pending ({job['last_error'] or 'queued'})"
+        if job.done:
+            return f"refund {job.outcome}"
+        return f"refund pending ({job.last_error or 'queued'})"
 
     @staticmethod
     def _act(order: Order, action: Action, detail: str) -> CompensationAction:

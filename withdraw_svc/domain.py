@@ -11,7 +11,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from campaign.tokens import MAX_TOKEN_LEN
-from meshkit import validate
+from meshkit import order_states, validate
 from meshkit.errors import Code, Conflict, DomainError, FailedPrecondition, InvalidArgument
 
 MAX_REQUEST_ID_LEN = 64
@@ -30,31 +30,51 @@ MAX_DRAIN_S = 86_400
 
 
 class OrderState(StrEnum):
-    PENDING_DEDUCT = "PENDING_DEDUCT"
-    PENDING_PAYOUT = "PENDING_PAYOUT"
-    PAYING = "PAYING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
+    """An order's lifecycle state (meshkit/order_states.py holds the table)."""
+
+    PENDING_DEDUCT = order_states.PENDING_DEDUCT
+    PENDING_PAYOUT = order_states.PENDING_PAYOUT
+    PAYING = order_states.PAYING
+    SUCCEEDED = order_states.SUCCEEDED
+    FAILED = order_states.FAILED
 
     @property
     def terminal(self) -> bool:
-        return self in (OrderState.SUCCEEDED, OrderState.FAILED)
+        return self.value in order_states.TERMINAL
 
 
-OPEN_STATES = (OrderState.PENDING_DEDUCT, OrderState.PENDING_PAYOUT, OrderState.PAYING)
+OPEN_STATES = tuple(OrderState(s) for s in order_states.OPEN)
 
-# The database enforces the same table (migrations/001_withdraw.sql, orders_guard).
+# The database refuses every other transition (migrations/001_withdraw.sql, orders_guard);
+# tests/integration/test_withdraw_state_machine.py walks every pair against both.
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
-    OrderState.PENDING_DEDUCT: frozenset({OrderState.PENDING_PAYOUT, OrderState.FAILED}),
-    OrderState.PENDING_PAYOUT: frozenset({OrderState.PAYING, OrderState.FAILED}),
-    OrderState.PAYING: frozenset({OrderState.SUCCEEDED, OrderState.FAILED}),
-    OrderState.SUCCEEDED: frozenset(),
-    OrderState.FAILED: frozenset(),
+    OrderState(s): frozenset(OrderState(t) for t in targets)
+    for s, targets in order_states.TRANSITIONS.items()
 }
 
 
 def can_transition(current: OrderState, target: OrderState) -> bool:
     return target in TRANSITIONS[current]
+
+
+def owes_refund(state: OrderState) -> bool:
+    """Entering `state` owes the order's refund job (the trigger writes it in the same
+    transaction; the compensation job settles any left open)."""
+    return state.value in order_states.OWES_REFUND
+
+
+class TransitionRefused(ValueError):
+    """A compare-and-set asked for a move the state machine does not have: a bug in the
+    caller, refused before the database is asked."""
+
+
+def checked_sources(from_states: Sequence[OrderState], to_state: OrderState) -> list[str]:
+    """The values of `from_states` for a compare-and-set to `to_state`, each one a move the
+    state machine allows; TransitionRefused otherwise."""
+    refused = [s for s in from_states if not can_transition(s, to_state)]
+    if refused or not from_states:
+        raise TransitionRefused(f"no transition {', '.join(refused) or '(none)'} -> {to_state}")
+    return [s.value for s in from_states]
 
 
 class FailureReason(StrEnum):
@@ -551,7 +571,7 @@ def decide(state: OrderState, facts: Facts) -> Action:
             GatewayView.FAILED: Action.ADOPT_FAILED,
             GatewayView.NOT_FOUND: Action.REQUEUE_UNPAID,
         }.get(facts.gateway or GatewayView.UNKNOWN, Action.WAIT)
-    if state is OrderState.FAILED and facts.refund_done is False:
+    if owes_refund(state) and facts.refund_done is False:
         return Action.REFUND
     return Action.WAIT
 

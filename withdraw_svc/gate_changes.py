@@ -4,9 +4,9 @@ direct SetGate, in one transaction with the approval."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -20,10 +20,9 @@ from withdraw_svc.domain import (
     apply_gate_mask,
     gate_mask,
     validate_gate,
-    version_mismatch,
 )
+from withdraw_svc.gate import GateAdmin
 from withdraw_svc.repository import gate_audit_json
-from withdraw_svc.service import GateAdmin
 
 KIND = "gate"
 
@@ -61,10 +60,22 @@ def checked_request(patch: GateConfig, mask: Sequence[str], expected_version: in
     return GateRequest(patch, names, expected_version, reason)
 
 
+class GateApprovals(Protocol):
+    """The gate's compare-and-set in a transaction the change store opened (Repository)."""
+
+    async def update_gate_in(
+        self, conn: asyncpg.Connection, build: Callable[[GateConfig], GateConfig], expected_version: int,
+        actor: str, reason: str, *, action: str | None,
+    ) -> tuple[GateConfig, GateConfig]: ...
+
+
 class GateChanges:
-    def __init__(self, admin: GateAdmin, store: ChangeStore) -> None:
+    def __init__(self, admin: GateAdmin, store: ChangeStore, gates: GateApprovals) -> None:
         self.admin = admin
         self.store = store
+        # The approval's compare-and-set runs in the change store's transaction, on its
+        # connection: the one place a connection crosses from one adapter to another.
+        self.gates = gates
 
     async def propose(self, patch: GateConfig, mask: Sequence[str], expected_version: int, reason: str,
                       proposer: str) -> tuple[Change, GateRequest]:
@@ -75,11 +86,11 @@ class GateChanges:
     async def approve(self, change_id: str, approver: str) -> tuple[Change, GateConfig]:
         async def apply(conn: asyncpg.Connection, change: Change) -> Applied[GateConfig]:
             request = GateRequest.from_json(change.payload)
-            old, new = await self.admin.repo.update_gate_in(
+            old, new = await self.gates.update_gate_in(
                 conn, lambda current: validate_gate(apply_gate_mask(current, request.patch, request.mask)),
                 request.expected_version, approver,
                 f"{request.reason} (change {change.change_id} proposed by {change.proposer})",
-                version_mismatch, action=None,
+                action=None,
             )
             return Applied(gate_audit_json(old), gate_audit_json(new), new)
 

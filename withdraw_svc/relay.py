@@ -5,21 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import Sequence
 from datetime import datetime
 
-import asyncpg
-
 from meshkit.background import sleep_or_stop
 from meshkit.outage import OutageLog
 from meshkit.streams import stream_id_key
-from withdraw_svc.peers import AccountClient, PeerError
-from withdraw_svc.repository import RefundRow, Repository
+from withdraw_svc.faults import BeforeRefund
+from withdraw_svc.peers import PeerError
+from withdraw_svc.ports import ClaimedRefundsPort, LedgerRefunds, PayoutOutbox, PayoutStreams, RefundOutbox
+from withdraw_svc.records import RefundRow
 from withdraw_svc.settings import Settings
-from withdraw_svc.streams import RedisPort
 
 log = logging.getLogger(__name__)
 _outages = OutageLog(log)
@@ -47,7 +45,7 @@ class OutboxRelay:
     order has not settled. Between wipes, a sweep republishes jobs published long ago
     that nothing in Redis waits on any more, at most `republish_cap` times each."""
 
-    def __init__(self, settings: Settings, repo: Repository, redis: RedisPort) -> None:
+    def __init__(self, settings: Settings, repo: PayoutOutbox, redis: PayoutStreams) -> None:
         self.settings = settings
         self.repo = repo
         self.redis = redis
@@ -59,6 +57,10 @@ class OutboxRelay:
 
     async def start(self) -> None:
         await self.check_epoch()
+
+    def nudge(self) -> None:
+        """Publish now rather than at the next interval."""
+        self.wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -77,7 +79,7 @@ class OutboxRelay:
         await self.check_epoch()
         published = 0
         while stopping is None or not stopping.is_set():
-            n = await self.repo.publish_pending(self.settings.relay_batch, self.redis.publish)
+            n = await self.publish_pending()
             published += n
             if n < self.settings.relay_batch:
                 break
@@ -86,6 +88,14 @@ class OutboxRelay:
             self._last_stale_check = now
             await self.republish_stale()
         return published
+
+    async def publish_pending(self) -> int:
+        """One batch of unpublished jobs onto their streams, marked published in the
+        transaction that claimed them."""
+        async with self.repo.claim_unpublished(self.settings.relay_batch) as claim:
+            if claim.jobs:
+                await claim.mark_published(await self.redis.publish(claim.jobs))
+            return len(claim.jobs)
 
     async def check_epoch(self) -> None:
         current = await self.redis.epoch()
@@ -142,8 +152,7 @@ class OutboxRelay:
         upto = await self.redis.last_delivered(channel, self.settings.payout_group)
         if upto is not None:
             return upto
-        exists = await self.redis.client.exists(self.redis.keys.payout_stream(channel))
-        return (0, 0) if exists else None
+        return (0, 0) if await self.redis.stream_exists(channel) else None
 
 
 def _ahead(stream_id: str, delivered_upto: tuple[int, int] | None) -> bool:
@@ -154,11 +163,17 @@ class RefundRelay:
     """Settles REFUND jobs with the ledger: Refund(order_id) returns the debit once, or voids
     an order id that was never debited. Failures are retried with backoff."""
 
-    def __init__(self, settings: Settings, repo: Repository, account: AccountClient) -> None:
+    def __init__(self, settings: Settings, repo: RefundOutbox, account: LedgerRefunds,
+                 before_refund: BeforeRefund | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.account = account
+        self.before_refund = before_refund  # a drill's or a test's fault (faults.py)
         self.wake = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Settle due refunds now rather than at the next interval."""
+        self.wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -173,24 +188,26 @@ class RefundRelay:
     async def process(self, order_ids: Sequence[str] | None = None) -> int:
         """Settle due refund jobs, skipping those another worker holds; or those of
         `order_ids`, due or not, waiting for any another worker holds."""
-        return await self.repo.with_refund_batch(self.settings.refund_batch, order_ids, self._settle)
+        async with self.repo.claim_refunds(self.settings.refund_batch, order_ids) as claim:
+            if claim.jobs:
+                await self._settle(claim)
+            return len(claim.jobs)
 
-    async def _settle(self, conn: asyncpg.Connection, rows: list[RefundRow]) -> None:
-        results = await asyncio.gather(*(self._refund(row) for row in rows))
+    async def _settle(self, claim: ClaimedRefundsPort) -> None:
+        results = await asyncio.gather(*(self._refund(row) for row in claim.jobs))
         for row, outcome, error in results:
             if outcome:
-                await Repository.refund_done(conn, row, outcome)
+                await claim.done(row, outcome)
                 log.info("refund of %s: %s", row.order_id, outcome, extra={"order_id": row.order_id})
             else:
                 backoff = min(2.0 ** min(row.attempts, 16), float(self.settings.refund_max_backoff_s))
-                await Repository.refund_retry_later(conn, row, error, backoff)
+                await claim.retry_after(row, error, backoff)
                 log.warning("refund of %s failed (attempt %d), retry in %.0fs: %s",
                             row.order_id, row.attempts + 1, backoff, error)
 
     async def _refund(self, row: RefundRow) -> tuple[RefundRow, str, str]:
-        if self.settings.test_crash_before_refund:
-            log.warning("WITHDRAW_TEST_CRASH_BEFORE_REFUND: exiting before refunding %s", row.order_id)
-            os._exit(137)
+        if self.before_refund is not None:
+            self.before_refund(row.order_id)
         try:
             return row, await self.account.refund(row.order_id), ""
         except PeerError as err:

@@ -5,21 +5,37 @@ refund job in the same transaction."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from meshkit import admin_store, changefeed, paging
+from meshkit import admin_store, changefeed, order_states, paging
 from withdraw_svc.domain import (
+    OPEN_STATES,
     FailureReason,
     GateConfig,
     Order,
     OrderState,
     RefundState,
     StateChange,
+    TransitionRefused,
+    checked_sources,
+    owes_refund,
+    version_mismatch,
+)
+from withdraw_svc.records import (
+    GateAuditEntry,
+    GateAuditPage,
+    InFlightJob,
+    NewOrder,
+    PayoutJob,
+    PayoutRow,
+    RefundJob,
+    RefundRow,
+    StuckCount,
 )
 
 _ORDER_COLS = (
@@ -33,6 +49,22 @@ _REFUND_STATE = (
 _SELECT_ORDER = f"SELECT {_ORDER_COLS}, {_REFUND_STATE} FROM orders o"
 
 
+def _sql_list(states: Sequence[OrderState]) -> str:
+    return ", ".join(f"'{s.value}'" for s in states)
+
+
+# The states a statement below moves between, each pair checked against the state machine
+# once, at import: the SQL then only spells out what the domain allows.
+_OPEN = _sql_list(OPEN_STATES)
+_OWES_REFUND = _sql_list([OrderState(s) for s in sorted(order_states.OWES_REFUND)])
+_CREATED = OrderState(order_states.INITIAL).value
+_DEDUCTED_FROM, = checked_sources([OrderState.PENDING_DEDUCT], OrderState.PENDING_PAYOUT)
+_BEGUN_FROM, = checked_sources([OrderState.PENDING_PAYOUT], OrderState.PAYING)
+_SUCCEEDED_FROM, = checked_sources([OrderState.PAYING], OrderState.SUCCEEDED)
+_PAYOUT_FAILED_FROM = ", ".join(
+    f"'{s}'" for s in checked_sources([OrderState.PENDING_PAYOUT, OrderState.PAYING], OrderState.FAILED))
+
+
 def _order(row: asyncpg.Record) -> Order:
     refund = row.get("refund_state")
     return Order(
@@ -44,56 +76,45 @@ def _order(row: asyncpg.Record) -> Order:
     )
 
 
-@dataclass(frozen=True)
-class NewOrder:
-    order_id: str
-    uid: int
-    request_id: str
-    amount_fen: int
-    channel: str
-    method_id: str
+class UnpublishedPayouts:
+    """PAYOUT jobs claimed for publishing, in a transaction that holds them until
+    mark_published (or until it rolls back, and then they are claimed again)."""
+
+    def __init__(self, conn: asyncpg.Connection, jobs: list[PayoutRow]) -> None:
+        self._conn = conn
+        self.jobs = jobs
+
+    async def mark_published(self, stream_ids: Sequence[str]) -> None:
+        """Each job's stream entry id, in the order of `jobs`."""
+        await self._conn.execute(
+            "UPDATE outbox SET published_at = now(), stream_id = s.stream_id "
+            "FROM unnest($1::bigint[], $2::text[]) AS s(id, stream_id) WHERE outbox.id = s.id",
+            [j.outbox_id for j in self.jobs], list(stream_ids),
+        )
 
 
-@dataclass(frozen=True)
-class PayoutRow:
-    outbox_id: int
-    order_id: str
-    payload: dict[str, Any]
+class ClaimedRefunds:
+    """REFUND jobs locked for settling, in a transaction that holds them until the claim
+    ends: a worker that dies mid-way releases them, and they are simply claimed again."""
 
+    def __init__(self, conn: asyncpg.Connection, jobs: list[RefundRow]) -> None:
+        self._conn = conn
+        self.jobs = jobs
 
-@dataclass(frozen=True)
-class InFlightJob:
-    """A published PAYOUT job whose order has not settled, as the sweep sees it."""
+    async def done(self, row: RefundRow, outcome: str) -> None:
+        await self._conn.execute(
+            "UPDATE outbox SET done_at = now(), outcome = $2, attempts = attempts + 1, last_error = '' "
+            "WHERE id = $1 AND done_at IS NULL", row.outbox_id, outcome,
+        )
+        await changefeed.append(self._conn, "order_refund", row.order_id,
+                                {"order_id": row.order_id, "outcome": outcome})
 
-    outbox_id: int
-    order_id: str
-    channel: str
-    stream_id: str
-    published_at: datetime
-    republished: int
-
-
-@dataclass(frozen=True)
-class PayoutJob:
-    """Where an order's PAYOUT outbox job stands."""
-
-    published: bool  # handed to the channel stream (stream_id is its entry)
-    done: bool       # closed: the order settled (SUCCEEDED or FAILED)
-    stream_id: str
-
-
-@dataclass(frozen=True)
-class RefundRow:
-    outbox_id: int
-    order_id: str
-    attempts: int
-
-
-@dataclass(frozen=True)
-class StuckCount:
-    state: OrderState
-    older_than_s: int
-    count: int
+    async def retry_after(self, row: RefundRow, error: str, backoff_s: float) -> None:
+        await self._conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, "
+            "next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+            row.outbox_id, error[:500], backoff_s,
+        )
 
 
 class Repository:
@@ -149,7 +170,7 @@ class Repository:
         """Non-terminal orders created more than min_age_s ago, oldest first (keyset paged)."""
         after_ts, after_id = after if after else (None, "")
         rows = await self.pool.fetch(
-            f"{_SELECT_ORDER} WHERE o.state IN ('PENDING_DEDUCT', 'PENDING_PAYOUT', 'PAYING') "
+            f"{_SELECT_ORDER} WHERE o.state IN ({_OPEN}) "
             "AND o.created_at < now() - make_interval(secs => $1) "
             "AND ($2::timestamptz IS NULL OR (o.created_at, o.order_id) > ($2, $3)) "
             "ORDER BY o.created_at, o.order_id LIMIT $4",
@@ -161,7 +182,7 @@ class Repository:
         """PENDING_DEDUCT orders created more than min_age_s ago, oldest first: one range of
         orders_open_by_age (state, created_at), whatever the history."""
         rows = await self.pool.fetch(
-            f"{_SELECT_ORDER} WHERE o.state = 'PENDING_DEDUCT' "
+            f"{_SELECT_ORDER} WHERE o.state = '{_CREATED}' "
             "AND o.created_at < now() - make_interval(secs => $1) ORDER BY o.created_at LIMIT $2",
             float(min_age_s), limit,
         )
@@ -171,7 +192,7 @@ class Repository:
         """FAILED orders whose refund job is not done, job older than min_age_s."""
         rows = await self.pool.fetch(
             f"{_SELECT_ORDER} JOIN outbox j ON j.order_id = o.order_id AND j.kind = 'REFUND' "
-            "WHERE j.done_at IS NULL AND o.state = 'FAILED' "
+            f"WHERE j.done_at IS NULL AND o.state IN ({_OWES_REFUND}) "
             "AND j.created_at < now() - make_interval(secs => $1) ORDER BY j.id LIMIT $2",
             float(min_age_s), limit,
         )
@@ -182,7 +203,7 @@ class Repository:
         impossible; the job checks anyway, because a lost refund is lost money."""
         result = await self.pool.execute(
             "INSERT INTO outbox (kind, order_id) "
-            "SELECT 'REFUND', o.order_id FROM orders o WHERE o.state = 'FAILED' AND NOT EXISTS "
+            f"SELECT 'REFUND', o.order_id FROM orders o WHERE o.state IN ({_OWES_REFUND}) AND NOT EXISTS "
             "(SELECT 1 FROM outbox r WHERE r.kind = 'REFUND' AND r.order_id = o.order_id) "
             "ON CONFLICT (kind, order_id) DO NOTHING"
         )
@@ -195,7 +216,7 @@ class Repository:
             "LEFT JOIN orders o ON o.state = s.state "
             " AND o.created_at < now() - make_interval(secs => b.band) "
             "GROUP BY s.state, b.band ORDER BY s.state, b.band",
-            ["PENDING_DEDUCT", "PENDING_PAYOUT", "PAYING"], list(bands_s),
+            [s.value for s in OPEN_STATES], list(bands_s),
         )
         return [StuckCount(OrderState(r["state"]), int(r["band"]), int(r["n"])) for r in rows]
 
@@ -237,8 +258,8 @@ class Repository:
             " SELECT DISTINCT ON (order_id) order_id, payload"
             " FROM unnest($1::text[], $2::text[]) AS t(order_id, payload) ORDER BY order_id"
             "), o AS ("
-            " UPDATE orders SET state = 'PENDING_PAYOUT', state_reason = 'deducted' FROM i"
-            " WHERE orders.order_id = i.order_id AND orders.state = 'PENDING_DEDUCT'"
+            f" UPDATE orders SET state = '{OrderState.PENDING_PAYOUT}', state_reason = 'deducted' FROM i"
+            f" WHERE orders.order_id = i.order_id AND orders.state = '{_DEDUCTED_FROM}'"
             f" RETURNING {_ORDER_COLS.replace('o.', 'orders.')}, i.payload"
             "), job AS ("
             " INSERT INTO outbox (kind, order_id, payload) SELECT 'PAYOUT', o.order_id, o.payload::jsonb"
@@ -254,8 +275,8 @@ class Repository:
         transaction). None when the order was not PENDING_DEDUCT any more."""
         row = await self.pool.fetchrow(
             "WITH o AS ("
-            " UPDATE orders SET state = 'PENDING_PAYOUT', state_reason = 'deducted'"
-            " WHERE order_id = $1 AND state = 'PENDING_DEDUCT'"
+            f" UPDATE orders SET state = '{OrderState.PENDING_PAYOUT}', state_reason = 'deducted'"
+            f" WHERE order_id = $1 AND state = '{_DEDUCTED_FROM}'"
             f" RETURNING {_ORDER_COLS.replace('o.', '')}"
             "), job AS ("
             " INSERT INTO outbox (kind, order_id, payload) SELECT 'PAYOUT', o.order_id, $2::jsonb FROM o"
@@ -268,12 +289,14 @@ class Repository:
     async def transition(
         self, order_id: str, from_states: Sequence[OrderState], to_state: OrderState, reason: str
     ) -> Order | None:
-        """Compare-and-set to a non-FAILED state; None when the order was in none of from_states."""
-        assert to_state is not OrderState.FAILED, "use fail_order: FAILED owes a refund"
+        """Compare-and-set to a state that owes no refund; None when the order was in none
+        of from_states."""
+        if owes_refund(to_state):
+            raise TransitionRefused(f"{to_state} owes a refund: use fail_order")
         row = await self.pool.fetchrow(
             "UPDATE orders o SET state = $3, state_reason = $4 "
             f"WHERE o.order_id = $1 AND o.state = ANY($2::text[]) RETURNING {_ORDER_COLS}",
-            order_id, [s.value for s in from_states], to_state.value, reason,
+            order_id, checked_sources(from_states, to_state), to_state.value, reason,
         )
         return _order(row) if row else None
 
@@ -286,7 +309,7 @@ class Repository:
             "UPDATE orders o SET state = 'FAILED', failure_reason = $3, state_reason = $4 "
             f"WHERE o.order_id = $1 AND o.state = ANY($2::text[]) RETURNING {_ORDER_COLS}, "
             "'PENDING' AS refund_state",
-            order_id, [s.value for s in from_states], failure_reason,
+            order_id, checked_sources(from_states, OrderState.FAILED), failure_reason,
             f"{failure_reason}: {detail}" if detail else failure_reason,
         )
         return _order(row) if row else None
@@ -300,8 +323,8 @@ class Repository:
         this statement moved (the others were in another state or do not exist)."""
         rows = await self.pool.fetch(
             "WITH i AS (SELECT DISTINCT order_id FROM unnest($1::text[]) AS t(order_id) ORDER BY order_id) "
-            "UPDATE orders o SET state = 'PAYING', state_reason = 'payout started' FROM i "
-            f"WHERE o.order_id = i.order_id AND o.state = 'PENDING_PAYOUT' RETURNING {_ORDER_COLS}",
+            f"UPDATE orders o SET state = '{OrderState.PAYING}', state_reason = 'payout started' FROM i "
+            f"WHERE o.order_id = i.order_id AND o.state = '{_BEGUN_FROM}' RETURNING {_ORDER_COLS}",
             list(order_ids),
         )
         return {r["order_id"]: _order(r) for r in rows}
@@ -319,9 +342,11 @@ class Repository:
             "  AS t(order_id, to_state, failure_reason, state_reason) ORDER BY order_id"
             ") UPDATE orders o SET state = i.to_state, failure_reason = i.failure_reason,"
             " state_reason = i.state_reason FROM i "
-            "WHERE o.order_id = i.order_id AND (o.state = 'PAYING'"
-            " OR (i.to_state = 'FAILED' AND o.state = 'PENDING_PAYOUT')) "
-            f"RETURNING {_ORDER_COLS}, CASE WHEN o.state = 'FAILED' THEN 'PENDING' END AS refund_state",
+            f"WHERE o.order_id = i.order_id AND ((i.to_state = '{OrderState.SUCCEEDED}'"
+            f" AND o.state = '{_SUCCEEDED_FROM}')"
+            f" OR (i.to_state = '{OrderState.FAILED}' AND o.state IN ({_PAYOUT_FAILED_FROM}))) "
+            f"RETURNING {_ORDER_COLS}, "
+            f"CASE WHEN o.state IN ({_OWES_REFUND}) THEN 'PENDING' END AS refund_state",
             [i[0] for i in items], [i[1].value for i in items],
             [failed if i[1] is OrderState.FAILED else "" for i in items],
             [
@@ -333,28 +358,20 @@ class Repository:
 
     # -- payout outbox --------------------------------------------------------------------
 
-    async def publish_pending(
-        self, limit: int, publish: Any,
-    ) -> int:
-        """Claim unpublished PAYOUT jobs (FOR UPDATE SKIP LOCKED, so replicas share the work),
-        hand them to `publish` (returns stream ids in order), mark them published. The
-        transaction spans the publish: a crash before commit republishes, never loses."""
+    @asynccontextmanager
+    async def claim_unpublished(self, limit: int) -> AsyncIterator[UnpublishedPayouts]:
+        """Claim unpublished PAYOUT jobs (FOR UPDATE SKIP LOCKED, so replicas share the work)
+        for the caller to publish and mark published. The transaction spans the publish: a
+        crash before commit republishes, never loses."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, order_id, payload::text AS payload FROM outbox "
                 "WHERE kind = 'PAYOUT' AND published_at IS NULL AND done_at IS NULL "
                 "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED", limit,
             )
-            if not rows:
-                return 0
-            jobs = [PayoutRow(r["id"], r["order_id"], json.loads(r["payload"])) for r in rows]
-            stream_ids: list[str] = await publish(jobs)
-            await conn.execute(
-                "UPDATE outbox SET published_at = now(), stream_id = s.stream_id "
-                "FROM unnest($1::bigint[], $2::text[]) AS s(id, stream_id) WHERE outbox.id = s.id",
-                [j.outbox_id for j in jobs], stream_ids,
+            yield UnpublishedPayouts(
+                conn, [PayoutRow(r["id"], r["order_id"], json.loads(r["payload"])) for r in rows]
             )
-            return len(jobs)
 
     async def republish_all_in_flight(self, batch: int = 5000) -> int:
         """After a Redis wipe: every PAYOUT job in flight goes out again. A job stays open
@@ -441,15 +458,15 @@ class Repository:
 
     # -- refund outbox --------------------------------------------------------------------
 
-    async def with_refund_batch(
-        self, limit: int, order_ids: Sequence[str] | None, work: Any,
-    ) -> int:
+    @asynccontextmanager
+    async def claim_refunds(
+        self, limit: int, order_ids: Sequence[str] | None
+    ) -> AsyncIterator[ClaimedRefunds]:
         """Claim due REFUND jobs (FOR UPDATE SKIP LOCKED: a replica or the compensation job
-        working on the same job skips it) and let `work(conn, rows)` settle them while the
-        rows stay locked. A crash releases the locks; the jobs are simply picked up again.
-        The jobs of `order_ids` (the compensation job's, due or not) are waited for instead:
-        the job must learn how its refund ended, not report it pending because a relay had
-        it in hand; once that relay commits, a settled job no longer matches."""
+        working on the same job skips it) for the caller to settle while the rows stay
+        locked. The jobs of `order_ids` (the compensation job's, due or not) are waited for
+        instead: the job must learn how its refund ended, not report it pending because a
+        relay had it in hand; once that relay commits, a settled job no longer matches."""
         async with self.pool.acquire() as conn, conn.transaction():
             if order_ids is None:
                 rows = await conn.fetch(
@@ -464,35 +481,16 @@ class Repository:
                     "WHERE kind = 'REFUND' AND done_at IS NULL AND order_id = ANY($1::text[]) "
                     "ORDER BY id FOR UPDATE", list(order_ids),
                 )
-            if not rows:
-                return 0
-            await work(conn, [RefundRow(r["id"], r["order_id"], r["attempts"]) for r in rows])
-            return len(rows)
+            yield ClaimedRefunds(conn, [RefundRow(r["id"], r["order_id"], r["attempts"]) for r in rows])
 
-    @staticmethod
-    async def refund_done(conn: asyncpg.Connection, row: RefundRow, outcome: str) -> None:
-        await conn.execute(
-            "UPDATE outbox SET done_at = now(), outcome = $2, attempts = attempts + 1, last_error = '' "
-            "WHERE id = $1 AND done_at IS NULL", row.outbox_id, outcome,
+    async def refund_job(self, order_id: str) -> RefundJob | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, done_at IS NOT NULL AS done, coalesce(outcome, '') AS outcome, attempts, last_error "
+            "FROM outbox WHERE kind = 'REFUND' AND order_id = $1", order_id,
         )
-        await changefeed.append(conn, "order_refund", row.order_id,
-                                {"order_id": row.order_id, "outcome": outcome})
-
-    @staticmethod
-    async def refund_retry_later(
-        conn: asyncpg.Connection, row: RefundRow, error: str, backoff_s: float
-    ) -> None:
-        await conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, "
-            "next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
-            row.outbox_id, error[:500], backoff_s,
-        )
-
-    async def refund_job(self, order_id: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
-            "SELECT id, done_at, outcome, attempts, last_error FROM outbox "
-            "WHERE kind = 'REFUND' AND order_id = $1", order_id,
-        )
+        if row is None:
+            return None
+        return RefundJob(row["id"], row["done"], row["outcome"], row["attempts"], row["last_error"])
 
     # -- gate ------------------------------------------------------------------------------
 
@@ -510,25 +508,24 @@ class Repository:
 
     async def update_gate(
         self, build: Callable[[GateConfig], GateConfig], expected_version: int, actor: str, reason: str,
-        on_mismatch: Callable[[int, int], Exception],
     ) -> GateConfig:
         """Swap the config for `build(current)` and write its audit rows in one transaction
         (see update_gate_in)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            _, new = await self.update_gate_in(conn, build, expected_version, actor, reason, on_mismatch,
+            _, new = await self.update_gate_in(conn, build, expected_version, actor, reason,
                                                action="gate.set")
         return new
 
     async def update_gate_in(
         self, conn: asyncpg.Connection, build: Callable[[GateConfig], GateConfig], expected_version: int,
-        actor: str, reason: str, on_mismatch: Callable[[int, int], Exception], *, action: str | None,
+        actor: str, reason: str, *, action: str | None,
     ) -> tuple[GateConfig, GateConfig]:
         """(old, new): the config swapped for `build(current)` and its gate audit row, in the
         caller's transaction, the row locked, so a field the caller did not name keeps the
-        value it has now, not the one it had when the caller read it. `on_mismatch(expected,
-        actual)` returns the error to raise when expected_version is stale; whatever `build`
-        raises rolls back. `action` names the admin_audit row to write (None: the caller
-        writes its own, as an approval does)."""
+        value it has now, not the one it had when the caller read it. A stale
+        expected_version is refused (GATE_VERSION_MISMATCH); whatever `build` raises rolls
+        back. `action` names the admin_audit row to write (None: the caller writes its own,
+        as an approval does)."""
         row = await conn.fetchrow(
             "SELECT config::text AS config, version FROM gate_config WHERE id = 1 FOR UPDATE"
         )
@@ -536,7 +533,7 @@ class Repository:
             raise LookupError("gate_config row is missing")
         old_version = int(row["version"])
         if expected_version and expected_version != old_version:
-            raise on_mismatch(expected_version, old_version)
+            raise version_mismatch(expected_version, old_version)
         old = GateConfig.from_json(json.loads(row["config"]), old_version)
         new = build(old)
         version = old_version + 1
@@ -557,9 +554,7 @@ class Repository:
                                      gate_audit_json(stored), reason)
         return old, stored
 
-    async def gate_audit(
-        self, limit: int, before: int | None
-    ) -> tuple[list[tuple[str, datetime, GateConfig | None, GateConfig, str]], str]:
+    async def gate_audit(self, limit: int, before: int | None) -> GateAuditPage:
         """A page of the gate audit, newest first, below row id `before`; and the next page's
         token (the last id shown), empty on the last page."""
         rows = await self.pool.fetch(
@@ -568,15 +563,15 @@ class Repository:
             "WHERE ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $1", limit + 1, before,
         )
         token = paging.row_token(rows[limit - 1]["id"]) if len(rows) > limit else ""
-        return [
-            (
+        return GateAuditPage([
+            GateAuditEntry(
                 r["actor"], r["created_at"],
                 GateConfig.from_json(json.loads(r["old"]), int(r["old_version"])) if r["old"] else None,
                 GateConfig.from_json(json.loads(r["new"]), int(r["new_version"])),
                 r["reason"],
             )
             for r in rows[:limit]
-        ], token
+        ], token)
 
 
 def gate_audit_json(config: GateConfig) -> dict[str, object]:

@@ -17,16 +17,23 @@ from meshkit.user_auth import UserAuth
 from meshkit.user_limits import UserRateLimit
 from withdraw_svc.admin_audit import WithdrawAudit
 from withdraw_svc.auto_release import AutoRelease
+from withdraw_svc.bound_methods import BoundMethods
 from withdraw_svc.compensation import Compensation
+from withdraw_svc.confirm import ConfirmWithdrawal
+from withdraw_svc.coordination import PayoutCoordinator
+from withdraw_svc.faults import FaultPlan
+from withdraw_svc.gate import GateAdmin, GateHolder
 from withdraw_svc.gate_changes import KIND, GateChanges
+from withdraw_svc.job_lock import SessionLock, lock_key
+from withdraw_svc.order_queries import OrderQueries
 from withdraw_svc.peers import AccountClient, GatewayClient, PayoutStatsClient
 from withdraw_svc.relay import OutboxRelay, RefundRelay
 from withdraw_svc.repository import Repository
-from withdraw_svc.service import Coordination, GateAdmin, GateHolder, WithdrawService
 from withdraw_svc.servicer import PayoutCoordinationServicer, WithdrawAdminServicer, WithdrawServicer
 from withdraw_svc.settings import Settings
 from withdraw_svc.settings_servicer import WithdrawSettingsServicer
 from withdraw_svc.streams import RedisPort
+from withdraw_svc.withdraw_page import WithdrawPage
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -49,21 +56,31 @@ class WithdrawApp:
         await self.gate.load()
         self.outbox = OutboxRelay(s, self.repo, self.redis)
         await self.outbox.start()
-        self.refunds = RefundRelay(s, self.repo, self.account)
-        self.service = WithdrawService(
-            s, self.repo, self.redis, self.account, self.gateway, self.gate,
-            wake_relay=self.outbox.wake.set, wake_refunds=self.refunds.wake.set,
+        faults = FaultPlan.from_settings(s)
+        self.refunds = RefundRelay(s, self.repo, self.account, before_refund=faults.before_refund)
+        page_deadline_s = s.page_credit_deadline_s
+        methods = BoundMethods(self.gateway, self.redis, s.limits, s.methods_cache_s, page_deadline_s)
+        self.page = WithdrawPage(self.repo, self.account, methods, self.gate, s.limits, page_deadline_s)
+        self.confirm = ConfirmWithdrawal(
+            self.repo, self.account, methods, self.gate, s.limits, s.confirm_credit_deadline_s,
+            wake_relay=self.outbox.nudge, wake_refunds=self.refunds.nudge,
+            order_writes_in_flight=s.order_writes_in_flight, deduct_batch=s.deduct_batch,
+            deduct_in_flight=s.deduct_in_flight, deduct_linger_s=s.deduct_linger_s,
             confirm_limit=UserRateLimit(self.stores.redis, self.stores.keys, "confirm",
                                         s.user_confirms_per_min, "withdrawals"),
         )
-        self.coordination = Coordination(self.repo, wake_refunds=self.refunds.wake.set,
-                                         gateway=self.gateway)
+        self.queries = OrderQueries(self.repo)
+        self.coordinator = PayoutCoordinator(self.repo, wake_refunds=self.refunds.nudge, gateway=self.gateway)
         self.admin = GateAdmin(self.repo, self.gate, four_eyes=s.four_eyes.required)
-        self.gate_changes = GateChanges(self.admin, ChangeStore(self.stores.pool, KIND, s.four_eyes.ttl_s))
+        self.gate_changes = GateChanges(self.admin, ChangeStore(self.stores.pool, KIND, s.four_eyes.ttl_s),
+                                        self.repo)
         self.audit = WithdrawAudit(self.stores.pool)
         self.auto_release = AutoRelease(self.admin, self.payout_stats, s.auto_release_interval_s)
+        self.compensation_lock = SessionLock(
+            s.common.database_url, lock_key(f"withdraw-compensation:{s.common.db_schema}")
+        )
         self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,
-                                         self.outbox)
+                                         self.outbox, self.compensation_lock)
 
         self.background.spawn("gate-refresh", self.gate.refresh_loop)
         # Always running: auto_release is switched on and off in the gate config, at run time.
@@ -77,9 +94,11 @@ class WithdrawApp:
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         users = UserAuth(self.settings.session_keys)
-        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(WithdrawServicer(self.service, users), server)
+        withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(
+            WithdrawServicer(self.page, self.confirm, self.queries, users), server
+        )
         withdraw_pb2_grpc.add_PayoutCoordinationServiceServicer_to_server(
-            PayoutCoordinationServicer(self.coordination), server
+            PayoutCoordinationServicer(self.coordinator), server
         )
         withdraw_pb2_grpc.add_WithdrawAdminServiceServicer_to_server(
             WithdrawAdminServicer(self.admin, self.compensation, self.gate_changes, self.audit), server

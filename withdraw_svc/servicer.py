@@ -15,6 +15,8 @@ from meshkit.user_auth import UserAuth
 from meshkit.user_limits import retry_hint
 from withdraw_svc.admin_audit import WithdrawAudit
 from withdraw_svc.compensation import Compensation, CompensationAction
+from withdraw_svc.confirm import ConfirmWithdrawal
+from withdraw_svc.coordination import PayoutCoordinator
 from withdraw_svc.domain import (
     ConfirmInput,
     GateConfig,
@@ -24,9 +26,11 @@ from withdraw_svc.domain import (
     RefundState,
     compensation_min_age,
 )
+from withdraw_svc.gate import GateAdmin
 from withdraw_svc.gate_changes import GateChanges, request_of
+from withdraw_svc.order_queries import OrderQueries
 from withdraw_svc.peers import Method
-from withdraw_svc.service import Coordination, GateAdmin, WithdrawService
+from withdraw_svc.withdraw_page import WithdrawPage
 
 _STATE = {
     OrderState.PENDING_DEDUCT: withdraw_pb2.ORDER_STATE_PENDING_DEDUCT,
@@ -116,15 +120,18 @@ def action_pb(action: CompensationAction) -> withdraw_pb2.CompensationAction:
 class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
     """Every RPC here is user-facing: it acts for the session token's uid (meshkit.user_auth)."""
 
-    def __init__(self, service: WithdrawService, users: UserAuth) -> None:
-        self.service = service
+    def __init__(self, page: WithdrawPage, confirm: ConfirmWithdrawal, queries: OrderQueries,
+                 users: UserAuth) -> None:
+        self.page = page
+        self.confirm = confirm
+        self.queries = queries
         self.users = users
 
     async def GetWithdrawPage(
         self, request: withdraw_pb2.GetWithdrawPageRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.GetWithdrawPageResponse:
         uid = self.users.uid(context, "WithdrawService/GetWithdrawPage", request.uid)
-        page = await self.service.page(uid, list(request.tokens))
+        page = await self.page.page(uid, list(request.tokens))
         return withdraw_pb2.GetWithdrawPageResponse(
             balance_fen=page.balance_fen, balance_stale=page.balance_stale,
             min_amount_fen=page.min_fen, max_amount_fen=page.max_fen, gate=gate_pb(page.gate),
@@ -136,7 +143,7 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
     ) -> withdraw_pb2.ConfirmWithdrawResponse:
         uid = self.users.uid(context, "WithdrawService/ConfirmWithdraw", request.uid)
         with retry_hint(context):
-            order, replayed = await self.service.confirm(ConfirmInput(
+            order, replayed = await self.confirm.confirm(ConfirmInput(
                 uid=uid, request_id=request.request_id, amount_fen=request.amount_fen,
                 method_id=request.method_id, tokens=tuple(request.tokens),
             ))
@@ -146,31 +153,31 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
         self, request: withdraw_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.GetOrderResponse:
         owner = self.users.signed_in(context, "WithdrawService/GetOrder")
-        order = await self.service.get_order(request.order_id, owner)
+        order = await self.queries.get_order(request.order_id, owner)
         return withdraw_pb2.GetOrderResponse(order=order_pb(order))
 
     async def ListOrders(
         self, request: withdraw_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ListOrdersResponse:
         uid = self.users.uid(context, "WithdrawService/ListOrders", request.uid)
-        orders, token = await self.service.list_orders(uid, request.page_size, request.page_token)
+        orders, token = await self.queries.list_orders(uid, request.page_size, request.page_token)
         return withdraw_pb2.ListOrdersResponse(orders=[order_pb(o) for o in orders], next_page_token=token)
 
 
 class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServicer):
-    def __init__(self, coordination: Coordination) -> None:
-        self.coordination = coordination
+    def __init__(self, coordinator: PayoutCoordinator) -> None:
+        self.coordinator = coordinator
 
     async def BeginPayout(
         self, request: withdraw_pb2.BeginPayoutRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.BeginPayoutResponse:
-        order, acquired = await self.coordination.begin_payout(request.order_id)
+        order, acquired = await self.coordinator.begin_payout(request.order_id)
         return withdraw_pb2.BeginPayoutResponse(order=order_pb(order), acquired=acquired)
 
     async def SettlePayout(
         self, request: withdraw_pb2.SettlePayoutRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.SettlePayoutResponse:
-        order, replayed = await self.coordination.settle_payout(
+        order, replayed = await self.coordinator.settle_payout(
             request.order_id, _RESULT.get(request.result), request.reason
         )
         return withdraw_pb2.SettlePayoutResponse(order=order_pb(order), replayed=replayed)
@@ -178,14 +185,14 @@ class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServ
     async def GetOrderStates(
         self, request: withdraw_pb2.GetOrderStatesRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.GetOrderStatesResponse:
-        orders = await self.coordination.orders_of(list(request.order_ids))
+        orders = await self.coordinator.orders_of(list(request.order_ids))
         return withdraw_pb2.GetOrderStatesResponse(
             states={order_id: _STATE[order.state] for order_id, order in orders.items()})
 
     async def BeginPayoutBatch(
         self, request: withdraw_pb2.BeginPayoutBatchRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.BeginPayoutBatchResponse:
-        outcomes = await self.coordination.begin_payout_batch(list(request.order_ids))
+        outcomes = await self.coordinator.begin_payout_batch(list(request.order_ids))
         results = []
         for outcome in outcomes:
             if isinstance(outcome, DomainError):
@@ -199,7 +206,7 @@ class PayoutCoordinationServicer(withdraw_pb2_grpc.PayoutCoordinationServiceServ
     async def SettlePayoutBatch(
         self, request: withdraw_pb2.SettlePayoutBatchRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.SettlePayoutBatchResponse:
-        outcomes = await self.coordination.settle_payout_batch(
+        outcomes = await self.coordinator.settle_payout_batch(
             [(s.order_id, _RESULT.get(s.result), s.reason) for s in request.settles]
         )
         results = []
@@ -246,13 +253,13 @@ class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):
     async def ListGateAudit(
         self, request: withdraw_pb2.ListGateAuditRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ListGateAuditResponse:
-        entries, token = await self.admin.audit(request.page_size, request.page_token)
-        return withdraw_pb2.ListGateAuditResponse(next_page_token=token, entries=[
+        page = await self.admin.audit(request.page_size, request.page_token)
+        return withdraw_pb2.ListGateAuditResponse(next_page_token=page.next_page_token, entries=[
             withdraw_pb2.GateAuditEntry(
-                actor=actor, change_time=to_ts(at), new_config=gate_config_pb(new), reason=reason,
-                old_config=gate_config_pb(old) if old else None,
+                actor=e.actor, change_time=to_ts(e.at), new_config=gate_config_pb(e.new), reason=e.reason,
+                old_config=gate_config_pb(e.old) if e.old else None,
             )
-            for actor, at, old, new, reason in entries
+            for e in page.entries
         ])
 
     async def ProposeGateChange(

@@ -19,7 +19,7 @@ from meshkit.streams import context_of, stream_id_key, trace_fields
 from meshkit.telemetry import TRACEPARENT, tracer
 from meshkit.timeconv import to_ts
 from withdraw_svc.peers import Method
-from withdraw_svc.repository import InFlightJob, PayoutRow
+from withdraw_svc.records import InFlightJob, PayoutRow
 
 _tracer = tracer("withdraw_svc.relay")
 
@@ -120,6 +120,9 @@ class RedisPort:
                 locked=isinstance(locked, Exception) or bool(locked),
             ))
         return found
+
+    async def stream_exists(self, channel: str) -> bool:
+        return bool(await self.client.exists(self.keys.payout_stream(channel)))
 
     async def has_entry(self, channel: str, stream_id: str) -> bool:
         return bool(await self.client.xrange(self.keys.payout_stream(channel), stream_id, stream_id, count=1))

@@ -297,7 +297,7 @@ async def test_an_order_locked_by_a_payout_worker_is_left_alone(mesh: WdMesh) ->
 
 
 async def test_one_runner_at_a_time(mesh: WdMesh) -> None:
-    key = mesh.app().compensation.lock_key
+    key = mesh.app().compensation_lock.key
     async with mesh.pool.acquire() as conn:
         assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
         try:

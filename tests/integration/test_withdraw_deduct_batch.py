@@ -27,7 +27,7 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
 async def test_concurrent_confirms_share_batches_and_keep_their_own_results(mesh: WdMesh) -> None:
     rich, rich_method = await mesh.user(balance_fen=50 * 100)
     poor, poor_method = await mesh.user(balance_fen=20 * 100)
-    deducts = mesh.app().service.deducts
+    deducts = mesh.app().confirm.deducts
     calls_before, items_before = deducts.batches, deducts.items
 
     calls = []

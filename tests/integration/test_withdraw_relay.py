@@ -27,8 +27,9 @@ from payout_svc.streams import ChannelQueue
 from tests.harness import new_uid, patched_env
 from tests.waiting import eventually
 from withdraw_svc.domain import OrderState
+from withdraw_svc.records import NewOrder
 from withdraw_svc.relay import OutboxRelay
-from withdraw_svc.repository import NewOrder, Repository
+from withdraw_svc.repository import Repository
 from withdraw_svc.server import MIGRATIONS
 from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort
@@ -62,7 +63,7 @@ class RelayWorld:
         assert await self.repo.transition(order_id, [OrderState.PENDING_PAYOUT], OrderState.PAYING, "begun")
 
     async def publish(self) -> int:
-        return await self.repo.publish_pending(500, RedisPort(self.redis, self.keys).publish)
+        return await self.relay(relay_batch=500).publish_pending()
 
     async def entries(self, channel: str, order_id: str) -> int:
         found: Any = await self.redis.xrange(self.keys.payout_stream(channel))

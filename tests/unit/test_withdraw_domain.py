@@ -29,7 +29,7 @@ from withdraw_svc.domain import (
     validate_gate,
     window_end_if_closed,
 )
-from withdraw_svc.service import decode_page_token, encode_page_token
+from withdraw_svc.order_queries import decode_page_token, encode_page_token
 
 SH = ZoneInfo("Asia/Shanghai")
 LIMITS = Limits(min_fen=100, max_fen=2_000_000, channels=("bank", "alipay", "balance"))
