@@ -38,10 +38,10 @@ from payout_svc.domain import (
 from payout_svc.service import (
     RATE_RECHECK_S,
     GatewayPort,
-    Hold,
     LimiterPort,
     LockPort,
     OrdersPort,
+    PaymentLease,
     PayoutProcessor,
     ProcessorConfig,
     QueuePort,
@@ -80,8 +80,8 @@ class BatchLockPort(LockPort, Protocol):
     async def extend_many(self, held: dict[str, str]) -> None: ...
 
 
-class BatchHold(Hold):
-    """Hold for a batch: the locks of its orders and the messages still in hand, kept
+class BatchPaymentLease(PaymentLease):
+    """PaymentLease for a batch: the locks of its orders and the messages still in hand, kept
     alive in one round trip each."""
 
     def __init__(self, locks: BatchLockPort, queue: BatchQueuePort, channel: str, held: dict[str, str],
@@ -126,24 +126,24 @@ class BatchPayoutProcessor(PayoutProcessor):
             "messaging.batch.message_count": len(deliveries),
         }):
             done: dict[str, Handled] = {}
-            later: list[Delivery] = []
+            one_by_one: list[Delivery] = []
             self._away.discard(channel)
-            await self._batch(channel, deliveries, done, later)
+            await self._batch(channel, deliveries, done, one_by_one)
             # The pause ends once messages get somewhere again, unless this very batch
             # found a dependency away for some of them.
             if channel not in self._away and any(h is not Handled.LEFT for h in done.values()):
                 self._pauses.pop(channel, None)
                 self._away_runs.pop(channel, None)
-            for delivery in later:  # the rare cases, each as a single message (locks released)
+            for delivery in one_by_one:  # the rare cases, each as a single message (locks released)
                 done[delivery.entry_id] = await self.handle(delivery)
         return [done[d.entry_id] for d in deliveries]
 
     async def _batch(self, channel: str, deliveries: list[Delivery], done: dict[str, Handled],
-                     later: list[Delivery]) -> None:
+                     one_by_one: list[Delivery]) -> None:
         in_hand: dict[str, Delivery] = {}
         for delivery in deliveries:
             if delivery.job is None:
-                later.append(delivery)  # dead-lettered by handle()
+                one_by_one.append(delivery)  # dead-lettered by handle()
             else:
                 in_hand[delivery.entry_id] = delivery
 
@@ -165,11 +165,11 @@ class BatchPayoutProcessor(PayoutProcessor):
                              order_id, delivery.entry_id)
                     finish(delivery, Handled.LEFT)
                 seen.add(order_id)
-            hold = BatchHold(self.b_locks, self.b_queue, channel, held, in_hand,
+            lease = BatchPaymentLease(self.b_locks, self.b_queue, channel, held, in_hand,
                              self.config.keepalive_s, self.sleep)
-            await self._open_rate(channel, hold)
-            to_pay = await self._begin(channel, in_hand, finish, later, held)
-            await self._pay_all(channel, to_pay, hold, finish)
+            await self._open_rate(channel, lease)
+            to_pay = await self._begin(channel, in_hand, finish, one_by_one, held)
+            await self._pay_all(channel, to_pay, lease, finish)
         except Exception as exc:
             # The batch as a whole could go no further: every message still in hand is
             # judged as handle() judges a message that met this error.
@@ -181,7 +181,7 @@ class BatchPayoutProcessor(PayoutProcessor):
                 log.warning("could not release the order locks of a batch (%s); they expire", exc)
 
     async def _begin(self, channel: str, in_hand: dict[str, Delivery], finish: _Finish,
-                     later: list[Delivery], held: dict[str, str]) -> list[tuple[Delivery, Order]]:
+                     one_by_one: list[Delivery], held: dict[str, str]) -> list[tuple[Delivery, Order]]:
         deliveries = list(in_hand.values())
         begun = await self.b_orders.begin_payout_batch([_job(d).order_id for d in deliveries])
         to_pay: list[tuple[Delivery, Order]] = []
@@ -200,7 +200,7 @@ class BatchPayoutProcessor(PayoutProcessor):
                 # PAYING (queried before it is paid) or back to PENDING_PAYOUT: rare, and
                 # handle() knows them; it takes the lock itself.
                 in_hand.pop(delivery.entry_id, None)
-                later.append(delivery)
+                one_by_one.append(delivery)
                 token = held.pop(outcome.order.order_id, None)
                 if token is not None:
                     await self.b_locks.release_many({outcome.order.order_id: token})
@@ -210,14 +210,14 @@ class BatchPayoutProcessor(PayoutProcessor):
         await asyncio.gather(*failed)
         return to_pay
 
-    async def _pay_all(self, channel: str, to_pay: list[tuple[Delivery, Order]], hold: BatchHold,
+    async def _pay_all(self, channel: str, to_pay: list[tuple[Delivery, Order]], lease: BatchPaymentLease,
                        finish: _Finish) -> None:
         """Pay in grants of the limiter: a grant goes out at once as one gateway call; the
         rest wait in hand for their turn (pacing, never an attempt)."""
         pending = to_pay
         while pending:
-            await hold.refresh()
-            rate = await self._open_rate(channel, hold)
+            await lease.refresh()
+            rate = await self._open_rate(channel, lease)
             granted, wait = await self.b_limiter.take(channel, rate, len(pending))
             if granted <= 0:
                 if self.stopping.is_set():
@@ -225,7 +225,7 @@ class BatchPayoutProcessor(PayoutProcessor):
                     for delivery, _order in pending:
                         finish(delivery, Handled.LEFT)
                     return
-                await hold.sleep(min(max(wait, 0.001), RATE_RECHECK_S))
+                await lease.sleep(min(max(wait, 0.001), RATE_RECHECK_S))
                 continue
             chunk, pending = pending[:granted], pending[granted:]
             busy = await self._pay_chunk(channel, chunk, finish)
@@ -235,7 +235,7 @@ class BatchPayoutProcessor(PayoutProcessor):
                     for delivery, _order in busy:
                         finish(delivery, Handled.LEFT)
                 else:
-                    await hold.sleep(self.config.busy_backoff_ms / 1000.0)
+                    await lease.sleep(self.config.busy_backoff_ms / 1000.0)
                     pending = busy + pending
 
     async def _pay_chunk(self, channel: str, chunk: list[tuple[Delivery, Order]],

@@ -133,7 +133,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Hold:
+class PaymentLease:
     """What a worker holds while paying one order: the order lock, the message when it
     came from the stream, and the rate-limit slot reserved for its gateway call. Long
     waits refresh the lock and the message, so a live worker is neither locked out by its
@@ -212,14 +212,14 @@ class PayoutProcessor:
             # finds the order settled. Nothing failed, so no attempt is counted.
             log.info("order locked by another worker; message %s left for redelivery", delivery.entry_id)
             return Handled.LEFT
-        hold = Hold(self.locks, self.queue, delivery, job.order_id, token,
+        lease = PaymentLease(self.locks, self.queue, delivery, job.order_id, token,
                     self.config.keepalive_s, self.sleep)
         try:
             # The slot is reserved first so that waiting for it overlaps reading and
             # beginning the order; a message that turns out to need no call wastes one slot,
             # which only ever lowers the rate.
-            await self._reserve(delivery.channel, hold)
-            return await self._work(delivery, hold)
+            await self._reserve(delivery.channel, lease)
+            return await self._work(delivery, lease)
         except ChannelPaused as exc:
             log.warning("%s; message %s left for redelivery", exc, delivery.entry_id)
             return Handled.LEFT
@@ -260,7 +260,7 @@ class PayoutProcessor:
         log.warning("%s; message %s left for redelivery", away, delivery.entry_id)
         return Handled.LEFT
 
-    async def _work(self, delivery: Delivery, hold: Hold) -> Handled:
+    async def _work(self, delivery: Delivery, lease: PaymentLease) -> Handled:
         assert delivery.job is not None
         # BeginPayout is the reload: it returns the order in whatever state it is, and moves
         # it to PAYING (compare-and-set) only if it waits for its payout.
@@ -268,7 +268,7 @@ class PayoutProcessor:
         for _ in range(4):
             order = begun.order
             if begun.acquired:
-                return await self._pay(delivery, order, hold)
+                return await self._pay(delivery, order, lease)
             if order.state.terminal:
                 log.info("order already %s; nothing to do", order.state.value)
                 await self.queue.ack(delivery)
@@ -281,14 +281,14 @@ class PayoutProcessor:
                 # An earlier delivery (or the compensation job) may already have paid.
                 answer = await self.gateway.query(order.order_id)
                 if answer.status is GatewayStatus.NOT_FOUND:
-                    return await self._pay(delivery, order, hold)
+                    return await self._pay(delivery, order, lease)
                 return await self._adopt(delivery, order, answer)
             begun = await self.orders.begin_payout(order.order_id)  # PENDING_PAYOUT again: retry
         raise AttemptFailed("order state kept changing while locked")
 
-    async def _pay(self, delivery: Delivery, order: Order, hold: Hold) -> Handled:
+    async def _pay(self, delivery: Delivery, order: Order, lease: PaymentLease) -> Handled:
         while True:
-            await self._take_turn(delivery.channel, hold)
+            await self._take_turn(delivery.channel, lease)
             try:
                 answer = await self.gateway.payout(order)
             except DependencyDown:
@@ -302,18 +302,18 @@ class PayoutProcessor:
                 # The order stays PAYING with no gateway record; the redelivery queries, finds
                 # nothing and pays.
                 return Handled.LEFT
-            await hold.sleep(self.config.busy_backoff_ms / 1000.0)
+            await lease.sleep(self.config.busy_backoff_ms / 1000.0)
 
     def paused(self, channel: str) -> bool:
         return self.rates.rate_of(channel).paused
 
-    async def _open_rate(self, channel: str, hold: Hold) -> ChannelRate:
+    async def _open_rate(self, channel: str, lease: PaymentLease) -> ChannelRate:
         """The channel's rate once it is not paused. Waiting is pacing, never an attempt;
         a stop while paused leaves the message for redelivery."""
         while (rate := self.rates.rate_of(channel)).paused:
             if self.stopping.is_set():
                 raise ChannelPaused(f"channel {channel} is paused")
-            await hold.sleep(RATE_RECHECK_S)
+            await lease.sleep(RATE_RECHECK_S)
         return rate
 
     async def _after_no_answer(self, delivery: Delivery, order: Order) -> Handled:
@@ -327,30 +327,30 @@ class PayoutProcessor:
             raise DependencyDown("gateway: no answer to Payout and no record of the order")
         return await self._adopt(delivery, order, answer)
 
-    async def _reserve(self, channel: str, hold: Hold) -> None:
-        rate = await self._open_rate(channel, hold)
-        hold.slot = (time.monotonic() + await self.limiter.reserve(channel, rate), rate)
+    async def _reserve(self, channel: str, lease: PaymentLease) -> None:
+        rate = await self._open_rate(channel, lease)
+        lease.slot = (time.monotonic() + await self.limiter.reserve(channel, rate), rate)
 
-    async def _take_turn(self, channel: str, hold: Hold) -> None:
+    async def _take_turn(self, channel: str, lease: PaymentLease) -> None:
         """Wait for the channel's rate limit. Waiting is pacing: it never counts as an attempt."""
-        await hold.refresh()
+        await lease.refresh()
         started = time.monotonic()
-        if hold.slot is None:
-            await self._reserve(channel, hold)
-        while hold.slot is not None:
-            due, rate = hold.slot
+        if lease.slot is None:
+            await self._reserve(channel, lease)
+        while lease.slot is not None:
+            due, rate = lease.slot
             if rate != self.rates.rate_of(channel):
                 # The slot was cut for the old rate (after a raise from 1/s it could be many
                 # seconds away): take one on the new schedule (a pause is waited out first).
-                await self._reserve(channel, hold)
+                await self._reserve(channel, lease)
                 continue
             left = due - time.monotonic()
             if left <= 0:
-                hold.slot = None
+                lease.slot = None
             else:
-                await hold.sleep(min(left, RATE_RECHECK_S))
-        while (wait := await self.limiter.admit(channel, await self._open_rate(channel, hold))) > 0:
-            await hold.sleep(wait)
+                await lease.sleep(min(left, RATE_RECHECK_S))
+        while (wait := await self.limiter.admit(channel, await self._open_rate(channel, lease))) > 0:
+            await lease.sleep(wait)
         _limiter_wait.record((time.monotonic() - started) * 1000.0, {"channel": channel})
 
     async def _adopt(self, delivery: Delivery, order: Order, answer: GatewayAnswer) -> Handled:
@@ -368,7 +368,7 @@ class PayoutProcessor:
         assert delivery.job is not None
         if delivery.job.attempt + 1 >= self.config.max_attempts:
             # Refused on every attempt (the method unbound, the account unknown...): the
-            # gateway recorded nothing, and will not. Left PAYING, the order would hold the
+            # gateway recorded nothing, and will not. Left PAYING, the order would lease the
             # user's money until someone looks; failed, its refund follows in the same
             # transaction. Asked once more first: only "no record" makes failing it safe.
             check = await self.gateway.query(order.order_id)
