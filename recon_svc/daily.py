@@ -29,7 +29,8 @@ from recon_svc.domain import (
     ledger_conservation,
     parse_day,
 )
-from recon_svc.repository import OrderFacts, Repository
+from recon_svc.ports import ReconStore
+from recon_svc.records import DailyGroup, LedgerDay, OrderFacts
 from recon_svc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,18 @@ class Report:
 
 
 class DailyRecon:
-    def __init__(self, repo: Repository, settings: Settings, alerts: Alerts) -> None:
-        self.repo = repo
+    def __init__(self, store: ReconStore, settings: Settings, alerts: Alerts) -> None:
+        self.store = store
         self.settings = settings
         self.alerts = alerts
 
     async def get(self, day_text: str) -> Report:
         day = parse_day(day_text)
-        row = await self.repo.get_report(day)
-        if row is None:
+        stored = await self.store.autocommit.daily.report(day)
+        if stored is None:
             raise ReportNotFound(day)
-        return Report(row["date"].isoformat(), row["orders"], row["discrepancies"], row["report"],
-                      row["text"], row["created_at"])
+        return Report(stored.date.isoformat(), stored.orders, stored.discrepancies, stored.report_json,
+                      stored.text, stored.created_at)
 
     async def run(self, day_text: str) -> Report:
         day = parse_day(day_text)
@@ -70,12 +71,12 @@ class DailyRecon:
         clock = _Phases()
 
         # Three independent passes over the projections, on three connections at once.
-        groups, orphans, (ledger, accounts_off) = await asyncio.gather(
-            self.repo.daily_orders(start, end, stuck_before),
-            self.repo.daily_orphans(start, end, now - grace),
-            self.repo.daily_ledger(start, end))
+        daily = self.store.autocommit.daily
+        groups, orphans, ledger, unbalanced = await asyncio.gather(
+            daily.orders(start, end, stuck_before), daily.orphans(start, end, now - grace),
+            daily.ledger(start, end), daily.unbalanced_accounts(start, end))
         clock.mark("scan")
-        suspects = [oid for g in groups for oid in g["suspects"]]
+        suspects = [oid for g in groups for oid in g.suspects]
         facts = await self._facts(suspects)
         found: list[NewDiscrepancy] = []
         flagged_succeeded_fen = 0
@@ -99,11 +100,11 @@ class DailyRecon:
         clock.mark("judge")
         found += [NewDiscrepancy.of_account(
             a.uid, ledger_conservation(a.credits, a.debits, a.refunds, a.balance), Source.DAILY)
-            for a in accounts_off]
+            for a in unbalanced]
 
-        succeeded_fen = sum(g["amount_fen"] for g in groups if g["state"] == SUCCEEDED)
+        succeeded_fen = sum(g.amount_fen for g in groups if g.state == SUCCEEDED)
         # Orders still in flight may already be paid: only final orders take part.
-        paid_fen = sum(g["paid_fen"] for g in groups if g["state"] in (SUCCEEDED, FAILED))
+        paid_fen = sum(g.paid_fen for g in groups if g.state in (SUCCEEDED, FAILED))
         # Differences already explained by an order's own finding are not counted twice.
         unexplained = (paid_fen - flagged_paid_fen) - (succeeded_fen - flagged_succeeded_fen)
         if unexplained:
@@ -113,17 +114,18 @@ class DailyRecon:
                 f"{succeeded_fen} fen; {unexplained} fen not explained by any order's finding",
                 Source.DAILY))
 
-        new = await self.repo.record(self.repo.pool, found)
+        async with self.store.unit_of_work() as tx:
+            new = await tx.discrepancies.record(found)
         self.alerts.publish(new)
         clock.mark("record")
         report = self._report(day.isoformat(), start, end, groups, ledger, found, succeeded_fen, paid_fen)
         report["timings_ms"] = clock.phases
         text = _text(report)
-        orders = sum(int(g["orders"]) for g in groups)
-        created, stored = await self.repo.save_report(day, orders, len(found), report, text)
+        orders = sum(g.orders for g in groups)
+        stored = await self.store.autocommit.daily.save_report(day, orders, len(found), report, text)
         log.info("daily recon %s: %d orders, %d discrepancies (%d new); phases %s ms",
                  day, orders, len(found), len(new), clock.phases)
-        return Report(day.isoformat(), orders, len(found), stored, text, created)
+        return Report(day.isoformat(), orders, len(found), stored.report_json, text, stored.created_at)
 
     def _judge(self, f: OrderFacts, stuck_before: datetime) -> list[Finding]:
         if f.order is None:
@@ -137,22 +139,22 @@ class DailyRecon:
     async def _facts(self, order_ids: list[str]) -> dict[str, OrderFacts]:
         out: dict[str, OrderFacts] = {}
         for i in range(0, len(order_ids), _FACTS_CHUNK):
-            async with self.repo.transaction() as conn:
-                out.update(await self.repo.facts(conn, order_ids[i:i + _FACTS_CHUNK]))
+            async with self.store.unit_of_work() as tx:
+                out.update(await tx.checks.facts(order_ids[i:i + _FACTS_CHUNK]))
         return out
 
-    def _report(self, day: str, start: datetime, end: datetime, groups: list[Any], ledger: Any,
+    def _report(self, day: str, start: datetime, end: datetime, groups: list[DailyGroup], ledger: LedgerDay,
                 found: list[NewDiscrepancy], succeeded_fen: int, paid_fen: int) -> dict[str, Any]:
         by_state: dict[str, dict[str, int]] = defaultdict(lambda: {"orders": 0, "amount_fen": 0})
         by_channel: dict[str, dict[str, int]] = defaultdict(lambda: {"orders": 0, "amount_fen": 0})
         rows = []
         for g in groups:
-            for bucket in (by_state[g["state"]], by_channel[g["channel"]]):
-                bucket["orders"] += int(g["orders"])
-                bucket["amount_fen"] += int(g["amount_fen"])
-            rows.append({k: (int(g[k]) if k not in ("state", "channel") else g[k])
-                         for k in ("state", "channel", "orders", "amount_fen", "debit_fen", "refund_fen",
-                                   "paid_fen")})
+            for bucket in (by_state[g.state], by_channel[g.channel]):
+                bucket["orders"] += g.orders
+                bucket["amount_fen"] += g.amount_fen
+            rows.append({"state": g.state, "channel": g.channel, "orders": g.orders,
+                         "amount_fen": g.amount_fen, "debit_fen": g.debit_fen,
+                         "refund_fen": g.refund_fen, "paid_fen": g.paid_fen})
         return {
             "date": day,
             "timezone": self.settings.timezone.key,
@@ -162,7 +164,8 @@ class DailyRecon:
             "by_state": dict(by_state),
             "by_channel": dict(by_channel),
             "by_state_channel": rows,
-            "ledger": {k: int(ledger[k]) for k in ("entries", "credits", "debits", "refunds", "voids")},
+            "ledger": {"entries": ledger.entries, "credits": ledger.credits, "debits": ledger.debits,
+                       "refunds": ledger.refunds, "voids": ledger.voids},
             "gateway": {"succeeded_fen": paid_fen, "orders_succeeded_fen": succeeded_fen,
                         "orders_failed": by_state[FAILED]["orders"] if FAILED in by_state else 0},
             "discrepancy_counts": dict(Counter(f.reason for f in found)),
