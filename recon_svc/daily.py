@@ -30,7 +30,7 @@ from recon_svc.domain import (
     parse_day,
 )
 from recon_svc.ports import ReconStore
-from recon_svc.records import DailyGroup, LedgerDay, OrderFacts
+from recon_svc.records import DailyGroup, LedgerDay, OrderFacts, UnbalancedAccount
 from recon_svc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,15 @@ class Report:
     report_json: str
     report_text: str
     created_at: datetime
+
+
+@dataclass
+class _Flagged:
+    """What the day's final orders with a finding account for: their own findings explain
+    that much of any difference in the day's totals."""
+
+    succeeded_fen: int = 0
+    paid_fen: int = 0
 
 
 class DailyRecon:
@@ -67,46 +76,21 @@ class DailyRecon:
         start, end = day_bounds(day, self.settings.timezone)
         now = utcnow()
         stuck_before = now - timedelta(seconds=self.settings.stuck_after_s)
-        grace = timedelta(seconds=self.settings.grace_s)
         clock = _Phases()
-
-        # Three independent passes over the projections, on three connections at once.
-        daily = self.store.autocommit.daily
-        groups, orphans, ledger, unbalanced = await asyncio.gather(
-            daily.orders(start, end, stuck_before), daily.orphans(start, end, now - grace),
-            daily.ledger(start, end), daily.unbalanced_accounts(start, end))
+        groups, orphans, (ledger, unbalanced) = await self._scan(start, end, now, stuck_before)
         clock.mark("scan")
-        suspects = [oid for g in groups for oid in g.suspects]
-        facts = await self._facts(suspects)
-        found: list[NewDiscrepancy] = []
-        flagged_succeeded_fen = 0
-        flagged_paid_fen = 0
-        refund_grace = timedelta(seconds=self.settings.refund_grace_s)
-        for oid in suspects:
-            f = facts[oid]
-            findings, _ = held_back(self._judge(f, stuck_before), f.terminal_seen, now, refund_grace)
-            if findings and f.order is not None and f.order.terminal:
-                if f.order.state == SUCCEEDED:
-                    flagged_succeeded_fen += f.order.amount
-                flagged_paid_fen += sum(p.paid_sum for p in f.payouts)
-            found += [NewDiscrepancy.of_order(x, oid, f.order.uid if f.order else 0, Source.DAILY)
-                      for x in findings]
-
-        orphan_facts = await self._facts(orphans)
-        for oid in orphans:
-            f = orphan_facts[oid]
-            found += [NewDiscrepancy.of_order(x, oid, 0, Source.DAILY)
-                      for x in check_order(None, f.entries, f.payouts)]
+        found, flagged = await self._judge_suspects([oid for g in groups for oid in g.suspects],
+                                                    now, stuck_before)
+        found += await self._judge_orphans(orphans)
         clock.mark("judge")
         found += [NewDiscrepancy.of_account(
             a.uid, ledger_conservation(a.credits, a.debits, a.refunds, a.balance), Source.DAILY)
             for a in unbalanced]
-
         succeeded_fen = sum(g.amount_fen for g in groups if g.state == SUCCEEDED)
         # Orders still in flight may already be paid: only final orders take part.
         paid_fen = sum(g.paid_fen for g in groups if g.state in (SUCCEEDED, FAILED))
         # Differences already explained by an order's own finding are not counted twice.
-        unexplained = (paid_fen - flagged_paid_fen) - (succeeded_fen - flagged_succeeded_fen)
+        unexplained = (paid_fen - flagged.paid_fen) - (succeeded_fen - flagged.succeeded_fen)
         if unexplained:
             found.append(NewDiscrepancy.of_totals(
                 f"payouts:{day.isoformat()}",
@@ -126,6 +110,43 @@ class DailyRecon:
         log.info("daily recon %s: %d orders, %d discrepancies (%d new); phases %s ms",
                  day, orders, len(found), len(new), clock.phases)
         return Report(day.isoformat(), orders, len(found), stored.report_json, text, stored.created_at)
+
+    async def _scan(
+        self, start: datetime, end: datetime, now: datetime, stuck_before: datetime
+    ) -> tuple[list[DailyGroup], list[str], tuple[LedgerDay, list[UnbalancedAccount]]]:
+        """Three independent passes over the projections, on three connections at once."""
+        daily = self.store.autocommit.daily
+        grace = timedelta(seconds=self.settings.grace_s)
+
+        async def ledger_pass() -> tuple[LedgerDay, list[UnbalancedAccount]]:
+            return await daily.ledger(start, end), await daily.unbalanced_accounts(start, end)
+
+        return await asyncio.gather(daily.orders(start, end, stuck_before),
+                                    daily.orphans(start, end, now - grace), ledger_pass())
+
+    async def _judge_suspects(self, suspects: list[str], now: datetime,
+                              stuck_before: datetime) -> tuple[list[NewDiscrepancy], _Flagged]:
+        """The orders the SQL did not pass as plainly clean, by the domain rules; and what the
+        final ones among them with a finding weigh in the day's totals."""
+        facts = await self._facts(suspects)
+        refund_grace = timedelta(seconds=self.settings.refund_grace_s)
+        found: list[NewDiscrepancy] = []
+        flagged = _Flagged()
+        for oid in suspects:
+            f = facts[oid]
+            findings, _ = held_back(self._judge(f, stuck_before), f.terminal_seen, now, refund_grace)
+            if findings and f.order is not None and f.order.terminal:
+                if f.order.state == SUCCEEDED:
+                    flagged.succeeded_fen += f.order.amount
+                flagged.paid_fen += sum(p.paid_sum for p in f.payouts)
+            found += [NewDiscrepancy.of_order(x, oid, f.order.uid if f.order else 0, Source.DAILY)
+                      for x in findings]
+        return found, flagged
+
+    async def _judge_orphans(self, orphans: list[str]) -> list[NewDiscrepancy]:
+        facts = await self._facts(orphans)
+        return [NewDiscrepancy.of_order(x, oid, 0, Source.DAILY)
+                for oid in orphans for x in check_order(None, facts[oid].entries, facts[oid].payouts)]
 
     def _judge(self, f: OrderFacts, stuck_before: datetime) -> list[Finding]:
         if f.order is None:
