@@ -77,7 +77,9 @@ class FakeStore:
 
 def service(store: FakeStore) -> ReconService:
     with patched_env({"RECON_GRACE_S": "5", "RECON_REFUND_GRACE_S": "0", "RECON_SELF_CHECK": "false",
-                      "MESH_INSECURE": "1"}):
+                      # No socket is opened: plaintext, whatever TLS the suite's environment has.
+                      "MESH_INSECURE": "1", "MESH_CERTS_DIR": "", "MESH_TLS_CA": "", "MESH_TLS_CERT": "",
+                      "MESH_TLS_KEY": ""}):
         settings = Settings.from_env()
     svc = ReconService(store, settings, Alerts("", 1.0), None, None, None)  # type: ignore[arg-type]
     for name, _ in settings.feeds:
