@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from meshkit.admin_store import AuditEntry
 from recon_svc.domain import (
     Discrepancy,
     EntryChange,
@@ -22,6 +21,7 @@ from recon_svc.domain import (
     PayoutView,
 )
 from recon_svc.records import (
+    AuditPage,
     DailyGroup,
     DueCheck,
     LedgerDay,
@@ -66,7 +66,7 @@ class OrdersPort(Protocol):
 class FeedsPort(Protocol):
     async def ensure(self, feeds: Sequence[str]) -> None: ...
 
-    async def all(self) -> list[Position]: ...
+    async def positions(self) -> list[Position]: ...
 
     async def cursor_of(self, feed: str) -> str: ...
 
@@ -111,7 +111,7 @@ class DiscrepanciesPort(Protocol):
     async def resolve(self, discrepancy_id: int, status: str, note: str,
                       actor: str) -> Discrepancy | None: ...
 
-    async def admin_audit(self, page_size: int, page_token: str) -> tuple[list[AuditEntry], str]: ...
+    async def admin_audit(self, page_size: int, page_token: str) -> AuditPage: ...
 
 
 class AuditsPort(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from meshkit.admin_store import AuditEntry
 from recon_svc.domain import EntryView, OrderView, PayoutView
 from recon_svc.sums import Settled, Sums
 
@@ -114,6 +115,14 @@ class LedgerDay:
     debits: int
     refunds: int
     voids: int
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """A page of the admin audit, newest first; `next_page_token` is empty on the last."""
+
+    entries: list[AuditEntry]
+    next_page_token: str
 
 
 @dataclass(frozen=True)

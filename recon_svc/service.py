@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from meshkit import validate
-from meshkit.admin_store import AuditEntry
 from meshkit.errors import Unavailable
 from meshkit.telemetry import meter
 from meshkit.timeconv import utcnow
@@ -40,7 +39,7 @@ from recon_svc.domain import (
 )
 from recon_svc.peers import FeedChange
 from recon_svc.ports import GatewayPort, LedgerPort, OrdersPort, ReconStore
-from recon_svc.records import OrderFacts, Position, Recheck, Verdict
+from recon_svc.records import AuditPage, OrderFacts, Position, Recheck, Verdict
 from recon_svc.settings import Settings
 from recon_svc.sums import Moves, Sums, differences, settled_mismatch, settled_share, verdict_moves
 
@@ -323,13 +322,13 @@ class ReconService:
         log.info("discrepancy %d marked %s by %s: %s", discrepancy_id, status, actor, note)
         return done
 
-    async def admin_audit(self, page_size: int, page_token: str) -> tuple[list[AuditEntry], str]:
+    async def admin_audit(self, page_size: int, page_token: str) -> AuditPage:
         return await self.store.autocommit.discrepancies.admin_audit(page_size, page_token)
 
     async def status(self) -> Status:
         repos = self.store.autocommit
         positions, pending, open_, sums = await asyncio.gather(
-            repos.feeds.all(), repos.checks.pending(), repos.discrepancies.open_count(),
+            repos.feeds.positions(), repos.checks.pending(), repos.discrepancies.open_count(),
             repos.sums.current())
         return Status(positions, {name: self.heads.of(name) for name, _ in self.settings.feeds},
                       pending, open_, sums)

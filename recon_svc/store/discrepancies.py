@@ -9,6 +9,7 @@ import asyncpg
 
 from meshkit import admin_store
 from recon_svc.domain import Discrepancy, NewDiscrepancy
+from recon_svc.records import AuditPage
 from recon_svc.store.session import Db
 
 _COLUMNS = "id, reason, subject, order_id, uid, detail, status, source, note, created_at, updated_at"
@@ -74,6 +75,5 @@ class DiscrepancyStore:
                                  {"status": status, "note": note}, note)
         return _discrepancy(row)
 
-    async def admin_audit(self, page_size: int,
-                          page_token: str) -> tuple[list[admin_store.AuditEntry], str]:
-        return await admin_store.list_audit(self.db, page_size, page_token)
+    async def admin_audit(self, page_size: int, page_token: str) -> AuditPage:
+        return AuditPage(*await admin_store.list_audit(self.db, page_size, page_token))

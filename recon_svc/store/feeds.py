@@ -19,7 +19,7 @@ class FeedPositions:
             [(f,) for f in feeds],
         )
 
-    async def all(self) -> list[Position]:
+    async def positions(self) -> list[Position]:
         rows = await self.db.fetch(
             "SELECT feed, cursor, applied, updated_at FROM feed_positions ORDER BY feed")
         return [Position(r["feed"], r["cursor"], r["applied"], r["updated_at"]) for r in rows]
