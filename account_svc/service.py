@@ -190,7 +190,7 @@ class Ledger:
                         raise
                     entry = None
                 if entry is not None:
-                    log.info("debited %d fen, balance now %s", amount_fen, entry.balance_after_fen)
+                    log.debug("debited %d fen, balance now %s", amount_fen, entry.balance_after_fen)
                     return entry, False
                 # No row: the balance fell short, or the order id is taken (a replay, a
                 # concurrent twin that won, or a void). The unique index is committed
@@ -232,7 +232,7 @@ class Ledger:
             for index, outcome in zip(members, done, strict=True):
                 results[index] = outcome
         debited = sum(1 for r in results if isinstance(r, tuple) and not r[1])
-        log.info("deduct batch of %d: %d debited", len(items), debited)
+        log.debug("deduct batch of %d: %d debited", len(items), debited)
         return [r for r in results if r is not None]
 
     async def _deduct_round(self, items: list[tuple[str, int, int]]) -> list[DeductOutcome]:

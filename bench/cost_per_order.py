@@ -47,6 +47,7 @@ import argparse
 import asyncio
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -197,6 +198,60 @@ def counter_total(metrics_text: str, name: str) -> int:
         if line.startswith((name + "{", name + " ")):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
+
+
+def server_calls(metrics_text: str) -> dict[str, float]:
+    """rpc_server_requests_total by method (all statuses), from a Prometheus text page."""
+    calls: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("rpc_server_requests_total{") and (m := _METHOD_LABEL.search(line)):
+            method = m.group(1).rsplit("/", 1)[-1]
+            calls[method] = calls.get(method, 0.0) + float(line.rsplit(" ", 1)[1])
+    return calls
+
+
+_METHOD_LABEL = re.compile(r'rpc_method="([^"]+)"')
+
+
+async def calls_by_service(env: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """Every service's server calls by method so far; a service whose page does not answer
+    is left out (its row is then missing from the calls table, not zero)."""
+
+    def fetch(url: str) -> str:
+        with urllib.request.urlopen(url, timeout=5.0) as reply:
+            return str(reply.read().decode())
+
+    seen: dict[str, dict[str, float]] = {}
+    for svc in SERVICES:
+        url = metrics_url(env, svc)
+        if url is None:
+            continue
+        try:
+            seen[svc] = server_calls(await asyncio.to_thread(fetch, url))
+        except OSError:
+            continue
+    return seen
+
+
+def calls_table(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]],
+                orders: int) -> str:
+    """Server calls per settled order over the window, by service and method: what batching
+    does, independent of how busy the box was."""
+    lines = [f"{'server calls per settled order':<58}{'calls':>9}{'per order':>11}"]
+    total = 0.0
+    for svc, now in after.items():
+        for method, count in sorted(now.items()):
+            made = count - before.get(svc, {}).get(method, 0.0)
+            if made <= 0:
+                continue
+            total += made
+            lines.append(f"  {svc + ' ' + method:<56}{made:>9.0f}{_per(made, orders):>11.3f}")
+    lines.append(f"  {'all':<56}{total:>9.0f}{_per(total, orders):>11.3f}")
+    return "\n".join(lines)
+
+
+def _per(count: float, orders: int) -> float:
+    return count / orders if orders else math.nan
 
 
 async def self_checks(url: str | None) -> int | None:
@@ -366,6 +421,8 @@ class Measured:
     summary: dict[str, dict[str, object]]
     samples: int
     load_avg: tuple[float, float]
+    calls_before: dict[str, dict[str, float]]
+    calls_after: dict[str, dict[str, float]]
 
 
 async def measure(clients: MeshClients, procs: MeshProcesses, args: argparse.Namespace,
@@ -392,6 +449,7 @@ async def measure(clients: MeshClients, procs: MeshProcesses, args: argparse.Nam
     log(f"window opens: {','.join(f'{k}={v}' for k, v in config.mix.items())} at {config.rate:g} confirms/s "
         f"for {config.duration_s:g}s (host load average {load_avg:.1f})")
     loop = asyncio.get_running_loop()
+    calls_before = await calls_by_service(os.environ)
     await sampler.start()
     opened = loop.time()
     ticker = asyncio.create_task(progress(driver))
@@ -406,6 +464,7 @@ async def measure(clients: MeshClients, procs: MeshProcesses, args: argparse.Nam
                                 args.drain_timeout)
     window = await sampler.stop()
     window_s = loop.time() - opened
+    calls_after = await calls_by_service(os.environ)
     if args.profile_dir is not None:
         lines = []
         for svc, pid in procs.services.items():
@@ -417,7 +476,7 @@ async def measure(clients: MeshClients, procs: MeshProcesses, args: argparse.Nam
     for spy in spies:
         await asyncio.wait_for(spy.wait(), timeout=60)
     return Measured(window, window_s, load_s, drained, recorder.summary(load_s), sampler.samples + 2,
-                    (load_avg, os.getloadavg()[0]))
+                    (load_avg, os.getloadavg()[0]), calls_before, calls_after)
 
 
 def report(m: Measured, args: argparse.Namespace, mix_text: str, idle: dict[str, float],
@@ -425,7 +484,7 @@ def report(m: Measured, args: argparse.Namespace, mix_text: str, idle: dict[str,
     """Prints what was measured; returns the settled orders and ms of CPU per settled order."""
     for rpc, s in m.summary.items():
         log(f"{rpc}: {s['ok']} ok of {s['calls']} ({s['rate']}/s), p50 {s['p50']} ms, p99 {s['p99']} ms, "
-            f"errors {s['errors'] or 'none'}")
+            f"shed by admission {s['shed']}, errors {s['errors'] or 'none'}")
     d = m.drained
     settled = d.settled
     if d.left_open:
@@ -446,6 +505,7 @@ def report(m: Measured, args: argparse.Namespace, mix_text: str, idle: dict[str,
     print(format_table(rows, settled, m.window_s))
     total = total_of(rows)
     per_order = total.cpu_s * 1000.0 / settled if settled else math.nan
+    print(calls_table(m.calls_before, m.calls_after, settled))
     if idle:
         background = total.idle_cores * m.window_s
         print(f"idle column: cores each group used in {idle_s:g}s with no traffic just before the window; "

@@ -19,6 +19,9 @@ MAX_ACCOUNT_LEN = 64
 DEFAULT_PAGE = 500
 MAX_PAGE = 5000
 MAX_BATCH = 500
+# A user's bound methods per ListMethods page.
+DEFAULT_METHODS_PAGE = 100
+MAX_METHODS_PAGE = 1000
 CLOSED_ACCOUNT = "account closed"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from gateway_mock.domain import ChannelFaults, Decision, Method, Payout, PayoutRequest, PayoutState
-from meshkit import admin_store, changefeed
+from meshkit import admin_store, changefeed, validate
 
 _PAYOUT_COLUMNS = (
     "order_id, uid, channel, method_id, amount_fen, state, failure_reason,"
@@ -190,11 +190,19 @@ class Repository:
         assert stored is not None
         return stored
 
-    async def list_methods(self, uid: int) -> list[Method]:
+    async def list_methods(
+        self, uid: int, limit: int, after: tuple[datetime, str] | None
+    ) -> tuple[list[Method], str]:
+        """A page of the user's methods, oldest binding first, after the keyset position
+        `after`; and the next page's token, empty on the last page."""
+        at, key = after if after is not None else (None, "")
         rows = await self.pool.fetch(
-            "SELECT method_id, uid, channel, account_masked FROM methods WHERE uid = $1"
-            " ORDER BY created_at, method_id", uid)
-        return [_method(r) for r in rows]
+            "SELECT method_id, uid, channel, account_masked, created_at FROM methods WHERE uid = $1"
+            " AND ($2::timestamptz IS NULL OR (created_at, method_id) > ($2, $3))"
+            " ORDER BY created_at, method_id LIMIT $4", uid, at, key, limit + 1)
+        last = rows[limit - 1] if len(rows) > limit else None
+        token = validate.encode_keyset_token(last["created_at"], last["method_id"]) if last else ""
+        return [_method(r) for r in rows[:limit]], token
 
     # -- faults ----------------------------------------------------------------------------
 

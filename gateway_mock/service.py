@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from gateway_mock.domain import (
+    DEFAULT_METHODS_PAGE,
     MAX_BATCH,
+    MAX_METHODS_PAGE,
     CapacityExceeded,
     CapacityWindow,
     ChannelFaults,
@@ -98,7 +100,7 @@ class GatewayService:
                     raise PayoutConflict(request.order_id)
                 payout = await self._finalize_if_due(payout)
             else:
-                log.info("payout recorded: %s %s fen via %s",
+                log.debug("payout recorded: %s %s fen via %s",
                          payout.state.value, payout.amount_fen, payout.channel)
             await self.sleep(latency / 2)
             if faults.reply_lost(self.rng):
@@ -152,7 +154,7 @@ class GatewayService:
             with log_context(order_id=order_id, uid=request.uid):
                 if order_id in created:
                     payout = created[order_id]
-                    log.info("payout recorded: %s %s fen via %s",
+                    log.debug("payout recorded: %s %s fen via %s",
                              payout.state.value, payout.amount_fen, payout.channel)
                     results[index] = (payout, False)
                     continue
@@ -248,9 +250,10 @@ class GatewayService:
             raise MethodConflict(wanted.method_id)
         return stored
 
-    async def list_methods(self, uid: int) -> list[Method]:
+    async def list_methods(self, uid: int, page_size: int, page_token: str) -> tuple[list[Method], str]:
         check_uid(uid)
-        return await self.repo.list_methods(uid)
+        size = validate.page_size(page_size, default=DEFAULT_METHODS_PAGE, maximum=MAX_METHODS_PAGE)
+        return await self.repo.list_methods(uid, size, validate.decode_keyset_token(page_token))
 
     # -- faults ----------------------------------------------------------------------------
 

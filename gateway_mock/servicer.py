@@ -109,8 +109,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def ListMethods(
         self, request: gateway_pb2.ListMethodsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListMethodsResponse:
-        methods = await self.service.list_methods(request.uid)
-        return gateway_pb2.ListMethodsResponse(methods=[method_pb(m) for m in methods])
+        methods, token = await self.service.list_methods(request.uid, request.page_size, request.page_token)
+        return gateway_pb2.ListMethodsResponse(methods=[method_pb(m) for m in methods], next_page_token=token)
 
     async def BindMethod(
         self, request: gateway_pb2.BindMethodRequest, context: grpc.aio.ServicerContext

@@ -28,9 +28,18 @@ def review_pb(change: Change) -> admin_pb2.ChangeReview:
     return review
 
 
+def action_pb(action: str) -> admin_pb2.AdminAction:
+    """The enum of a stored action ("gate.set" is ADMIN_ACTION_GATE_SET); UNSPECIFIED for
+    one this version does not know."""
+    known: admin_pb2.AdminAction | None = getattr(
+        admin_pb2, f"ADMIN_ACTION_{action.replace('.', '_').upper()}", None)
+    return known if known is not None else admin_pb2.ADMIN_ACTION_UNSPECIFIED
+
+
 def audit_entry_pb(entry: AuditEntry) -> admin_pb2.AdminAuditEntry:
     return admin_pb2.AdminAuditEntry(
         audit_id=entry.audit_id, audit_time=to_ts(entry.at), actor=entry.actor, action=entry.action,
+        action_kind=action_pb(entry.action),
         target=entry.target, reason=entry.reason,
         old_json="" if entry.old is None else json.dumps(entry.old, sort_keys=True),
         new_json="" if entry.new is None else json.dumps(entry.new, sort_keys=True),

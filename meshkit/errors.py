@@ -3,6 +3,7 @@ gRPC statuses. Domain modules import this file, never grpc."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 
 
@@ -20,14 +21,18 @@ class Code(Enum):
 
 
 class DomainError(Exception):
-    """A refusal the caller can act on. `reason` is a stable UPPER_SNAKE identifier."""
+    """A refusal the caller can act on. `reason` is a stable UPPER_SNAKE identifier that
+    callers branch on (it travels as google.rpc.ErrorInfo, meshkit.status); `metadata`
+    goes with it, facts a caller may act on (never secrets); the message is for people."""
 
     code: Code = Code.FAILED_PRECONDITION
 
-    def __init__(self, message: str, *, reason: str = "", code: Code | None = None) -> None:
+    def __init__(self, message: str, *, reason: str = "", code: Code | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or type(self).__name__
+        self.metadata: dict[str, str] = dict(metadata or {})
         if code is not None:
             self.code = code
 
@@ -63,7 +68,7 @@ class RateLimited(Exhausted):
     (sent as `retry-after-ms` trailing metadata, like admission's refusals)."""
 
     def __init__(self, message: str, *, retry_after_ms: int, reason: str = "USER_RATE_LIMITED") -> None:
-        super().__init__(message, reason=reason)
+        super().__init__(message, reason=reason, metadata={"retry_after_ms": str(retry_after_ms)})
         self.retry_after_ms = retry_after_ms
 
 

@@ -3,14 +3,12 @@ table, or a view of the same shape over an append-only log of its own)."""
 
 from __future__ import annotations
 
-import json
-
 import asyncpg
 import grpc
 
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
 from meshkit import changefeed, validate
-from meshkit.timeconv import to_ts
+from meshkit.feed_records import typed_change
 
 
 class ChangeFeedServicer(feed_pb2_grpc.ChangeFeedServiceServicer):
@@ -25,16 +23,6 @@ class ChangeFeedServicer(feed_pb2_grpc.ChangeFeedServiceServicer):
                                    maximum=changefeed.MAX_PAGE, field="limit")
         changes, cursor = await changefeed.read(self.pool, request.cursor, limit, self.source)
         return feed_pb2.ReadChangesResponse(
-            changes=[
-                feed_pb2.Change(
-                    cursor=c.cursor, kind=c.kind, key=c.key,
-                    payload_json=_json(c.payload), create_time=to_ts(c.created_at),
-                )
-                for c in changes
-            ],
+            changes=[typed_change(c.cursor, c.kind, c.key, c.payload, c.created_at) for c in changes],
             next_cursor=cursor,
         )
-
-
-def _json(payload: dict[str, object]) -> str:
-    return json.dumps(payload, sort_keys=True)

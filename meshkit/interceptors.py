@@ -26,6 +26,7 @@ from meshkit.errors import DomainError, InvalidArgument
 from meshkit.identity import CALLER_HEADER, caller_of
 from meshkit.outage import OutageLog, outage_of
 from meshkit.policy import allowed, open_to_any_caller
+from meshkit.status import DEPENDENCY_UNAVAILABLE, OVERLOADED, abort_status, abort_with
 from meshkit.telemetry import meter
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ _shed = _meter.create_counter("rpc.server.shed", description="RPCs refused by ad
 _outages = OutageLog(log)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
-def _grpc_code(error: DomainError) -> grpc.StatusCode:
-    return grpc.StatusCode[error.code.value]
 
 
 class _Undecodable:
@@ -67,17 +64,18 @@ RETRY_AFTER_HEADER = "retry-after-ms"
 PUSHBACK_HEADER = "grpc-retry-pushback-ms"
 
 
-async def _refuse(method: str, refused: Refused, context: grpc.aio.ServicerContext) -> NoReturn:
+async def _refuse(method: str, refused: Refused, context: grpc.aio.ServicerContext, domain: str) -> NoReturn:
     hint = str(refused.retry_after_ms)
     context.set_trailing_metadata(((RETRY_AFTER_HEADER, hint), (PUSHBACK_HEADER, hint)))
     attrs = {"rpc.method": method, "rpc.grpc.status": "RESOURCE_EXHAUSTED"}
     _requests.add(1, attrs)
     _shed.add(1, {"rpc.method": method, "reason": refused.reason})
-    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded; retry after {hint} ms")
-    raise AssertionError("context.abort returned")
+    await abort_status(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded; retry after {hint} ms",
+                       reason=OVERLOADED, domain=domain,
+                       metadata={"retry_after_ms": hint, "cause": refused.reason})
 
 
-def _admitted(method: str, behavior: Behavior, admission: Admission, priority: int) -> Behavior:
+def _admitted(method: str, behavior: Behavior, admission: Admission, priority: int, domain: str) -> Behavior:
     """Admission before everything else: a refused call costs no span, no parse check and
     no handler, so it is answered at once however busy the replica is."""
 
@@ -85,7 +83,7 @@ def _admitted(method: str, behavior: Behavior, admission: Admission, priority: i
         try:
             ticket = await admission.acquire(priority, context.time_remaining())
         except Refused as refused:
-            await _refuse(method, refused, context)
+            await _refuse(method, refused, context, domain)
         try:
             return await behavior(request, context)
         finally:
@@ -94,7 +92,7 @@ def _admitted(method: str, behavior: Behavior, admission: Admission, priority: i
     return handle
 
 
-def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
+def _wrap_unary(method: str, behavior: Behavior, domain: str) -> Behavior:
     """Domain errors and outages to statuses, and the RPC metrics. Runs inside the server
     span the OpenTelemetry interceptor opened (the current span); `context` is that
     interceptor's wrapper, whose abort records the status on the span."""
@@ -111,7 +109,7 @@ def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
         except DomainError as err:
             status = err.code.value
             span.set_attribute("error.reason", err.reason)
-            await context.abort(_grpc_code(err), err.message)
+            await abort_with(context, err, domain)
         except grpc.aio.AbortError:
             code = context.code()
             status = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
@@ -125,8 +123,10 @@ def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
             else:
                 status = "UNAVAILABLE"
                 _outages.warn(method, outage)
-                span.set_attribute("error.reason", "DEPENDENCY_UNAVAILABLE")
-                await context.abort(grpc.StatusCode.UNAVAILABLE, outage.message)
+                span.set_attribute("error.reason", DEPENDENCY_UNAVAILABLE)
+                await abort_status(context, grpc.StatusCode.UNAVAILABLE, outage.message,
+                                   reason=DEPENDENCY_UNAVAILABLE, domain=domain,
+                                   metadata={"dependency": outage.dependency})
         finally:
             attrs = {"rpc.method": method, "rpc.grpc.status": status}
             _requests.add(1, attrs)
@@ -200,8 +200,9 @@ class PolicyInterceptor(grpc.aio.ServerInterceptor):
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
     """Outermost: the methods the gate lists wait for a slot or are refused at once."""
 
-    def __init__(self, gate: Gate | None = None) -> None:
+    def __init__(self, gate: Gate | None, domain: str) -> None:
         self.gate = gate
+        self.domain = domain
 
     async def intercept_service(
         self,
@@ -217,14 +218,18 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         if priority is None:
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            _admitted(method, handler.unary_unary, gate.admission, priority),
+            _admitted(method, handler.unary_unary, gate.admission, priority, self.domain),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Innermost: error mapping, undecodable requests and metrics for every unary mesh RPC."""
+    """Innermost: error mapping, undecodable requests and metrics for every unary mesh RPC.
+    `domain` (the serving service's name) is the ErrorInfo domain of its refusals."""
+
+    def __init__(self, domain: str) -> None:
+        self.domain = domain
 
     async def intercept_service(
         self,
@@ -237,7 +242,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         deserialize = handler.request_deserializer
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(method, handler.unary_unary),
+            _wrap_unary(method, handler.unary_unary, self.domain),
             request_deserializer=_tolerant(deserialize) if deserialize else None,
             response_serializer=handler.response_serializer,
         )
@@ -250,11 +255,12 @@ def _not_grpc_own(details: grpc.HandlerCallDetails) -> bool:
     return not details.method.startswith("/grpc.")
 
 
-def server_interceptors(gate: Gate | None = None) -> list[grpc.aio.ServerInterceptor]:
+def server_interceptors(domain: str, gate: Gate | None = None) -> list[grpc.aio.ServerInterceptor]:
     """In call order: the caller policy, admission, then the server span (trace context
-    from the metadata), then the error mapping inside it."""
-    return [PolicyInterceptor(), AdmissionInterceptor(gate), aio_server_interceptor(filter_=_not_grpc_own),
-            ServerInterceptor()]
+    from the metadata), then the error mapping inside it. `domain` is the service's name,
+    the ErrorInfo domain of every refusal it sends."""
+    return [PolicyInterceptor(), AdmissionInterceptor(gate, domain),
+            aio_server_interceptor(filter_=_not_grpc_own), ServerInterceptor(domain)]
 
 
 class CallerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):

@@ -135,10 +135,10 @@ INSECURE_WARNING = (
     "caller policy trusts the self-declared x-mesh-caller header. Never on a shared network.")
 
 
-def _server(gate: Gate, health: HealthServicer, limits: ServerLimits) -> grpc.aio.Server:
+def _server(service: str, gate: Gate, health: HealthServicer, limits: ServerLimits) -> grpc.aio.Server:
     # No SO_REUSEPORT: a second copy on a taken port must fail, not silently share traffic.
     server = grpc.aio.server(
-        interceptors=server_interceptors(gate),
+        interceptors=server_interceptors(service, gate),
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", limits.max_receive_bytes),
@@ -169,8 +169,8 @@ async def start_server(app: App, settings: CommonSettings, *, port: int | None =
     gate = Gate(admission, settings.admitted)
     # One health servicer for both listeners: the admin port answers what the main one does.
     health = HealthServicer()
-    server = _server(gate, health, settings.limits)
-    listeners = _Listeners(server, lambda: _server(gate, health, settings.limits))
+    server = _server(settings.service, gate, health, settings.limits)
+    listeners = _Listeners(server, lambda: _server(settings.service, gate, health, settings.limits))
     names = app.register(cast(grpc.aio.Server, listeners))
     _reflect(server, [n for n in names if n not in ADMIN_SERVICES])
     bound = bind(server, f"{settings.host}:{settings.port if port is None else port}", settings.tls)

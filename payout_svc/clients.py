@@ -11,6 +11,7 @@ import grpc
 
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.status import status_code
 from payout_svc.domain import (
     AttemptFailed,
     Begun,
@@ -120,7 +121,7 @@ class WithdrawClient:
         for order_id, item in zip(order_ids, reply.results, strict=True):
             if item.HasField("begun"):
                 results.append(Begun(_order(item.begun.order), item.begun.acquired))
-            elif item.error.code == "NOT_FOUND":
+            elif status_code(item.error.code) is grpc.StatusCode.NOT_FOUND:
                 results.append(OrderMissing(order_id))
             else:
                 results.append(AttemptFailed(f"BeginPayout refused: {item.error.code} {item.error.message}"))
@@ -142,11 +143,12 @@ class WithdrawClient:
         reply = await self._call(self.coordination.SettlePayoutBatch, request)
         results: list[Order | Exception] = []
         for item in reply.results:
+            code = status_code(item.error.code)
             if item.HasField("settled"):
                 results.append(_order(item.settled.order))
-            elif item.error.code == "FAILED_PRECONDITION":
+            elif code is grpc.StatusCode.FAILED_PRECONDITION:
                 results.append(SettleConflict(item.error.message))
-            elif item.error.code == "UNAVAILABLE":
+            elif code is grpc.StatusCode.UNAVAILABLE:
                 # withdraw_svc could not ask the gateway to confirm a failure: nobody's fault.
                 results.append(DependencyDown(f"withdraw_svc: {item.error.message}"))
             else:
@@ -197,7 +199,7 @@ class GatewayClient:
                 raise _gateway_down(err) from err
             return [_error_answer(err)] * len(orders)
         return [_answer(item.paid.payout) if item.HasField("paid")
-                else _item_answer(item.error.code, item.error.message)
+                else _item_answer(status_code(item.error.code), item.error.message)
                 for item in reply.results]
 
     async def query(self, order_id: str) -> GatewayAnswer:
@@ -224,14 +226,13 @@ def _gateway_down(err: grpc.aio.AioRpcError) -> DependencyDown:
     return DependencyDown(f"gateway: {err.code().name} {err.details()}")
 
 
-def _item_answer(code_name: str, message: str) -> GatewayAnswer:
+def _item_answer(code: grpc.StatusCode, message: str) -> GatewayAnswer:
     """One item's refusal in a batch reply, read as the same status of a single Payout. An
     item UNAVAILABLE (the channel's transient error) came inside an answer: the gateway
     says it recorded nothing, so it is a definite "not now" (AWAY), not a lost reply."""
-    if code_name == "UNAVAILABLE":
+    if code is grpc.StatusCode.UNAVAILABLE:
         return GatewayAnswer(GatewayStatus.AWAY, f"UNAVAILABLE: {message}")
-    code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.UNKNOWN)
-    return _code_answer(code, f"{code_name}: {message}")
+    return _code_answer(code, f"{code.name}: {message}")
 
 
 def _error_answer(err: grpc.aio.AioRpcError) -> GatewayAnswer:

@@ -215,6 +215,20 @@ def check_dead_letter_ids(ids: list[str]) -> None:
         validate.decimal(field, seq, 0, validate.UINT64_MAX, reason="BAD_DEAD_LETTER_ID")
 
 
+def dead_letter_after(page_token: str) -> str | None:
+    """The entry id a dead-letter page token stands for (the last letter of the previous
+    page), None for the first page. The token is that id as it is; anything but a stream
+    entry id is "page_token: malformed"."""
+    if not page_token:
+        return None
+    ms, sep, seq = page_token.partition("-")
+    if len(page_token) > _MAX_ENTRY_ID_LEN or not sep:
+        raise validate.invalid("page_token", "malformed", reason="BAD_PAGE_TOKEN")
+    validate.decimal("page_token", ms, 0, validate.UINT64_MAX, reason="BAD_PAGE_TOKEN")
+    validate.decimal("page_token", seq, 0, validate.UINT64_MAX, reason="BAD_PAGE_TOKEN")
+    return page_token
+
+
 def dlq_page_size(requested: int) -> int:
     return validate.page_size(requested, default=DEFAULT_DLQ_PAGE, maximum=MAX_DLQ_PAGE)
 

@@ -74,7 +74,7 @@ class PayoutApp:
         for channel in s.channels:
             loops = ChannelWorkers(channel, s.workers_per_channel, queue, processor, checker,
                                    s.claim_idle_ms, lease_ms=max(5_000, 2 * s.await_poll_ms),
-                                   batch_size=s.batch_size)
+                                   batch_size=s.batch_size, linger_ms=s.batch_linger_ms)
             for n in range(s.workers_per_channel):
                 self.background.spawn(f"payout-{channel}-worker-{n}", loops.work)
             self.background.spawn(f"payout-{channel}-reclaim", loops.reclaim)

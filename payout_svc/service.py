@@ -37,6 +37,7 @@ from payout_svc.domain import (
     SettleConflict,
     check_channel,
     check_dead_letter_ids,
+    dead_letter_after,
     dlq_page_size,
     outage_backoff_s,
     retry_backoff_s,
@@ -408,7 +409,7 @@ async def settle(orders: OrdersPort, order: Order, answer: GatewayAnswer) -> Non
         # Retrying cannot change a terminal order: reconciliation reports it.
         log.error("gateway says %s but withdraw_svc settled the order otherwise (%s)", state.value, exc)
         return
-    log.info("order settled %s", settled.state.value)
+    log.debug("order settled %s", settled.state.value)
 
 
 class AwaitingChecker:
@@ -508,7 +509,7 @@ class ChannelRates:
 class StatsSource(Protocol):
     async def group_info(self, channel: str) -> tuple[int, int, int]: ...
     async def dead_letter_count(self, channel: str) -> int: ...
-    async def list_dead_letters(self, channel: str, limit: int) -> list[DeadLetter]: ...
+    async def list_dead_letters(self, channel: str, limit: int, after: str | None) -> list[DeadLetter]: ...
     async def replay(self, channel: str, ids: list[str]) -> int: ...
 
 
@@ -552,9 +553,15 @@ class PayoutAdmin:
         check_channel(channel, self.rates.channels)
         return validate_rate(rate_per_second, unlimited)
 
-    async def list_dead_letters(self, channel: str, page_size: int) -> list[DeadLetter]:
+    async def list_dead_letters(
+        self, channel: str, page_size: int, page_token: str
+    ) -> tuple[list[DeadLetter], str]:
+        """A page of the channel's dead letters, oldest first, and the next page's token
+        (the last letter's id), empty on the last page."""
         check_channel(channel, self.rates.channels)
-        return await self.source.list_dead_letters(channel, dlq_page_size(page_size))
+        size = dlq_page_size(page_size)
+        letters = await self.source.list_dead_letters(channel, size + 1, dead_letter_after(page_token))
+        return letters[:size], (letters[size - 1].dead_letter_id if len(letters) > size else "")
 
     async def replay(self, channel: str, ids: list[str], actor: str) -> int:
         check_channel(channel, self.rates.channels)

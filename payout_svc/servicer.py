@@ -99,8 +99,10 @@ class PayoutAdminServicer(payout_pb2_grpc.PayoutAdminServiceServicer):
     async def ListDeadLetters(
         self, request: payout_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> payout_pb2.ListDeadLettersResponse:
-        letters = await self.admin.list_dead_letters(request.channel, request.page_size)
-        return payout_pb2.ListDeadLettersResponse(dead_letters=[dead_letter_pb(d) for d in letters])
+        letters, token = await self.admin.list_dead_letters(request.channel, request.page_size,
+                                                            request.page_token)
+        return payout_pb2.ListDeadLettersResponse(dead_letters=[dead_letter_pb(d) for d in letters],
+                                                  next_page_token=token)
 
     async def ReplayDeadLetters(
         self, request: payout_pb2.ReplayDeadLettersRequest, context: grpc.aio.ServicerContext

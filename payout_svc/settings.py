@@ -23,6 +23,7 @@ class Settings:
     channels: tuple[str, ...]                 # PAYOUT_CHANNELS
     workers_per_channel: int                  # PAYOUT_WORKERS_PER_CHANNEL: concurrent batches per channel (2)
     batch_size: int                           # PAYOUT_BATCH_SIZE: messages taken at once (1..500, 32)
+    batch_linger_ms: int                      # PAYOUT_BATCH_LINGER_MS: a short batch waits (0..1000, 100)
     # PAYOUT_DEFAULT_RATES seeds channel_config: "bank:2000,alipay:unlimited" (per second;
     # 0 or a channel left out: paused).
     default_rates: dict[str, ChannelRate]
@@ -58,6 +59,7 @@ class Settings:
             channels=channels,
             workers_per_channel=max(1, env_int("PAYOUT_WORKERS_PER_CHANNEL", 2)),
             batch_size=min(500, max(1, env_int("PAYOUT_BATCH_SIZE", 32))),
+            batch_linger_ms=min(1000, max(0, env_int("PAYOUT_BATCH_LINGER_MS", 100))),
             default_rates=rates,
             max_attempts=max(1, env_int("PAYOUT_MAX_ATTEMPTS", 3)),
             claim_idle_ms=max(100, env_int("PAYOUT_CLAIM_IDLE_MS", 5000)),

@@ -82,7 +82,8 @@ class ChannelQueue:
     async def ensure(self, channel: str) -> None:
         await ensure_group(self.redis, self.stream(channel), self.group)
 
-    async def read(self, channel: str, count: int, block_ms: int) -> list[Delivery]:
+    async def read(self, channel: str, count: int, block_ms: int | None) -> list[Delivery]:
+        """Up to count new messages; block_ms None answers at once with what is there."""
         stream = self.stream(channel)
         try:
             reply: Any = await self.reader.xreadgroup(self.group, self.consumer, {stream: ">"},
@@ -233,8 +234,10 @@ class ChannelQueue:
     async def dead_letter_count(self, channel: str) -> int:
         return int(await self.redis.xlen(self.keys.payout_dead_letters(channel)))
 
-    async def list_dead_letters(self, channel: str, limit: int) -> list[DeadLetter]:
-        entries: Any = await self.redis.xrange(self.keys.payout_dead_letters(channel), count=limit)
+    async def list_dead_letters(self, channel: str, limit: int, after: str | None = None) -> list[DeadLetter]:
+        # "(" makes the start exclusive: the page begins after the last letter shown.
+        entries: Any = await self.redis.xrange(self.keys.payout_dead_letters(channel),
+                                               min=f"({after}" if after else "-", count=limit)
         return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
 
     async def replay(self, channel: str, ids: list[str]) -> int:

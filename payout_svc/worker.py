@@ -28,12 +28,18 @@ OUTAGE_BACKOFF_MAX_MS = 2000
 
 class ChannelWorkers:
     def __init__(self, channel: str, workers: int, queue: ChannelQueue, processor: PayoutProcessor,
-                 checker: AwaitingChecker, claim_idle_ms: int, lease_ms: int, batch_size: int = 1) -> None:
+                 checker: AwaitingChecker, claim_idle_ms: int, lease_ms: int, batch_size: int = 1,
+                 linger_ms: int = 0) -> None:
         self.channel = channel
         self.workers = workers
         # Messages a worker takes at once; 1 is one message at a time through handle(), and
         # more needs a processor that pays batches.
         self.batch_size = batch_size if isinstance(processor, BatchPayoutProcessor) else 1
+        # A short read waits this long for company before it is paid: every batch costs the
+        # same calls (BeginPayoutBatch, PayoutBatch, SettlePayoutBatch, XACK) whatever its
+        # size, and at tens of orders per second per channel reads return one message each.
+        # A full read never waits, so a deep backlog drains at once.
+        self.linger_s = linger_ms / 1000.0 if self.batch_size > 1 else 0.0
         self.queue = queue
         self.processor = processor
         self.checker = checker
@@ -76,6 +82,10 @@ class ChannelWorkers:
             deliveries = await self.queue.read(self.channel, self.batch_size, READ_BLOCK_MS)
             if not deliveries:
                 return
+            if 0 < self.linger_s and len(deliveries) < self.batch_size:
+                if not await sleep_or_stop(stopping, self.linger_s):
+                    wanted = self.batch_size - len(deliveries)
+                    deliveries = deliveries + await self.queue.read(self.channel, wanted, None)
         if isinstance(self.processor, BatchPayoutProcessor) and self.batch_size > 1:
             await self.processor.handle_batch(deliveries)
         else:

@@ -455,6 +455,14 @@ def validate_filters(status: str, reason: str, order_id: str, source: str) -> No
         validate.one_of("source", source, [s.value for s in Source])
 
 
+def one_filter(field: str, named: str, typed: str) -> str:
+    """A filter given by its deprecated string (`named`) and its enum field (`typed`, as its
+    string): either, or both when they agree."""
+    if named and typed and named != typed:
+        raise validate.invalid(f"{field}_kind", f"{typed!r} contradicts {field} {named!r}", "BAD_FILTER")
+    return typed or named
+
+
 class DiscrepancyNotFound(NotFound):
     def __init__(self, discrepancy_id: int) -> None:
         super().__init__(f"discrepancy {discrepancy_id} not found", reason="DISCREPANCY_NOT_FOUND")

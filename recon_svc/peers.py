@@ -3,7 +3,6 @@ Every call has a deadline; a peer that does not answer raises Unavailable."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.errors import Unavailable
+from meshkit.feed_records import read_change
 from meshkit.settings import TlsSettings
 from meshkit.timeconv import from_ts, utcnow
 from meshkit.transport import dial
@@ -60,11 +60,10 @@ class FeedClient:
         except grpc.aio.AioRpcError as err:
             raise _unavailable(f"{self.feed} feed at {self.address}", err) from err
         now = utcnow()
-        changes = [
-            FeedChange(c.cursor, c.kind, c.key, json.loads(c.payload_json or "{}"),
-                       from_ts(c.create_time) or now)
-            for c in reply.changes
-        ]
+        changes = []
+        for c in reply.changes:
+            kind, payload = read_change(c)
+            changes.append(FeedChange(c.cursor, kind, c.key, payload, from_ts(c.create_time) or now))
         return changes, reply.next_cursor or cursor
 
     async def close(self) -> None:

@@ -307,10 +307,14 @@ class ReconService:
     # ---- admin RPCs ----
 
     async def list_discrepancies(self, status: str, reason: str, order_id: str, source: str,
-                                 size: int) -> list[Discrepancy]:
+                                 size: int, page_token: str) -> tuple[list[Discrepancy], str]:
+        """A page of the matching discrepancies, newest first, and the next page's token
+        (the last id shown), empty on the last page."""
         validate_filters(status, reason, order_id, source)
-        return await self.store.autocommit.discrepancies.find(status, reason, order_id, source,
-                                                              page_size(size))
+        limit = page_size(size)
+        found = await self.store.autocommit.discrepancies.find(
+            status, reason, order_id, source, limit + 1, validate.decode_id_token(page_token))
+        return found[:limit], (str(found[limit - 1].id) if len(found) > limit else "")
 
     async def resolve(self, discrepancy_id: int, status: str, note: str, actor: str) -> Discrepancy:
         validate.positive("discrepancy_id", discrepancy_id)

@@ -9,7 +9,7 @@ from meshkit.admin_pb import audit_entry_pb
 from meshkit.identity import caller_of
 from meshkit.timeconv import to_ts
 from recon_svc.daily import DailyRecon, Report
-from recon_svc.domain import Discrepancy, NewDiscrepancy, Status
+from recon_svc.domain import Discrepancy, NewDiscrepancy, Reason, Source, Status, one_filter
 from recon_svc.service import ReconService
 from recon_svc.sums import Sum
 
@@ -19,6 +19,32 @@ _STATUS = {
     Status.ACCEPTED: recon_pb2.DISCREPANCY_STATUS_ACCEPTED,
 }
 _STATUS_OF: dict[int, str] = {int(v): k.value for k, v in _STATUS.items()}
+
+
+# One enum value per class and per source, named alike (a unit test holds them equal).
+_REASON: dict[Reason, recon_pb2.DiscrepancyReason] = {
+    r: getattr(recon_pb2, f"DISCREPANCY_REASON_{r.name}") for r in Reason}
+_REASON_OF: dict[int, str] = {int(v): k.value for k, v in _REASON.items()}
+_SOURCE: dict[Source, recon_pb2.DiscrepancySource] = {
+    s: getattr(recon_pb2, f"DISCREPANCY_SOURCE_{s.name}") for s in Source}
+_SOURCE_OF: dict[int, str] = {int(v): k.value for k, v in _SOURCE.items()}
+
+
+def reason_pb(reason: str) -> recon_pb2.DiscrepancyReason:
+    """The enum of a stored reason; UNSPECIFIED for one this version does not know."""
+    known = Reason.__members__.get(reason.upper())
+    return _REASON[known] if known is not None else recon_pb2.DISCREPANCY_REASON_UNSPECIFIED
+
+
+def source_pb(source: str) -> recon_pb2.DiscrepancySource:
+    """The enum of a stored source; UNSPECIFIED for one this version does not know."""
+    known = Source.__members__.get(source.upper())
+    return _SOURCE[known] if known is not None else recon_pb2.DISCREPANCY_SOURCE_UNSPECIFIED
+
+
+def _name_of(value: int, names: dict[int, str]) -> str:
+    # "" for UNSPECIFIED; an unknown number stays a number, which the rules refuse by name.
+    return "" if value == 0 else names.get(value, str(value))
 
 
 def status_of(value: int) -> str:
@@ -34,12 +60,14 @@ def discrepancy_pb(d: Discrepancy) -> recon_pb2.Discrepancy:
         discrepancy_id=d.id, reason=d.reason, order_id=d.order_id, detail=d.detail,
         status=_STATUS[Status(d.status)], source=d.source, create_time=to_ts(d.created_at), note=d.note,
         uid=d.uid, subject=d.subject, update_time=to_ts(d.updated_at),
+        reason_kind=reason_pb(d.reason), source_kind=source_pb(d.source),
     )
 
 
 def finding_pb(d: NewDiscrepancy) -> recon_pb2.Discrepancy:
     return recon_pb2.Discrepancy(reason=d.reason, order_id=d.order_id, detail=d.detail, source=d.source,
-                                 uid=d.uid, subject=d.subject)
+                                 uid=d.uid, subject=d.subject, reason_kind=reason_pb(d.reason),
+                                 source_kind=source_pb(d.source))
 
 
 def report_pb(r: Report) -> recon_pb2.DailyReport:
@@ -56,10 +84,13 @@ class ReconServicer(recon_pb2_grpc.ReconServiceServicer):
     async def ListDiscrepancies(
         self, request: recon_pb2.ListDiscrepanciesRequest, context: grpc.aio.ServicerContext
     ) -> recon_pb2.ListDiscrepanciesResponse:
-        found = await self.service.list_discrepancies(
-            status_of(request.status), request.reason, request.order_id, request.source,
-            request.page_size)
-        return recon_pb2.ListDiscrepanciesResponse(discrepancies=[discrepancy_pb(d) for d in found])
+        reason = one_filter("reason", request.reason, _name_of(request.reason_kind, _REASON_OF))
+        source = one_filter("source", request.source, _name_of(request.source_kind, _SOURCE_OF))
+        found, token = await self.service.list_discrepancies(
+            status_of(request.status), reason, request.order_id, source, request.page_size,
+            request.page_token)
+        return recon_pb2.ListDiscrepanciesResponse(discrepancies=[discrepancy_pb(d) for d in found],
+                                                   next_page_token=token)
 
     async def ResolveDiscrepancy(
         self, request: recon_pb2.ResolveDiscrepancyRequest, context: grpc.aio.ServicerContext

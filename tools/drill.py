@@ -62,6 +62,7 @@ from mesh.recon.v1 import recon_pb2  # noqa: E402
 from mesh.withdraw.v1 import withdraw_pb2  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_REDIS_URL  # noqa: E402
+from meshkit.status import reason_of  # noqa: E402
 from tools import meshctl as mesh  # noqa: E402
 from tools.drill_verdict import Answers, DrillResult, Run, state_of  # noqa: E402
 from tools.drill_verdict import verdict as judge  # noqa: E402
@@ -83,7 +84,7 @@ from tools.loadlib.seeding import (  # noqa: E402
 from tools.loadlib.stats import Recorder  # noqa: E402
 
 KILLED = ("payout_svc", "withdraw_svc", "account_svc")
-OK_REFUNDS = frozenset({"REFUNDED", "VOIDED"})
+OK_REFUNDS = frozenset({withdraw_pb2.REFUND_STATE_REFUNDED, withdraw_pb2.REFUND_STATE_VOIDED})
 
 
 class DrillFailed(Exception):
@@ -140,6 +141,20 @@ class Timeline:
 
 def _code(err: grpc.aio.AioRpcError) -> str:
     return err.code().name
+
+
+@dataclass(frozen=True)
+class ConfirmAnswer:
+    """One confirm's outcome: OK with its order, or the refusal's code and ErrorInfo reason
+    (the message is only shown)."""
+
+    code: grpc.StatusCode
+    reason: str | None
+    message: str
+    order: withdraw_pb2.Order | None
+
+    def refused_by_gate(self) -> bool:
+        return self.code is grpc.StatusCode.FAILED_PRECONDITION and (self.reason or "").startswith("GATE_")
 
 
 def _ts(dt: datetime) -> Timestamp:
@@ -221,8 +236,8 @@ class Drill:
                 return user
         raise DrillFailed("no test user fits the gate probe; use more --users")
 
-    async def _confirm(self, user: TestUser, tag: str) -> tuple[str, str, withdraw_pb2.Order | None]:
-        """(status code name, message, order) of one confirm of 100 fen."""
+    async def _confirm(self, user: TestUser, tag: str) -> ConfirmAnswer:
+        """One confirm of 100 fen."""
         request = withdraw_pb2.ConfirmWithdrawRequest(uid=user.uid, request_id=f"drill-{tag}-{user.uid}",
                                                       amount_fen=100, method_id=user.method_id)
         user.remaining_fen -= 100
@@ -232,9 +247,9 @@ class Drill:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 user.remaining_fen += 100
-            return _code(err), err.details() or "", None
+            return ConfirmAnswer(err.code(), reason_of(err), err.details() or "", None)
         self.confirmed.add(reply.order.order_id)
-        return "OK", "", reply.order
+        return ConfirmAnswer(grpc.StatusCode.OK, None, "", reply.order)
 
     async def gate_closed(self) -> None:
         assert self.gate_before is not None
@@ -253,10 +268,13 @@ class Drill:
             raise DrillFailed(f"gate: the page still shows the gate open {self.o.gate_timeout_s:.0f}s "
                               "after closing it")
         page_gate = await gate.page_gate(self.clients, probe.uid)
-        code, message, order = await self._confirm(probe, "closed")
-        if code != "FAILED_PRECONDITION":
-            raise DrillFailed(f"gate: a confirm during the closed window answered {code} "
-                              f"(order {order.order_id if order else '-'}), expected FAILED_PRECONDITION")
+        answer = await self._confirm(probe, "closed")
+        code, message = answer.code.name, answer.message
+        if not answer.refused_by_gate():
+            raise DrillFailed(f"gate: a confirm during the closed window answered {code} {answer.reason} "
+                              f"(order {answer.order.order_id if answer.order else '-'}), "
+                              "expected FAILED_PRECONDITION GATE_*")
+        # The message is read here as a user would: does it say when the gate reopens.
         if end not in message:
             raise DrillFailed(f"gate: the refusal does not name the reopening time {end}: {message!r}")
         if page_gate is None or not page_gate.HasField("open_time"):
@@ -284,16 +302,18 @@ class Drill:
                                         timeout_s=self.o.gate_timeout_s):
                 raise DrillFailed(f"gate: uid {released.uid} (mod {m} = {released.uid % m} < {k}) "
                                   f"not released within {self.o.gate_timeout_s:.0f}s")
-            code, message, _ = await self._confirm(released, f"k{k}")
-            if code != "OK":
-                raise DrillFailed(f"gate: released uid {released.uid} refused at k={k}: {code} {message}")
+            answer = await self._confirm(released, f"k{k}")
+            if answer.code is not grpc.StatusCode.OK:
+                raise DrillFailed(f"gate: released uid {released.uid} refused at k={k}: "
+                                  f"{answer.code.name} {answer.reason} {answer.message}")
             note = f"k={k}: released uid {released.uid} (mod {m} = {released.uid % m}) passes"
             if k < m:
                 held = self._user_in_batch(k, m)
-                code, message, _ = await self._confirm(held, f"k{k}")
-                if code != "FAILED_PRECONDITION":
+                answer = await self._confirm(held, f"k{k}")
+                if not answer.refused_by_gate():
                     raise DrillFailed(f"gate: uid {held.uid} (mod {m} = {held.uid % m} >= {k}) answered "
-                                      f"{code} at k={k}, expected FAILED_PRECONDITION")
+                                      f"{answer.code.name} {answer.reason} at k={k}, "
+                                      "expected FAILED_PRECONDITION GATE_*")
                 note += f", uid {held.uid} (mod {m} = {held.uid % m}) refused"
             self.timeline.note(note)
             previous_k = k
@@ -700,7 +720,7 @@ Orders = list[withdraw_pb2.Order]
 def _unsettled(orders: Mapping[str, withdraw_pb2.Order]) -> tuple[Orders, Orders]:
     """(orders not terminal, FAILED orders whose refund is not confirmed)."""
     open_orders = [o for o in orders.values() if _state(o) not in TERMINAL]
-    unrefunded = [o for o in orders.values() if _state(o) == "FAILED" and o.refund_state not in OK_REFUNDS]
+    unrefunded = [o for o in orders.values() if _state(o) == "FAILED" and o.refund not in OK_REFUNDS]
     return open_orders, unrefunded
 
 

@@ -75,6 +75,21 @@ def state_of(order: withdraw_pb2.Order) -> str:
     return withdraw_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
 
 
+def refund_of(order: withdraw_pb2.Order) -> str:
+    """PENDING, REFUNDED, VOIDED; "-" for an order that owes none."""
+    if order.refund == withdraw_pb2.REFUND_STATE_UNSPECIFIED:
+        return "-"
+    return withdraw_pb2.RefundState.Name(order.refund).removeprefix("REFUND_STATE_")
+
+
+def reason_of(d: recon_pb2.Discrepancy) -> str:
+    return recon_pb2.DiscrepancyReason.Name(d.reason_kind).removeprefix("DISCREPANCY_REASON_").lower()
+
+
+def source_of(d: recon_pb2.Discrepancy) -> str:
+    return recon_pb2.DiscrepancySource.Name(d.source_kind).removeprefix("DISCREPANCY_SOURCE_").lower()
+
+
 def order_view(order: withdraw_pb2.Order) -> OrderView:
     return OrderView(order.order_id, order.uid, order.amount_fen, state_of(order))
 
@@ -163,7 +178,8 @@ def judge_aftermath(orders: Mapping[str, withdraw_pb2.Order], answers: Answers, 
     for order_id in sorted(set(run.compensated) & set(orders)):
         problems.add("needed the compensation job (the normal paths left it unfinished)", order_id)
     for record in answers.discrepancies:
-        problems.add("open recon discrepancy", f"{record.reason} {record.order_id}: {record.detail[:80]}")
+        problems.add("open recon discrepancy",
+                     f"{reason_of(record)} {record.order_id}: {record.detail[:80]}")
 
 
 def figures(orders: Mapping[str, withdraw_pb2.Order], answers: Answers, run: Run,
@@ -180,11 +196,12 @@ def figures(orders: Mapping[str, withdraw_pb2.Order], answers: Answers, run: Run
         "gateway_payouts_of_drill_users": len(answers.listed),
         "failed_with_debit": sum(1 for o in failed if any(
             e.kind == account_pb2.ENTRY_KIND_DEBIT for e in answers.entries.get(o.order_id, []))),
-        "failed_refund_states": dict(Counter(o.refund_state or "-" for o in failed)),
+        "failed_refund_states": dict(Counter(refund_of(o) for o in failed)),
         "open_discrepancies_for_drill_orders": len(answers.discrepancies),
         "orders_moved_by_compensation": len(set(run.compensated) & set(orders)),
         "open_discrepancies_without_order_since_start": [
-            {"reason": d.reason, "detail": d.detail, "source": d.source} for d in answers.unattributed],
+            {"reason": reason_of(d), "detail": d.detail, "source": source_of(d)}
+            for d in answers.unattributed],
         "problems": problems,
     }
 

@@ -14,6 +14,7 @@ from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from meshkit.interceptors import RETRY_AFTER_HEADER
 from meshkit.settings import TlsSettings
+from meshkit.status import reason_of, status_code
 from meshkit.transport import dial
 from withdraw_svc.domain import ChannelLoad, GatewayView
 
@@ -26,19 +27,27 @@ _DEFINITIVE = frozenset({
     grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAUTHENTICATED,
 })
 
+# account_svc's ErrorInfo reason for a debit larger than the balance (account_svc.domain.insufficient).
+INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+
 
 class PeerError(Exception):
-    def __init__(self, peer: str, code: str, message: str, retry_after_ms: int = 0) -> None:
-        super().__init__(f"{peer}: {code}: {message}")
+    """A peer's failure: its status code and ErrorInfo reason (None when it sent none), which
+    callers branch on, and its message, which they only pass on to people."""
+
+    def __init__(self, peer: str, code: grpc.StatusCode, message: str, *, reason: str | None = None,
+                 retry_after_ms: int = 0) -> None:
+        super().__init__(f"{peer}: {code.name}: {message}")
         self.peer = peer
         self.code = code
         self.message = message
+        self.reason = reason
         # The peer's `retry-after-ms` hint (a per-user rate limit), 0 when none.
         self.retry_after_ms = retry_after_ms
 
     @property
     def definitive(self) -> bool:
-        return self.code in {c.name for c in _DEFINITIVE}
+        return self.code in _DEFINITIVE
 
 
 def _peer_error(peer: str, err: grpc.aio.AioRpcError) -> PeerError:
@@ -47,8 +56,13 @@ def _peer_error(peer: str, err: grpc.aio.AioRpcError) -> PeerError:
     for key, value in err.trailing_metadata() or ():
         if key == RETRY_AFTER_HEADER and str(value).isdigit():
             hint = int(value)
-    return PeerError(peer, code.name if isinstance(code, grpc.StatusCode) else str(code), err.details() or "",
-                     retry_after_ms=hint)
+    return PeerError(peer, code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN,
+                     err.details() or "", reason=reason_of(err), retry_after_ms=hint)
+
+
+def _item_error(peer: str, error: account_pb2.DeductError) -> PeerError:
+    """A batch item's refusal, as the lone call's AioRpcError would have been read."""
+    return PeerError(peer, status_code(error.code), error.message, reason=error.reason or None)
 
 
 @dataclass(frozen=True)
@@ -130,12 +144,11 @@ class AccountClient:
             error = _peer_error("account_svc", err)
             return [error] * len(items)
         if len(reply.results) != len(items):
-            unknown = PeerError("account_svc", "UNKNOWN",
+            unknown = PeerError("account_svc", grpc.StatusCode.UNKNOWN,
                                 f"DeductBatch answered {len(reply.results)} results for {len(items)} items")
             return [unknown] * len(items)
         return [
-            PeerError("account_svc", r.error.code or "UNKNOWN", r.error.message)
-            if r.WhichOneof("outcome") == "error" else None
+            _item_error("account_svc", r.error) if r.WhichOneof("outcome") == "error" else None
             for r in reply.results
         ]
 
@@ -150,7 +163,7 @@ class AccountClient:
             return "REFUNDED"
         if reply.outcome == account_pb2.REFUND_OUTCOME_VOIDED:
             return "VOIDED"
-        raise PeerError("account_svc", "UNKNOWN", f"Refund answered outcome {reply.outcome}")
+        raise PeerError("account_svc", grpc.StatusCode.UNKNOWN, f"Refund answered outcome {reply.outcome}")
 
     async def debit_exists(self, order_id: str) -> bool:
         try:
@@ -161,6 +174,9 @@ class AccountClient:
             raise _peer_error("account_svc", err) from err
         return any(e.kind == account_pb2.ENTRY_KIND_DEBIT for e in reply.entries)
 
+
+# The gateway's largest ListMethods page.
+_METHODS_PAGE = 1000
 
 _PAYOUT_VIEW = {
     gateway_pb2.PAYOUT_STATE_SUCCEEDED: GatewayView.SUCCEEDED,
@@ -182,13 +198,24 @@ class GatewayClient:
         await self.channel.close()
 
     async def methods(self, uid: int, timeout_s: float | None = None) -> list[Method]:
-        try:
-            reply = await self.stub.ListMethods(
-                gateway_pb2.ListMethodsRequest(uid=uid), timeout=timeout_s or self.deadline_s
-            )
-        except grpc.aio.AioRpcError as err:
-            raise _peer_error("gateway_mock", err) from err
-        return [Method(m.method_id, m.channel, m.display) for m in reply.methods]
+        """Every method bound to `uid`, all pages within one budget (a user has a handful:
+        the first page is all of them)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout_s or self.deadline_s)
+        methods: list[Method] = []
+        token = ""
+        while True:
+            try:
+                reply = await self.stub.ListMethods(
+                    gateway_pb2.ListMethodsRequest(uid=uid, page_size=_METHODS_PAGE, page_token=token),
+                    timeout=max(0.001, deadline - loop.time()),
+                )
+            except grpc.aio.AioRpcError as err:
+                raise _peer_error("gateway_mock", err) from err
+            methods += [Method(m.method_id, m.channel, m.display) for m in reply.methods]
+            token = reply.next_page_token
+            if not token:
+                return methods
 
     async def query(self, order_id: str) -> GatewayPayout:
         """The gateway's record; NOT_FOUND is an answer, not an error."""

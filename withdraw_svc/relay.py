@@ -13,6 +13,7 @@ from datetime import datetime
 
 import asyncpg
 
+from meshkit.background import sleep_or_stop
 from meshkit.outage import OutageLog
 from withdraw_svc.peers import AccountClient, PeerError
 from withdraw_svc.repository import RefundRow, Repository
@@ -66,6 +67,10 @@ class OutboxRelay:
             except Exception as exc:
                 _outages.failed(exc, "outbox relay pass failed; retrying")
             await _wait_wake(self.wake, stopping, self.settings.relay_interval_s)
+            if self.wake.is_set() and self.settings.relay_linger_s > 0:
+                # Each pass costs a transaction and a Redis pipeline however few jobs it
+                # carries; woken by every confirm, it would carry one or two.
+                await sleep_or_stop(stopping, self.settings.relay_linger_s)
 
     async def tick(self, stopping: asyncio.Event | None = None) -> int:
         await self.check_epoch()

@@ -557,11 +557,17 @@ class Repository:
                                      gate_audit_json(stored), reason)
         return old, stored
 
-    async def gate_audit(self, limit: int) -> list[tuple[str, datetime, GateConfig | None, GateConfig, str]]:
+    async def gate_audit(
+        self, limit: int, before: int | None
+    ) -> tuple[list[tuple[str, datetime, GateConfig | None, GateConfig, str]], str]:
+        """A page of the gate audit, newest first, below row id `before`; and the next page's
+        token (the last id shown), empty on the last page."""
         rows = await self.pool.fetch(
-            "SELECT actor, created_at, old_config::text AS old, new_config::text AS new, "
-            "old_version, new_version, reason FROM gate_audit ORDER BY id DESC LIMIT $1", limit,
+            "SELECT id, actor, created_at, old_config::text AS old, new_config::text AS new, "
+            "old_version, new_version, reason FROM gate_audit "
+            "WHERE ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $1", limit + 1, before,
         )
+        token = str(rows[limit - 1]["id"]) if len(rows) > limit else ""
         return [
             (
                 r["actor"], r["created_at"],
@@ -569,8 +575,8 @@ class Repository:
                 GateConfig.from_json(json.loads(r["new"]), int(r["new_version"])),
                 r["reason"],
             )
-            for r in rows
-        ]
+            for r in rows[:limit]
+        ], token
 
 
 def gate_audit_json(config: GateConfig) -> dict[str, object]:

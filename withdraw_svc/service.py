@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import grpc
+
 from meshkit import validate
 from meshkit.background import sleep_or_stop
 from meshkit.errors import (
@@ -54,7 +56,14 @@ from withdraw_svc.domain import (
     validate_uid,
     version_mismatch,
 )
-from withdraw_svc.peers import AccountClient, GatewayClient, GatewayPayout, Method, PeerError
+from withdraw_svc.peers import (
+    INSUFFICIENT_BALANCE,
+    AccountClient,
+    GatewayClient,
+    GatewayPayout,
+    Method,
+    PeerError,
+)
 from withdraw_svc.repository import NewOrder, Repository
 from withdraw_svc.settings import Settings
 from withdraw_svc.streams import RedisPort
@@ -177,9 +186,11 @@ class GateAdmin:
         log.info("gate set to version %d by %s: %s (%s)", stored.version, actor, stored.to_json(), reason)
         return stored
 
-    async def audit(self, page_size: int) -> list[tuple[str, datetime, GateConfig | None, GateConfig, str]]:
+    async def audit(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[tuple[str, datetime, GateConfig | None, GateConfig, str]], str]:
         size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        return await self.repo.gate_audit(size)
+        return await self.repo.gate_audit(size, validate.decode_id_token(page_token))
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,12 +392,12 @@ class WithdrawService:
         try:
             await self.account.force_credit(uid, tokens, self.settings.confirm_credit_deadline_s)
         except PeerError as err:
-            if err.code == "RESOURCE_EXHAUSTED" and err.retry_after_ms:
+            if err.code is grpc.StatusCode.RESOURCE_EXHAUSTED and err.retry_after_ms:
                 # The ledger's per-user limit on forced credits: the user waits, not retries now.
                 raise RateLimited(f"tokens: {err.message}", retry_after_ms=err.retry_after_ms) from err
             if err.definitive:
                 # The ledger refused a token (forged, expired, someone else's...): say why.
-                code = Code[err.code] if err.code in Code.__members__ else Code.INVALID_ARGUMENT
+                code = Code.__members__.get(err.code.name, Code.INVALID_ARGUMENT)
                 raise DomainError(f"tokens: {err.message}", reason="TOKEN_REFUSED", code=code) from err
             raise Unavailable("crediting rewards failed, retry", reason="CREDIT_FAILED") from err
 
@@ -413,8 +424,8 @@ class WithdrawService:
                 "deducting the order did not complete; retry with the same request_id",
                 reason="DEDUCT_UNKNOWN",
             ) from err
-        if err.code == "FAILED_PRECONDITION":
-            reason = (FailureReason.INSUFFICIENT_BALANCE if "insufficient" in err.message.lower()
+        if err.code is grpc.StatusCode.FAILED_PRECONDITION:
+            reason = (FailureReason.INSUFFICIENT_BALANCE if err.reason == INSUFFICIENT_BALANCE
                       else FailureReason.DEDUCT_REFUSED)
             failed = await self.repo.fail_order(
                 order.order_id, [OrderState.PENDING_DEDUCT], reason, err.message
@@ -494,7 +505,7 @@ class Coordination:
             records = await self.gateway.query_many(order_ids)
         except PeerError as err:
             log.warning("cannot confirm %d payout failures with the gateway: %s", len(order_ids), err)
-            away = Unavailable(f"the gateway could not be asked whether the payout failed ({err.code}); "
+            away = Unavailable(f"the gateway could not be asked whether the payout failed ({err.code.name}); "
                                "retry", reason="GATEWAY_UNAVAILABLE")
             return dict.fromkeys(order_ids, away)
         refused: dict[str, DomainError] = {}

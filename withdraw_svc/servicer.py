@@ -21,6 +21,7 @@ from withdraw_svc.domain import (
     GateDecision,
     Order,
     OrderState,
+    RefundState,
     compensation_min_age,
 )
 from withdraw_svc.gate_changes import GateChanges, request_of
@@ -34,6 +35,12 @@ _STATE = {
     OrderState.SUCCEEDED: withdraw_pb2.ORDER_STATE_SUCCEEDED,
     OrderState.FAILED: withdraw_pb2.ORDER_STATE_FAILED,
 }
+_REFUND = {
+    RefundState.NONE: withdraw_pb2.REFUND_STATE_UNSPECIFIED,
+    RefundState.PENDING: withdraw_pb2.REFUND_STATE_PENDING,
+    RefundState.REFUNDED: withdraw_pb2.REFUND_STATE_REFUNDED,
+    RefundState.VOIDED: withdraw_pb2.REFUND_STATE_VOIDED,
+}
 _RESULT = {
     withdraw_pb2.PAYOUT_RESULT_SUCCEEDED: OrderState.SUCCEEDED,
     withdraw_pb2.PAYOUT_RESULT_FAILED: OrderState.FAILED,
@@ -46,7 +53,7 @@ def order_pb(order: Order) -> withdraw_pb2.Order:
         amount_fen=order.amount_fen, channel=order.channel, method_id=order.method_id,
         state=_STATE[order.state], failure_reason=order.failure_reason,
         create_time=to_ts(order.created_at), update_time=to_ts(order.updated_at),
-        refund_state=order.refund_state.value,
+        refund_state=order.refund_state.value, refund=_REFUND[order.refund_state],
         history=[
             withdraw_pb2.StateChange(
                 from_state=_STATE[h.from_state] if h.from_state else withdraw_pb2.ORDER_STATE_UNSPECIFIED,
@@ -239,8 +246,8 @@ class WithdrawAdminServicer(withdraw_pb2_grpc.WithdrawAdminServiceServicer):
     async def ListGateAudit(
         self, request: withdraw_pb2.ListGateAuditRequest, context: grpc.aio.ServicerContext
     ) -> withdraw_pb2.ListGateAuditResponse:
-        entries = await self.admin.audit(request.page_size)
-        return withdraw_pb2.ListGateAuditResponse(entries=[
+        entries, token = await self.admin.audit(request.page_size, request.page_token)
+        return withdraw_pb2.ListGateAuditResponse(next_page_token=token, entries=[
             withdraw_pb2.GateAuditEntry(
                 actor=actor, change_time=to_ts(at), new_config=gate_config_pb(new), reason=reason,
                 old_config=gate_config_pb(old) if old else None,

@@ -50,6 +50,7 @@ class Settings:
     methods_cache_s: int
     relay_interval_s: float
     relay_batch: int
+    relay_linger_s: float
     republish_after_s: int
     republish_check_s: float
     # Times the sweep may put one job back on its stream (WITHDRAW_REPUBLISH_CAP; 0: never).
@@ -115,6 +116,7 @@ class Settings:
             methods_cache_s=env_int("WITHDRAW_METHODS_CACHE_S", 30),
             relay_interval_s=env_int("WITHDRAW_RELAY_INTERVAL_MS", 500) / 1000.0,
             relay_batch=env_int("WITHDRAW_RELAY_BATCH", 500),
+            relay_linger_s=min(1000, max(0, env_int("WITHDRAW_RELAY_LINGER_MS", 20))) / 1000.0,
             republish_after_s=env_int("WITHDRAW_REPUBLISH_AFTER_S", 600),
             republish_check_s=float(env_int("WITHDRAW_REPUBLISH_CHECK_S", 30)),
             republish_cap=max(0, env_int("WITHDRAW_REPUBLISH_CAP", 1)),
@@ -136,7 +138,7 @@ class Settings:
             deduct_batch=max(1, min(1000, env_int("WITHDRAW_DEDUCT_BATCH", 256))),
             order_writes_in_flight=max(1, env_int("WITHDRAW_ORDER_WRITES_IN_FLIGHT", 1)),
             deduct_in_flight=max(1, env_int("WITHDRAW_DEDUCT_IN_FLIGHT", 1)),
-            deduct_linger_s=max(0, env_int("WITHDRAW_DEDUCT_LINGER_MS", 2)) / 1000.0,
+            deduct_linger_s=max(0, env_int("WITHDRAW_DEDUCT_LINGER_MS", 5)) / 1000.0,
             user_confirms_per_min=env_int("WITHDRAW_USER_CONFIRMS_PER_MIN", 10),
             test_crash_before_refund=env_bool("WITHDRAW_TEST_CRASH_BEFORE_REFUND", False),
             four_eyes=FourEyesSettings.from_env(),

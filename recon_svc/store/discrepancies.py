@@ -39,16 +39,18 @@ class DiscrepancyStore:
         )
         return [_discrepancy(r) for r in rows]
 
-    async def find(self, status: str, reason: str, order_id: str, source: str,
-                   limit: int) -> list[Discrepancy]:
+    async def find(self, status: str, reason: str, order_id: str, source: str, limit: int,
+                   before: int | None) -> list[Discrepancy]:
+        """Newest first, below id `before` (None: from the newest)."""
         rows = await self.db.fetch(
             f"""
             SELECT {_COLUMNS} FROM discrepancies
             WHERE ($1 = '' OR status = $1) AND ($2 = '' OR reason = $2)
               AND ($3 = '' OR order_id = $3) AND ($4 = '' OR source = $4)
+              AND ($6::bigint IS NULL OR id < $6)
             ORDER BY id DESC LIMIT $5
             """,
-            status, reason, order_id, source, limit,
+            status, reason, order_id, source, limit, before,
         )
         return [_discrepancy(r) for r in rows]
 

@@ -331,11 +331,14 @@ async def test_entries_reach_the_change_feed(channel: grpc.aio.Channel, account:
     await account.Refund(pb.RefundRequest(order_id=order_id))
     feed = feed_pb2_grpc.ChangeFeedServiceStub(channel)
     found: list[dict[str, Any]] = []
+    typed: list[feed_pb2.EntryRecord] = []
     cursor = ""
     deadline = time.monotonic() + 10
     while len(found) < 2 and time.monotonic() < deadline:
         page = await feed.ReadChanges(feed_pb2.ReadChangesRequest(cursor=cursor, limit=5000))
-        found += [json.loads(c.payload_json) for c in page.changes if c.kind == "entry" and c.key == order_id]
+        mine = [c for c in page.changes if c.kind == "entry" and c.key == order_id]
+        found += [json.loads(c.payload_json) for c in mine]
+        typed += [c.entry for c in mine if c.WhichOneof("record") == "entry"]
         if page.next_cursor == cursor:
             await asyncio.sleep(0.05)
         cursor = page.next_cursor
@@ -343,6 +346,10 @@ async def test_entries_reach_the_change_feed(channel: grpc.aio.Channel, account:
         ("DEBIT", 250, uid), ("REFUND", 250, uid)]
     assert found[0]["entry_id"] == debit.entry_id and found[0]["balance_after_fen"] == 750
     assert found[1]["balance_after_fen"] == 1_000 and found[1]["order_id"] == order_id
+    # The typed records say the same as the deprecated JSON.
+    assert [(e.kind, e.amount_fen, e.uid, e.balance_after_fen) for e in typed] == [
+        (pb.ENTRY_KIND_DEBIT, 250, uid, 750), (pb.ENTRY_KIND_REFUND, 250, uid, 1_000)]
+    assert typed[0].entry_id == debit.entry_id and typed[1].refund_of == debit.entry_id
 
 
 async def test_the_schema_itself_refuses_what_the_code_must_never_do(account: Stub) -> None:

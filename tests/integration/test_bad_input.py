@@ -235,6 +235,8 @@ for label, token in (("garbage", "%%%"), ("out of range", TOKEN_OUT_OF_RANGE), (
                      ("long", "A" * 5000)):
     case(f"gateway ListPayouts page_token {label}", "gateway", "page_token",
          simple("ListPayouts", gw.ListPayoutsRequest(page_token=token)))
+    case(f"gateway ListMethods page_token {label}", "gateway", "page_token",
+         as_user("ListMethods", gw.ListMethodsRequest(uid=7, page_token=token)))
 case("gateway ListPayouts start_time out of range", "gateway", "start_time",
      simple("ListPayouts", gw.ListPayoutsRequest(start_time=Timestamp(seconds=2**40))))
 
@@ -252,6 +254,8 @@ for label, entry_id in (("nul", "1-\x00"), ("out of range", "9999999999999999999
                         ("unicode digits", "١-١"), ("trailing newline", "1-1\n"), ("long", LONG_ID)):
     case(f"payout ReplayDeadLetters dead_letter_ids {label}", "payout_admin", "dead_letter_ids",
          simple("ReplayDeadLetters", po.ReplayDeadLettersRequest(channel="bank", dead_letter_ids=[entry_id])))
+    case(f"payout ListDeadLetters page_token {label}", "payout_admin", "page_token",
+         simple("ListDeadLetters", po.ListDeadLettersRequest(channel="bank", page_token=entry_id)))
 
 # withdraw_svc: the app, payout coordination, operators
 for label, value in (("nul", NUL), ("long", LONG_ID)):
@@ -317,6 +321,10 @@ for label, token in (("garbage", "zz"), ("unicode digit", "²"), ("out of range"
                      ("nul", "1\x00"), ("long", "9" * 300)):
     case(f"withdraw ListGateChanges page_token {label}", "withdraw_admin", "page_token",
          simple("ListGateChanges", wd.ListGateChangesRequest(page_token=token)))
+    case(f"withdraw ListGateAudit page_token {label}", "withdraw_admin", "page_token",
+         simple("ListGateAudit", wd.ListGateAuditRequest(page_token=token)))
+    case(f"recon ListDiscrepancies page_token {label}", "recon", "page_token",
+         simple("ListDiscrepancies", rc.ListDiscrepanciesRequest(page_token=token)))
     case(f"payout ListRateChanges page_token {label}", "payout_admin", "page_token",
          simple("ListRateChanges", po.ListRateChangesRequest(page_token=token)))
     case(f"withdraw ListAdminAudit page_token {label}", "withdraw_admin", "page_token",
@@ -346,6 +354,14 @@ for label, value in (("nul", "fixed\x00"), ("long", LONG_TEXT)):
     case(f"recon ResolveDiscrepancy note {label}", "recon", "note",
          simple("ResolveDiscrepancy", rc.ResolveDiscrepancyRequest(
              discrepancy_id=1, status=rc.DISCREPANCY_STATUS_RESOLVED, note=value)))
+case("recon ListDiscrepancies reason_kind against reason", "recon", "reason_kind",
+     simple("ListDiscrepancies", rc.ListDiscrepanciesRequest(
+         reason="double_payout", reason_kind=rc.DISCREPANCY_REASON_MISSING_DEBIT)))
+case("recon ListDiscrepancies source_kind against source", "recon", "source_kind",
+     simple("ListDiscrepancies", rc.ListDiscrepanciesRequest(
+         source="daily", source_kind=rc.DISCREPANCY_SOURCE_REALTIME)))
+case("recon ListDiscrepancies reason_kind unknown", "recon", "reason",
+     simple("ListDiscrepancies", rc.ListDiscrepanciesRequest(reason_kind=99)))  # type: ignore[arg-type]
 case("recon ListDiscrepancies status unknown", "recon", "status",
      simple("ListDiscrepancies", rc.ListDiscrepanciesRequest(status=99)))  # type: ignore[arg-type]
 case("recon ResolveDiscrepancy discrepancy_id negative", "recon", "discrepancy_id",

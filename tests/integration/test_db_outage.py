@@ -16,6 +16,7 @@ import asyncpg
 import grpc
 import pytest
 
+from meshkit.status import reason_of
 from tests.integration.test_withdraw_support import WdMesh, _start, eventually, start_mesh
 from tools.faultproxy import FaultProxy
 
@@ -138,6 +139,7 @@ async def test_postgresql_cut_mid_drain_dead_letters_nothing(om: Outages) -> Non
             await om.m.order(uid, order_ids[0])
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
         assert (err.value.details() or "").startswith("PostgreSQL unavailable: ")
+        assert reason_of(err.value) == "DEPENDENCY_UNAVAILABLE"
         await om.hold_cut(om.postgres)
         assert "SUCCEEDED" in (await om.states(uid)).values()
         assert set((await om.states(uid)).values()) != {"SUCCEEDED"}, "the cut came after the drain"

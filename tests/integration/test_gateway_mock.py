@@ -293,6 +293,20 @@ async def test_bind_method_is_idempotent_and_masked(gateway: Gateway) -> None:
     assert {m.method_id for m in listed.methods} == {method_id, generated.method.method_id}
 
 
+async def test_list_methods_pages_in_binding_order(gateway: Gateway) -> None:
+    uid = new_uid()
+    bound = []
+    for i in range(3):
+        reply = await gateway.api.BindMethod(gw.BindMethodRequest(uid=uid, channel="bank", account=f"6222{i}",
+                                                                  method_id=new_id("m")))
+        bound.append(reply.method.method_id)
+    first = await gateway.api.ListMethods(gw.ListMethodsRequest(uid=uid, page_size=2))
+    assert [m.method_id for m in first.methods] == bound[:2] and first.next_page_token
+    rest = await gateway.api.ListMethods(gw.ListMethodsRequest(uid=uid, page_size=2,
+                                                               page_token=first.next_page_token))
+    assert [m.method_id for m in rest.methods] == bound[2:] and rest.next_page_token == ""
+
+
 @pytest.mark.parametrize(
     ("field", "value", "code"),
     [

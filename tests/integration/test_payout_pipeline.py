@@ -350,7 +350,7 @@ async def test_trace_context_crosses_the_stream_hop(pm: PayoutMesh) -> None:
     loggers = [logging.getLogger(name) for name in ("payout_svc.service", "gateway_mock.service")]
     for logger in loggers:
         logger.addHandler(seen)
-        logger.setLevel(logging.INFO)
+        logger.setLevel(logging.DEBUG)  # the per-order lines are DEBUG
     try:
         uid, method = await pm.m.user(balance_fen=500, channel="ptrace")
         with trace.get_tracer("payout-tests").start_as_current_span("user confirms") as root:

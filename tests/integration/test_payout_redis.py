@@ -13,6 +13,7 @@ import redis.asyncio as redis
 
 from meshkit.redis_keys import Keys
 from payout_svc.domain import PAUSED, UNLIMITED, ChannelRate, Job
+from payout_svc.service import ChannelRates, PayoutAdmin
 from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter, decode_job, encode_job
 from tools.loadlib.stats import max_in_window
 
@@ -207,6 +208,23 @@ async def test_an_order_dead_twice_stays_recorded_until_both_letters_are_replaye
     assert await redis_client.hget(dead_orders, failing.order_id) == b"1"
     assert await queue.replay("bank", [second.dead_letter_id]) == 1
     assert await redis_client.hexists(dead_orders, failing.order_id) == 0
+
+
+async def test_dead_letters_page_oldest_first_after_the_token(redis_client: redis.Redis, keys: Keys) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    await queue.ensure("bank")
+    jobs = [job(attempt=2) for _ in range(3)]
+    for failing in jobs:
+        await publish(redis_client, keys, failing)
+        [delivery] = await queue.read("bank", 1, 100)
+        await queue.dead_letter(delivery, failing.next_attempt("gateway down"), "gateway down", 3)
+    # Only the queue and the channel list matter to listing; the other ports are not used.
+    admin = PayoutAdmin(queue, None, ChannelRates(None, ("bank",), {}), None)  # type: ignore[arg-type]
+    first, token = await admin.list_dead_letters("bank", 2, "")
+    assert [d.job.order_id for d in first] == [j.order_id for j in jobs[:2]]
+    assert token == first[-1].dead_letter_id
+    rest, last = await admin.list_dead_letters("bank", 2, token)
+    assert [d.job.order_id for d in rest] == [jobs[2].order_id] and last == ""
 
 
 async def test_idle_messages_of_a_dead_consumer_are_reclaimed(redis_client: redis.Redis, keys: Keys) -> None:

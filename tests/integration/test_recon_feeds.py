@@ -383,9 +383,27 @@ async def test_list_filters_and_bad_input(world: World) -> None:
     stub = world.recon.stub
     only = await stub.ListDiscrepancies(recon_pb2.ListDiscrepanciesRequest(reason="double_payout"))
     assert only.discrepancies and {d.reason for d in only.discrepancies} == {"double_payout"}
+    assert {d.reason_kind for d in only.discrepancies} == {recon_pb2.DISCREPANCY_REASON_DOUBLE_PAYOUT}
+    typed = await stub.ListDiscrepancies(recon_pb2.ListDiscrepanciesRequest(
+        reason_kind=recon_pb2.DISCREPANCY_REASON_DOUBLE_PAYOUT))
+    assert [d.discrepancy_id for d in typed.discrepancies] == [d.discrepancy_id for d in only.discrepancies]
+    assert all(d.source_kind != recon_pb2.DISCREPANCY_SOURCE_UNSPECIFIED for d in typed.discrepancies)
     two = await stub.ListDiscrepancies(recon_pb2.ListDiscrepanciesRequest(page_size=2))
     assert len(two.discrepancies) == 2
     assert two.discrepancies[0].discrepancy_id > two.discrepancies[1].discrepancy_id
+    # Paging two at a time lists what one page lists, newest first, nothing skipped or
+    # repeated (a discrepancy found meanwhile is newer than all of them: left out).
+    whole = [d.discrepancy_id for d in (await stub.ListDiscrepancies(
+        recon_pb2.ListDiscrepanciesRequest(page_size=1000))).discrepancies]
+    paged: list[int] = []
+    token = ""
+    while True:
+        page = await stub.ListDiscrepancies(recon_pb2.ListDiscrepanciesRequest(page_size=2, page_token=token))
+        paged += [d.discrepancy_id for d in page.discrepancies]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(whole) > 2 and [i for i in paged if i <= whole[0]] == whole
     for bad in (recon_pb2.ListDiscrepanciesRequest(reason="nonsense"),
                 recon_pb2.ListDiscrepanciesRequest(page_size=-1)):
         with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from mesh.withdraw.v1 import withdraw_pb2
+from meshkit.status import reason_of
 from tests.harness import user_metadata
 from tests.integration.test_withdraw_support import WdMesh, start_mesh
 
@@ -89,6 +90,7 @@ async def test_a_flood_is_shed_fast_with_a_retry_hint_and_payout_rpcs_are_never_
         assert hint is not None and int(hint) > 0
         assert trailers.get("grpc-retry-pushback-ms") == hint
         assert err.details() == f"overloaded; retry after {hint} ms"
+        assert reason_of(err) == "OVERLOADED"
     # Refusals are answered at once (under 10 ms from the replica's arrival), or, for a
     # waiter, after its budget (2 x 20 ms) plus whatever the loop adds. Client-side times
     # are not asserted: client, services and the flood share this test's event loop on a

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from mesh.admin.v1 import admin_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from tests.harness import new_uid, user_metadata
@@ -74,6 +75,7 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
     audit = await admin.ListAdminAudit(withdraw_pb2.ListAdminAuditRequest(page_size=1), timeout=10)
     [entry] = audit.entries
     assert (entry.action, entry.actor, entry.reason) == ("gate.set", "operator-alice", "campaign night")
+    assert entry.action_kind == admin_pb2.ADMIN_ACTION_GATE_SET
     assert json.loads(entry.old_json)["version"] == before.version
     assert json.loads(entry.new_json)["closed_start"] == "19:00"
 
@@ -146,6 +148,11 @@ async def test_closed_window_then_cohorts_then_raising_k(mesh: WdMesh) -> None:
     audit = (await mesh.admin(1).ListGateAudit(
         withdraw_pb2.ListGateAuditRequest(page_size=2), timeout=10)).entries
     assert [e.reason for e in audit] == ["second batch", "campaign night"]
+    # Page by page, the same entries in the same order.
+    newest = await mesh.admin(1).ListGateAudit(withdraw_pb2.ListGateAuditRequest(page_size=1), timeout=10)
+    older = await mesh.admin(1).ListGateAudit(
+        withdraw_pb2.ListGateAuditRequest(page_size=1, page_token=newest.next_page_token), timeout=10)
+    assert [e.reason for e in [*newest.entries, *older.entries]] == ["second batch", "campaign night"]
     assert {e.actor for e in audit} == {"operator-alice"}
     assert audit[0].old_config.release_k == 3 and audit[0].new_config.release_k == 6
     assert audit[1].old_config.closed_start == before.closed_start

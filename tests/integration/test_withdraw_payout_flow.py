@@ -60,6 +60,7 @@ async def test_a_definitive_gateway_failure_is_refunded_once(mesh: WdMesh) -> No
         await faults.SetChannelFaults(gateway_pb2.SetChannelFaultsRequest(
             faults=gateway_pb2.ChannelFaults(channel="alipay")), timeout=10)
     assert got.state == withdraw_pb2.ORDER_STATE_FAILED and got.refund_state == "REFUNDED"
+    assert got.refund == withdraw_pb2.REFUND_STATE_REFUNDED
     assert await mesh.entries(got.order_id) == ["DEBIT", "REFUND"]
     assert await mesh.balance(uid) == 3_000
     await mesh.ledger_ok([uid])

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cost_per_order import cost_rows, counter_total, format_table, metrics_url, total_of
+from bench.cost_per_order import (
+    calls_table,
+    cost_rows,
+    counter_total,
+    format_table,
+    metrics_url,
+    server_calls,
+    total_of,
+)
 from tools.loadlib.meshprocs import PG_OTHER_DATABASES, PG_SERVER, PG_UNATTRIBUTED, REDIS, SELF, pg_group
 
 
@@ -39,3 +47,22 @@ def test_metrics_url_follows_the_service_port() -> None:
     assert metrics_url({"RECON_SVC_ADDR": "127.0.0.1:6000"}) == "http://127.0.0.1:7000/metrics"
     assert metrics_url({"RECON_SVC_METRICS_PORT": "0"}) is None
     assert metrics_url({}, "account_svc") == "http://127.0.0.1:51051/metrics"
+
+
+def test_calls_table_counts_each_method_made_in_the_window_per_order() -> None:
+    page = "\n".join([
+        '# HELP rpc_server_requests_total RPCs by method and status',
+        'rpc_server_requests_total{otel_scope_name="meshkit.grpc",rpc_grpc_status="OK",'
+        'rpc_method="/mesh.account.v1.AccountService/DeductBatch"} 30.0',
+        'rpc_server_requests_total{otel_scope_name="meshkit.grpc",rpc_grpc_status="UNAVAILABLE",'
+        'rpc_method="/mesh.account.v1.AccountService/DeductBatch"} 2.0',
+        'rpc_server_requests_total{otel_scope_name="meshkit.grpc",rpc_grpc_status="OK",'
+        'rpc_method="/mesh.account.v1.AccountService/GetBalance"} 7.0',
+    ])
+    after = {"account_svc": server_calls(page)}
+    assert after == {"account_svc": {"DeductBatch": 32.0, "GetBalance": 7.0}}
+    before = {"account_svc": {"DeductBatch": 12.0, "GetBalance": 7.0}}
+    table = calls_table(before, after, orders=40)
+    rows = {line.split()[1]: line.split()[2:] for line in table.splitlines()[1:] if line.split()[0] != "all"}
+    assert rows == {"DeductBatch": ["20", "0.500"]}  # GetBalance made no call in the window
+    assert table.splitlines()[-1].split()[1:] == ["20", "0.500"]

@@ -168,7 +168,10 @@ class FakeContext:
     def invocation_metadata(self) -> tuple[()]:
         return ()
 
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+    async def abort(self, code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> None:
         self.status = (code, details)
         raise Aborted(details)
 
@@ -179,7 +182,7 @@ async def call_failing(make: Callable[[], BaseException]) -> tuple[grpc.StatusCo
 
     context = FakeContext()
     with pytest.raises(Aborted):
-        await _wrap_unary("/mesh.test.v1.TestService/Get", behavior)(object(), context)  # type: ignore[arg-type]
+        await _wrap_unary("/mesh.test.v1.TestService/Get", behavior, "test_svc")(object(), context)  # type: ignore[arg-type]
     assert context.status is not None
     return context.status
 

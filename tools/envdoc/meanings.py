@@ -44,6 +44,7 @@ MEANINGS: dict[str, str] = {
     "OTEL_TRACES_EXPORTER": "Where spans go: otlp, console, none, or a comma list; unset: otlp when an endpoint is set, else nothing is recorded. Anything else refuses to start.",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP gRPC collector for spans (http:// plaintext, https:// TLS), e.g. http://127.0.0.1:4317.",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "Collector for traces only; wins over OTEL_EXPORTER_OTLP_ENDPOINT.",
+    "OTEL_METRICS_EXEMPLAR_FILTER": "The OpenTelemetry SDK's exemplar filter (always_on, always_off, trace_based); unset: always_off, since the Prometheus page carries no exemplars.",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "Only grpc is supported; any other value refuses to start.",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "As OTEL_EXPORTER_OTLP_PROTOCOL, for traces only.",
     "OTEL_TRACES_SAMPLER": "Standard OpenTelemetry sampler; set, spans are recorded even without an exporter.",
@@ -86,6 +87,7 @@ MEANINGS: dict[str, str] = {
     "WITHDRAW_GATE_RELEASE_K": "Initial release step k (M lets everybody through).",
     "WITHDRAW_METHODS_CACHE_S": "How long bound payout methods are cached per user.",
     "WITHDRAW_RELAY_INTERVAL_MS": "Outbox relay poll interval.",
+    "WITHDRAW_RELAY_LINGER_MS": "How long the outbox relay, woken by a new payout job, waits for more before its pass, so that one transaction and one Redis pipeline carry several jobs (0: at once; up to 1000).",
     "WITHDRAW_RELAY_BATCH": "Outbox rows published per relay round.",
     "WITHDRAW_REPUBLISH_AFTER_S": "A PAYOUT job still open this long is put back on its stream (lost in a Redis wipe).",
     "WITHDRAW_REPUBLISH_CHECK_S": "How often that sweep runs.",
@@ -114,6 +116,7 @@ MEANINGS: dict[str, str] = {
     "PAYOUT_DEFAULT_RATES": "Seed of the channel rates, \"bank:2000,alipay:unlimited\" per second; a channel "
                             "left out or at 0 is paused.",
     "PAYOUT_WORKERS_PER_CHANNEL": "Concurrent workers per channel (few: while one pays a batch, the next batch gathers in the stream).",
+    "PAYOUT_BATCH_LINGER_MS": "How long a worker whose read returned fewer than PAYOUT_BATCH_SIZE messages waits to top the batch up before paying it (0: pay at once; a full read never waits).",
     "PAYOUT_BATCH_SIZE": "Messages a worker takes at once, paid with one BeginPayoutBatch, gateway PayoutBatch per grant and SettlePayoutBatch (1: the single path; up to 500).",
     "PAYOUT_MAX_ATTEMPTS": "Attempts before a message goes to the dead-letter stream.",
     "PAYOUT_CLAIM_IDLE_MS": "Messages pending this long on a dead consumer are reclaimed.",

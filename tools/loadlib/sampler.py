@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ import grpc
 from mesh.feed.v1 import feed_pb2
 from mesh.payout.v1 import payout_pb2
 from mesh.recon.v1 import recon_pb2
+from meshkit.feed_records import read_change
 from tools.loadlib.clients import MeshClients
 from tools.loadlib.driver import Driver
 from tools.loadlib.stats import Recorder
@@ -90,24 +90,17 @@ class OrderTracker:
 
     def _apply(self, change: feed_pb2.Change) -> None:
         self.changes_read += 1
-        try:
-            payload = json.loads(change.payload_json or "{}")
-        except ValueError:
-            return
-        if not isinstance(payload, dict):
-            return
-        nested = payload.get("order")
-        order: dict[str, Any] = nested if isinstance(nested, dict) else payload
-        if "state" not in order:
+        kind, payload = read_change(change)
+        if kind != "order" or "state" not in payload:
             return
         try:
-            uid = int(order.get("uid", 0))
+            uid = int(payload.get("uid") or 0)
         except (TypeError, ValueError):
             return
         if not self.uid_lo <= uid < self.uid_hi:
             return
-        order_id = str(order.get("order_id") or change.key)
-        state = normalize_state(order.get("state") or order.get("to_state"))
+        order_id = str(payload.get("order_id") or change.key)
+        state = normalize_state(payload.get("state"))
         # Terminal states never change; a late, reordered non-terminal change must not undo one.
         before = self.states.get(order_id)
         if before in TERMINAL and state not in TERMINAL:
@@ -116,7 +109,7 @@ class OrderTracker:
             self.last_change_at = asyncio.get_running_loop().time()
         self.states[order_id] = state
         with contextlib.suppress(TypeError, ValueError):
-            self.amounts[order_id] = int(order.get("amount_fen", 0))
+            self.amounts[order_id] = int(payload.get("amount_fen") or 0)
 
     def counts(self) -> dict[str, int]:
         counts = Counter(self.states.values())

@@ -25,17 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/admin/v1/admin.proto\x12\rmesh.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n\x0c\x43hangeReview\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x10\n\x08proposer\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05state\x18\x05 \x01(\x0e\x32\x1a.mesh.admin.v1.ChangeState\x12\x12\n\ndecided_by\x18\x06 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x17\n\x0f\x64\x65\x63ision_reason\x18\t \x01(\t\"\xb6\x01\n\x0f\x41\x64minAuditEntry\x12\x10\n\x08\x61udit_id\x18\x01 \x01(\x03\x12.\n\naudit_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08old_json\x18\x06 \x01(\t\x12\x10\n\x08new_json\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t*\x95\x01\n\x0b\x43hangeState\x12\x1c\n\x18\x43HANGE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HANGE_STATE_PROPOSED\x10\x01\x12\x18\n\x14\x43HANGE_STATE_APPLIED\x10\x02\x12\x19\n\x15\x43HANGE_STATE_REJECTED\x10\x03\x12\x18\n\x14\x43HANGE_STATE_EXPIRED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/admin/v1/admin.proto\x12\rmesh.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n\x0c\x43hangeReview\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x10\n\x08proposer\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05state\x18\x05 \x01(\x0e\x32\x1a.mesh.admin.v1.ChangeState\x12\x12\n\ndecided_by\x18\x06 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x17\n\x0f\x64\x65\x63ision_reason\x18\t \x01(\t\"\xeb\x01\n\x0f\x41\x64minAuditEntry\x12\x10\n\x08\x61udit_id\x18\x01 \x01(\x03\x12.\n\naudit_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x12\n\x06\x61\x63tion\x18\x04 \x01(\tB\x02\x18\x01\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08old_json\x18\x06 \x01(\t\x12\x10\n\x08new_json\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12/\n\x0b\x61\x63tion_kind\x18\t \x01(\x0e\x32\x1a.mesh.admin.v1.AdminAction*\x95\x01\n\x0b\x43hangeState\x12\x1c\n\x18\x43HANGE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HANGE_STATE_PROPOSED\x10\x01\x12\x18\n\x14\x43HANGE_STATE_APPLIED\x10\x02\x12\x19\n\x15\x43HANGE_STATE_REJECTED\x10\x03\x12\x18\n\x14\x43HANGE_STATE_EXPIRED\x10\x04*\x9c\x03\n\x0b\x41\x64minAction\x12\x1c\n\x18\x41\x44MIN_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x44MIN_ACTION_GATE_SET\x10\x01\x12\x1d\n\x19\x41\x44MIN_ACTION_GATE_PROPOSE\x10\x02\x12\x1d\n\x19\x41\x44MIN_ACTION_GATE_APPROVE\x10\x03\x12\x1c\n\x18\x41\x44MIN_ACTION_GATE_REJECT\x10\x04\x12\x19\n\x15\x41\x44MIN_ACTION_RATE_SET\x10\x05\x12\x1d\n\x19\x41\x44MIN_ACTION_RATE_PROPOSE\x10\x06\x12\x1d\n\x19\x41\x44MIN_ACTION_RATE_APPROVE\x10\x07\x12\x1c\n\x18\x41\x44MIN_ACTION_RATE_REJECT\x10\x08\x12\x1b\n\x17\x41\x44MIN_ACTION_DLQ_REPLAY\x10\t\x12!\n\x1d\x41\x44MIN_ACTION_COMPENSATION_RUN\x10\n\x12\x1b\n\x17\x41\x44MIN_ACTION_FAULTS_SET\x10\x0b\x12$\n ADMIN_ACTION_DISCREPANCY_RESOLVE\x10\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.admin.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANGESTATE']._serialized_start=568
-  _globals['_CHANGESTATE']._serialized_end=717
+  _globals['_ADMINAUDITENTRY'].fields_by_name['action']._loaded_options = None
+  _globals['_ADMINAUDITENTRY'].fields_by_name['action']._serialized_options = b'\030\001'
+  _globals['_CHANGESTATE']._serialized_start=621
+  _globals['_CHANGESTATE']._serialized_end=770
+  _globals['_ADMINACTION']._serialized_start=773
+  _globals['_ADMINACTION']._serialized_end=1185
   _globals['_CHANGEREVIEW']._serialized_start=78
   _globals['_CHANGEREVIEW']._serialized_end=380
   _globals['_ADMINAUDITENTRY']._serialized_start=383
-  _globals['_ADMINAUDITENTRY']._serialized_end=565
+  _globals['_ADMINAUDITENTRY']._serialized_end=618
 # @@protoc_insertion_point(module_scope)

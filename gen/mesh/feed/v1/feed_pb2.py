@@ -23,23 +23,42 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from mesh.account.v1 import account_pb2 as mesh_dot_account_dot_v1_dot_account__pb2
+from mesh.gateway.v1 import gateway_pb2 as mesh_dot_gateway_dot_v1_dot_gateway__pb2
+from mesh.withdraw.v1 import withdraw_pb2 as mesh_dot_withdraw_dot_v1_dot_withdraw__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/feed/v1/feed.proto\x12\x0cmesh.feed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x12ReadChangesRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"Q\n\x13ReadChangesResponse\x12%\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x14.mesh.feed.v1.Change\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"z\n\x06\x43hange\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2l\n\x11\x43hangeFeedService\x12W\n\x0bReadChanges\x12 .mesh.feed.v1.ReadChangesRequest\x1a!.mesh.feed.v1.ReadChangesResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/feed/v1/feed.proto\x12\x0cmesh.feed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmesh/account/v1/account.proto\x1a\x1dmesh/gateway/v1/gateway.proto\x1a\x1fmesh/withdraw/v1/withdraw.proto\"3\n\x12ReadChangesRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"Q\n\x13ReadChangesResponse\x12%\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x14.mesh.feed.v1.Change\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\xae\x03\n\x06\x43hange\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x10\n\x04kind\x18\x02 \x01(\tB\x02\x18\x01\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x18\n\x0cpayload_json\x18\x04 \x01(\tB\x02\x18\x01\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05\x65ntry\x18\x06 \x01(\x0b\x32\x19.mesh.feed.v1.EntryRecordH\x00\x12*\n\x05order\x18\x07 \x01(\x0b\x32\x19.mesh.feed.v1.OrderRecordH\x00\x12\x37\n\x0corder_refund\x18\x08 \x01(\x0b\x32\x1f.mesh.feed.v1.OrderRefundRecordH\x00\x12(\n\x04gate\x18\t \x01(\x0b\x32\x18.mesh.feed.v1.GateRecordH\x00\x12\x37\n\x0c\x63hannel_rate\x18\n \x01(\x0b\x32\x1f.mesh.feed.v1.ChannelRateRecordH\x00\x12,\n\x06payout\x18\x0b \x01(\x0b\x32\x1a.mesh.feed.v1.PayoutRecordH\x00\x42\x08\n\x06record\"\x99\x02\n\x0b\x45ntryRecord\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\x03\x12\x0b\n\x03uid\x18\x02 \x01(\x03\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.mesh.account.v1.EntryKind\x12\x12\n\namount_fen\x18\x04 \x01(\x03\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12\x11\n\treward_id\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x11\n\trefund_of\x18\x08 \x01(\x03\x12\x1e\n\x11\x62\x61lance_after_fen\x18\t \x01(\x03H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x14\n\x12_balance_after_fen\"\xe1\x02\n\x0bOrderRecord\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\namount_fen\x18\x04 \x01(\x03\x12\x0f\n\x07\x63hannel\x18\x05 \x01(\t\x12\x11\n\tmethod_id\x18\x06 \x01(\t\x12\x30\n\nfrom_state\x18\x07 \x01(\x0e\x32\x1c.mesh.withdraw.v1.OrderState\x12+\n\x05state\x18\x08 \x01(\x0e\x32\x1c.mesh.withdraw.v1.OrderState\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x11OrderRefundRecord\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12.\n\x07outcome\x18\x02 \x01(\x0e\x32\x1d.mesh.withdraw.v1.RefundState\"Z\n\nGateRecord\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12,\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1c.mesh.withdraw.v1.GateConfig\"P\n\x11\x43hannelRateRecord\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x17\n\x0frate_per_second\x18\x02 \x01(\x01\x12\x11\n\tunlimited\x18\x03 \x01(\x08\"\xaa\x01\n\x0cPayoutRecord\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x11\n\tmethod_id\x18\x04 \x01(\t\x12\x12\n\namount_fen\x18\x05 \x01(\x03\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x1c.mesh.gateway.v1.PayoutState\x12\x16\n\x0e\x66\x61ilure_reason\x18\x07 \x01(\t2l\n\x11\x43hangeFeedService\x12W\n\x0bReadChanges\x12 .mesh.feed.v1.ReadChangesRequest\x1a!.mesh.feed.v1.ReadChangesResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.feed.v1.feed_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CHANGE'].fields_by_name['kind']._loaded_options = None
+  _globals['_CHANGE'].fields_by_name['kind']._serialized_options = b'\030\001'
+  _globals['_CHANGE'].fields_by_name['payload_json']._loaded_options = None
+  _globals['_CHANGE'].fields_by_name['payload_json']._serialized_options = b'\030\001'
   _globals['_CHANGEFEEDSERVICE'].methods_by_name['ReadChanges']._loaded_options = None
   _globals['_CHANGEFEEDSERVICE'].methods_by_name['ReadChanges']._serialized_options = b'\220\002\001'
-  _globals['_READCHANGESREQUEST']._serialized_start=74
-  _globals['_READCHANGESREQUEST']._serialized_end=125
-  _globals['_READCHANGESRESPONSE']._serialized_start=127
-  _globals['_READCHANGESRESPONSE']._serialized_end=208
-  _globals['_CHANGE']._serialized_start=210
-  _globals['_CHANGE']._serialized_end=332
-  _globals['_CHANGEFEEDSERVICE']._serialized_start=334
-  _globals['_CHANGEFEEDSERVICE']._serialized_end=442
+  _globals['_READCHANGESREQUEST']._serialized_start=169
+  _globals['_READCHANGESREQUEST']._serialized_end=220
+  _globals['_READCHANGESRESPONSE']._serialized_start=222
+  _globals['_READCHANGESRESPONSE']._serialized_end=303
+  _globals['_CHANGE']._serialized_start=306
+  _globals['_CHANGE']._serialized_end=736
+  _globals['_ENTRYRECORD']._serialized_start=739
+  _globals['_ENTRYRECORD']._serialized_end=1020
+  _globals['_ORDERRECORD']._serialized_start=1023
+  _globals['_ORDERRECORD']._serialized_end=1376
+  _globals['_ORDERREFUNDRECORD']._serialized_start=1378
+  _globals['_ORDERREFUNDRECORD']._serialized_end=1463
+  _globals['_GATERECORD']._serialized_start=1465
+  _globals['_GATERECORD']._serialized_end=1555
+  _globals['_CHANNELRATERECORD']._serialized_start=1557
+  _globals['_CHANNELRATERECORD']._serialized_end=1637
+  _globals['_PAYOUTRECORD']._serialized_start=1640
+  _globals['_PAYOUTRECORD']._serialized_end=1810
+  _globals['_CHANGEFEEDSERVICE']._serialized_start=1812
+  _globals['_CHANGEFEEDSERVICE']._serialized_end=1920
 # @@protoc_insertion_point(module_scope)

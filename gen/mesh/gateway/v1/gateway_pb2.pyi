@@ -157,16 +157,22 @@ class PayoutMethod(_message.Message):
     def __init__(self, method_id: _Optional[str] = ..., uid: _Optional[int] = ..., channel: _Optional[str] = ..., display: _Optional[str] = ...) -> None: ...
 
 class ListMethodsRequest(_message.Message):
-    __slots__ = ("uid",)
+    __slots__ = ("uid", "page_size", "page_token")
     UID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     uid: int
-    def __init__(self, uid: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, uid: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListMethodsResponse(_message.Message):
-    __slots__ = ("methods",)
+    __slots__ = ("methods", "next_page_token")
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     methods: _containers.RepeatedCompositeFieldContainer[PayoutMethod]
-    def __init__(self, methods: _Optional[_Iterable[_Union[PayoutMethod, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, methods: _Optional[_Iterable[_Union[PayoutMethod, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class BindMethodRequest(_message.Message):
     __slots__ = ("uid", "channel", "account", "method_id")

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from mesh.admin.v1 import admin_pb2 as mesh_dot_admin_dot_v1_dot_admin__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmesh/payout/v1/payout.proto\x12\x0emesh.payout.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19mesh/admin/v1/admin.proto\"\xb9\x01\n\tPayoutJob\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x11\n\tmethod_id\x18\x04 \x01(\t\x12\x12\n\namount_fen\x18\x05 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x30\n\x0c\x65nqueue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x08 \x01(\t\"\xcd\x01\n\x0c\x43hannelStats\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63klog\x18\x02 \x01(\x03\x12\x0f\n\x07pending\x18\x03 \x01(\x03\x12\x11\n\tconsumers\x18\x04 \x01(\x03\x12\x1d\n\x15rate_limit_per_second\x18\x05 \x01(\x01\x12\x1f\n\x17\x63urrent_rate_per_second\x18\x06 \x01(\x01\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x07 \x01(\x03\x12\x11\n\tunlimited\x18\x08 \x01(\x08\x12\x0e\n\x06paused\x18\t \x01(\x08\")\n\x16GetChannelStatsRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\"I\n\x17GetChannelStatsResponse\x12.\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1c.mesh.payout.v1.ChannelStats\"T\n\x15SetChannelRateRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x17\n\x0frate_per_second\x18\x02 \x01(\x01\x12\x11\n\tunlimited\x18\x03 \x01(\x08\"E\n\x16SetChannelRateResponse\x12+\n\x05stats\x18\x01 \x01(\x0b\x32\x1c.mesh.payout.v1.ChannelStats\"\x9d\x01\n\nDeadLetter\x12\x16\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\t\x12&\n\x03job\x18\x02 \x01(\x0b\x32\x19.mesh.payout.v1.PayoutJob\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12-\n\tdead_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x16ListDeadLettersRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"K\n\x17ListDeadLettersResponse\x12\x30\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1a.mesh.payout.v1.DeadLetter\"D\n\x18ReplayDeadLettersRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x61\x64_letter_ids\x18\x02 \x03(\t\"-\n\x19ReplayDeadLettersResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x05\"q\n\nRateChange\x12+\n\x06review\x18\x01 \x01(\x0b\x32\x1b.mesh.admin.v1.ChangeReview\x12\x36\n\x07request\x18\x02 \x01(\x0b\x32%.mesh.payout.v1.SetChannelRateRequest\"b\n\x18ProposeRateChangeRequest\x12\x36\n\x07request\x18\x01 \x01(\x0b\x32%.mesh.payout.v1.SetChannelRateRequest\x12\x0e\n\x06reason\x18\x02 \x01(\t\"G\n\x19ProposeRateChangeResponse\x12*\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1a.mesh.payout.v1.RateChange\"-\n\x18\x41pproveRateChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\t\"t\n\x19\x41pproveRateChangeResponse\x12*\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1a.mesh.payout.v1.RateChange\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.mesh.payout.v1.ChannelStats\"<\n\x17RejectRateChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"F\n\x18RejectRateChangeResponse\x12*\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1a.mesh.payout.v1.RateChange\"?\n\x16ListRateChangesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x17ListRateChangesResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.mesh.payout.v1.RateChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x15ListAdminAuditRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x16ListAdminAuditResponse\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1e.mesh.admin.v1.AdminAuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc5\x07\n\x12PayoutAdminService\x12g\n\x0fGetChannelStats\x12&.mesh.payout.v1.GetChannelStatsRequest\x1a\'.mesh.payout.v1.GetChannelStatsResponse\"\x03\x90\x02\x01\x12\x64\n\x0eSetChannelRate\x12%.mesh.payout.v1.SetChannelRateRequest\x1a&.mesh.payout.v1.SetChannelRateResponse\"\x03\x90\x02\x02\x12h\n\x11ProposeRateChange\x12(.mesh.payout.v1.ProposeRateChangeRequest\x1a).mesh.payout.v1.ProposeRateChangeResponse\x12h\n\x11\x41pproveRateChange\x12(.mesh.payout.v1.ApproveRateChangeRequest\x1a).mesh.payout.v1.ApproveRateChangeResponse\x12\x65\n\x10RejectRateChange\x12\'.mesh.payout.v1.RejectRateChangeRequest\x1a(.mesh.payout.v1.RejectRateChangeResponse\x12g\n\x0fListRateChanges\x12&.mesh.payout.v1.ListRateChangesRequest\x1a\'.mesh.payout.v1.ListRateChangesResponse\"\x03\x90\x02\x01\x12\x64\n\x0eListAdminAudit\x12%.mesh.payout.v1.ListAdminAuditRequest\x1a&.mesh.payout.v1.ListAdminAuditResponse\"\x03\x90\x02\x01\x12g\n\x0fListDeadLetters\x12&.mesh.payout.v1.ListDeadLettersRequest\x1a\'.mesh.payout.v1.ListDeadLettersResponse\"\x03\x90\x02\x01\x12m\n\x11ReplayDeadLetters\x12(.mesh.payout.v1.ReplayDeadLettersRequest\x1a).mesh.payout.v1.ReplayDeadLettersResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmesh/payout/v1/payout.proto\x12\x0emesh.payout.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19mesh/admin/v1/admin.proto\"\xb9\x01\n\tPayoutJob\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x11\n\tmethod_id\x18\x04 \x01(\t\x12\x12\n\namount_fen\x18\x05 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x30\n\x0c\x65nqueue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x08 \x01(\t\"\xcd\x01\n\x0c\x43hannelStats\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63klog\x18\x02 \x01(\x03\x12\x0f\n\x07pending\x18\x03 \x01(\x03\x12\x11\n\tconsumers\x18\x04 \x01(\x03\x12\x1d\n\x15rate_limit_per_second\x18\x05 \x01(\x01\x12\x1f\n\x17\x63urrent_rate_per_second\x18\x06 \x01(\x01\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x07 \x01(\x03\x12\x11\n\tunlimited\x18\x08 \x01(\x08\x12\x0e\n\x06paused\x18\t \x01(\x08\")\n\x16GetChannelStatsRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\"I\n\x17GetChannelStatsResponse\x12.\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1c.mesh.payout.v1.ChannelStats\"T\n\x15SetChannelRateRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x17\n\x0frate_per_second\x18\x02 \x01(\x01\x12\x11\n\tunlimited\x18\x03 \x01(\x08\"E\n\x16SetChannelRateResponse\x12+\n\x05stats\x18\x01 \x01(\x0b\x32\x1c.mesh.payout.v1.ChannelStats\"\x9d\x01\n\nDeadLetter\x12\x16\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\t\x12&\n\x03job\x18\x02 \x01(\x0b\x32\x19.mesh.payout.v1.PayoutJob\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12-\n\tdead_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x16ListDeadLettersRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x17ListDeadLettersResponse\x12\x30\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1a.mesh.payout.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x18ReplayDeadLettersRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x61\x64_letter_ids\x18\x02 \x03(\t\"-\n\x19ReplayDeadLettersResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x05\"q\n\nRateChange\x12+\n\x06review\x18\x01 \x01(\x0b\x32\x1b.mesh.admin.v1.ChangeReview\x12\x36\n\x07request\x18\x02 \x01(\x0b\x32%.mesh.payout.v1.SetChannelRateRequest\"b\n\x18ProposeRateChangeRequest\x12\x36\n\x07request\x18\x01 \x01(\x0b\x32%.mesh.payout.v1.SetChannelRateRequest\x12\x0e\n\x06reason\x18\x02 \x01(\t\"G\n\x19ProposeRateChangeResponse\x12*\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1a.mesh.payout.v1.RateChange\"-\n\x18\x41pproveRateChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\t\"t\n\x19\x41pproveRateChangeResponse\x12*\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1a.mesh.payout.v1.RateChange\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.mesh.payout.v1.ChannelStats\"<\n\x17RejectRateChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"F\n\x18RejectRateChangeResponse\x12*\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1a.mesh.payout.v1.RateChange\"?\n\x16ListRateChangesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x17ListRateChangesResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.mesh.payout.v1.RateChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x15ListAdminAuditRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x16ListAdminAuditResponse\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1e.mesh.admin.v1.AdminAuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc5\x07\n\x12PayoutAdminService\x12g\n\x0fGetChannelStats\x12&.mesh.payout.v1.GetChannelStatsRequest\x1a\'.mesh.payout.v1.GetChannelStatsResponse\"\x03\x90\x02\x01\x12\x64\n\x0eSetChannelRate\x12%.mesh.payout.v1.SetChannelRateRequest\x1a&.mesh.payout.v1.SetChannelRateResponse\"\x03\x90\x02\x02\x12h\n\x11ProposeRateChange\x12(.mesh.payout.v1.ProposeRateChangeRequest\x1a).mesh.payout.v1.ProposeRateChangeResponse\x12h\n\x11\x41pproveRateChange\x12(.mesh.payout.v1.ApproveRateChangeRequest\x1a).mesh.payout.v1.ApproveRateChangeResponse\x12\x65\n\x10RejectRateChange\x12\'.mesh.payout.v1.RejectRateChangeRequest\x1a(.mesh.payout.v1.RejectRateChangeResponse\x12g\n\x0fListRateChanges\x12&.mesh.payout.v1.ListRateChangesRequest\x1a\'.mesh.payout.v1.ListRateChangesResponse\"\x03\x90\x02\x01\x12\x64\n\x0eListAdminAudit\x12%.mesh.payout.v1.ListAdminAuditRequest\x1a&.mesh.payout.v1.ListAdminAuditResponse\"\x03\x90\x02\x01\x12g\n\x0fListDeadLetters\x12&.mesh.payout.v1.ListDeadLettersRequest\x1a\'.mesh.payout.v1.ListDeadLettersResponse\"\x03\x90\x02\x01\x12m\n\x11ReplayDeadLetters\x12(.mesh.payout.v1.ReplayDeadLettersRequest\x1a).mesh.payout.v1.ReplayDeadLettersResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,35 +60,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEADLETTER']._serialized_start=779
   _globals['_DEADLETTER']._serialized_end=936
   _globals['_LISTDEADLETTERSREQUEST']._serialized_start=938
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=998
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1000
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1075
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=1077
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=1145
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=1147
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=1192
-  _globals['_RATECHANGE']._serialized_start=1194
-  _globals['_RATECHANGE']._serialized_end=1307
-  _globals['_PROPOSERATECHANGEREQUEST']._serialized_start=1309
-  _globals['_PROPOSERATECHANGEREQUEST']._serialized_end=1407
-  _globals['_PROPOSERATECHANGERESPONSE']._serialized_start=1409
-  _globals['_PROPOSERATECHANGERESPONSE']._serialized_end=1480
-  _globals['_APPROVERATECHANGEREQUEST']._serialized_start=1482
-  _globals['_APPROVERATECHANGEREQUEST']._serialized_end=1527
-  _globals['_APPROVERATECHANGERESPONSE']._serialized_start=1529
-  _globals['_APPROVERATECHANGERESPONSE']._serialized_end=1645
-  _globals['_REJECTRATECHANGEREQUEST']._serialized_start=1647
-  _globals['_REJECTRATECHANGEREQUEST']._serialized_end=1707
-  _globals['_REJECTRATECHANGERESPONSE']._serialized_start=1709
-  _globals['_REJECTRATECHANGERESPONSE']._serialized_end=1779
-  _globals['_LISTRATECHANGESREQUEST']._serialized_start=1781
-  _globals['_LISTRATECHANGESREQUEST']._serialized_end=1844
-  _globals['_LISTRATECHANGESRESPONSE']._serialized_start=1846
-  _globals['_LISTRATECHANGESRESPONSE']._serialized_end=1941
-  _globals['_LISTADMINAUDITREQUEST']._serialized_start=1943
-  _globals['_LISTADMINAUDITREQUEST']._serialized_end=2005
-  _globals['_LISTADMINAUDITRESPONSE']._serialized_start=2007
-  _globals['_LISTADMINAUDITRESPONSE']._serialized_end=2105
-  _globals['_PAYOUTADMINSERVICE']._serialized_start=2108
-  _globals['_PAYOUTADMINSERVICE']._serialized_end=3073
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1018
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1020
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1120
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=1122
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=1190
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=1192
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=1237
+  _globals['_RATECHANGE']._serialized_start=1239
+  _globals['_RATECHANGE']._serialized_end=1352
+  _globals['_PROPOSERATECHANGEREQUEST']._serialized_start=1354
+  _globals['_PROPOSERATECHANGEREQUEST']._serialized_end=1452
+  _globals['_PROPOSERATECHANGERESPONSE']._serialized_start=1454
+  _globals['_PROPOSERATECHANGERESPONSE']._serialized_end=1525
+  _globals['_APPROVERATECHANGEREQUEST']._serialized_start=1527
+  _globals['_APPROVERATECHANGEREQUEST']._serialized_end=1572
+  _globals['_APPROVERATECHANGERESPONSE']._serialized_start=1574
+  _globals['_APPROVERATECHANGERESPONSE']._serialized_end=1690
+  _globals['_REJECTRATECHANGEREQUEST']._serialized_start=1692
+  _globals['_REJECTRATECHANGEREQUEST']._serialized_end=1752
+  _globals['_REJECTRATECHANGERESPONSE']._serialized_start=1754
+  _globals['_REJECTRATECHANGERESPONSE']._serialized_end=1824
+  _globals['_LISTRATECHANGESREQUEST']._serialized_start=1826
+  _globals['_LISTRATECHANGESREQUEST']._serialized_end=1889
+  _globals['_LISTRATECHANGESRESPONSE']._serialized_start=1891
+  _globals['_LISTRATECHANGESRESPONSE']._serialized_end=1986
+  _globals['_LISTADMINAUDITREQUEST']._serialized_start=1988
+  _globals['_LISTADMINAUDITREQUEST']._serialized_end=2050
+  _globals['_LISTADMINAUDITRESPONSE']._serialized_start=2052
+  _globals['_LISTADMINAUDITRESPONSE']._serialized_end=2150
+  _globals['_PAYOUTADMINSERVICE']._serialized_start=2153
+  _globals['_PAYOUTADMINSERVICE']._serialized_end=3118
 # @@protoc_insertion_point(module_scope)

@@ -26,13 +26,21 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from mesh.admin.v1 import admin_pb2 as mesh_dot_admin_dot_v1_dot_admin__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/recon/v1/recon.proto\x12\rmesh.recon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19mesh/admin/v1/admin.proto\"\xa7\x02\n\x0b\x44iscrepancy\x12\x16\n\x0e\x64iscrepancy_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .mesh.recon.v1.DiscrepancyStatus\x12\x0e\n\x06source\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x0b\n\x03uid\x18\t \x01(\x03\x12\x0f\n\x07subject\x18\n \x01(\t\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x01\n\x18ListDiscrepanciesRequest\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .mesh.recon.v1.DiscrepancyStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x0e\n\x06source\x18\x05 \x01(\t\"N\n\x19ListDiscrepanciesResponse\x12\x31\n\rdiscrepancies\x18\x01 \x03(\x0b\x32\x1a.mesh.recon.v1.Discrepancy\"s\n\x19ResolveDiscrepancyRequest\x12\x16\n\x0e\x64iscrepancy_id\x18\x01 \x01(\x03\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .mesh.recon.v1.DiscrepancyStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\"M\n\x1aResolveDiscrepancyResponse\x12/\n\x0b\x64iscrepancy\x18\x01 \x01(\x0b\x32\x1a.mesh.recon.v1.Discrepancy\"%\n\x11\x43heckOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"G\n\x12\x43heckOrderResponse\x12\x31\n\rdiscrepancies\x18\x01 \x03(\x0b\x32\x1a.mesh.recon.v1.Discrepancy\"\x17\n\x15GetReconStatusRequest\"\x9d\x01\n\x0c\x46\x65\x65\x64Position\x12\x0c\n\x04\x66\x65\x65\x64\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x03\x12-\n\thead_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x02\n\x16GetReconStatusResponse\x12.\n\tpositions\x18\x01 \x03(\x0b\x32\x1b.mesh.recon.v1.FeedPosition\x12\x16\n\x0epending_checks\x18\x02 \x01(\x03\x12\x16\n\x0e\x63hecked_orders\x18\x03 \x01(\x03\x12\x1a\n\x12open_discrepancies\x18\x04 \x01(\x03\x12\x13\n\x0b\x63redits_fen\x18\x05 \x01(\x03\x12\x12\n\ndebits_fen\x18\x06 \x01(\x03\x12\x13\n\x0brefunds_fen\x18\x07 \x01(\x03\x12\x14\n\x0c\x62\x61lances_fen\x18\x08 \x01(\x03\x12\x1d\n\x15gateway_succeeded_fen\x18\t \x01(\x03\x12\x1c\n\x14orders_succeeded_fen\x18\n \x01(\x03\"$\n\x14RunDailyReconRequest\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\"\x9d\x01\n\x0b\x44\x61ilyReport\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0e\n\x06orders\x18\x02 \x01(\x03\x12\x13\n\x0breport_json\x18\x03 \x01(\t\x12\x13\n\x0breport_text\x18\x04 \x01(\t\x12\x15\n\rdiscrepancies\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x15RunDailyReconResponse\x12*\n\x06report\x18\x01 \x01(\x0b\x32\x1a.mesh.recon.v1.DailyReport\"%\n\x15GetDailyReportRequest\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\"D\n\x16GetDailyReportResponse\x12*\n\x06report\x18\x01 \x01(\x0b\x32\x1a.mesh.recon.v1.DailyReport\">\n\x15ListAdminAuditRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x16ListAdminAuditResponse\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1e.mesh.admin.v1.AdminAuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x96\x01\n\x11\x44iscrepancyStatus\x12\"\n\x1e\x44ISCREPANCY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44ISCREPANCY_STATUS_OPEN\x10\x01\x12\x1f\n\x1b\x44ISCREPANCY_STATUS_RESOLVED\x10\x02\x12\x1f\n\x1b\x44ISCREPANCY_STATUS_ACCEPTED\x10\x03\x32\xcb\x05\n\x0cReconService\x12k\n\x11ListDiscrepancies\x12\'.mesh.recon.v1.ListDiscrepanciesRequest\x1a(.mesh.recon.v1.ListDiscrepanciesResponse\"\x03\x90\x02\x01\x12n\n\x12ResolveDiscrepancy\x12(.mesh.recon.v1.ResolveDiscrepancyRequest\x1a).mesh.recon.v1.ResolveDiscrepancyResponse\"\x03\x90\x02\x02\x12\x62\n\x0eListAdminAudit\x12$.mesh.recon.v1.ListAdminAuditRequest\x1a%.mesh.recon.v1.ListAdminAuditResponse\"\x03\x90\x02\x01\x12V\n\nCheckOrder\x12 .mesh.recon.v1.CheckOrderRequest\x1a!.mesh.recon.v1.CheckOrderResponse\"\x03\x90\x02\x01\x12\x62\n\x0eGetReconStatus\x12$.mesh.recon.v1.GetReconStatusRequest\x1a%.mesh.recon.v1.GetReconStatusResponse\"\x03\x90\x02\x01\x12Z\n\rRunDailyRecon\x12#.mesh.recon.v1.RunDailyReconRequest\x1a$.mesh.recon.v1.RunDailyReconResponse\x12\x62\n\x0eGetDailyReport\x12$.mesh.recon.v1.GetDailyReportRequest\x1a%.mesh.recon.v1.GetDailyReportResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/recon/v1/recon.proto\x12\rmesh.recon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19mesh/admin/v1/admin.proto\"\x9d\x03\n\x0b\x44iscrepancy\x12\x16\n\x0e\x64iscrepancy_id\x18\x01 \x01(\x03\x12\x12\n\x06reason\x18\x02 \x01(\tB\x02\x18\x01\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .mesh.recon.v1.DiscrepancyStatus\x12\x12\n\x06source\x18\x06 \x01(\tB\x02\x18\x01\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x0b\n\x03uid\x18\t \x01(\x03\x12\x0f\n\x07subject\x18\n \x01(\t\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0breason_kind\x18\x0c \x01(\x0e\x32 .mesh.recon.v1.DiscrepancyReason\x12\x35\n\x0bsource_kind\x18\r \x01(\x0e\x32 .mesh.recon.v1.DiscrepancySource\"\x9b\x02\n\x18ListDiscrepanciesRequest\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .mesh.recon.v1.DiscrepancyStatus\x12\x12\n\x06reason\x18\x02 \x01(\tB\x02\x18\x01\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\x06source\x18\x05 \x01(\tB\x02\x18\x01\x12\x35\n\x0breason_kind\x18\x06 \x01(\x0e\x32 .mesh.recon.v1.DiscrepancyReason\x12\x35\n\x0bsource_kind\x18\x07 \x01(\x0e\x32 .mesh.recon.v1.DiscrepancySource\x12\x12\n\npage_token\x18\x08 \x01(\t\"g\n\x19ListDiscrepanciesResponse\x12\x31\n\rdiscrepancies\x18\x01 \x03(\x0b\x32\x1a.mesh.recon.v1.Discrepancy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x19ResolveDiscrepancyRequest\x12\x16\n\x0e\x64iscrepancy_id\x18\x01 \x01(\x03\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .mesh.recon.v1.DiscrepancyStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\"M\n\x1aResolveDiscrepancyResponse\x12/\n\x0b\x64iscrepancy\x18\x01 \x01(\x0b\x32\x1a.mesh.recon.v1.Discrepancy\"%\n\x11\x43heckOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"G\n\x12\x43heckOrderResponse\x12\x31\n\rdiscrepancies\x18\x01 \x03(\x0b\x32\x1a.mesh.recon.v1.Discrepancy\"\x17\n\x15GetReconStatusRequest\"\x9d\x01\n\x0c\x46\x65\x65\x64Position\x12\x0c\n\x04\x66\x65\x65\x64\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x03\x12-\n\thead_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x02\n\x16GetReconStatusResponse\x12.\n\tpositions\x18\x01 \x03(\x0b\x32\x1b.mesh.recon.v1.FeedPosition\x12\x16\n\x0epending_checks\x18\x02 \x01(\x03\x12\x16\n\x0e\x63hecked_orders\x18\x03 \x01(\x03\x12\x1a\n\x12open_discrepancies\x18\x04 \x01(\x03\x12\x13\n\x0b\x63redits_fen\x18\x05 \x01(\x03\x12\x12\n\ndebits_fen\x18\x06 \x01(\x03\x12\x13\n\x0brefunds_fen\x18\x07 \x01(\x03\x12\x14\n\x0c\x62\x61lances_fen\x18\x08 \x01(\x03\x12\x1d\n\x15gateway_succeeded_fen\x18\t \x01(\x03\x12\x1c\n\x14orders_succeeded_fen\x18\n \x01(\x03\"$\n\x14RunDailyReconRequest\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\"\x9d\x01\n\x0b\x44\x61ilyReport\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0e\n\x06orders\x18\x02 \x01(\x03\x12\x13\n\x0breport_json\x18\x03 \x01(\t\x12\x13\n\x0breport_text\x18\x04 \x01(\t\x12\x15\n\rdiscrepancies\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x15RunDailyReconResponse\x12*\n\x06report\x18\x01 \x01(\x0b\x32\x1a.mesh.recon.v1.DailyReport\"%\n\x15GetDailyReportRequest\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\"D\n\x16GetDailyReportResponse\x12*\n\x06report\x18\x01 \x01(\x0b\x32\x1a.mesh.recon.v1.DailyReport\">\n\x15ListAdminAuditRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x16ListAdminAuditResponse\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1e.mesh.admin.v1.AdminAuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x96\x01\n\x11\x44iscrepancyStatus\x12\"\n\x1e\x44ISCREPANCY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44ISCREPANCY_STATUS_OPEN\x10\x01\x12\x1f\n\x1b\x44ISCREPANCY_STATUS_RESOLVED\x10\x02\x12\x1f\n\x1b\x44ISCREPANCY_STATUS_ACCEPTED\x10\x03*\x92\x04\n\x11\x44iscrepancyReason\x12\"\n\x1e\x44ISCREPANCY_REASON_UNSPECIFIED\x10\x00\x12$\n DISCREPANCY_REASON_MISSING_DEBIT\x10\x01\x12#\n\x1f\x44ISCREPANCY_REASON_DOUBLE_DEBIT\x10\x02\x12*\n&DISCREPANCY_REASON_DEBIT_WITHOUT_ORDER\x10\x03\x12%\n!DISCREPANCY_REASON_MISSING_REFUND\x10\x04\x12$\n DISCREPANCY_REASON_DOUBLE_REFUND\x10\x05\x12*\n&DISCREPANCY_REASON_REFUND_ON_SUCCEEDED\x10\x06\x12+\n\'DISCREPANCY_REASON_PAYOUT_WITHOUT_DEBIT\x10\x07\x12$\n DISCREPANCY_REASON_DOUBLE_PAYOUT\x10\x08\x12&\n\"DISCREPANCY_REASON_AMOUNT_MISMATCH\x10\t\x12%\n!DISCREPANCY_REASON_STATE_MISMATCH\x10\n\x12\"\n\x1e\x44ISCREPANCY_REASON_STUCK_ORDER\x10\x0b\x12#\n\x1f\x44ISCREPANCY_REASON_CONSERVATION\x10\x0c*\x99\x01\n\x11\x44iscrepancySource\x12\"\n\x1e\x44ISCREPANCY_SOURCE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44ISCREPANCY_SOURCE_REALTIME\x10\x01\x12!\n\x1d\x44ISCREPANCY_SOURCE_SELF_CHECK\x10\x02\x12\x1c\n\x18\x44ISCREPANCY_SOURCE_DAILY\x10\x03\x32\xcb\x05\n\x0cReconService\x12k\n\x11ListDiscrepancies\x12\'.mesh.recon.v1.ListDiscrepanciesRequest\x1a(.mesh.recon.v1.ListDiscrepanciesResponse\"\x03\x90\x02\x01\x12n\n\x12ResolveDiscrepancy\x12(.mesh.recon.v1.ResolveDiscrepancyRequest\x1a).mesh.recon.v1.ResolveDiscrepancyResponse\"\x03\x90\x02\x02\x12\x62\n\x0eListAdminAudit\x12$.mesh.recon.v1.ListAdminAuditRequest\x1a%.mesh.recon.v1.ListAdminAuditResponse\"\x03\x90\x02\x01\x12V\n\nCheckOrder\x12 .mesh.recon.v1.CheckOrderRequest\x1a!.mesh.recon.v1.CheckOrderResponse\"\x03\x90\x02\x01\x12\x62\n\x0eGetReconStatus\x12$.mesh.recon.v1.GetReconStatusRequest\x1a%.mesh.recon.v1.GetReconStatusResponse\"\x03\x90\x02\x01\x12Z\n\rRunDailyRecon\x12#.mesh.recon.v1.RunDailyReconRequest\x1a$.mesh.recon.v1.RunDailyReconResponse\x12\x62\n\x0eGetDailyReport\x12$.mesh.recon.v1.GetDailyReportRequest\x1a%.mesh.recon.v1.GetDailyReportResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.recon.v1.recon_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DISCREPANCY'].fields_by_name['reason']._loaded_options = None
+  _globals['_DISCREPANCY'].fields_by_name['reason']._serialized_options = b'\030\001'
+  _globals['_DISCREPANCY'].fields_by_name['source']._loaded_options = None
+  _globals['_DISCREPANCY'].fields_by_name['source']._serialized_options = b'\030\001'
+  _globals['_LISTDISCREPANCIESREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_LISTDISCREPANCIESREQUEST'].fields_by_name['reason']._serialized_options = b'\030\001'
+  _globals['_LISTDISCREPANCIESREQUEST'].fields_by_name['source']._loaded_options = None
+  _globals['_LISTDISCREPANCIESREQUEST'].fields_by_name['source']._serialized_options = b'\030\001'
   _globals['_RECONSERVICE'].methods_by_name['ListDiscrepancies']._loaded_options = None
   _globals['_RECONSERVICE'].methods_by_name['ListDiscrepancies']._serialized_options = b'\220\002\001'
   _globals['_RECONSERVICE'].methods_by_name['ResolveDiscrepancy']._loaded_options = None
@@ -45,42 +53,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECONSERVICE'].methods_by_name['GetReconStatus']._serialized_options = b'\220\002\001'
   _globals['_RECONSERVICE'].methods_by_name['GetDailyReport']._loaded_options = None
   _globals['_RECONSERVICE'].methods_by_name['GetDailyReport']._serialized_options = b'\220\002\001'
-  _globals['_DISCREPANCYSTATUS']._serialized_start=1960
-  _globals['_DISCREPANCYSTATUS']._serialized_end=2110
+  _globals['_DISCREPANCYSTATUS']._serialized_start=2241
+  _globals['_DISCREPANCYSTATUS']._serialized_end=2391
+  _globals['_DISCREPANCYREASON']._serialized_start=2394
+  _globals['_DISCREPANCYREASON']._serialized_end=2924
+  _globals['_DISCREPANCYSOURCE']._serialized_start=2927
+  _globals['_DISCREPANCYSOURCE']._serialized_end=3080
   _globals['_DISCREPANCY']._serialized_start=105
-  _globals['_DISCREPANCY']._serialized_end=400
-  _globals['_LISTDISCREPANCIESREQUEST']._serialized_start=403
-  _globals['_LISTDISCREPANCIESREQUEST']._serialized_end=548
-  _globals['_LISTDISCREPANCIESRESPONSE']._serialized_start=550
-  _globals['_LISTDISCREPANCIESRESPONSE']._serialized_end=628
-  _globals['_RESOLVEDISCREPANCYREQUEST']._serialized_start=630
-  _globals['_RESOLVEDISCREPANCYREQUEST']._serialized_end=745
-  _globals['_RESOLVEDISCREPANCYRESPONSE']._serialized_start=747
-  _globals['_RESOLVEDISCREPANCYRESPONSE']._serialized_end=824
-  _globals['_CHECKORDERREQUEST']._serialized_start=826
-  _globals['_CHECKORDERREQUEST']._serialized_end=863
-  _globals['_CHECKORDERRESPONSE']._serialized_start=865
-  _globals['_CHECKORDERRESPONSE']._serialized_end=936
-  _globals['_GETRECONSTATUSREQUEST']._serialized_start=938
-  _globals['_GETRECONSTATUSREQUEST']._serialized_end=961
-  _globals['_FEEDPOSITION']._serialized_start=964
-  _globals['_FEEDPOSITION']._serialized_end=1121
-  _globals['_GETRECONSTATUSRESPONSE']._serialized_start=1124
-  _globals['_GETRECONSTATUSRESPONSE']._serialized_end=1417
-  _globals['_RUNDAILYRECONREQUEST']._serialized_start=1419
-  _globals['_RUNDAILYRECONREQUEST']._serialized_end=1455
-  _globals['_DAILYREPORT']._serialized_start=1458
-  _globals['_DAILYREPORT']._serialized_end=1615
-  _globals['_RUNDAILYRECONRESPONSE']._serialized_start=1617
-  _globals['_RUNDAILYRECONRESPONSE']._serialized_end=1684
-  _globals['_GETDAILYREPORTREQUEST']._serialized_start=1686
-  _globals['_GETDAILYREPORTREQUEST']._serialized_end=1723
-  _globals['_GETDAILYREPORTRESPONSE']._serialized_start=1725
-  _globals['_GETDAILYREPORTRESPONSE']._serialized_end=1793
-  _globals['_LISTADMINAUDITREQUEST']._serialized_start=1795
-  _globals['_LISTADMINAUDITREQUEST']._serialized_end=1857
-  _globals['_LISTADMINAUDITRESPONSE']._serialized_start=1859
-  _globals['_LISTADMINAUDITRESPONSE']._serialized_end=1957
-  _globals['_RECONSERVICE']._serialized_start=2113
-  _globals['_RECONSERVICE']._serialized_end=2828
+  _globals['_DISCREPANCY']._serialized_end=518
+  _globals['_LISTDISCREPANCIESREQUEST']._serialized_start=521
+  _globals['_LISTDISCREPANCIESREQUEST']._serialized_end=804
+  _globals['_LISTDISCREPANCIESRESPONSE']._serialized_start=806
+  _globals['_LISTDISCREPANCIESRESPONSE']._serialized_end=909
+  _globals['_RESOLVEDISCREPANCYREQUEST']._serialized_start=911
+  _globals['_RESOLVEDISCREPANCYREQUEST']._serialized_end=1026
+  _globals['_RESOLVEDISCREPANCYRESPONSE']._serialized_start=1028
+  _globals['_RESOLVEDISCREPANCYRESPONSE']._serialized_end=1105
+  _globals['_CHECKORDERREQUEST']._serialized_start=1107
+  _globals['_CHECKORDERREQUEST']._serialized_end=1144
+  _globals['_CHECKORDERRESPONSE']._serialized_start=1146
+  _globals['_CHECKORDERRESPONSE']._serialized_end=1217
+  _globals['_GETRECONSTATUSREQUEST']._serialized_start=1219
+  _globals['_GETRECONSTATUSREQUEST']._serialized_end=1242
+  _globals['_FEEDPOSITION']._serialized_start=1245
+  _globals['_FEEDPOSITION']._serialized_end=1402
+  _globals['_GETRECONSTATUSRESPONSE']._serialized_start=1405
+  _globals['_GETRECONSTATUSRESPONSE']._serialized_end=1698
+  _globals['_RUNDAILYRECONREQUEST']._serialized_start=1700
+  _globals['_RUNDAILYRECONREQUEST']._serialized_end=1736
+  _globals['_DAILYREPORT']._serialized_start=1739
+  _globals['_DAILYREPORT']._serialized_end=1896
+  _globals['_RUNDAILYRECONRESPONSE']._serialized_start=1898
+  _globals['_RUNDAILYRECONRESPONSE']._serialized_end=1965
+  _globals['_GETDAILYREPORTREQUEST']._serialized_start=1967
+  _globals['_GETDAILYREPORTREQUEST']._serialized_end=2004
+  _globals['_GETDAILYREPORTRESPONSE']._serialized_start=2006
+  _globals['_GETDAILYREPORTRESPONSE']._serialized_end=2074
+  _globals['_LISTADMINAUDITREQUEST']._serialized_start=2076
+  _globals['_LISTADMINAUDITREQUEST']._serialized_end=2138
+  _globals['_LISTADMINAUDITRESPONSE']._serialized_start=2140
+  _globals['_LISTADMINAUDITRESPONSE']._serialized_end=2238
+  _globals['_RECONSERVICE']._serialized_start=3083
+  _globals['_RECONSERVICE']._serialized_end=3798
 # @@protoc_insertion_point(module_scope)

@@ -17,13 +17,53 @@ class DiscrepancyStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISCREPANCY_STATUS_OPEN: _ClassVar[DiscrepancyStatus]
     DISCREPANCY_STATUS_RESOLVED: _ClassVar[DiscrepancyStatus]
     DISCREPANCY_STATUS_ACCEPTED: _ClassVar[DiscrepancyStatus]
+
+class DiscrepancyReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISCREPANCY_REASON_UNSPECIFIED: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_MISSING_DEBIT: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_DOUBLE_DEBIT: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_DEBIT_WITHOUT_ORDER: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_MISSING_REFUND: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_DOUBLE_REFUND: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_REFUND_ON_SUCCEEDED: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_PAYOUT_WITHOUT_DEBIT: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_DOUBLE_PAYOUT: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_AMOUNT_MISMATCH: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_STATE_MISMATCH: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_STUCK_ORDER: _ClassVar[DiscrepancyReason]
+    DISCREPANCY_REASON_CONSERVATION: _ClassVar[DiscrepancyReason]
+
+class DiscrepancySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISCREPANCY_SOURCE_UNSPECIFIED: _ClassVar[DiscrepancySource]
+    DISCREPANCY_SOURCE_REALTIME: _ClassVar[DiscrepancySource]
+    DISCREPANCY_SOURCE_SELF_CHECK: _ClassVar[DiscrepancySource]
+    DISCREPANCY_SOURCE_DAILY: _ClassVar[DiscrepancySource]
 DISCREPANCY_STATUS_UNSPECIFIED: DiscrepancyStatus
 DISCREPANCY_STATUS_OPEN: DiscrepancyStatus
 DISCREPANCY_STATUS_RESOLVED: DiscrepancyStatus
 DISCREPANCY_STATUS_ACCEPTED: DiscrepancyStatus
+DISCREPANCY_REASON_UNSPECIFIED: DiscrepancyReason
+DISCREPANCY_REASON_MISSING_DEBIT: DiscrepancyReason
+DISCREPANCY_REASON_DOUBLE_DEBIT: DiscrepancyReason
+DISCREPANCY_REASON_DEBIT_WITHOUT_ORDER: DiscrepancyReason
+DISCREPANCY_REASON_MISSING_REFUND: DiscrepancyReason
+DISCREPANCY_REASON_DOUBLE_REFUND: DiscrepancyReason
+DISCREPANCY_REASON_REFUND_ON_SUCCEEDED: DiscrepancyReason
+DISCREPANCY_REASON_PAYOUT_WITHOUT_DEBIT: DiscrepancyReason
+DISCREPANCY_REASON_DOUBLE_PAYOUT: DiscrepancyReason
+DISCREPANCY_REASON_AMOUNT_MISMATCH: DiscrepancyReason
+DISCREPANCY_REASON_STATE_MISMATCH: DiscrepancyReason
+DISCREPANCY_REASON_STUCK_ORDER: DiscrepancyReason
+DISCREPANCY_REASON_CONSERVATION: DiscrepancyReason
+DISCREPANCY_SOURCE_UNSPECIFIED: DiscrepancySource
+DISCREPANCY_SOURCE_REALTIME: DiscrepancySource
+DISCREPANCY_SOURCE_SELF_CHECK: DiscrepancySource
+DISCREPANCY_SOURCE_DAILY: DiscrepancySource
 
 class Discrepancy(_message.Message):
-    __slots__ = ("discrepancy_id", "reason", "order_id", "detail", "status", "source", "create_time", "note", "uid", "subject", "update_time")
+    __slots__ = ("discrepancy_id", "reason", "order_id", "detail", "status", "source", "create_time", "note", "uid", "subject", "update_time", "reason_kind", "source_kind")
     DISCREPANCY_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +75,8 @@ class Discrepancy(_message.Message):
     UID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_KIND_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_KIND_FIELD_NUMBER: _ClassVar[int]
     discrepancy_id: int
     reason: str
     order_id: str
@@ -46,27 +88,37 @@ class Discrepancy(_message.Message):
     uid: int
     subject: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, discrepancy_id: _Optional[int] = ..., reason: _Optional[str] = ..., order_id: _Optional[str] = ..., detail: _Optional[str] = ..., status: _Optional[_Union[DiscrepancyStatus, str]] = ..., source: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., uid: _Optional[int] = ..., subject: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reason_kind: DiscrepancyReason
+    source_kind: DiscrepancySource
+    def __init__(self, discrepancy_id: _Optional[int] = ..., reason: _Optional[str] = ..., order_id: _Optional[str] = ..., detail: _Optional[str] = ..., status: _Optional[_Union[DiscrepancyStatus, str]] = ..., source: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., uid: _Optional[int] = ..., subject: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason_kind: _Optional[_Union[DiscrepancyReason, str]] = ..., source_kind: _Optional[_Union[DiscrepancySource, str]] = ...) -> None: ...
 
 class ListDiscrepanciesRequest(_message.Message):
-    __slots__ = ("status", "reason", "order_id", "page_size", "source")
+    __slots__ = ("status", "reason", "order_id", "page_size", "source", "reason_kind", "source_kind", "page_token")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_KIND_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_KIND_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     status: DiscrepancyStatus
     reason: str
     order_id: str
     page_size: int
     source: str
-    def __init__(self, status: _Optional[_Union[DiscrepancyStatus, str]] = ..., reason: _Optional[str] = ..., order_id: _Optional[str] = ..., page_size: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+    reason_kind: DiscrepancyReason
+    source_kind: DiscrepancySource
+    page_token: str
+    def __init__(self, status: _Optional[_Union[DiscrepancyStatus, str]] = ..., reason: _Optional[str] = ..., order_id: _Optional[str] = ..., page_size: _Optional[int] = ..., source: _Optional[str] = ..., reason_kind: _Optional[_Union[DiscrepancyReason, str]] = ..., source_kind: _Optional[_Union[DiscrepancySource, str]] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListDiscrepanciesResponse(_message.Message):
-    __slots__ = ("discrepancies",)
+    __slots__ = ("discrepancies", "next_page_token")
     DISCREPANCIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     discrepancies: _containers.RepeatedCompositeFieldContainer[Discrepancy]
-    def __init__(self, discrepancies: _Optional[_Iterable[_Union[Discrepancy, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, discrepancies: _Optional[_Iterable[_Union[Discrepancy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ResolveDiscrepancyRequest(_message.Message):
     __slots__ = ("discrepancy_id", "status", "note")

@@ -21,6 +21,13 @@ class OrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATE_SUCCEEDED: _ClassVar[OrderState]
     ORDER_STATE_FAILED: _ClassVar[OrderState]
 
+class RefundState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUND_STATE_UNSPECIFIED: _ClassVar[RefundState]
+    REFUND_STATE_PENDING: _ClassVar[RefundState]
+    REFUND_STATE_REFUNDED: _ClassVar[RefundState]
+    REFUND_STATE_VOIDED: _ClassVar[RefundState]
+
 class PayoutResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PAYOUT_RESULT_UNSPECIFIED: _ClassVar[PayoutResult]
@@ -32,6 +39,10 @@ ORDER_STATE_PENDING_PAYOUT: OrderState
 ORDER_STATE_PAYING: OrderState
 ORDER_STATE_SUCCEEDED: OrderState
 ORDER_STATE_FAILED: OrderState
+REFUND_STATE_UNSPECIFIED: RefundState
+REFUND_STATE_PENDING: RefundState
+REFUND_STATE_REFUNDED: RefundState
+REFUND_STATE_VOIDED: RefundState
 PAYOUT_RESULT_UNSPECIFIED: PayoutResult
 PAYOUT_RESULT_SUCCEEDED: PayoutResult
 PAYOUT_RESULT_FAILED: PayoutResult
@@ -49,7 +60,7 @@ class StateChange(_message.Message):
     def __init__(self, from_state: _Optional[_Union[OrderState, str]] = ..., to_state: _Optional[_Union[OrderState, str]] = ..., reason: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("order_id", "uid", "request_id", "amount_fen", "channel", "method_id", "state", "failure_reason", "create_time", "update_time", "history", "refund_state")
+    __slots__ = ("order_id", "uid", "request_id", "amount_fen", "channel", "method_id", "state", "failure_reason", "create_time", "update_time", "history", "refund_state", "refund")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +73,7 @@ class Order(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     REFUND_STATE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     uid: int
     request_id: str
@@ -74,7 +86,8 @@ class Order(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     history: _containers.RepeatedCompositeFieldContainer[StateChange]
     refund_state: str
-    def __init__(self, order_id: _Optional[str] = ..., uid: _Optional[int] = ..., request_id: _Optional[str] = ..., amount_fen: _Optional[int] = ..., channel: _Optional[str] = ..., method_id: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., failure_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., refund_state: _Optional[str] = ...) -> None: ...
+    refund: RefundState
+    def __init__(self, order_id: _Optional[str] = ..., uid: _Optional[int] = ..., request_id: _Optional[str] = ..., amount_fen: _Optional[int] = ..., channel: _Optional[str] = ..., method_id: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., failure_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., refund_state: _Optional[str] = ..., refund: _Optional[_Union[RefundState, str]] = ...) -> None: ...
 
 class PayoutMethod(_message.Message):
     __slots__ = ("method_id", "channel", "display")
@@ -346,16 +359,20 @@ class GateAuditEntry(_message.Message):
     def __init__(self, actor: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., old_config: _Optional[_Union[GateConfig, _Mapping]] = ..., new_config: _Optional[_Union[GateConfig, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListGateAuditRequest(_message.Message):
-    __slots__ = ("page_size",)
+    __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     page_size: int
-    def __init__(self, page_size: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListGateAuditResponse(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "next_page_token")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[GateAuditEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[GateAuditEntry, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[GateAuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RunCompensationRequest(_message.Message):
     __slots__ = ("dry_run", "min_age_seconds", "override_min_age")
