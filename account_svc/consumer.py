@@ -1,6 +1,7 @@
-"""Bulk crediting: drain the reward ingest stream in batches, one database statement per
-batch (per uid partition). Idempotent with forced credit through the same unique index on
-reward id.
+"""Bulk crediting: drain the reward ingest stream (all its partitions, account_svc.streams)
+in batches, one database statement per batch (per uid partition). Idempotent with forced
+credit through the same unique index on reward id, so it does not matter which consumer,
+of this process or another, sees a reward, nor how often.
 
 Two stages, so Python and PostgreSQL work at the same time: the reader takes a batch off
 the stream and checks its tokens while the writer's previous batch is in the database.
@@ -17,11 +18,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
 from account_svc.domain import CreditOutcome
+from account_svc.ports import LedgerStatements
 from account_svc.service import Ledger
 from account_svc.streams import IngestStream, Message, Rejection
 from campaign.tokens import RewardGrant, TokenError
@@ -114,9 +115,12 @@ class BulkCreditor:
             if self.trim_enabled and now >= next_trim:
                 await self.stream.trim()
                 next_trim = now + TRIM_INTERVAL_S
-            messages = await self.stream.read(self._read_count, self.block_ms)
-            if messages:
-                await self._hand_over(queue, self.prepare(messages), writer)
+            # Up to a batch from each partition: handed over a batch at a time, so a
+            # statement credits a full batch whether one partition has entries or all do.
+            count = self._read_count
+            messages = await self.stream.read(count, self.block_ms)
+            for start in range(0, len(messages), count):
+                await self._hand_over(queue, self.prepare(messages[start:start + count]), writer)
 
     @staticmethod
     async def _hand_over(
@@ -136,7 +140,7 @@ class BulkCreditor:
         # One connection per partition, held while the loop runs: a pooled statement
         # costs a second round trip (the pool resets the connection on release).
         async with contextlib.AsyncExitStack() as held:
-            conns = [await held.enter_async_context(self.ledger.pool.acquire())
+            conns = [await held.enter_async_context(self.ledger.store.connection())
                      for _ in range(self.writers)]
             while (item := await queue.get()) is not None:
                 await self.write(item, conns)
@@ -164,7 +168,7 @@ class BulkCreditor:
         self._tokens_per_entry = max(1.0, 0.5 * self._tokens_per_entry + 0.5 * tokens / len(messages))
         return prepared
 
-    async def write(self, prepared: Prepared, conns: Sequence[asyncpg.Connection] | None = None) -> None:
+    async def write(self, prepared: Prepared, conns: Sequence[LedgerStatements] | None = None) -> None:
         with _tracer.start_as_current_span(
             "rewards.ingest process", kind=SpanKind.CONSUMER, links=prepared.links,
             attributes={"messaging.system": "redis",
@@ -180,7 +184,7 @@ class BulkCreditor:
                     parts[prepared.grants[i].uid % self.writers].append(i)
                 batches = await asyncio.gather(*(
                     self.ledger.credit([prepared.grants[i] for i in part], all_or_nothing=False,
-                                       conn=conns[p] if conns else None)
+                                       on=conns[p] if conns else None)
                     for p, part in enumerate(parts)
                 ))
                 for part, batch in zip(parts, batches, strict=True):

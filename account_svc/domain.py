@@ -9,14 +9,12 @@ from datetime import datetime
 from enum import StrEnum
 
 from campaign.tokens import RewardGrant
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.errors import Conflict, FailedPrecondition, InvalidArgument
 
 MAX_ORDER_ID_LEN = validate.MAX_ORDER_ID_LEN
 MAX_FORCE_TOKENS = 500
 MAX_DEDUCT_BATCH = 1000
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 200
 INT64_MAX = validate.INT64_MAX
 
 
@@ -108,8 +106,8 @@ def validate_force_credit(uid: int, tokens: Sequence[str]) -> None:
 
 def page_of(page_size: int, page_token: str) -> tuple[int, int]:
     """(limit, entry ids below which to read) from a ListEntries request."""
-    limit = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-    below = validate.decode_id_token(page_token)
+    limit = paging.PERSON_LIST.of(page_size)
+    below = paging.row_of(page_token)
     return limit, INT64_MAX if below is None else below
 
 

@@ -5,29 +5,18 @@ constraints in migrations/ are the last word. The entries are the change feed to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
 
 from account_svc.domain import Entry, Kind, StoredCredit
+from account_svc.ports import BatchDebit, Contention, CreditWrite, KeyTaken
 from campaign.tokens import RewardGrant
 
 # asyncpg connection or pool: both run a single statement.
 Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
-
-
-class KeyTaken(Exception):
-    """A unique index refused the insert: a concurrent writer got the key first."""
-
-    def __init__(self, constraint: str) -> None:
-        super().__init__(constraint)
-        self.constraint = constraint
-
-
-class Contention(Exception):
-    """Deadlock or serialization failure: the transaction was rolled back; run it again."""
 
 
 # The feed recon follows: the entries themselves, through a view (migrations/002).
@@ -107,34 +96,6 @@ SELECT NULL, uid, balance, NULL FROM accounts WHERE uid = $6 AND NOT EXISTS (SEL
 """
 
 
-async def credit(
-    db: Db, grants: Sequence[RewardGrant], *, all_or_nothing: bool, balance_of: int = 0
-) -> tuple[dict[str, StoredCredit], dict[int, int]]:
-    """Credit `grants` (one per reward id, ordered by uid then reward id) not credited yet,
-    in one statement. Returns the credits already stored for these reward ids (as seen
-    before writing) and the balance after of each credited uid, and of `balance_of`
-    (when it has an account). With all_or_nothing, writes nothing if a stored credit
-    differs from its grant. Raises KeyTaken when one of the reward ids was credited
-    concurrently; then nothing is written."""
-    rows = await _run(
-        db, _CREDIT_SQL,
-        [g.reward_id for g in grants],
-        [g.uid for g in grants],
-        [g.amount_fen for g in grants],
-        [g.source for g in grants],
-        all_or_nothing,
-        balance_of,
-    )
-    stored: dict[str, StoredCredit] = {}
-    balances: dict[int, int] = {}
-    for r in rows:
-        if r["reward_id"] is None:
-            balances[r["uid"]] = r["amount"]
-        else:
-            stored[r["reward_id"]] = StoredCredit(r["reward_id"], r["uid"], r["amount"], r["source"] or "")
-    return stored, balances
-
-
 # --- debits, voids, refunds ---------------------------------------------------------------
 
 _DEBIT_SQL = f"""
@@ -150,13 +111,6 @@ WITH upd AS (
 )
 SELECT {_ENTRY_COLUMNS} FROM ins
 """
-
-
-async def debit(db: Db, order_id: str, uid: int, amount_fen: int) -> Entry | None:
-    """The new debit, or None when the balance does not cover it. Raises KeyTaken when the
-    order id already has a debit or a void (the whole statement is then undone)."""
-    rows = await _run(db, _DEBIT_SQL, order_id, uid, amount_fen)
-    return _entry(rows[0]) if rows else None
 
 
 # Many debits in one statement (one round trip, one commit). Per account, the items are
@@ -212,69 +166,6 @@ FROM plan WHERE NOT covered
 """
 
 
-@dataclass(frozen=True)
-class BatchDebit:
-    """What the batch statement did with one order id."""
-
-    order_id: str
-    # The new debit (debited), or the debit or void already there (taken); None when short.
-    entry: Entry | None
-    new: bool
-    # The balance left for this item when it was refused for want of funds.
-    balance_fen: int = 0
-
-
-async def debit_batch(
-    db: Db, items: Sequence[tuple[str, int, int]]
-) -> dict[str, BatchDebit]:
-    """Debit (order_id, uid, amount_fen) items with distinct order ids in one statement.
-    Returns, per order id, its new debit, the debit or void it already had (committed
-    before this call returned), or that the balance fell short. Raises KeyTaken when one
-    of the order ids got a debit or void concurrently (then nothing is written),
-    Contention on deadlock. `db` runs under READ COMMITTED (each statement its own
-    snapshot), as the pool does."""
-    rows = await _run(
-        db, _DEBIT_BATCH_SQL,
-        [i[0] for i in items], [i[1] for i in items], [i[2] for i in items],
-    )
-    out: dict[str, BatchDebit] = {}
-    for r in rows:
-        tag = r["tag"]
-        if tag == "SHORT":
-            out[r["order_id"]] = BatchDebit(r["order_id"], None, False, int(r["short_of"]))
-        else:
-            out[r["order_id"]] = BatchDebit(r["order_id"], _entry(r), tag == "DEBITED")
-    short = [order_id for order_id, d in out.items() if d.entry is None]
-    if short:
-        # `prior` reads the statement's snapshot, but FOR UPDATE reads the latest balance:
-        # a twin of the order (a concurrent Deduct or batch) that committed in between is
-        # missing from the one and already taken out of the other, so its order looks
-        # short. A new statement (a new snapshot under READ COMMITTED) sees the twin's
-        # debit; such an item is the repeat it is. Any twin that debits the row first has
-        # committed before this statement could lock it, so this look sees every one.
-        for entry in await debits_or_voids(db, short):
-            assert entry.order_id is not None
-            out[entry.order_id] = BatchDebit(entry.order_id, entry, False)
-    return out
-
-
-async def debits_or_voids(db: Db, order_ids: Sequence[str]) -> list[Entry]:
-    rows = await db.fetch(
-        f"SELECT {_ENTRY_COLUMNS} FROM entries "
-        "WHERE kind IN ('DEBIT', 'VOID') AND order_id = ANY($1::text[])",
-        list(order_ids),
-    )
-    return [_entry(r) for r in rows]
-
-
-async def debit_or_void(db: Db, order_id: str) -> Entry | None:
-    row = await db.fetchrow(
-        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind IN ('DEBIT', 'VOID')",
-        order_id,
-    )
-    return _entry(row) if row else None
-
-
 _VOID_SQL = f"""
 WITH ins AS (
     INSERT INTO entries (kind, amount, order_id) VALUES ('VOID', 0, $1)
@@ -283,25 +174,6 @@ WITH ins AS (
 )
 SELECT {_ENTRY_COLUMNS} FROM ins
 """
-
-
-async def insert_void(db: Db, order_id: str) -> Entry | None:
-    """The new void, or None when a debit or void of the order id is already committed
-    (the unique index decides the debit/void race, not Python)."""
-    rows = await _run(db, _VOID_SQL, order_id)
-    return _entry(rows[0]) if rows else None
-
-
-async def lock_account(conn: asyncpg.Connection, uid: int) -> int | None:
-    value = await conn.fetchval("SELECT balance FROM accounts WHERE uid = $1 FOR UPDATE", uid)
-    return int(value) if value is not None else None
-
-
-async def refund_of(db: Db, debit_id: int) -> Entry | None:
-    row = await db.fetchrow(
-        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = 'REFUND' AND refund_of = $1", debit_id
-    )
-    return _entry(row) if row else None
 
 
 _REFUND_SQL = f"""
@@ -317,56 +189,175 @@ SELECT {_ENTRY_COLUMNS} FROM ins
 """
 
 
-async def insert_refund(db: Db, debit: Entry) -> Entry:
-    assert debit.kind is Kind.DEBIT and debit.order_id and debit.uid is not None
-    rows = await _run(db, _REFUND_SQL, debit.order_id, debit.uid, debit.amount_fen, debit.entry_id)
-    if not rows:
-        raise RuntimeError(f"account of debit {debit.entry_id} is missing")
-    return _entry(rows[0])
+class LedgerRepository:
+    """The ledger's SQL on one handle (account_svc.ports.LedgerStatements): the pool (each
+    call one autocommit statement) or a connection (the caller's transaction)."""
+
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    async def credit(self, grants: Sequence[RewardGrant], *, all_or_nothing: bool,
+                     balance_of: int = 0) -> CreditWrite:
+        """Credit `grants` (one per reward id, ordered by uid then reward id) not credited yet,
+        in one statement. Returns the credits already stored for these reward ids (as seen
+        before writing) and the balance after of each credited uid, and of `balance_of`
+        (when it has an account). With all_or_nothing, writes nothing if a stored credit
+        differs from its grant. Raises KeyTaken when one of the reward ids was credited
+        concurrently; then nothing is written."""
+        rows = await _run(
+            self.db, _CREDIT_SQL,
+            [g.reward_id for g in grants],
+            [g.uid for g in grants],
+            [g.amount_fen for g in grants],
+            [g.source for g in grants],
+            all_or_nothing,
+            balance_of,
+        )
+        stored: dict[str, StoredCredit] = {}
+        balances: dict[int, int] = {}
+        for r in rows:
+            if r["reward_id"] is None:
+                balances[r["uid"]] = r["amount"]
+            else:
+                stored[r["reward_id"]] = StoredCredit(r["reward_id"], r["uid"], r["amount"],
+                                                      r["source"] or "")
+        return CreditWrite(stored, balances)
+
+    async def debit(self, order_id: str, uid: int, amount_fen: int) -> Entry | None:
+        """The new debit, or None when the balance does not cover it. Raises KeyTaken when the
+        order id already has a debit or a void (the whole statement is then undone)."""
+        rows = await _run(self.db, _DEBIT_SQL, order_id, uid, amount_fen)
+        return _entry(rows[0]) if rows else None
+
+    async def debit_batch(self, items: Sequence[tuple[str, int, int]]) -> dict[str, BatchDebit]:
+        """Debit (order_id, uid, amount_fen) items with distinct order ids in one statement.
+        Returns, per order id, its new debit, the debit or void it already had (committed
+        before this call returned), or that the balance fell short. Raises KeyTaken when one
+        of the order ids got a debit or void concurrently (then nothing is written),
+        Contention on deadlock. The handle runs under READ COMMITTED (each statement its own
+        snapshot), as the pool does."""
+        rows = await _run(
+            self.db, _DEBIT_BATCH_SQL,
+            [i[0] for i in items], [i[1] for i in items], [i[2] for i in items],
+        )
+        out: dict[str, BatchDebit] = {}
+        for r in rows:
+            tag = r["tag"]
+            if tag == "SHORT":
+                out[r["order_id"]] = BatchDebit(r["order_id"], None, False, int(r["short_of"]))
+            else:
+                out[r["order_id"]] = BatchDebit(r["order_id"], _entry(r), tag == "DEBITED")
+        short = [order_id for order_id, d in out.items() if d.entry is None]
+        if short:
+            # `prior` reads the statement's snapshot, but FOR UPDATE reads the latest balance:
+            # a twin of the order (a concurrent Deduct or batch) that committed in between is
+            # missing from the one and already taken out of the other, so its order looks
+            # short. A new statement (a new snapshot under READ COMMITTED) sees the twin's
+            # debit; such an item is the repeat it is. Any twin that debits the row first has
+            # committed before this statement could lock it, so this look sees every one.
+            for entry in await self.debits_or_voids(short):
+                assert entry.order_id is not None
+                out[entry.order_id] = BatchDebit(entry.order_id, entry, False)
+        return out
+
+    async def debits_or_voids(self, order_ids: Sequence[str]) -> list[Entry]:
+        rows = await self.db.fetch(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries "
+            "WHERE kind IN ('DEBIT', 'VOID') AND order_id = ANY($1::text[])",
+            list(order_ids),
+        )
+        return [_entry(r) for r in rows]
+
+    async def debit_or_void(self, order_id: str) -> Entry | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind IN ('DEBIT', 'VOID')",
+            order_id,
+        )
+        return _entry(row) if row else None
+
+    async def insert_void(self, order_id: str) -> Entry | None:
+        """The new void, or None when a debit or void of the order id is already committed
+        (the unique index decides the debit/void race, not Python)."""
+        rows = await _run(self.db, _VOID_SQL, order_id)
+        return _entry(rows[0]) if rows else None
+
+    async def lock_account(self, uid: int) -> int | None:
+        value = await self.db.fetchval("SELECT balance FROM accounts WHERE uid = $1 FOR UPDATE", uid)
+        return int(value) if value is not None else None
+
+    async def refund_of(self, debit_id: int) -> Entry | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = 'REFUND' AND refund_of = $1", debit_id
+        )
+        return _entry(row) if row else None
+
+    async def insert_refund(self, debit: Entry) -> Entry:
+        assert debit.kind is Kind.DEBIT and debit.order_id and debit.uid is not None
+        rows = await _run(self.db, _REFUND_SQL, debit.order_id, debit.uid, debit.amount_fen, debit.entry_id)
+        if not rows:
+            raise RuntimeError(f"account of debit {debit.entry_id} is missing")
+        return _entry(rows[0])
+
+    async def balance(self, uid: int) -> int:
+        value = await self.db.fetchval("SELECT balance FROM accounts WHERE uid = $1", uid)
+        return int(value) if value is not None else 0
+
+    async def list_entries(self, uid: int, below_entry_id: int, limit: int) -> list[Entry]:
+        rows = await self.db.fetch(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE uid = $1 AND entry_id < $2"
+            " ORDER BY entry_id DESC LIMIT $3",
+            uid, below_entry_id, limit,
+        )
+        return [_entry(r) for r in rows]
+
+    async def order_entries(self, order_id: str) -> list[Entry]:
+        # Two arms so each uses its partial unique index.
+        rows = await self.db.fetch(
+            f"""
+            SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind IN ('DEBIT', 'VOID')
+            UNION ALL
+            SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind = 'REFUND'
+            ORDER BY entry_id
+            """,
+            order_id,
+        )
+        return [_entry(r) for r in rows]
+
+    async def orders_entries(self, order_ids: Sequence[str]) -> list[Entry]:
+        """The entries of many orders in one statement, by entry id. Each arm reads its partial
+        unique index, whose uniqueness the planner knows without statistics."""
+        rows = await self.db.fetch(
+            f"""
+            SELECT {_ENTRY_COLUMNS} FROM entries
+            WHERE order_id = ANY($1::text[]) AND kind IN ('DEBIT', 'VOID')
+            UNION ALL
+            SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = ANY($1::text[]) AND kind = 'REFUND'
+            ORDER BY entry_id
+            """,
+            list(order_ids),
+        )
+        return [_entry(r) for r in rows]
 
 
-# --- queries ------------------------------------------------------------------------------
+class PgLedgerStore:
+    """The ledger's PostgreSQL (account_svc.ports.LedgerStore)."""
 
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._statements = LedgerRepository(pool)
 
-async def balance(db: Db, uid: int) -> int:
-    value = await db.fetchval("SELECT balance FROM accounts WHERE uid = $1", uid)
-    return int(value) if value is not None else 0
+    @property
+    def statements(self) -> LedgerRepository:
+        return self._statements
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[LedgerRepository]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield LedgerRepository(conn)
 
-async def list_entries(db: Db, uid: int, below_entry_id: int, limit: int) -> list[Entry]:
-    rows = await db.fetch(
-        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE uid = $1 AND entry_id < $2"
-        " ORDER BY entry_id DESC LIMIT $3",
-        uid, below_entry_id, limit,
-    )
-    return [_entry(r) for r in rows]
-
-
-async def order_entries(db: Db, order_id: str) -> list[Entry]:
-    # Two arms so each uses its partial unique index.
-    rows = await db.fetch(
-        f"""
-        SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind IN ('DEBIT', 'VOID')
-        UNION ALL
-        SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = $1 AND kind = 'REFUND'
-        ORDER BY entry_id
-        """,
-        order_id,
-    )
-    return [_entry(r) for r in rows]
-
-
-async def orders_entries(db: Db, order_ids: Sequence[str]) -> list[Entry]:
-    """The entries of many orders in one statement, by entry id. Each arm reads its partial
-    unique index, whose uniqueness the planner knows without statistics."""
-    rows = await db.fetch(
-        f"""
-        SELECT {_ENTRY_COLUMNS} FROM entries
-        WHERE order_id = ANY($1::text[]) AND kind IN ('DEBIT', 'VOID')
-        UNION ALL
-        SELECT {_ENTRY_COLUMNS} FROM entries WHERE order_id = ANY($1::text[]) AND kind = 'REFUND'
-        ORDER BY entry_id
-        """,
-        list(order_ids),
-    )
-    return [_entry(r) for r in rows]
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[LedgerRepository]:
+        """A connection held while the caller runs: a pooled statement costs a second round
+        trip (the pool resets the connection on release), a held one does not."""
+        async with self.pool.acquire() as conn:
+            yield LedgerRepository(conn)

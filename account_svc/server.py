@@ -9,7 +9,7 @@ import grpc
 
 from account_svc.consumer import BulkCreditor
 from account_svc.peers import OrderStates
-from account_svc.repository import ENTRY_FEED
+from account_svc.repository import ENTRY_FEED, PgLedgerStore
 from account_svc.service import Ledger
 from account_svc.servicer import AccountServicer
 from account_svc.settings import Settings
@@ -42,10 +42,11 @@ class AccountApp:
             self.orders = OrderStates(s.withdraw_addr, s.common.tls, s.peer_deadline_s)
         credit_limit = UserRateLimit(self.stores.redis, self.stores.keys, "credit",
                                      s.user_credits_per_min, "forced credits")
-        self.ledger = Ledger(self.stores.pool, s.token_keys, s.token_max_age_s, orders=self.orders,
-                             credit_limit=credit_limit)
+        self.ledger = Ledger(PgLedgerStore(self.stores.pool), s.token_keys, s.token_max_age_s,
+                             orders=self.orders, credit_limit=credit_limit)
         for index in range(s.credit_workers):
-            stream = IngestStream(self.stores.redis, self.stores.keys, f"{s.consumer_name}-{index}")
+            stream = IngestStream(self.stores.redis, self.stores.keys, f"{s.consumer_name}-{index}",
+                                  partitions=s.credit_partitions)
             creditor = BulkCreditor(
                 self.ledger, stream, batch=s.credit_batch, block_ms=s.credit_block_ms,
                 claim_idle_ms=s.credit_claim_idle_ms, writers=s.credit_writers, trim=index == 0,

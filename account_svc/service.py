@@ -9,13 +9,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, ParamSpec, Protocol, TypeVar
 
-import asyncpg
-
-from account_svc import domain, repository
+from account_svc import domain
 from account_svc.domain import CreditOutcome, Entry, Kind, RefundOutcome
 from account_svc.peers import OrdersUnavailable
-from account_svc.repository import Contention, KeyTaken
+from account_svc.ports import Contention, KeyTaken, LedgerStatements, LedgerStore
 from campaign.tokens import RewardGrant, TokenError, verify
+from meshkit import paging
 from meshkit.errors import Conflict, DomainError, InvalidArgument, Unavailable
 from meshkit.logs import log_context
 from meshkit.outage import OutageLog, outage_of
@@ -87,14 +86,15 @@ class CreditBatch:
 class Ledger:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        store: LedgerStore,
         token_keys: Mapping[str, bytes],
         token_max_age_s: int,
         clock: Callable[[], float] = time.time,
         orders: OrderStatesPort | None = None,
         credit_limit: UserLimit | None = None,
     ) -> None:
-        self.pool = pool
+        self.store = store
+        self.sql = store.statements  # one autocommit statement per call
         self.token_keys = token_keys
         self.token_max_age_s = token_max_age_s
         self.clock = clock
@@ -126,7 +126,7 @@ class Ledger:
                 raise InvalidArgument(f"tokens[{index}]: {exc.message}", reason=exc.reason) from exc
         with log_context(uid=uid):
             if not grants:
-                return [], await repository.balance(self.pool, uid)
+                return [], await self.sql.balance(uid)
             batch = await self.credit(grants, all_or_nothing=True, balance_of=uid)
             balance = batch.balances.get(uid, 0)
             credited = sum(1 for r in batch.results if r.outcome is CreditOutcome.CREDITED)
@@ -137,10 +137,10 @@ class Ledger:
     @store_down_is_unavailable
     async def credit(
         self, grants: Sequence[RewardGrant], *, all_or_nothing: bool, balance_of: int = 0,
-        conn: asyncpg.Connection | None = None,
+        on: LedgerStatements | None = None,
     ) -> CreditBatch:
-        """Credit verified grants once per reward id, in one statement (on `conn` when
-        given, else on a pooled connection). A reward id already credited with other
+        """Credit verified grants once per reward id, in one statement (on the handle `on`
+        when given, else on a pooled connection). A reward id already credited with other
         content is a CONFLICT result, or, with all_or_nothing, a Conflict error and
         nothing written."""
         if not grants:
@@ -150,21 +150,21 @@ class Ledger:
             raise self._conflict(plan)
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                stored, balances = await repository.credit(
-                    conn or self.pool, plan.fresh, all_or_nothing=all_or_nothing, balance_of=balance_of)
+                written = await (on or self.sql).credit(
+                    plan.fresh, all_or_nothing=all_or_nothing, balance_of=balance_of)
             except (KeyTaken, Contention) as exc:
                 # Lost a race (usually with the other credit path) for one of the reward
                 # ids: nothing was written; the next run sees the winner's credit.
                 log.info("credit batch of %d raced (%s); retrying", len(plan.fresh), exc)
                 continue
-            final = domain.plan_credits(grants, stored)
+            final = domain.plan_credits(grants, written.stored)
             if final.conflicts and all_or_nothing:
                 raise self._conflict(final)
             results = [
                 CreditResult(grant, outcome, message)
                 for grant, outcome, message in zip(grants, final.outcomes, final.messages, strict=True)
             ]
-            return CreditBatch(results, balances)
+            return CreditBatch(results, written.balances)
         raise Unavailable("crediting kept racing with concurrent credits; retry", reason="CONTENTION")
 
     @staticmethod
@@ -182,7 +182,7 @@ class Ledger:
             for _attempt in range(MAX_ATTEMPTS):
                 try:
                     # The fast path is a single autocommit statement: one round trip.
-                    entry = await repository.debit(self.pool, order_id, uid, amount_fen)
+                    entry = await self.sql.debit(order_id, uid, amount_fen)
                 except Contention:
                     continue
                 except KeyTaken as exc:
@@ -195,10 +195,10 @@ class Ledger:
                 # No row: the balance fell short, or the order id is taken (a replay, a
                 # concurrent twin that won, or a void). The unique index is committed
                 # truth, so look there first.
-                prior = await repository.debit_or_void(self.pool, order_id)
+                prior = await self.sql.debit_or_void(order_id)
                 if prior is not None:
                     return domain.replay_of_debit(prior, order_id, uid, amount_fen), True
-                balance = await repository.balance(self.pool, uid)
+                balance = await self.sql.balance(uid)
                 if balance < amount_fen:
                     raise domain.insufficient(balance, amount_fen)
                 # A credit landed between the UPDATE and the read: try again.
@@ -238,7 +238,7 @@ class Ledger:
     async def _deduct_round(self, items: list[tuple[str, int, int]]) -> list[DeductOutcome]:
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                done = await repository.debit_batch(self.pool, items)
+                done = await self.sql.debit_batch(items)
             except (Contention, KeyTaken) as exc:
                 # A twin or a void of one of these order ids committed meanwhile: nothing
                 # was written; the next run sees it as a repeat.
@@ -293,15 +293,15 @@ class Ledger:
             raise refusal
 
     async def _refund_once(self, order_id: str) -> tuple[RefundOutcome, Entry, bool]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            prior = await repository.debit_or_void(conn, order_id)
+        async with self.store.transaction() as tx:
+            prior = await tx.debit_or_void(order_id)
             if prior is None:
-                void = await repository.insert_void(conn, order_id)
+                void = await tx.insert_void(order_id)
                 if void is not None:
                     log.info("no debit for order; voided it")
                     return RefundOutcome.VOIDED, void, False
                 # A debit or void committed first; this new statement sees it.
-                prior = await repository.debit_or_void(conn, order_id)
+                prior = await tx.debit_or_void(order_id)
                 if prior is None:
                     raise Contention("order id taken but its entry is not visible")
             if prior.kind is Kind.VOID:
@@ -309,11 +309,11 @@ class Ledger:
             assert prior.uid is not None
             # Concurrent refunds of this debit queue on the account row; the one that goes
             # second then sees the first one's refund.
-            await repository.lock_account(conn, prior.uid)
-            done = await repository.refund_of(conn, prior.entry_id)
+            await tx.lock_account(prior.uid)
+            done = await tx.refund_of(prior.entry_id)
             if done is not None:
                 return RefundOutcome.REFUNDED, done, True
-            refund = await repository.insert_refund(conn, prior)
+            refund = await tx.insert_refund(prior)
             log.info("refunded %d fen, balance now %s", refund.amount_fen, refund.balance_after_fen)
             return RefundOutcome.REFUNDED, refund, False
 
@@ -322,21 +322,21 @@ class Ledger:
     @store_down_is_unavailable
     async def balance(self, uid: int) -> int:
         domain.validate_uid(uid)
-        return await repository.balance(self.pool, uid)
+        return await self.sql.balance(uid)
 
     @store_down_is_unavailable
     async def list_entries(self, uid: int, page_size: int, page_token: str) -> tuple[list[Entry], str]:
         domain.validate_uid(uid)
         limit, below = domain.page_of(page_size, page_token)
-        rows = await repository.list_entries(self.pool, uid, below, limit + 1)
+        rows = await self.sql.list_entries(uid, below, limit + 1)
         page = rows[:limit]
-        next_token = str(page[-1].entry_id) if len(rows) > limit else ""
+        next_token = paging.row_token(page[-1].entry_id) if len(rows) > limit else ""
         return page, next_token
 
     @store_down_is_unavailable
     async def order_entries(self, order_id: str) -> list[Entry]:
         domain.validate_order_id(order_id)
-        return await repository.order_entries(self.pool, order_id)
+        return await self.sql.order_entries(order_id)
 
     @store_down_is_unavailable
     async def orders_entries(self, order_ids: Sequence[str]) -> dict[str, list[Entry]]:
@@ -344,7 +344,7 @@ class Ledger:
         ids = domain.distinct_order_ids(order_ids)
         found: dict[str, list[Entry]] = {order_id: [] for order_id in ids}
         if ids:
-            for entry in await repository.orders_entries(self.pool, ids):
+            for entry in await self.sql.orders_entries(ids):
                 assert entry.order_id is not None
                 found[entry.order_id].append(entry)
         return found

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from campaign.partitions import DEFAULT_PARTITIONS, checked_partitions
 from campaign.tokens import DEFAULT_KEYS, DEFAULT_MAX_AGE_S, parse_keys
 from edge.sessions import SessionKeys
 from meshkit.secrets import key_ring
@@ -31,6 +32,9 @@ class Settings:
     # consumer); database statements each runs at once per batch, on disjoint uid
     # partitions (ACCOUNT_CREDIT_WRITERS); rewards per batch; how long one read blocks.
     credit_workers: int
+    # Partitions of the ingest stream (ACCOUNT_CREDIT_PARTITIONS, campaign.partitions): every
+    # consumer reads all of them; producers must use the same number.
+    credit_partitions: int
     credit_writers: int
     credit_batch: int
     credit_block_ms: int
@@ -58,6 +62,7 @@ class Settings:
             token_max_age_s=env_int("REWARD_TOKEN_MAX_AGE_S", DEFAULT_MAX_AGE_S),
             pool_size=env_int("ACCOUNT_DB_POOL_SIZE", 10),
             credit_workers=env_int("ACCOUNT_CREDIT_WORKERS", 1),
+            credit_partitions=_partitions(env_int("ACCOUNT_CREDIT_PARTITIONS", DEFAULT_PARTITIONS)),
             credit_writers=env_int("ACCOUNT_CREDIT_WRITERS", 2),
             credit_batch=env_int("ACCOUNT_CREDIT_BATCH", 500),
             credit_block_ms=env_int("ACCOUNT_CREDIT_BLOCK_MS", 1000),
@@ -70,3 +75,10 @@ class Settings:
             # Last: a mistyped setting above is reported before missing keys are.
             session_keys=session_keys_at_start(env),
         )
+
+
+def _partitions(count: int) -> int:
+    try:
+        return checked_partitions(count)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc

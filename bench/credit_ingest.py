@@ -8,17 +8,26 @@ Runs against account_svc at ACCOUNT_SVC_ADDR (default 127.0.0.1:50051); when not
 answers there it starts `python -m account_svc` on that port (own key prefix and schema,
 dropped after) and stops it after. Fresh uids and reward ids every run.
 
-Bulk: N signed rewards published to the ingest stream (campaign.publish packing), timed
-until the consumer group has acknowledged them all and the database holds N credits.
+Bulk: N signed rewards published to the ingest stream's partitions (campaign.publish
+packing), timed until the consumer group has acknowledged them all on every partition and
+the database holds N credits.
 Raw: the same number of credit-shaped rows inserted with asyncpg executemany, in batches of
 the bulk path's size, into an unindexed scratch table (COPY shown for reference). Bulk and
 raw alternate for --rounds rounds; each bulk round is compared with the raw runs around it
 and the median ratio is reported. With our own service, CPU per credit (service process and
 its PostgreSQL backends, from /proc) is printed too: steadier than wall time on a shared
-machine. Last lines:
+machine.
+
+Consumers: the same N rewards credited by 1 and then by 2 account_svc consumer processes
+of their own (free ports, own key prefix and schema, stopped after; a running mesh's
+account_svc is not touched), alternating for --consumer-rounds rounds. On a 2-core box the
+consumers share the cores with PostgreSQL, so 2 processes cannot double the rate there.
+
+Last lines:
     RESULT credit_bulk_per_s X        (median over rounds)
     RESULT credit_force_per_s Y
     RESULT credit_sql_only_vs_raw_insert S   (the ledger statement alone, no Python work)
+    RESULT credit_2_vs_1_consumers C  (median of per-round 2-process/1-process rates)
     RESULT credit_vs_raw_insert R     (median of per-round bulk/raw)
 """
 
@@ -44,20 +53,19 @@ import redis.asyncio as redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-from account_svc import repository as account_repository  # noqa: E402
+from account_svc.repository import LedgerRepository  # noqa: E402
+from account_svc.streams import GROUP, partitions_of, unsettled  # noqa: E402
 from bench import pgstate  # noqa: E402
+from campaign.partitions import partitions_from  # noqa: E402
 from campaign.publish import publish_rewards  # noqa: E402
 from campaign.tokens import RewardGrant, keyring_from_env  # noqa: E402
 from mesh.account.v1 import account_pb2, account_pb2_grpc  # noqa: E402
 from meshkit.db import create_pool, migrate  # noqa: E402
 from meshkit.redis_keys import Keys  # noqa: E402
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
-from meshkit.streams import group_lag  # noqa: E402
 from tools.loadlib.clients import open_channel, serving  # noqa: E402
 from tools.loadlib.cpu import read_stat  # noqa: E402
-from tools.meshctl import own_certs  # noqa: E402
-
-GROUP = "account-credit"
+from tools.meshctl import free_ports, own_certs  # noqa: E402
 
 
 @dataclass
@@ -65,7 +73,13 @@ class Target:
     address: str
     prefix: str
     schema: str
-    process: asyncio.subprocess.Process | None = None
+    # Our own account_svc processes (none when a running service is used): every one a
+    # consumer of the same prefix and schema.
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    @property
+    def own(self) -> bool:
+        return bool(self.processes)
 
 
 def _service_log() -> Any:
@@ -103,20 +117,49 @@ async def backends_of(pool: asyncpg.Pool, application_name: str) -> list[int]:
         "SELECT pid FROM pg_stat_activity WHERE application_name = $1", application_name)]
 
 
-async def ensure_service(address: str) -> Target:
+async def ensure_service(address: str, client: redis.Redis, partitions: int) -> Target:
     schema = os.environ.get("ACCOUNT_SVC_DB_SCHEMA") or "account"
     if await serving(address):
+        prefix = os.environ.get("MESH_KEY_PREFIX") or "mesh"
+        await _check_partitioned(client, Keys(prefix), partitions, address)
         print(f"using the account_svc running at {address}", file=sys.stderr)
-        return Target(address, os.environ.get("MESH_KEY_PREFIX") or "mesh", schema)
+        return Target(address, prefix, schema)
     run = uuid.uuid4().hex[:8]
-    prefix = f"bench-{run}"
     # A schema of its own: fresh tables, and its PostgreSQL backends are told apart by
     # application name (= schema), so their CPU can be measured.
-    schema = f"account_bench_{run}"
+    target = Target(address, f"bench-{run}", f"account_bench_{run}")
+    await add_consumer(target, address)
+    return target
+
+
+async def _check_partitioned(client: redis.Redis, keys: Keys, partitions: int, address: str) -> None:
+    """A consumer that predates the partitioned stream would never read what is published
+    here: say so instead of waiting for ever."""
+    for partition in partitions_of(keys, partitions):
+        try:
+            groups: Any = await client.xinfo_groups(partition.stream)
+        except redis.ResponseError:  # no such key: nobody made the group
+            groups = []
+        if not any(g["name"] in (GROUP, GROUP.encode()) for g in groups):
+            raise SystemExit(
+                f"the account_svc at {address} does not consume {partition.stream} (started before "
+                "partitioned ingest, or with fewer ACCOUNT_CREDIT_PARTITIONS): restart it, or set "
+                "ACCOUNT_SVC_ADDR to a free port so that this script starts its own")
+
+
+async def add_consumer(target: Target, address: str = "") -> None:
+    """One more `python -m account_svc` of the target's prefix and schema, at `address` (or
+    on free ports), without its metrics listener; returns once it serves."""
+    if not address:
+        grpc_port, admin_port = free_ports(2)
+        address = f"127.0.0.1:{grpc_port}"
+    else:
+        admin_port = free_ports(1)[0]
     host, _, port = address.rpartition(":")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "MESH_KEY_PREFIX": prefix,
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "MESH_KEY_PREFIX": target.prefix,
            "ACCOUNT_SVC_HOST": host or "127.0.0.1", "ACCOUNT_SVC_PORT": port,
-           "ACCOUNT_SVC_DB_SCHEMA": schema}
+           "ACCOUNT_SVC_ADMIN_PORT": str(admin_port), "ACCOUNT_SVC_METRICS_PORT": "0",
+           "ACCOUNT_SVC_DB_SCHEMA": target.schema}
     # A private, throw-away ledger: the development key rules unless the caller chose.
     env.setdefault("MESH_ENV", "dev")
     env.update(own_certs("account_svc", env))
@@ -124,7 +167,7 @@ async def ensure_service(address: str) -> Target:
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "account_svc", cwd=ROOT, env=env,
                                                    stdout=log, stderr=log)
     log.close()
-    print(f"started account_svc pid {process.pid} on {address} (prefix {prefix})", file=sys.stderr)
+    print(f"started account_svc pid {process.pid} on {address} (prefix {target.prefix})", file=sys.stderr)
     deadline = time.monotonic() + 30
     while not await serving(address):
         if process.returncode is not None or time.monotonic() > deadline:
@@ -132,18 +175,34 @@ async def ensure_service(address: str) -> Target:
                 process.kill()
             raise SystemExit("account_svc did not become healthy; see .run/bench-account_svc.log")
         await asyncio.sleep(0.2)
-    return Target(address, prefix, schema, process)
+    target.processes.append(process)
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=20)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 async def stop_service(target: Target) -> None:
-    if target.process is None:
-        return
-    target.process.send_signal(signal.SIGTERM)
+    while target.processes:
+        await stop_process(target.processes.pop())
+
+
+async def drop_own(target: Target, client: redis.Redis, dsn: str, partitions: int) -> None:
+    """Leave nothing of our own namespace behind in Redis, nor our schema."""
+    keys = Keys(target.prefix)
+    with contextlib.suppress(Exception):
+        await client.delete(keys.rewards_ingest(), keys.rewards_rejected(),
+                            *[k for p in partitions_of(keys, partitions) for k in (p.stream, p.rejected)])
+    conn = await asyncpg.connect(dsn)
     try:
-        await asyncio.wait_for(target.process.wait(), timeout=20)
-    except TimeoutError:
-        target.process.kill()
-        await target.process.wait()
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 def sign_all(count: int, uids: list[int], tag: str) -> list[str]:
@@ -162,46 +221,81 @@ async def credits_of(pool: asyncpg.Pool, uids: list[int]) -> int:
         "SELECT count(*) FROM entries WHERE kind = 'CREDIT' AND uid = ANY($1::bigint[])", uids))
 
 
+@dataclass
+class LockWaits:
+    """How often the target's PostgreSQL backends were seen busy, and how often of those
+    waiting for another transaction's row lock (consumers of two processes queueing on the
+    account rows their batches share) or for another lock (extending a table or an index),
+    sampled from pg_stat_activity."""
+
+    active: int = 0
+    rows: int = 0
+    other: int = 0
+
+    async def sample(self, pool: asyncpg.Pool, application_name: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            row = await pool.fetchrow(
+                "SELECT count(*) FILTER (WHERE state = 'active') AS active,"
+                " count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock'"
+                "                  AND wait_event IN ('transactionid', 'tuple')) AS rows,"
+                " count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock'"
+                "                  AND wait_event NOT IN ('transactionid', 'tuple')) AS other"
+                " FROM pg_stat_activity WHERE application_name = $1", application_name)
+            if row is not None:
+                self.active += int(row["active"])
+                self.rows += int(row["rows"])
+                self.other += int(row["other"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.05)
+
+    def __str__(self) -> str:
+        busy = max(1, self.active)
+        return (f"; of {self.active} busy backend samples {self.rows / busy:.0%} waited on a row "
+                f"lock, {self.other / busy:.0%} on another lock")
+
+
 async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, count: int,
-                     uid_count: int, profile: str) -> float:
+                     uid_count: int, profile: str, partitions: int, what: str = "bulk") -> float:
     base = random.randint(10**12, 9 * 10**12)
     uids = [base + i for i in range(uid_count)]
     tokens = sign_all(count, uids, uuid.uuid4().hex[:8])
     keys = Keys(target.prefix)
-    meter = CpuMeter([target.process.pid, *await backends_of(pool, target.schema)]
-                     if target.process is not None else [])
+    service_pids = [p.pid for p in target.processes]
+    meter = CpuMeter([*service_pids, *await backends_of(pool, target.schema)] if target.own else [])
     spy = None
-    if profile and target.process is not None:
+    if profile and target.own:
         spy = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(target.process.pid),
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(service_pids[0]),
             "-o", profile, "--format", "raw", "-r", "200",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(1.0)
+    locks = LockWaits()
+    sampled = asyncio.Event()
+    sampler = asyncio.create_task(locks.sample(pool, target.schema, sampled)) if target.own else None
     meter.start()
     started = time.perf_counter()
-    await publish_rewards(client, keys, tokens)
+    await publish_rewards(client, keys, tokens, uids=[uids[i % len(uids)] for i in range(count)],
+                          partitions=partitions)
     published = time.perf_counter() - started
     while True:
-        groups: Any = await client.xinfo_groups(keys.rewards_ingest())
-        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-        if group is not None and group["pending"] == 0 and \
-                await group_lag(client, keys.rewards_ingest(), group) == 0:
-            done = await credits_of(pool, uids)
-            if done >= count:
-                break
+        if await unsettled(client, keys, partitions) == 0 and await credits_of(pool, uids) >= count:
+            break
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     meter.stop()
+    sampled.set()
+    if sampler is not None:
+        await sampler
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         await asyncio.wait_for(spy.wait(), timeout=60)
     cpu = ""
-    if target.process is not None:
-        service_cpu = meter.by_pid.get(target.process.pid, 0.0)
+    if target.own:
+        service_cpu = sum(meter.by_pid.get(pid, 0.0) for pid in service_pids)
         cpu = (f"; CPU per credit: account_svc {service_cpu * 1e6 / count:.1f} us + its PostgreSQL "
-               f"backends {(meter.used - service_cpu) * 1e6 / count:.1f} us")
-    print(f"bulk: {count} rewards over {uid_count} uids credited in {elapsed:.2f} s "
-          f"(publishing took {published:.2f} s){cpu}", file=sys.stderr)
+               f"backends {(meter.used - service_cpu) * 1e6 / count:.1f} us{locks}")
+    print(f"{what}: {count} rewards over {uid_count} uids credited in {elapsed:.2f} s "
+          f"({count / elapsed:.0f}/s; publishing took {published:.2f} s){cpu}", file=sys.stderr)
     return count / elapsed
 
 
@@ -300,7 +394,7 @@ async def bench_sql_only(dsn: str, count: int, uid_count: int, batch: int, write
             async with pool.acquire() as conn:
                 for start in range(0, len(mine), batch // writers):
                     chunk = sorted(mine[start:start + batch // writers], key=lambda g: (g.uid, g.reward_id))
-                    await account_repository.credit(conn, chunk, all_or_nothing=False)
+                    await LedgerRepository(conn).credit(chunk, all_or_nothing=False)
 
         started = time.perf_counter()
         await asyncio.gather(*(writer(p) for p in range(writers)))
@@ -310,6 +404,39 @@ async def bench_sql_only(dsn: str, count: int, uid_count: int, batch: int, write
         await pool.close()
     print(f"sql only: {count} credits in {elapsed:.2f} s over {writers} connections", file=sys.stderr)
     return count / elapsed
+
+
+async def bench_consumers(client: redis.Redis, dsn: str, count: int, uid_count: int, rounds: int,
+                          partitions: int) -> list[tuple[float, float]]:
+    """Credits/s of 1 and of 2 consumer processes of our own (same prefix and schema, the
+    same number of fresh rewards each time), per round. The order alternates (1 then 2,
+    then 2 then 1) so that neither side always runs on a warmer database."""
+    run = uuid.uuid4().hex[:8]
+    target = Target("", f"bench-consumers-{run}", f"account_bench_c{run}")
+    pool: asyncpg.Pool | None = None
+    rates: list[tuple[float, float]] = []
+    try:
+        await add_consumer(target)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2,
+                                         server_settings={"search_path": target.schema})
+        await pgstate.prepare(dsn, [target.schema], say=lambda line: print(line, file=sys.stderr))
+        for round_no in range(max(1, rounds)):
+            measured: dict[int, float] = {}
+            for consumers in ((1, 2) if round_no % 2 == 0 else (2, 1)):
+                while len(target.processes) < consumers:
+                    await add_consumer(target)
+                while len(target.processes) > consumers:
+                    await stop_process(target.processes.pop())
+                measured[consumers] = await bench_bulk(
+                    target, client, pool, count, uid_count, "", partitions,
+                    f"{consumers} consumer process{'es' if consumers > 1 else ''}")
+            rates.append((measured[1], measured[2]))
+    finally:
+        if pool is not None:
+            await pool.close()
+        await stop_service(target)
+        await drop_own(target, client, dsn, partitions)
+    return rates
 
 
 async def main() -> None:
@@ -329,42 +456,49 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="bulk and raw runs alternate this many times; medians are reported, so a "
                              "burst of load from elsewhere on the machine skews one round, not the ratio")
+    parser.add_argument("--consumer-rounds", type=int, default=3,
+                        help="rounds of 1 vs 2 consumer processes (0 skips the comparison)")
     parser.add_argument("--profile", default="",
                         help="write py-spy collapsed stacks of the bulk phase here (own service only)")
     args = parser.parse_args()
 
     address = os.environ.get("ACCOUNT_SVC_ADDR") or "127.0.0.1:50051"
     dsn = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    target = await ensure_service(address)
+    partitions = partitions_from(os.environ)
     client = redis.Redis.from_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
+    try:
+        target = await ensure_service(address, client, partitions)
+    except BaseException:
+        await client.aclose()
+        raise
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2,
                                      server_settings={"search_path": target.schema})
     bulks: list[float] = []
     raws: list[tuple[float, float]] = []
+    consumer_rates: list[tuple[float, float]] = []
     try:
-        await pgstate.prepare(dsn, [target.schema], say=lambda line: print(line, file=sys.stderr))
-        for round_no in range(max(1, args.rounds)):
+        try:
+            await pgstate.prepare(dsn, [target.schema], say=lambda line: print(line, file=sys.stderr))
+            for round_no in range(max(1, args.rounds)):
+                raws.append(await bench_raw(dsn, args.rewards, args.uids, args.batch))
+                bulks.append(await bench_bulk(target, client, pool, args.rewards, args.uids,
+                                              args.profile if round_no == 0 else "", partitions))
             raws.append(await bench_raw(dsn, args.rewards, args.uids, args.batch))
-            bulks.append(await bench_bulk(target, client, pool, args.rewards, args.uids,
-                                          args.profile if round_no == 0 else ""))
-        raws.append(await bench_raw(dsn, args.rewards, args.uids, args.batch))
-        sql_only = await bench_sql_only(dsn, args.rewards, args.uids, args.batch, args.writers)
-        force = await bench_force(target, args.force_rewards, max(1, args.force_rewards // 10),
-                                  args.force_callers, args.force_per_call)
+            sql_only = await bench_sql_only(dsn, args.rewards, args.uids, args.batch, args.writers)
+            force = await bench_force(target, args.force_rewards, max(1, args.force_rewards // 10),
+                                      args.force_callers, args.force_per_call)
+        finally:
+            await pool.close()
+            own = target.own
+            await stop_service(target)
+            if own:
+                await drop_own(target, client, dsn, partitions)
+        # After the service above is gone: its consumer would not compete with these.
+        if args.consumer_rounds > 0:
+            consumer_rates = await bench_consumers(client, dsn, args.rewards, args.uids,
+                                                   args.consumer_rounds, partitions)
     finally:
-        await pool.close()
-        if target.process is not None:
-            # Our own namespace: leave nothing behind in Redis.
-            with contextlib.suppress(Exception):
-                await client.delete(Keys(target.prefix).rewards_ingest())
         await client.aclose()
-        await stop_service(target)
-        if target.process is not None:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
-            finally:
-                await conn.close()
     bulk = statistics.median(bulks)
     raw_insert = statistics.median(r[0] for r in raws)
     raw_copy = statistics.median(r[1] for r in raws)
@@ -381,6 +515,13 @@ async def main() -> None:
     # The same statement with no Python in front of it: how far the bulk path could go.
     print(f"statement only (no tokens, no stream, no service): {sql_only:.0f} credits/s", file=sys.stderr)
     print(f"RESULT credit_sql_only_vs_raw_insert {sql_only / raw_insert:.2f}")
+    if consumer_rates:
+        print(f"consumer processes, credits/s per round: 1 -> {[round(r[0]) for r in consumer_rates]}, "
+              f"2 -> {[round(r[1]) for r in consumer_rates]} (partitions {partitions}); this box has "
+              f"{os.cpu_count()} cores, which 2 consumers share with PostgreSQL (the statement alone "
+              f"above is the database's own ceiling)", file=sys.stderr)
+        print(f"RESULT credit_2_vs_1_consumers "
+              f"{statistics.median(two / one for one, two in consumer_rates):.2f}")
     print(f"RESULT credit_vs_raw_insert {statistics.median(ratios):.2f}")
 
 

@@ -13,6 +13,7 @@ import uuid
 
 import redis.asyncio as redis
 
+from campaign.partitions import partitions_from
 from campaign.publish import publish_rewards
 from campaign.tokens import RewardGrant, keyring_from_env
 from meshkit.errors import InvalidArgument
@@ -33,10 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _publish(token: str) -> str:
+async def _publish(token: str, uid: int) -> str:
     client = redis.Redis.from_url(env_str("REDIS_URL", DEFAULT_REDIS_URL))
     try:
-        ids = await publish_rewards(client, Keys(env_str("MESH_KEY_PREFIX", "mesh")), [token])
+        ids = await publish_rewards(client, Keys(env_str("MESH_KEY_PREFIX", "mesh")), [token], uids=[uid],
+                                    partitions=partitions_from(os.environ))
     finally:
         await client.aclose()
     return ids[0]
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(token)
     if args.publish:
-        stream_id = asyncio.run(_publish(token))
+        stream_id = asyncio.run(_publish(token, grant.uid))
         print(f"published {grant.reward_id} as stream entry {stream_id}", file=sys.stderr)
     return 0
 

@@ -10,18 +10,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from meshkit import redact, validate
+from meshkit import paging, redact, validate
+from meshkit.channels import check_channel
 from meshkit.errors import Conflict, Exhausted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 MAX_ID_LEN = 128
-MAX_CHANNEL_LEN = 32
 MAX_ACCOUNT_LEN = 64
-DEFAULT_PAGE = 500
-MAX_PAGE = 5000
 MAX_BATCH = 500
 # A user's bound methods per ListMethods page.
-DEFAULT_METHODS_PAGE = 100
-MAX_METHODS_PAGE = 1000
+METHODS_PAGE = paging.PageSize(default=100, maximum=1000)
 CLOSED_ACCOUNT = "account closed"
 
 
@@ -29,11 +26,6 @@ class PayoutState(StrEnum):
     PROCESSING = "PROCESSING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
-
-
-class UnknownChannel(InvalidArgument):
-    def __init__(self, channel: str) -> None:
-        super().__init__(f"channel: unknown channel {channel!r}", reason="UNKNOWN_CHANNEL")
 
 
 class MethodNotBound(FailedPrecondition):
@@ -225,12 +217,6 @@ class CapacityWindow:
             pass  # already out of the window
 
 
-def check_channel(channel: str, channels: tuple[str, ...]) -> None:
-    validate.identifier("channel", channel, max_len=MAX_CHANNEL_LEN, reason="UNKNOWN_CHANNEL")
-    if channel not in channels:
-        raise UnknownChannel(channel)
-
-
 def check_id(name: str, value: str) -> None:
     validate.identifier(name, value, max_len=MAX_ID_LEN)
 
@@ -252,15 +238,15 @@ def validate_bind(uid: int, channel: str, account: str, method_id: str, channels
 
 
 def page_size(requested: int) -> int:
-    return validate.page_size(requested, default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    return paging.BULK_LIST.of(requested)
 
 
 def encode_page_token(created_at: datetime, order_id: str) -> str:
-    return validate.encode_keyset_token(created_at, order_id)
+    return paging.keyset_token(created_at, order_id)
 
 
 def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    return validate.decode_keyset_token(token, key_max_len=MAX_ID_LEN)
+    return paging.keyset_of(token, key_max_len=MAX_ID_LEN)
 
 
 MAX_QUERY_BATCH = 1000

@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 
 from gateway_mock.domain import ChannelFaults, Decision, Method, Payout, PayoutRequest, PayoutState
-from meshkit import admin_store, changefeed, validate
+from gateway_mock.ports import MethodsPage, NewPayout, Recorded
+from meshkit import admin_store, changefeed, paging
 
 _PAYOUT_COLUMNS = (
     "order_id, uid, channel, method_id, amount_fen, state, failure_reason,"
@@ -32,7 +33,9 @@ def _method(row: asyncpg.Record) -> Method:
     return Method(row["method_id"], row["uid"], row["channel"], row["account_masked"])
 
 
-class Repository:
+class PgGatewayStore:
+    """The gateway's PostgreSQL (gateway_mock.ports.GatewayStore)."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
@@ -40,8 +43,8 @@ class Repository:
 
     async def insert_payout(
         self, request: PayoutRequest, decision: Decision, async_delay_ms: int, requested_at: datetime
-    ) -> tuple[Payout, bool]:
-        """Record a payout unless the order already has one; returns (record, created)."""
+    ) -> Recorded:
+        """Record a payout unless the order already has one."""
         processing = decision.state is PayoutState.PROCESSING
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -63,16 +66,16 @@ class Repository:
             if row is not None:
                 payout = _payout(row)
                 await changefeed.append(conn, "payout", payout.order_id, payout.feed_payload())
-                return payout, True
+                return Recorded(payout, created=True)
         existing = await self.get_payout(request.order_id)
         # The row that beat us cannot vanish: payouts are never deleted.
         assert existing is not None
-        return existing, False
+        return Recorded(existing, created=False)
 
     async def insert_payouts(
-        self, items: Sequence[tuple[PayoutRequest, Decision, int]], requested_at: datetime
+        self, items: Sequence[NewPayout], requested_at: datetime
     ) -> dict[str, Payout]:
-        """insert_payout for many (request, decision, async_delay_ms) with distinct order ids,
+        """insert_payout for many new payouts with distinct order ids,
         in one statement: only orders with no record yet whose method is bound to that uid
         on that channel are recorded, with their change-feed rows. The records created."""
         rows = await self.pool.fetch(
@@ -107,12 +110,12 @@ class Repository:
             )
             SELECT * FROM ins
             """,
-            [r.order_id for r, _, _ in items], [r.uid for r, _, _ in items],
-            [r.channel for r, _, _ in items], [r.method_id for r, _, _ in items],
-            [r.amount_fen for r, _, _ in items], [d.state.value for _, d, _ in items],
-            [d.failure_reason for _, d, _ in items], [delay for _, _, delay in items],
-            [d.async_outcome.value if d.async_outcome else None for _, d, _ in items],
-            [d.async_reason for _, d, _ in items], requested_at,
+            [i.request.order_id for i in items], [i.request.uid for i in items],
+            [i.request.channel for i in items], [i.request.method_id for i in items],
+            [i.request.amount_fen for i in items], [i.decision.state.value for i in items],
+            [i.decision.failure_reason for i in items], [i.async_delay_ms for i in items],
+            [i.decision.async_outcome.value if i.decision.async_outcome else None for i in items],
+            [i.decision.async_reason for i in items], requested_at,
         )
         return {r["order_id"]: _payout(r) for r in rows}
 
@@ -192,7 +195,7 @@ class Repository:
 
     async def list_methods(
         self, uid: int, limit: int, after: tuple[datetime, str] | None
-    ) -> tuple[list[Method], str]:
+    ) -> MethodsPage:
         """A page of the user's methods, oldest binding first, after the keyset position
         `after`; and the next page's token, empty on the last page."""
         at, key = after if after is not None else (None, "")
@@ -201,8 +204,8 @@ class Repository:
             " AND ($2::timestamptz IS NULL OR (created_at, method_id) > ($2, $3))"
             " ORDER BY created_at, method_id LIMIT $4", uid, at, key, limit + 1)
         last = rows[limit - 1] if len(rows) > limit else None
-        token = validate.encode_keyset_token(last["created_at"], last["method_id"]) if last else ""
-        return [_method(r) for r in rows[:limit]], token
+        token = paging.keyset_token(last["created_at"], last["method_id"]) if last else ""
+        return MethodsPage([_method(r) for r in rows[:limit]], token)
 
     # -- faults ----------------------------------------------------------------------------
 

@@ -11,13 +11,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from gateway_mock.domain import (
-    DEFAULT_METHODS_PAGE,
     MAX_BATCH,
-    MAX_METHODS_PAGE,
+    METHODS_PAGE,
     CapacityExceeded,
     CapacityWindow,
     ChannelFaults,
-    Decision,
     Method,
     MethodConflict,
     MethodNotBound,
@@ -28,7 +26,6 @@ from gateway_mock.domain import (
     PayoutState,
     ReplyLost,
     TransientError,
-    check_channel,
     check_id,
     check_uid,
     decode_page_token,
@@ -38,9 +35,10 @@ from gateway_mock.domain import (
     page_size,
     validate_bind,
 )
-from gateway_mock.repository import Repository
-from meshkit import validate
+from gateway_mock.ports import GatewayStore, NewPayout
+from meshkit import paging, validate
 from meshkit.admin_store import AuditEntry
+from meshkit.channels import check_channel
 from meshkit.errors import DomainError, InvalidArgument
 from meshkit.logs import log_context
 from meshkit.timeconv import utcnow
@@ -54,7 +52,7 @@ BatchOutcome = tuple[Payout, bool] | DomainError
 class GatewayService:
     def __init__(
         self,
-        repo: Repository,
+        repo: GatewayStore,
         channels: tuple[str, ...],
         rng: random.Random,
         *,
@@ -93,8 +91,9 @@ class GatewayService:
             await self.sleep(latency / 2)
             if not known and faults.transient(self.rng):
                 raise TransientError(request.channel)
-            payout, created = await self.repo.insert_payout(
+            recorded = await self.repo.insert_payout(
                 request, faults.decide(self.rng), faults.async_delay_ms, requested_at)
+            payout, created = recorded.payout, recorded.created
             if not created:
                 if not payout.same_content(request):
                     raise PayoutConflict(request.order_id)
@@ -129,7 +128,7 @@ class GatewayService:
         now = self.clock()
         admitted: set[str] = set()
         refused: dict[str, DomainError] = {}
-        to_insert: list[tuple[PayoutRequest, Decision, int]] = []
+        to_insert: list[NewPayout] = []
         latency = 0.0
         for order_id, index in firsts.items():
             request = requests[index]
@@ -144,7 +143,7 @@ class GatewayService:
             if faults.transient(self.rng):
                 refused[order_id] = TransientError(request.channel)
                 continue
-            to_insert.append((request, faults.decide(self.rng), faults.async_delay_ms))
+            to_insert.append(NewPayout(request, faults.decide(self.rng), faults.async_delay_ms))
         await self.sleep(latency / 2)
         created = await self.repo.insert_payouts(to_insert, requested_at) if to_insert else {}
         others = [o for o in firsts if o not in created]
@@ -252,8 +251,9 @@ class GatewayService:
 
     async def list_methods(self, uid: int, page_size: int, page_token: str) -> tuple[list[Method], str]:
         check_uid(uid)
-        size = validate.page_size(page_size, default=DEFAULT_METHODS_PAGE, maximum=MAX_METHODS_PAGE)
-        return await self.repo.list_methods(uid, size, validate.decode_keyset_token(page_token))
+        size = METHODS_PAGE.of(page_size)
+        page = await self.repo.list_methods(uid, size, paging.keyset_of(page_token))
+        return page.methods, page.next_page_token
 
     # -- faults ----------------------------------------------------------------------------
 

@@ -13,11 +13,9 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.four_eyes import (
-    DEFAULT_PAGE_SIZE,
     MAX_DECISION_REASON_LEN,
-    MAX_PAGE_SIZE,
     Change,
     ChangeState,
     change_not_found,
@@ -68,8 +66,8 @@ async def record(conn: asyncpg.Connection, actor: str, action: str, target: str,
 
 async def list_audit(pool: asyncpg.Pool, page_size: int, page_token: str) -> tuple[list[AuditEntry], str]:
     """A page of the audit, newest first; the token is the last id shown."""
-    size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-    before = validate.decode_id_token(page_token)
+    size = paging.PERSON_LIST.of(page_size)
+    before = paging.row_of(page_token)
     rows = await pool.fetch(
         "SELECT id, at, actor, action, target, old_json::text AS old, new_json::text AS new, reason "
         "FROM admin_audit WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
@@ -81,7 +79,7 @@ async def list_audit(pool: asyncpg.Pool, page_size: int, page_token: str) -> tup
                    json.loads(r["new"]) if r["new"] is not None else None, r["reason"])
         for r in rows[:size]
     ]
-    token = str(entries[-1].audit_id) if len(rows) > size else ""
+    token = paging.row_token(entries[-1].audit_id) if len(rows) > size else ""
     return entries, token
 
 
@@ -175,15 +173,15 @@ class ChangeStore:
         return decided
 
     async def list(self, page_size: int, page_token: str) -> tuple[list[Change], str]:
-        size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        before = validate.decode_id_token(page_token)
+        size = paging.PERSON_LIST.of(page_size)
+        before = paging.row_of(page_token)
         await self._expire(None)
         rows = await self.pool.fetch(
             f"SELECT {_CHANGE_COLUMNS} FROM admin_changes WHERE kind = $1 "
             f"AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
             self.kind, before, size + 1,
         )
-        token = str(rows[size - 1]["id"]) if len(rows) > size else ""
+        token = paging.row_token(rows[size - 1]["id"]) if len(rows) > size else ""
         return [_change(r) for r in rows[:size]], token
 
     async def _expire(self, change_id: str | None) -> None:

@@ -16,10 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from meshkit import validate
+from meshkit import paging, validate
 
-DEFAULT_PAGE = 500
-MAX_PAGE = 5000
 MAX_CURSOR_LEN = 64
 
 
@@ -69,7 +67,7 @@ async def read(
     pool: asyncpg.Pool, cursor: str, limit: int, source: str = CHANGES
 ) -> tuple[list[Change], str]:
     xid, row_id = parse_cursor(cursor)
-    limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
+    limit = paging.BULK_LIST.of(limit, field="limit")
     rows = await pool.fetch(
         f"""
         SELECT id, xid::text AS xid_text, kind, key, payload::text AS payload, created_at

@@ -7,7 +7,7 @@ import asyncpg
 import grpc
 
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
-from meshkit import changefeed, validate
+from meshkit import changefeed, paging
 from meshkit.feed_records import typed_change
 
 
@@ -19,8 +19,7 @@ class ChangeFeedServicer(feed_pb2_grpc.ChangeFeedServiceServicer):
     async def ReadChanges(
         self, request: feed_pb2.ReadChangesRequest, context: grpc.aio.ServicerContext
     ) -> feed_pb2.ReadChangesResponse:
-        limit = validate.page_size(request.limit, default=changefeed.DEFAULT_PAGE,
-                                   maximum=changefeed.MAX_PAGE, field="limit")
+        limit = paging.BULK_LIST.of(request.limit, field="limit")
         changes, cursor = await changefeed.read(self.pool, request.cursor, limit, self.source)
         return feed_pb2.ReadChangesResponse(
             changes=[typed_change(c.cursor, c.kind, c.key, c.payload, c.created_at) for c in changes],

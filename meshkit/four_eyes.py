@@ -24,8 +24,6 @@ ANONYMOUS = "anonymous"
 DEFAULT_TTL_S = 3600  # ADMIN_CHANGE_TTL_S default: an hour to find a second operator
 MAX_TTL_S = 7 * 86400
 MAX_CHANGE_ID_LEN = 64
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 200
 MAX_DECISION_REASON_LEN = 500
 
 

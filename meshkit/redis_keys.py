@@ -37,10 +37,22 @@ class Keys:
     def order_lock(self, order_id: str) -> str:
         return f"{self.prefix}:lock:order:{order_id}"
 
+    def credit_stream(self, partition: int) -> str:
+        """Partition `partition` of the reward ingest stream (campaign.partitions). The hash
+        tag keeps a partition's stream and its refusals in one Cluster slot (one MULTI
+        acknowledges and records refusals), while partitions spread over slots."""
+        return f"{self.prefix}:{{credits:{partition}}}:ingest"
+
+    def credit_rejected(self, partition: int) -> str:
+        return f"{self.prefix}:{{credits:{partition}}}:rejected"
+
     def rewards_ingest(self) -> str:
+        """The single ingest stream before partitioning: only drained now (account_svc
+        reads it as one more partition while it holds anything undelivered or pending)."""
         return f"{self.prefix}:rewards:ingest"
 
     def rewards_rejected(self) -> str:
+        """Refusals of entries of the pre-partitioning stream."""
         return f"{self.prefix}:rewards:rejected"
 
     def epoch(self) -> str:

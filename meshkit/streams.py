@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
 from opentelemetry.context import Context
 from redis.exceptions import ResponseError
 
 from meshkit.telemetry import TRACEPARENT, extract_from, inject_into
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 async def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -38,6 +44,56 @@ def context_of(fields: dict[bytes, bytes] | dict[str, str]) -> Context:
 
 def is_nogroup(exc: Exception) -> bool:
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+
+
+async def recreating_group(client: redis.Redis, stream: str, group: str,
+                           read: Callable[[], Awaitable[T]], nothing: T) -> T:
+    """`read()` (an XREADGROUP or XAUTOCLAIM of `group`); `nothing` after recreating the
+    group when it is missing: Redis restarted empty or the stream was deleted, and what
+    was lost is republished by its producer, not read here."""
+    try:
+        return await read()
+    except ResponseError as exc:
+        if not is_nogroup(exc):
+            raise
+        log.warning("consumer group %s of %s missing; recreating it", group, stream)
+        await ensure_group(client, stream, group)
+        return nothing
+
+
+def text(value: Any) -> str:
+    """A reply field as text: redis-py answers bytes unless decoding is on."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    """A sort key of a stream entry id "<ms>-<seq>": ids compare as numbers, not text
+    ("9-0" < "10-0"). An empty part counts as 0."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+async def trim_acknowledged(client: redis.Redis, stream: str, *, exact: bool = False) -> None:
+    """Drop the entries every consumer group of `stream` is done with: those below each
+    group's oldest pending entry and its last delivered one (which stays, as the group's
+    mark). Undelivered and pending entries of any group stay; a stream without groups
+    (or without the stream) is left alone. Approximate trimming (whole nodes) unless exact."""
+    try:
+        groups: Any = await client.xinfo_groups(stream)
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return
+        raise
+    floor: str | None = None
+    for group in groups:
+        candidate = text(group["last-delivered-id"])
+        pending: Any = await client.xpending(stream, group["name"])
+        if pending and pending.get("pending") and pending.get("min"):
+            candidate = text(pending["min"])
+        if floor is None or stream_id_key(candidate) < stream_id_key(floor):
+            floor = candidate
+    if floor and floor != "0-0":
+        await client.xtrim(stream, minid=floor, approximate=not exact)
 
 
 async def group_lag(client: redis.Redis, stream: str, group: dict[Any, Any], limit: int = 100_000) -> int:

@@ -10,18 +10,15 @@ The rules, once:
 - free text may hold any printable character, never NUL or another control character
   (tab and line breaks only where it is multi-line);
 - integers are checked against the column they end in (BIGINT) or a stated range;
-- page tokens are opaque: whatever is wrong with one is "page_token: malformed", and
-  every value decoded from one is range-checked like the field it stands for.
+- page sizes and page tokens: meshkit.paging, on top of these.
 
 Pure: no grpc, asyncpg or redis.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Collection, Sized
-from datetime import UTC, datetime, timedelta
 
 from meshkit.errors import InvalidArgument
 
@@ -32,18 +29,12 @@ MAX_ID_LEN = 128
 # services that look orders up refuse longer ids instead of asking the ledger in vain.
 MAX_ORDER_ID_LEN = 64
 MAX_TEXT_LEN = 1000
-MAX_TOKEN_LEN = 512
 _MAX_DIGITS = 40
 
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _DIGITS = re.compile(r"[0-9]+")
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-_MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // _MICRO
 
 
 def invalid(field: str, problem: str, reason: str = "") -> InvalidArgument:
@@ -118,13 +109,6 @@ def positive(field: str, value: int, reason: str = "") -> int:
     return value
 
 
-def page_size(value: int, *, default: int, maximum: int, field: str = "page_size") -> int:
-    """The page size to use: `default` for 0, at most `maximum`."""
-    if value < 0:
-        raise invalid(field, f"must be >= 0, got {value}")
-    return min(value or default, maximum)
-
-
 def decimal(field: str, value: str, low: int, high: int, reason: str = "") -> int:
     """The integer written in `value`, ASCII digits only (int() also takes "١٢" and " 12"),
     within low..high: anything else is "<field>: malformed"."""
@@ -132,40 +116,3 @@ def decimal(field: str, value: str, low: int, high: int, reason: str = "") -> in
     if len(value) > _MAX_DIGITS or not _DIGITS.fullmatch(value) or not low <= int(value) <= high:
         raise invalid(field, "malformed", reason)
     return int(value)
-
-
-# --- page tokens --------------------------------------------------------------------------
-# Two shapes, both opaque to callers: a row id alone (decimal), or a keyset position of a
-# time and an id (base64url of "<microseconds since 1970>:<id>").
-
-
-def decode_id_token(token: str, *, field: str = "page_token", high: int = INT64_MAX) -> int | None:
-    """The row id a decimal page token stands for (1..high), None for no token."""
-    if not token:
-        return None
-    return decimal(field, token, 1, high, reason="BAD_PAGE_TOKEN")
-
-
-def encode_keyset_token(at: datetime, key: str) -> str:
-    micros = (at - _EPOCH) // _MICRO  # exact: no float on the way
-    return base64.urlsafe_b64encode(f"{micros}:{key}".encode()).decode().rstrip("=")
-
-
-def decode_keyset_token(
-    token: str, *, field: str = "page_token", key_max_len: int = MAX_ID_LEN
-) -> tuple[datetime, str] | None:
-    """(time, id) of a keyset page token, None for no token."""
-    if not token:
-        return None
-    malformed = invalid(field, "malformed", "BAD_PAGE_TOKEN")
-    if len(token) > MAX_TOKEN_LEN or not _B64URL.fullmatch(token):
-        raise malformed
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-        micros_text, _, key = raw.partition(":")
-        micros = decimal(field, micros_text, 0, _MAX_MICROS)
-        identifier(field, key, max_len=key_max_len)
-        return _EPOCH + micros * _MICRO, key
-    except Exception as exc:
-        # Untrusted bytes through pure decoding: whatever it raised, the token is not ours.
-        raise malformed from exc

@@ -8,13 +8,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.errors import InvalidArgument
 
 MAX_BACKOFF_S = 5.0
-DEFAULT_DLQ_PAGE = 100
-MAX_DLQ_PAGE = 1000
-MAX_CHANNEL_LEN = 32
 _MAX_ENTRY_ID_LEN = 41  # two uint64 and a dash
 
 
@@ -137,6 +134,15 @@ UNLIMITED = ChannelRate(unlimited=True)
 
 
 @dataclass(frozen=True)
+class GroupInfo:
+    """Where the channel's consumer group stands."""
+
+    backlog: int     # entries not yet delivered to any consumer
+    pending: int     # delivered and not yet acknowledged
+    consumers: int
+
+
+@dataclass(frozen=True)
 class ChannelStats:
     channel: str
     backlog: int
@@ -181,17 +187,6 @@ class SettleConflict(Exception):
     """withdraw_svc already settled the order the other way."""
 
 
-class UnknownChannel(InvalidArgument):
-    def __init__(self, channel: str) -> None:
-        super().__init__(f"channel: unknown channel {channel!r}", reason="UNKNOWN_CHANNEL")
-
-
-def check_channel(channel: str, channels: tuple[str, ...]) -> None:
-    validate.identifier("channel", channel, max_len=MAX_CHANNEL_LEN, reason="UNKNOWN_CHANNEL")
-    if channel not in channels:
-        raise UnknownChannel(channel)
-
-
 def validate_rate(rate_per_second: float, unlimited: bool) -> ChannelRate:
     """The rate SetChannelRate asks for: a positive rate, or unlimited said explicitly."""
     if unlimited:
@@ -215,22 +210,28 @@ def check_dead_letter_ids(ids: list[str]) -> None:
         validate.decimal(field, seq, 0, validate.UINT64_MAX, reason="BAD_DEAD_LETTER_ID")
 
 
+def dead_letter_token(letter: DeadLetter) -> str:
+    """The page token after `letter`: its entry id, in meshkit.paging's one format."""
+    return paging.encode(paging.Position(letter.dead_letter_id))
+
+
 def dead_letter_after(page_token: str) -> str | None:
     """The entry id a dead-letter page token stands for (the last letter of the previous
-    page), None for the first page. The token is that id as it is; anything but a stream
-    entry id is "page_token: malformed"."""
-    if not page_token:
+    page), None for the first page; anything but a token of a stream entry id is
+    "page_token: malformed"."""
+    position = paging.decode(page_token, timed=False, key_max_len=_MAX_ENTRY_ID_LEN)
+    if position is None:
         return None
-    ms, sep, seq = page_token.partition("-")
-    if len(page_token) > _MAX_ENTRY_ID_LEN or not sep:
+    ms, sep, seq = position.key.partition("-")
+    if not sep:
         raise validate.invalid("page_token", "malformed", reason="BAD_PAGE_TOKEN")
     validate.decimal("page_token", ms, 0, validate.UINT64_MAX, reason="BAD_PAGE_TOKEN")
     validate.decimal("page_token", seq, 0, validate.UINT64_MAX, reason="BAD_PAGE_TOKEN")
-    return page_token
+    return position.key
 
 
 def dlq_page_size(requested: int) -> int:
-    return validate.page_size(requested, default=DEFAULT_DLQ_PAGE, maximum=MAX_DLQ_PAGE)
+    return paging.OPERATOR_LIST.of(requested)
 
 
 def parse_rates(text: str) -> dict[str, ChannelRate]:

@@ -13,6 +13,7 @@ from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from meshkit.admin_store import ChangeStore, PoolAudit
 from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
+from meshkit.order_locks import OrderLocks
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
 from meshkit.transport import dial
@@ -21,11 +22,12 @@ from payout_svc.clients import GatewayClient, WithdrawClient
 from payout_svc.metrics import ChannelSampler
 from payout_svc.rate_changes import KIND as RATE_KIND
 from payout_svc.rate_changes import RateChanges
+from payout_svc.rate_limiter import RateLimiter
 from payout_svc.repository import RatesRepository
 from payout_svc.service import AwaitingChecker, ChannelRates, PayoutAdmin, ProcessorConfig
 from payout_svc.servicer import PayoutAdminServicer
 from payout_svc.settings import Settings
-from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter
+from payout_svc.streams import ChannelQueue
 from payout_svc.worker import ChannelWorkers, refresh_rates
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,8 @@ class PayoutApp:
         self.background.spawn("payout-rates",
                               lambda stopping: refresh_rates(rates, s.rate_refresh_s, stopping))
         self.audit = PoolAudit(self.stores.pool)
-        self.admin = PayoutAdmin(queue, limiter, rates, self.audit, four_eyes=s.four_eyes.required)
+        self.admin = PayoutAdmin(queue, queue.dead_letters, limiter, rates, self.audit,
+                                 four_eyes=s.four_eyes.required)
         self.rate_changes = RateChanges(self.admin, rates_repo,
                                         ChangeStore(self.stores.pool, RATE_KIND, s.four_eyes.ttl_s))
         sampler = ChannelSampler(self.admin, s.common.key_prefix, s.metrics_interval_s)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 
+from meshkit.channels import check_channel
 from meshkit.four_eyes import direct_change_refused
 from meshkit.logs import log_context
 from meshkit.outage import OutageLog, outage_of
@@ -29,15 +30,16 @@ from payout_svc.domain import (
     DependencyDown,
     GatewayAnswer,
     GatewayStatus,
+    GroupInfo,
     Handled,
     Job,
     Order,
     OrderMissing,
     OrderState,
     SettleConflict,
-    check_channel,
     check_dead_letter_ids,
     dead_letter_after,
+    dead_letter_token,
     dlq_page_size,
     outage_backoff_s,
     retry_backoff_s,
@@ -464,7 +466,9 @@ class AwaitingChecker:
 # -- operators -----------------------------------------------------------------------------
 
 
-class RatesRepository(Protocol):
+class RateConfigPort(Protocol):
+    """The configured rate of each channel (payout_svc.repository.RatesRepository)."""
+
     async def all_rates(self) -> dict[str, ChannelRate]: ...
     async def seed_rates(self, rates: dict[str, ChannelRate]) -> None: ...
     async def set_rate(self, channel: str, rate: ChannelRate, actor: str, reason: str) -> None: ...
@@ -475,7 +479,7 @@ class ChannelRates:
     seconds so a change made through any replica reaches all of them. A channel with no
     configured rate is paused, never unlimited."""
 
-    def __init__(self, repo: RatesRepository, channels: tuple[str, ...],
+    def __init__(self, repo: RateConfigPort, channels: tuple[str, ...],
                  defaults: dict[str, ChannelRate]) -> None:
         self.repo = repo
         self.channels = channels
@@ -506,10 +510,13 @@ class ChannelRates:
         self.rates[channel] = rate
 
 
-class StatsSource(Protocol):
-    async def group_info(self, channel: str) -> tuple[int, int, int]: ...
-    async def dead_letter_count(self, channel: str) -> int: ...
-    async def list_dead_letters(self, channel: str, limit: int, after: str | None) -> list[DeadLetter]: ...
+class StreamStats(Protocol):
+    async def group_info(self, channel: str) -> GroupInfo: ...
+
+
+class DeadLettersPort(Protocol):
+    async def count(self, channel: str) -> int: ...
+    async def read(self, channel: str, limit: int, after: str | None = None) -> list[DeadLetter]: ...
     async def replay(self, channel: str, ids: list[str]) -> int: ...
 
 
@@ -523,9 +530,9 @@ class AuditPort(Protocol):
 
 
 class PayoutAdmin:
-    def __init__(self, source: StatsSource, gauge: RateGauge, rates: ChannelRates, audit: AuditPort,
-                 four_eyes: bool = True) -> None:
-        self.source, self.gauge, self.rates = source, gauge, rates
+    def __init__(self, streams: StreamStats, dead_letters: DeadLettersPort, gauge: RateGauge,
+                 rates: ChannelRates, audit: AuditPort, four_eyes: bool = True) -> None:
+        self.streams, self.dead_letters, self.gauge, self.rates = streams, dead_letters, gauge, rates
         self.audit = audit
         self.four_eyes = four_eyes   # direct SetChannelRate refused (meshkit/four_eyes.py)
 
@@ -535,10 +542,11 @@ class PayoutAdmin:
         return [await self.stats_of(ch) for ch in ([channel] if channel else self.rates.channels)]
 
     async def stats_of(self, channel: str) -> ChannelStats:
-        backlog, pending, consumers = await self.source.group_info(channel)
+        group = await self.streams.group_info(channel)
         current = await self.gauge.current_rate(channel)
-        dead = await self.source.dead_letter_count(channel)
-        return ChannelStats(channel, backlog, pending, consumers, self.rates.rate_of(channel), current, dead)
+        dead = await self.dead_letters.count(channel)
+        return ChannelStats(channel, group.backlog, group.pending, group.consumers,
+                            self.rates.rate_of(channel), current, dead)
 
     async def set_rate(self, channel: str, rate_per_second: float, unlimited: bool,
                        actor: str) -> ChannelStats:
@@ -560,13 +568,13 @@ class PayoutAdmin:
         (the last letter's id), empty on the last page."""
         check_channel(channel, self.rates.channels)
         size = dlq_page_size(page_size)
-        letters = await self.source.list_dead_letters(channel, size + 1, dead_letter_after(page_token))
-        return letters[:size], (letters[size - 1].dead_letter_id if len(letters) > size else "")
+        letters = await self.dead_letters.read(channel, size + 1, dead_letter_after(page_token))
+        return letters[:size], (dead_letter_token(letters[size - 1]) if len(letters) > size else "")
 
     async def replay(self, channel: str, ids: list[str], actor: str) -> int:
         check_channel(channel, self.rates.channels)
         check_dead_letter_ids(ids)
-        replayed = await self.source.replay(channel, ids)
+        replayed = await self.dead_letters.replay(channel, ids)
         log.info("replayed %d dead letters of %s (by %s)", replayed, channel, actor)
         # After the replay, which is Redis's: a replay that failed half-way is not recorded
         # as done, and the entries it did move are visible on the stream.

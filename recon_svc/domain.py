@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.errors import InvalidArgument, NotFound
 
 
@@ -440,8 +440,8 @@ def validate_order_id(order_id: str, *, required: bool = True) -> None:
     validate.identifier("order_id", order_id, max_len=MAX_ORDER_ID_LEN, required=required)
 
 
-def page_size(requested: int, default: int = 100, maximum: int = 1000) -> int:
-    return validate.page_size(requested, default=default, maximum=maximum)
+def page_size(requested: int) -> int:
+    return paging.OPERATOR_LIST.of(requested)
 
 
 def validate_filters(status: str, reason: str, order_id: str, source: str) -> None:

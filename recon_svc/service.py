@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.errors import Unavailable
 from meshkit.telemetry import meter
 from meshkit.timeconv import utcnow
@@ -313,8 +313,8 @@ class ReconService:
         validate_filters(status, reason, order_id, source)
         limit = page_size(size)
         found = await self.store.autocommit.discrepancies.find(
-            status, reason, order_id, source, limit + 1, validate.decode_id_token(page_token))
-        return found[:limit], (str(found[limit - 1].id) if len(found) > limit else "")
+            status, reason, order_id, source, limit + 1, paging.row_of(page_token))
+        return found[:limit], (paging.row_token(found[limit - 1].id) if len(found) > limit else "")
 
     async def resolve(self, discrepancy_id: int, status: str, note: str, actor: str) -> Discrepancy:
         validate.positive("discrepancy_id", discrepancy_id)

@@ -15,10 +15,11 @@ import asyncpg
 
 from meshkit.background import sleep_or_stop
 from meshkit.outage import OutageLog
+from meshkit.streams import stream_id_key
 from withdraw_svc.peers import AccountClient, PeerError
 from withdraw_svc.repository import RefundRow, Repository
 from withdraw_svc.settings import Settings
-from withdraw_svc.streams import RedisPort, stream_id_key
+from withdraw_svc.streams import RedisPort
 
 log = logging.getLogger(__name__)
 _outages = OutageLog(log)

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from meshkit import admin_store, changefeed
+from meshkit import admin_store, changefeed, paging
 from withdraw_svc.domain import (
     FailureReason,
     GateConfig,
@@ -567,7 +567,7 @@ class Repository:
             "old_version, new_version, reason FROM gate_audit "
             "WHERE ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $1", limit + 1, before,
         )
-        token = str(rows[limit - 1]["id"]) if len(rows) > limit else ""
+        token = paging.row_token(rows[limit - 1]["id"]) if len(rows) > limit else ""
         return [
             (
                 r["actor"], r["created_at"],

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from meshkit import validate
+from meshkit import paging, validate
 from meshkit.background import sleep_or_stop
 from meshkit.errors import (
     Code,
@@ -77,8 +77,6 @@ Wake = Callable[[], None]
 
 RECENT_ORDERS = 5
 LOCAL_METHODS_MAX = 100_000
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 200
 
 
 def system_clock() -> datetime:
@@ -189,8 +187,8 @@ class GateAdmin:
     async def audit(
         self, page_size: int, page_token: str
     ) -> tuple[list[tuple[str, datetime, GateConfig | None, GateConfig, str]], str]:
-        size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        return await self.repo.gate_audit(size, validate.decode_id_token(page_token))
+        size = paging.PERSON_LIST.of(page_size)
+        return await self.repo.gate_audit(size, paging.row_of(page_token))
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,11 +207,11 @@ class Page:
 
 
 def encode_page_token(order: Order) -> str:
-    return validate.encode_keyset_token(order.created_at, order.order_id)
+    return paging.keyset_token(order.created_at, order.order_id)
 
 
 def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    return validate.decode_keyset_token(token, key_max_len=MAX_ORDER_ID_LEN)
+    return paging.keyset_of(token, key_max_len=MAX_ORDER_ID_LEN)
 
 
 class UserLimit(Protocol):
@@ -461,7 +459,7 @@ class WithdrawService:
 
     async def list_orders(self, uid: int, page_size: int, page_token: str) -> tuple[list[Order], str]:
         validate_uid(uid)
-        size = validate.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = paging.PERSON_LIST.of(page_size)
         after = decode_page_token(page_token)
         orders = await self.repo.list_orders(uid, size + 1, after)
         if len(orders) > size:

@@ -4,7 +4,6 @@ shared with payout_svc, and the short-lived cache of bound methods."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,22 +13,15 @@ from opentelemetry.trace import SpanKind
 from redis.exceptions import ResponseError
 
 from mesh.payout.v1 import payout_pb2
+from meshkit.order_locks import OrderLocks
 from meshkit.redis_keys import Keys
-from meshkit.streams import context_of, trace_fields
+from meshkit.streams import context_of, stream_id_key, trace_fields
 from meshkit.telemetry import TRACEPARENT, tracer
 from meshkit.timeconv import to_ts
 from withdraw_svc.peers import Method
 from withdraw_svc.repository import InFlightJob, PayoutRow
 
 _tracer = tracer("withdraw_svc.relay")
-
-# Compare-and-delete: only the owner releases its lock (the lock may have expired and been
-# taken by someone else meanwhile).
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def payout_job(row: PayoutRow, now: datetime) -> bytes:
     p = row.payload
@@ -42,11 +34,6 @@ def payout_job(row: PayoutRow, now: datetime) -> bytes:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms or 0), int(seq or 0)
 
 
 def _read_position(groups: object, exists: object, group: str) -> tuple[int, int] | None:
@@ -79,7 +66,8 @@ class RedisPort:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self._release = client.register_script(_RELEASE)
+        # The compensation's lock on an order: its expiry is given per call (lock_order).
+        self._locks = OrderLocks(client, keys, ttl_ms=0)
 
     # -- payout streams -------------------------------------------------------------------
 
@@ -166,12 +154,10 @@ class RedisPort:
     # -- order lock (same key and protocol as payout_svc) ---------------------------------
 
     async def lock_order(self, order_id: str, ttl_ms: int) -> str | None:
-        token = secrets.token_hex(12)
-        ok = await self.client.set(self.keys.order_lock(order_id), token, nx=True, px=ttl_ms)
-        return token if ok else None
+        return await self._locks.acquire(order_id, ttl_ms)
 
     async def unlock_order(self, order_id: str, token: str) -> None:
-        await self._release(keys=[self.keys.order_lock(order_id)], args=[token])
+        await self._locks.release(order_id, token)
 
     # -- methods cache ----------------------------------------------------------------------
 

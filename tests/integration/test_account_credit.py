@@ -17,19 +17,18 @@ import grpc
 import pytest
 import redis.asyncio as redis
 
-from account_svc.streams import IngestStream
-from campaign.publish import publish_rewards
+from account_svc.streams import GROUP, IngestStream, partitions_of, unsettled
+from campaign.partitions import DEFAULT_PARTITIONS, partition_of
+from campaign.publish import UNREADABLE_PARTITION, publish_rewards
 from campaign.tokens import RewardGrant, sign
 from mesh.account.v1 import account_pb2 as pb
 from mesh.account.v1 import account_pb2_grpc
 from meshkit.redis_keys import Keys
-from meshkit.streams import group_lag
 from tests import harness
 from tests.harness import new_id, new_uid, start_service, user_metadata
 from tests.integration.ledger_invariants import assert_ledger_invariants, connect_ledger, reward_token
 
 Stub: TypeAlias = account_pb2_grpc.AccountServiceStub
-GROUP = "account-credit"
 EIGHT_DAYS = 8 * 24 * 3600
 
 
@@ -90,13 +89,19 @@ async def wait_credited(reward_ids: list[str], timeout: float = 15.0) -> dict[st
 
 
 async def wait_ingest_settled(client: redis.Redis, keys: Keys, timeout: float = 15.0) -> None:
-    """Every entry of the ingest stream delivered to the group and acknowledged."""
+    """Every entry of every ingest partition delivered to the group and acknowledged."""
     async def settled() -> bool:
-        groups: Any = await client.xinfo_groups(keys.rewards_ingest())
-        mine = [g for g in groups if g["name"] in (GROUP, GROUP.encode())]
-        return bool(mine) and mine[0]["pending"] == 0 and \
-            await group_lag(client, keys.rewards_ingest(), mine[0]) == 0
+        return await unsettled(client, keys) == 0
     await wait_until(settled, timeout, "the ingest stream to be consumed")
+
+
+async def refusals(client: redis.Redis, keys: Keys) -> dict[str, str]:
+    """token -> reason, over the refusal streams of every partition."""
+    out: dict[str, str] = {}
+    for partition in partitions_of(keys, DEFAULT_PARTITIONS):
+        rejected: Any = await client.xrange(partition.rejected)
+        out.update({f[b"token"].decode(): f[b"reason"].decode() for _id, f in rejected})
+    return out
 
 
 async def balance(account: Stub, uid: int) -> int:
@@ -221,8 +226,7 @@ async def test_bulk_credit_consumes_the_ingest_stream(
     for uid in uids:
         assert await balance(account, uid) == expected[uid]
 
-    rejected: Any = await redis_client.xrange(keys.rewards_rejected())
-    reasons = {f[b"token"].decode(): f[b"reason"].decode() for _id, f in rejected}
+    reasons = await refusals(redis_client, keys)
     assert reasons.get(bad[0]) == "FORGED" and reasons.get(bad[1]) == "EXPIRED"
     assert reasons.get("garbage") == "MALFORMED" and reasons.get(conflicting) == "CONFLICT"
     await assert_ledger_invariants(uids)
@@ -257,8 +261,8 @@ async def test_same_token_through_bulk_and_force_at_once_credits_once(
 async def test_bulk_credit_recovers_after_redis_loses_the_stream(
     account: Stub, redis_client: redis.Redis, keys: Keys
 ) -> None:
-    # What a Redis restart with no data looks like to the consumer: stream and group gone.
-    await redis_client.delete(keys.rewards_ingest())
+    # What a Redis restart with no data looks like to the consumer: streams and groups gone.
+    await redis_client.delete(*[p.stream for p in partitions_of(keys, DEFAULT_PARTITIONS)])
     uid = new_uid()
     tokens = [reward_token(uid, 10) for _ in range(20)]
     await publish_rewards(redis_client, keys, tokens)
@@ -276,10 +280,11 @@ async def test_rewards_left_by_a_dead_consumer_are_taken_over(
     own = Keys(prefix)
     uid = new_uid()
     tokens = [reward_token(uid, 7) for _ in range(30)]
-    await redis_client.xgroup_create(own.rewards_ingest(), GROUP, id="0", mkstream=True)
+    stream = own.credit_stream(partition_of(uid, DEFAULT_PARTITIONS))
+    await redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     await publish_rewards(redis_client, own, tokens, per_entry=10)
     # A replica read them and died before acknowledging anything.
-    taken: Any = await redis_client.xreadgroup(GROUP, "dead-replica", {own.rewards_ingest(): ">"}, count=100)
+    taken: Any = await redis_client.xreadgroup(GROUP, "dead-replica", {stream: ">"}, count=100)
     assert len(taken[0][1]) == 3
     saved = os.environ.get("ACCOUNT_SVC_ADDR")
     replica = await start_service("account_svc", {
@@ -294,11 +299,11 @@ async def test_rewards_left_by_a_dead_consumer_are_taken_over(
         if saved is not None:
             os.environ["ACCOUNT_SVC_ADDR"] = saved
         try:
-            summary: Any = await redis_client.xpending(own.rewards_ingest(), GROUP)
+            summary: Any = await redis_client.xpending(stream, GROUP)
             # Stopped cleanly: the replica left nothing of its own unacknowledged.
             assert summary["pending"] == 0
         finally:
-            await redis_client.delete(own.rewards_ingest())
+            await redis_client.delete(*[p.stream for p in partitions_of(own, DEFAULT_PARTITIONS)])
     assert await balance(account, uid) == 210
     await assert_ledger_invariants([uid])
 
@@ -307,19 +312,23 @@ async def test_trim_drops_only_acknowledged_entries(
     redis_client: redis.Redis, mesh_env: dict[str, str]
 ) -> None:
     own = Keys(f"{mesh_env['MESH_KEY_PREFIX']}-{uuid.uuid4().hex[:6]}")
-    stream = IngestStream(redis_client, own, "trim-test")
+    # One partition, so that a read of n entries takes n from the stream under test.
+    stream = IngestStream(redis_client, own, "trim-test", partitions=1)
+    # Tokens without a readable uid all travel on one partition.
+    partition = own.credit_stream(UNREADABLE_PARTITION)
     try:
         await stream.ensure()
-        ids = await publish_rewards(redis_client, own, [f"t{i}" for i in range(10)], per_entry=1)
+        ids = await publish_rewards(redis_client, own, [f"t{i}" for i in range(10)], per_entry=1,
+                                    partitions=1)
         first = await stream.read(6, 0)
         await stream.settle(first, [])
         await stream.trim(exact=True)
         # Acknowledged entries go (the last delivered one stays as the group's mark).
-        assert await redis_client.xlen(own.rewards_ingest()) == 5
+        assert await redis_client.xlen(partition) == 5
         assert [m.id for m in await stream.read(2, 0)] == ids[6:8]
         await stream.trim(exact=True)
         # Read but not acknowledged: kept, however old.
-        kept: Any = await redis_client.xrange(own.rewards_ingest())
+        kept: Any = await redis_client.xrange(partition)
         assert [i.decode() for i, _ in kept] == ids[6:]
     finally:
-        await redis_client.delete(own.rewards_ingest())
+        await redis_client.delete(partition)

@@ -11,10 +11,14 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
+from meshkit.order_locks import OrderLocks
 from meshkit.redis_keys import Keys
-from payout_svc.domain import PAUSED, UNLIMITED, ChannelRate, Job
+from meshkit.streams import trim_acknowledged
+from payout_svc.domain import PAUSED, UNLIMITED, ChannelRate, Job, dead_letter_after
+from payout_svc.jobs import decode_job, encode_job
+from payout_svc.rate_limiter import RateLimiter
 from payout_svc.service import ChannelRates, PayoutAdmin
-from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter, decode_job, encode_job
+from payout_svc.streams import ChannelQueue
 from tools.loadlib.stats import max_in_window
 
 
@@ -176,16 +180,16 @@ async def test_dead_letters_list_and_replay_once(redis_client: redis.Redis, keys
     # The order is recorded as dead-lettered with the letter (withdraw_svc's sweep reads it).
     dead_orders = keys.payout_dead_orders("bank")
     assert await redis_client.hget(dead_orders, failing.order_id) == b"1"
-    [letter] = await queue.list_dead_letters("bank", 10)
+    [letter] = await queue.dead_letters.read("bank", 10)
     assert (letter.reason, letter.attempts, letter.job.order_id) == ("gateway down", 3, failing.order_id)
     assert letter.dead_time is not None
-    assert (await queue.group_info("bank"))[1] == 0  # acked
+    assert (await queue.group_info("bank")).pending == 0  # acked
 
-    results = await asyncio.gather(queue.replay("bank", [letter.dead_letter_id]),
-                                   queue.replay("bank", [letter.dead_letter_id]))
+    results = await asyncio.gather(queue.dead_letters.replay("bank", [letter.dead_letter_id]),
+                                   queue.dead_letters.replay("bank", [letter.dead_letter_id]))
     assert sorted(results) == [0, 1]
-    assert await queue.replay("bank", [letter.dead_letter_id]) == 0
-    assert await queue.dead_letter_count("bank") == 0
+    assert await queue.dead_letters.replay("bank", [letter.dead_letter_id]) == 0
+    assert await queue.dead_letters.count("bank") == 0
     assert await redis_client.hexists(dead_orders, failing.order_id) == 0
     [again] = await queue.read("bank", 10, 100)
     assert again.job is not None and again.job.order_id == failing.order_id and again.job.attempt == 0
@@ -202,11 +206,11 @@ async def test_an_order_dead_twice_stays_recorded_until_both_letters_are_replaye
         await publish(redis_client, keys, failing)
         [delivery] = await queue.read("bank", 1, 100)
         await queue.dead_letter(delivery, failing.next_attempt("gateway down"), "gateway down", 3)
-    first, second = await queue.list_dead_letters("bank", 10)
+    first, second = await queue.dead_letters.read("bank", 10)
     dead_orders = keys.payout_dead_orders("bank")
-    assert await queue.replay("bank", [first.dead_letter_id]) == 1
+    assert await queue.dead_letters.replay("bank", [first.dead_letter_id]) == 1
     assert await redis_client.hget(dead_orders, failing.order_id) == b"1"
-    assert await queue.replay("bank", [second.dead_letter_id]) == 1
+    assert await queue.dead_letters.replay("bank", [second.dead_letter_id]) == 1
     assert await redis_client.hexists(dead_orders, failing.order_id) == 0
 
 
@@ -218,11 +222,12 @@ async def test_dead_letters_page_oldest_first_after_the_token(redis_client: redi
         await publish(redis_client, keys, failing)
         [delivery] = await queue.read("bank", 1, 100)
         await queue.dead_letter(delivery, failing.next_attempt("gateway down"), "gateway down", 3)
-    # Only the queue and the channel list matter to listing; the other ports are not used.
-    admin = PayoutAdmin(queue, None, ChannelRates(None, ("bank",), {}), None)  # type: ignore[arg-type]
+    # Only the dead letters and the channel list matter to listing; the other ports are not used.
+    admin = PayoutAdmin(queue, queue.dead_letters, None, ChannelRates(None, ("bank",), {}),  # type: ignore[arg-type]
+                        None)  # type: ignore[arg-type]
     first, token = await admin.list_dead_letters("bank", 2, "")
     assert [d.job.order_id for d in first] == [j.order_id for j in jobs[:2]]
-    assert token == first[-1].dead_letter_id
+    assert dead_letter_after(token) == first[-1].dead_letter_id  # the token stands for the last shown
     rest, last = await admin.list_dead_letters("bank", 2, token)
     assert [d.job.order_id for d in rest] == [jobs[2].order_id] and last == ""
 
@@ -260,13 +265,40 @@ async def test_stats_and_trim_keep_what_is_not_done(redis_client: redis.Redis, k
     first, second, third = await queue.read("bank", 3, 100)
     await queue.ack(first)
     await queue.ack(third)
-    backlog, pending, consumers = await queue.group_info("bank")
-    assert (backlog, pending, consumers) == (3, 1, 1)
+    group = await queue.group_info("bank")
+    assert (group.backlog, group.pending, group.consumers) == (3, 1, 1)
     await queue.trim("bank")
     remaining = [e[0].decode() for e in await redis_client.xrange(keys.payout_stream("bank"))]
     assert second.entry_id in remaining and len(remaining) >= 4
     rest = await queue.read("bank", 10, 100)
     assert len(rest) == 3
+
+
+async def test_trim_keeps_what_any_group_of_the_stream_still_needs(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    queue = ChannelQueue(redis_client, keys, "payout", "c1")
+    other = ChannelQueue(redis_client, keys, "another-reader", "r1")
+    await queue.ensure("bank")
+    await other.ensure("bank")
+    ids = [await publish(redis_client, keys, job()) for _ in range(4)]
+    for delivery in await queue.read("bank", 4, 100):
+        await queue.ack(delivery)
+    first, second, third = await other.read("bank", 3, 100)
+    await other.ack(first)
+    await other.ack(second)
+    stream = keys.payout_stream("bank")
+    await trim_acknowledged(redis_client, stream, exact=True)
+    # Done by both groups: the first two; the other group still holds the third.
+    assert [e[0].decode() for e in await redis_client.xrange(stream)] == ids[2:]
+    await other.ack(third)
+    await trim_acknowledged(redis_client, stream, exact=True)
+    # The last entry the other group was given stays as its mark; the fourth is not yet its.
+    assert [e[0].decode() for e in await redis_client.xrange(stream)] == ids[2:]
+    [fourth] = await other.read("bank", 1, 100)
+    await other.ack(fourth)
+    await trim_acknowledged(redis_client, stream, exact=True)
+    assert [e[0].decode() for e in await redis_client.xrange(stream)] == ids[3:]
 
 
 async def test_awaiting_lease_hands_each_due_order_to_one_poller(

@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
+from meshkit.order_locks import OrderLocks
 from meshkit.redis_keys import Keys
 from payout_svc.domain import UNLIMITED, ChannelRate
-from payout_svc.streams import ChannelQueue, OrderLocks, RateLimiter
+from payout_svc.rate_limiter import RateLimiter
+from payout_svc.streams import ChannelQueue
 from tests.integration.test_payout_redis import job, publish
 from tools.loadlib.stats import max_in_window
 

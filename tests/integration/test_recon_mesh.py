@@ -19,7 +19,7 @@ import asyncpg
 import grpc
 import pytest
 
-from account_svc import repository as ledger_sql
+from account_svc.repository import LedgerRepository
 from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.recon.v1 import recon_pb2
@@ -194,8 +194,8 @@ async def plant_refund_on_succeeded(rm: ReconMesh) -> str:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await rm.m.account().Refund(account_pb2.RefundRequest(order_id=oid), timeout=10)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    [debit] = [e for e in await ledger_sql.order_entries(rm.ledger_db, oid) if e.kind.value == "DEBIT"]
-    await ledger_sql.insert_refund(rm.ledger_db, debit)
+    [debit] = [e for e in await LedgerRepository(rm.ledger_db).order_entries(oid) if e.kind.value == "DEBIT"]
+    await LedgerRepository(rm.ledger_db).insert_refund(debit)
     return oid
 
 
@@ -378,8 +378,8 @@ async def test_double_refund_after_the_check(rm: ReconMesh) -> None:
     # The refund relay, without the unique guards, refunding the same debit again.
     await rm.ledger_db.execute("DROP INDEX entries_refund_of")
     await rm.ledger_db.execute("DROP INDEX entries_refund_order")
-    [debit] = [e for e in await ledger_sql.order_entries(rm.ledger_db, oid) if e.kind.value == "DEBIT"]
-    await ledger_sql.insert_refund(rm.ledger_db, debit)
+    [debit] = [e for e in await LedgerRepository(rm.ledger_db).order_entries(oid) if e.kind.value == "DEBIT"]
+    await LedgerRepository(rm.ledger_db).insert_refund(debit)
     rm.planted["double_refund"] = (oid, utcnow())
     await assert_reported(rm, "double_refund", oid, rm.planted["double_refund"][1])
 
@@ -389,7 +389,7 @@ async def test_double_debit(rm: ReconMesh) -> None:
     assert await rm.state(oid) == "SUCCEEDED"
     # The ledger's own debit statement, run a second time once its unique guard is gone.
     await rm.ledger_db.execute("DROP INDEX entries_debit_order")
-    assert await ledger_sql.debit(rm.ledger_db, oid, uid, 350) is not None
+    assert await LedgerRepository(rm.ledger_db).debit(oid, uid, 350) is not None
     rm.planted["double_debit"] = (oid, utcnow())
     await assert_reported(rm, "double_debit", oid, rm.planted["double_debit"][1])
 

@@ -213,7 +213,7 @@ async def test_a_dead_lettered_order_is_not_republished(world: RelayWorld) -> No
     assert await world.published_at(waiting) is not None and await world.published_at(paying) is not None
     assert await relay.republish_stale() == 0  # and not on the next pass either
     # An operator's replay puts them back on the stream and takes them off the record.
-    assert await queue.replay("bank", []) == 2
+    assert await queue.dead_letters.replay("bank", []) == 2
     assert await world.redis.hlen(world.keys.payout_dead_orders("bank")) == 0
 
 

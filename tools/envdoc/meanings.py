@@ -54,6 +54,7 @@ MEANINGS: dict[str, str] = {
     # account_svc and reward tokens
     "ACCOUNT_DB_POOL_SIZE": "PostgreSQL connections of one account_svc process.",
     "ACCOUNT_CREDIT_WORKERS": "Reward-ingest stream consumers in this process (0 turns ingest off).",
+    "ACCOUNT_CREDIT_PARTITIONS": "Partitions of the reward ingest stream (default 4; a grant's is CRC-32 of its uid modulo this): account_svc reads all of them and producers publish to them, so both must use the same value, which may grow but not shrink while the partitions above still hold grants.",
     "ACCOUNT_CREDIT_WRITERS": "Database statements a consumer runs at once per batch, on disjoint uid ranges.",
     "ACCOUNT_CREDIT_BATCH": "Rewards read and credited per batch.",
     "ACCOUNT_CREDIT_BLOCK_MS": "How long one read of the ingest stream blocks.",

@@ -20,6 +20,7 @@ from typing import TypeVar
 import grpc
 import redis.asyncio as redis
 
+from campaign.partitions import partitions_from
 from campaign.publish import publish_rewards
 from campaign.tokens import RewardGrant, keyring_from_env
 from mesh.account.v1 import account_pb2
@@ -255,7 +256,9 @@ async def publish_funding(env: Mapping[str, str], tokens: Mapping[int, list[str]
     client = redis.Redis.from_url(env.get("REDIS_URL") or DEFAULT_REDIS_URL)
     try:
         await publish_rewards(client, Keys(env.get("MESH_KEY_PREFIX") or "mesh"),
-                              [t for user_tokens in tokens.values() for t in user_tokens])
+                              [t for user_tokens in tokens.values() for t in user_tokens],
+                              uids=[uid for uid, user_tokens in tokens.items() for _ in user_tokens],
+                              partitions=partitions_from(env))
     finally:
         await client.aclose()
 
