@@ -46,14 +46,13 @@ import asyncpg
 import grpc
 
 from bench import pgstate
-from bench.seeding import User, seed_users
-from campaign.tokens import KeyRing, keyring_from_env
 from edge.client import UserSessions
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.db import with_database
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tools.loadlib.clients import open_channel, serving
 from tools.loadlib.meshprocs import mesh_schemas
+from tools.loadlib.seeding import TestUser, seed_bench_users
 from tools.loadlib.stats import percentiles
 from tools.meshctl import free_ports, own_certs
 
@@ -71,7 +70,7 @@ def log(msg: str) -> None:
 @dataclass
 class Mesh:
     addresses: dict[str, str]
-    keyring: KeyRing
+    env: dict[str, str]   # where its keys (reward tokens, sessions) come from
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     scratch_db: str = ""
     base_db: str = ""
@@ -102,7 +101,7 @@ async def running_mesh() -> Mesh | None:
     addresses = {svc: os.environ.get(f"{svc.upper()}_ADDR", f"127.0.0.1:{port}")
                  for svc, port in SERVICES.items()}
     if all(await asyncio.gather(*(serving(a) for a in addresses.values()))):
-        return Mesh(addresses, keyring_from_env(os.environ))
+        return Mesh(addresses, dict(os.environ))
     return None
 
 
@@ -132,7 +131,7 @@ async def spawn_mesh(base_db: str, redis_url: str) -> Mesh:
         "WITHDRAW_USER_CONFIRMS_PER_MIN": "0",
         "ACCOUNT_USER_CREDITS_PER_MIN": "0",
     }
-    mesh = Mesh({}, keyring_from_env(env), scratch_db=name, base_db=base_db,
+    mesh = Mesh({}, env, scratch_db=name, base_db=base_db,
                 log_dir=ROOT / ".run" / "bench" / name)
     assert mesh.log_dir is not None
     mesh.log_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +167,8 @@ class Load:
     elapsed_s: float = 0.0
 
 
-async def drive(address: str, users: list[User], clients: int, duration_s: float, warmup_s: float) -> Load:
+async def drive(address: str, users: list[TestUser], clients: int, duration_s: float,
+                warmup_s: float) -> Load:
     channels = [open_channel(address) for _ in range(4)]
     stubs = [withdraw_pb2_grpc.WithdrawServiceStub(c) for c in channels]
     # Each user signed in once, before the clock starts, as the app would be.
@@ -214,7 +214,7 @@ async def drive(address: str, users: list[User], clients: int, duration_s: float
 # --- the floor: the same client against a server that does nothing ---------------------
 
 
-async def empty_hop(users: list[User], clients: int, duration_s: float, warmup_s: float) -> float:
+async def empty_hop(users: list[TestUser], clients: int, duration_s: float, warmup_s: float) -> float:
     """Confirms/s that bench/grpc_floor.py (answers at once, no work) takes from this client."""
     port = free_ports(1)[0]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
@@ -324,7 +324,7 @@ async def main() -> None:
         # Enough for every confirm the run can make, with a wide margin.
         per_user = AMOUNT_FEN * max(50, int(3000 * (a.duration + a.warmup) / a.users) + 1)
         t0 = time.monotonic()
-        users = await seed_users(mesh.addresses, mesh.keyring, a.users, per_user, tag="bench", concurrency=32)
+        users = await seed_bench_users(mesh.addresses, mesh.env, a.users, per_user, concurrency=32, say=log)
         log(f"seeded {len(users)} users with bound methods and {per_user} fen each "
             f"in {time.monotonic() - t0:.1f}s")
         # A spawned mesh uses the default schema names in its scratch database.

@@ -200,8 +200,8 @@ async def main() -> None:
     # Imported after the environment is set: Settings are read from it.
     from recon_svc.alerts import Alerts
     from recon_svc.daily import DailyRecon
-    from recon_svc.repository import Repository
     from recon_svc.settings import Settings
+    from recon_svc.store.unit_of_work import PgStore
 
     pool = await create_pool(dsn, schema, min_size=2, max_size=4)
     try:
@@ -212,7 +212,7 @@ async def main() -> None:
         await pgstate.prepare(dsn, [schema], say=log)
 
         settings = Settings.from_env()
-        daily = DailyRecon(Repository(pool), settings, Alerts("", 1.0))
+        daily = DailyRecon(PgStore(pool), settings, Alerts("", 1.0))
         start, end = DAY_START, DAY_START + timedelta(days=1)
         stuck_before = start  # every order is final: nothing can count as stuck
 

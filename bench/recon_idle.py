@@ -58,7 +58,7 @@ from meshkit.db import create_pool, migrate
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, TlsSettings
 from meshkit.transport import bind
-from recon_svc.repository import Repository
+from recon_svc.store.sums import RunningSums, running_and_recount
 from recon_svc.sums import differences
 from tools.loadlib.clients import open_channel, serving
 from tools.meshctl import free_ports, own_certs
@@ -83,7 +83,7 @@ INSERT INTO r_totals (name, count, fen) SELECT name, count, fen FROM r_totals_re
 ON CONFLICT (name) DO UPDATE SET count = excluded.count, fen = excluded.fen
 """
 
-# What the audit ran every RECON_AUDIT_S before the running sums (recon_svc/repository.py
+# What the audit ran every RECON_AUDIT_S before the running sums (recon_svc's repository,
 # settled_payout_totals): every judged order joined with its payouts' sum.
 OLD_TOTALS_SQL = """
 SELECT count(*) AS orders,
@@ -256,7 +256,8 @@ async def main() -> None:
             await pool.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
         log(f"scratch schema {schema}: loading {args.orders} orders over {args.users} accounts")
         await load(pool, args.orders, args.users)
-        running, recount = await Repository(pool).sums_and_recount()
+        both = await running_and_recount(pool)
+        running, recount = both.running, both.recount
         if differences(running, recount):
             raise SystemExit(f"running sums off after the load: {differences(running, recount)}")
 
@@ -320,13 +321,14 @@ async def main() -> None:
         analyzed = await time_old_totals(pool, args.baseline_timeout)
         log(f"baseline: the same after ANALYZE: {analyzed} s")
         t0 = time.perf_counter()
-        running, recount = await Repository(pool).sums_and_recount()
+        both = await running_and_recount(pool)
+        running, recount = both.running, both.recount
         recount_s = time.perf_counter() - t0
         log(f"running sums read + full recount: {recount_s:.2f}s, differences: "
             f"{differences(running, recount) or 'none'}")
         t0 = time.perf_counter()
         for _ in range(100):
-            await Repository(pool).running_sums()
+            await RunningSums(pool).current()
         log(f"running sums alone: {(time.perf_counter() - t0) * 10:.2f} ms per read")
         print(f"RESULT recon_idle_core_pct {total:.2f}")
         print(f"RESULT recon_idle_without_other_sessions_core_pct {own:.2f}")

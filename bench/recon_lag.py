@@ -38,8 +38,6 @@ import asyncpg
 import grpc
 
 from bench import pgstate
-from bench.seeding import User, seed_users
-from campaign.tokens import KeyRing, keyring_from_env
 from edge.client import UserSessions
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
@@ -51,6 +49,7 @@ from meshkit.db import (
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tools.loadlib.clients import open_channel, serving
 from tools.loadlib.meshprocs import mesh_schemas
+from tools.loadlib.seeding import TestUser, seed_bench_users
 from tools.meshctl import free_ports, own_certs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +101,6 @@ class Procs:
 class Mesh:
     addresses: dict[str, str]
     env: dict[str, str]
-    keyring: KeyRing
     database_url: str
     procs: Procs = field(default_factory=Procs)
     scratch_db: str = ""
@@ -122,7 +120,7 @@ async def running_mesh(base_db: str) -> Mesh | None:
     addresses = {svc: os.environ.get(f"{svc.upper()}_ADDR", f"127.0.0.1:{port}")
                  for svc, port in MESH.items()}
     if all(await asyncio.gather(*(serving(a) for a in addresses.values()))):
-        return Mesh(addresses, dict(os.environ), keyring_from_env(os.environ), base_db)
+        return Mesh(addresses, dict(os.environ), base_db)
     return None
 
 
@@ -148,7 +146,7 @@ async def spawn_mesh(base_db: str, redis_url: str, run_dir: Path) -> Mesh:
         # No limit: said explicitly, since a channel without a rate is paused.
         "PAYOUT_DEFAULT_RATES": "bank:unlimited,alipay:unlimited,balance:unlimited",
     }
-    mesh = Mesh({}, env, keyring_from_env(env), env["DATABASE_URL"], scratch_db=name, base_db=base_db)
+    mesh = Mesh({}, env, env["DATABASE_URL"], scratch_db=name, base_db=base_db)
     try:
         for svc in MESH:
             port = free_ports(1)[0]
@@ -167,7 +165,7 @@ async def spawn_mesh(base_db: str, redis_url: str, run_dir: Path) -> Mesh:
 
 # ---- seeding and load ----
 
-async def drive(mesh: Mesh, users: list[User], rate: float, duration_s: float) -> tuple[list[str], int]:
+async def drive(mesh: Mesh, users: list[TestUser], rate: float, duration_s: float) -> tuple[list[str], int]:
     """Open loop: one ConfirmWithdraw every 1/rate seconds, whatever the answers take."""
     order_ids: list[str] = []
     errors = 0
@@ -283,8 +281,8 @@ async def main() -> None:
     schema = f"recon_lag_{tag}"
     try:
         per_user = int(args.rate * args.duration / args.users + 2) * AMOUNT_FEN
-        users = await seed_users(mesh.addresses, mesh.keyring, args.users, per_user,
-                                 tag="lag", concurrency=16)
+        users = await seed_bench_users(mesh.addresses, mesh.env, args.users, per_user, concurrency=16,
+                                       say=log)
         log(f"seeded {len(users)} users")
         await start_recon(mesh, recon_procs, schema, args.grace, run_dir)
 

@@ -29,7 +29,8 @@ from recon_svc.domain import (
     ledger_conservation,
     parse_day,
 )
-from recon_svc.repository import OrderFacts, Repository
+from recon_svc.ports import ReconStore
+from recon_svc.records import DailyGroup, LedgerDay, OrderFacts, UnbalancedAccount
 from recon_svc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,65 +48,49 @@ class Report:
     created_at: datetime
 
 
+@dataclass
+class _Flagged:
+    """What the day's final orders with a finding account for: their own findings explain
+    that much of any difference in the day's totals."""
+
+    succeeded_fen: int = 0
+    paid_fen: int = 0
+
+
 class DailyRecon:
-    def __init__(self, repo: Repository, settings: Settings, alerts: Alerts) -> None:
-        self.repo = repo
+    def __init__(self, store: ReconStore, settings: Settings, alerts: Alerts) -> None:
+        self.store = store
         self.settings = settings
         self.alerts = alerts
 
     async def get(self, day_text: str) -> Report:
         day = parse_day(day_text)
-        row = await self.repo.get_report(day)
-        if row is None:
+        stored = await self.store.autocommit.daily.report(day)
+        if stored is None:
             raise ReportNotFound(day)
-        return Report(row["date"].isoformat(), row["orders"], row["discrepancies"], row["report"],
-                      row["text"], row["created_at"])
+        return Report(stored.date.isoformat(), stored.orders, stored.discrepancies, stored.report_json,
+                      stored.text, stored.created_at)
 
     async def run(self, day_text: str) -> Report:
         day = parse_day(day_text)
         start, end = day_bounds(day, self.settings.timezone)
         now = utcnow()
         stuck_before = now - timedelta(seconds=self.settings.stuck_after_s)
-        grace = timedelta(seconds=self.settings.grace_s)
         clock = _Phases()
-
-        # Three independent passes over the projections, on three connections at once.
-        groups, orphans, (ledger, accounts_off) = await asyncio.gather(
-            self.repo.daily_orders(start, end, stuck_before),
-            self.repo.daily_orphans(start, end, now - grace),
-            self.repo.daily_ledger(start, end))
+        groups, orphans, (ledger, unbalanced) = await self._scan(start, end, now, stuck_before)
         clock.mark("scan")
-        suspects = [oid for g in groups for oid in g["suspects"]]
-        facts = await self._facts(suspects)
-        found: list[NewDiscrepancy] = []
-        flagged_succeeded_fen = 0
-        flagged_paid_fen = 0
-        refund_grace = timedelta(seconds=self.settings.refund_grace_s)
-        for oid in suspects:
-            f = facts[oid]
-            findings, _ = held_back(self._judge(f, stuck_before), f.terminal_seen, now, refund_grace)
-            if findings and f.order is not None and f.order.terminal:
-                if f.order.state == SUCCEEDED:
-                    flagged_succeeded_fen += f.order.amount
-                flagged_paid_fen += sum(p.paid_sum for p in f.payouts)
-            found += [NewDiscrepancy.of_order(x, oid, f.order.uid if f.order else 0, Source.DAILY)
-                      for x in findings]
-
-        orphan_facts = await self._facts(orphans)
-        for oid in orphans:
-            f = orphan_facts[oid]
-            found += [NewDiscrepancy.of_order(x, oid, 0, Source.DAILY)
-                      for x in check_order(None, f.entries, f.payouts)]
+        found, flagged = await self._judge_suspects([oid for g in groups for oid in g.suspects],
+                                                    now, stuck_before)
+        found += await self._judge_orphans(orphans)
         clock.mark("judge")
         found += [NewDiscrepancy.of_account(
             a.uid, ledger_conservation(a.credits, a.debits, a.refunds, a.balance), Source.DAILY)
-            for a in accounts_off]
-
-        succeeded_fen = sum(g["amount_fen"] for g in groups if g["state"] == SUCCEEDED)
+            for a in unbalanced]
+        succeeded_fen = sum(g.amount_fen for g in groups if g.state == SUCCEEDED)
         # Orders still in flight may already be paid: only final orders take part.
-        paid_fen = sum(g["paid_fen"] for g in groups if g["state"] in (SUCCEEDED, FAILED))
+        paid_fen = sum(g.paid_fen for g in groups if g.state in (SUCCEEDED, FAILED))
         # Differences already explained by an order's own finding are not counted twice.
-        unexplained = (paid_fen - flagged_paid_fen) - (succeeded_fen - flagged_succeeded_fen)
+        unexplained = (paid_fen - flagged.paid_fen) - (succeeded_fen - flagged.succeeded_fen)
         if unexplained:
             found.append(NewDiscrepancy.of_totals(
                 f"payouts:{day.isoformat()}",
@@ -113,17 +98,55 @@ class DailyRecon:
                 f"{succeeded_fen} fen; {unexplained} fen not explained by any order's finding",
                 Source.DAILY))
 
-        new = await self.repo.record(self.repo.pool, found)
+        async with self.store.unit_of_work() as tx:
+            new = await tx.discrepancies.record(found)
         self.alerts.publish(new)
         clock.mark("record")
         report = self._report(day.isoformat(), start, end, groups, ledger, found, succeeded_fen, paid_fen)
         report["timings_ms"] = clock.phases
         text = _text(report)
-        orders = sum(int(g["orders"]) for g in groups)
-        created, stored = await self.repo.save_report(day, orders, len(found), report, text)
+        orders = sum(g.orders for g in groups)
+        stored = await self.store.autocommit.daily.save_report(day, orders, len(found), report, text)
         log.info("daily recon %s: %d orders, %d discrepancies (%d new); phases %s ms",
                  day, orders, len(found), len(new), clock.phases)
-        return Report(day.isoformat(), orders, len(found), stored, text, created)
+        return Report(day.isoformat(), orders, len(found), stored.report_json, text, stored.created_at)
+
+    async def _scan(
+        self, start: datetime, end: datetime, now: datetime, stuck_before: datetime
+    ) -> tuple[list[DailyGroup], list[str], tuple[LedgerDay, list[UnbalancedAccount]]]:
+        """Three independent passes over the projections, on three connections at once."""
+        daily = self.store.autocommit.daily
+        grace = timedelta(seconds=self.settings.grace_s)
+
+        async def ledger_pass() -> tuple[LedgerDay, list[UnbalancedAccount]]:
+            return await daily.ledger(start, end), await daily.unbalanced_accounts(start, end)
+
+        return await asyncio.gather(daily.orders(start, end, stuck_before),
+                                    daily.orphans(start, end, now - grace), ledger_pass())
+
+    async def _judge_suspects(self, suspects: list[str], now: datetime,
+                              stuck_before: datetime) -> tuple[list[NewDiscrepancy], _Flagged]:
+        """The orders the SQL did not pass as plainly clean, by the domain rules; and what the
+        final ones among them with a finding weigh in the day's totals."""
+        facts = await self._facts(suspects)
+        refund_grace = timedelta(seconds=self.settings.refund_grace_s)
+        found: list[NewDiscrepancy] = []
+        flagged = _Flagged()
+        for oid in suspects:
+            f = facts[oid]
+            findings, _ = held_back(self._judge(f, stuck_before), f.terminal_seen, now, refund_grace)
+            if findings and f.order is not None and f.order.terminal:
+                if f.order.state == SUCCEEDED:
+                    flagged.succeeded_fen += f.order.amount
+                flagged.paid_fen += sum(p.paid_sum for p in f.payouts)
+            found += [NewDiscrepancy.of_order(x, oid, f.order.uid if f.order else 0, Source.DAILY)
+                      for x in findings]
+        return found, flagged
+
+    async def _judge_orphans(self, orphans: list[str]) -> list[NewDiscrepancy]:
+        facts = await self._facts(orphans)
+        return [NewDiscrepancy.of_order(x, oid, 0, Source.DAILY)
+                for oid in orphans for x in check_order(None, facts[oid].entries, facts[oid].payouts)]
 
     def _judge(self, f: OrderFacts, stuck_before: datetime) -> list[Finding]:
         if f.order is None:
@@ -137,22 +160,22 @@ class DailyRecon:
     async def _facts(self, order_ids: list[str]) -> dict[str, OrderFacts]:
         out: dict[str, OrderFacts] = {}
         for i in range(0, len(order_ids), _FACTS_CHUNK):
-            async with self.repo.transaction() as conn:
-                out.update(await self.repo.facts(conn, order_ids[i:i + _FACTS_CHUNK]))
+            async with self.store.unit_of_work() as tx:
+                out.update(await tx.checks.facts(order_ids[i:i + _FACTS_CHUNK]))
         return out
 
-    def _report(self, day: str, start: datetime, end: datetime, groups: list[Any], ledger: Any,
+    def _report(self, day: str, start: datetime, end: datetime, groups: list[DailyGroup], ledger: LedgerDay,
                 found: list[NewDiscrepancy], succeeded_fen: int, paid_fen: int) -> dict[str, Any]:
         by_state: dict[str, dict[str, int]] = defaultdict(lambda: {"orders": 0, "amount_fen": 0})
         by_channel: dict[str, dict[str, int]] = defaultdict(lambda: {"orders": 0, "amount_fen": 0})
         rows = []
         for g in groups:
-            for bucket in (by_state[g["state"]], by_channel[g["channel"]]):
-                bucket["orders"] += int(g["orders"])
-                bucket["amount_fen"] += int(g["amount_fen"])
-            rows.append({k: (int(g[k]) if k not in ("state", "channel") else g[k])
-                         for k in ("state", "channel", "orders", "amount_fen", "debit_fen", "refund_fen",
-                                   "paid_fen")})
+            for bucket in (by_state[g.state], by_channel[g.channel]):
+                bucket["orders"] += g.orders
+                bucket["amount_fen"] += g.amount_fen
+            rows.append({"state": g.state, "channel": g.channel, "orders": g.orders,
+                         "amount_fen": g.amount_fen, "debit_fen": g.debit_fen,
+                         "refund_fen": g.refund_fen, "paid_fen": g.paid_fen})
         return {
             "date": day,
             "timezone": self.settings.timezone.key,
@@ -162,7 +185,8 @@ class DailyRecon:
             "by_state": dict(by_state),
             "by_channel": dict(by_channel),
             "by_state_channel": rows,
-            "ledger": {k: int(ledger[k]) for k in ("entries", "credits", "debits", "refunds", "voids")},
+            "ledger": {"entries": ledger.entries, "credits": ledger.credits, "debits": ledger.debits,
+                       "refunds": ledger.refunds, "voids": ledger.voids},
             "gateway": {"succeeded_fen": paid_fen, "orders_succeeded_fen": succeeded_fen,
                         "orders_failed": by_state[FAILED]["orders"] if FAILED in by_state else 0},
             "discrepancy_counts": dict(Counter(f.reason for f in found)),

@@ -116,9 +116,12 @@ def _amounts(items: Iterable[int]) -> str:
 def check_order(
     order: OrderView | None, entries: Sequence[EntryView], payouts: Sequence[PayoutView]
 ) -> list[Finding]:
-    """Everything wrong with one order. An order that is not final yet has nothing wrong
-    here (stuck orders are judged by age, see `is_stuck`). With `order` None the ledger or
-    the gateway knows an order id the orchestrator never reported: an orphan.
+    """Everything wrong with one order: the one definition of a clean order (no finding),
+    used by the checker, the self-check, the daily batch and the drill's verdict; the daily
+    batch's SQL pre-filter is held to it by tests/integration/test_recon_clean_order.py. An
+    order that is not final yet has nothing wrong here (stuck orders are judged by age, see
+    `is_stuck`). With `order` None the ledger or the gateway knows an order id the
+    orchestrator never reported: an orphan.
 
     Precedence keeps one fault one finding: a FAILED order with money at the gateway is a
     state mismatch (or a payout without debit when nothing was debited), not also a missing
@@ -149,8 +152,7 @@ def check_order(
         findings.append(Finding(Reason.STATE_MISMATCH,
                                 f"order reported both {order.state} and {order.conflict_state}"))
     if len(debits) > 1:
-        findings.append(Finding(Reason.DOUBLE_DEBIT,
-                                f"{len(debits)} debits ({_amounts(e.amount for e in debits)} fen)"))
+        findings.append(_double_debit(debits))
 
     wrong_amounts: list[str] = []
     for e in debits:
@@ -182,9 +184,8 @@ def check_order(
                 findings.append(Finding(
                     Reason.PAYOUT_WITHOUT_DEBIT,
                     f"order FAILED without debit, gateway has {_payout_summary(payouts)}"))
-        if len(refunds) > max(len(debits), 1) or (refunds and not debits):
-            findings.append(Finding(Reason.DOUBLE_REFUND,
-                                    f"{len(refunds)} refund(s) for {len(debits)} debit(s)"))
+        if len(refunds) > len(debits):
+            findings.append(_refunds_beyond_debits(debits, refunds))
         elif debits and not refunds and not money_out:
             findings.append(Finding(Reason.MISSING_REFUND, "order FAILED, its debit was never refunded"))
         for e in refunds:
@@ -195,6 +196,34 @@ def check_order(
         findings.append(Finding(Reason.AMOUNT_MISMATCH,
                                 f"order {order.amount} fen vs " + ", ".join(wrong_amounts)))
     return findings
+
+
+def ledger_findings(entries: Sequence[EntryView]) -> list[Finding]:
+    """What is wrong with one order id's ledger entries whatever the order's state, so even
+    where the order itself is unknown (the ledger's own invariants): more than one debit,
+    more refunds than debits, a refund of another amount than the debit. An order with any
+    of these also has a finding of `check_order` in either final state
+    (tests/unit/test_recon_clean_order.py walks every small case)."""
+    debits = [e for e in entries if e.kind == DEBIT]
+    refunds = [e for e in entries if e.kind == REFUND]
+    findings: list[Finding] = []
+    if len(debits) > 1:
+        findings.append(_double_debit(debits))
+    if len(refunds) > len(debits):
+        findings.append(_refunds_beyond_debits(debits, refunds))
+    wrong = [f"refund {e.amount} fen" for e in refunds if debits and e.amount != debits[0].amount]
+    if wrong:
+        findings.append(Finding(Reason.AMOUNT_MISMATCH,
+                                f"debit {debits[0].amount} fen vs " + ", ".join(wrong)))
+    return findings
+
+
+def _double_debit(debits: Sequence[EntryView]) -> Finding:
+    return Finding(Reason.DOUBLE_DEBIT, f"{len(debits)} debits ({_amounts(e.amount for e in debits)} fen)")
+
+
+def _refunds_beyond_debits(debits: Sequence[EntryView], refunds: Sequence[EntryView]) -> Finding:
+    return Finding(Reason.DOUBLE_REFUND, f"{len(refunds)} refund(s) for {len(debits)} debit(s)")
 
 
 def held_back(findings: Sequence[Finding], terminal_seen: datetime | None, now: datetime,

@@ -14,10 +14,10 @@ from meshkit.stores import Stores
 from recon_svc.alerts import Alerts
 from recon_svc.daily import DailyRecon
 from recon_svc.peers import FeedClient, GatewayClient, LedgerClient, OrdersClient
-from recon_svc.repository import Repository
 from recon_svc.service import ReconService
 from recon_svc.servicer import ReconServicer
 from recon_svc.settings import Settings
+from recon_svc.store.unit_of_work import PgStore
 from recon_svc.workers import FeedFollower, audit_loop, checker_loop, self_check_loop
 
 
@@ -36,15 +36,15 @@ class ReconApp:
         s = self.settings
         self.stores = await Stores.open(s.common, Path(__file__).parent / "migrations",
                                         pool_size=s.db_pool_size)
-        repo = Repository(self.stores.pool)
+        store = PgStore(self.stores.pool)
         tls, timeout = s.common.tls, s.rpc_timeout_s
         ledger = LedgerClient(s.account_addr, tls, timeout)
         gateway = GatewayClient(s.gateway_addr, tls, timeout)
         orders = OrdersClient(s.withdraw_addr, tls, timeout)
         self.peers = [ledger, gateway, orders]
-        self.service = ReconService(repo, s, self.alerts, ledger, gateway, orders)
-        self.daily = DailyRecon(repo, s, self.alerts)
-        await repo.ensure_feeds([name for name, _ in s.feeds])
+        self.service = ReconService(store, s, self.alerts, ledger, gateway, orders)
+        self.daily = DailyRecon(store, s, self.alerts)
+        await self.service.ensure_feeds()
         for name, address in s.feeds:
             client = FeedClient(name, address, tls, timeout)
             self.feeds.append(client)

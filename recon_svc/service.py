@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from meshkit import paging, validate
-from meshkit.admin_store import AuditEntry
 from meshkit.errors import Unavailable
 from meshkit.telemetry import meter
 from meshkit.timeconv import utcnow
@@ -39,8 +38,8 @@ from recon_svc.domain import (
     validate_resolution,
 )
 from recon_svc.peers import FeedChange
-from recon_svc.ports import GatewayPort, LedgerPort, OrdersPort
-from recon_svc.repository import Position, Repository, Verdict
+from recon_svc.ports import GatewayPort, LedgerPort, OrdersPort, ReconStore
+from recon_svc.records import AuditPage, OrderFacts, Position, Recheck, Verdict
 from recon_svc.settings import Settings
 from recon_svc.sums import Moves, Sums, differences, settled_mismatch, settled_share, verdict_moves
 
@@ -84,17 +83,27 @@ class Status:
     sums: Sums
 
 
+@dataclass
+class _Judged:
+    """What one batch of checks comes to, written in the batch's unit of work."""
+
+    found: list[NewDiscrepancy] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    rechecks: dict[str, Recheck] = field(default_factory=dict)
+    moves: Moves = field(default_factory=Moves)
+
+
 class ReconService:
     def __init__(
         self,
-        repo: Repository,
+        store: ReconStore,
         settings: Settings,
         alerts: Alerts,
         ledger: LedgerPort,
         gateway: GatewayPort,
         orders: OrdersPort,
     ) -> None:
-        self.repo = repo
+        self.store = store
         self.settings = settings
         self.alerts = alerts
         self.ledger = ledger
@@ -104,7 +113,7 @@ class ReconService:
         self.grace = timedelta(seconds=settings.grace_s)
         self.refund_grace = timedelta(seconds=settings.refund_grace_s)
         # Accounts seen not adding up: uid -> (first seen, last entry id then).
-        self._accounts_off: dict[int, tuple[datetime, int]] = {}
+        self._unbalanced: dict[int, tuple[datetime, int]] = {}
         # Set when this process queued checks (a feed page) or self-checks (verdicts), so
         # that idle loops wake up at once instead of at their next poll.
         self.checks_queued = asyncio.Event()
@@ -114,6 +123,12 @@ class ReconService:
         self.feed_wanted = {name: asyncio.Event() for name, _ in settings.feeds}
 
     # ---- feeds ----
+
+    async def ensure_feeds(self) -> None:
+        await self.store.autocommit.feeds.ensure([name for name, _ in self.settings.feeds])
+
+    async def cursor_of(self, feed: str) -> str:
+        return await self.store.autocommit.feeds.cursor_of(feed)
 
     async def apply_page(self, feed: str, from_cursor: str, changes: Sequence[FeedChange],
                          next_cursor: str) -> bool:
@@ -134,10 +149,16 @@ class ReconService:
         now = utcnow()
         # Sorted by key so that concurrent writers lock rows in one order (no deadlocks).
         latest = sorted(latest_per_order(orders), key=lambda oc: oc[0].order_id)
-        return await self.repo.apply_page(
-            feed, from_cursor, next_cursor, latest, sorted(entries, key=lambda e: e.entry_id), payouts,
-            now=now, due_at=now + self.grace,
-        )
+        # The page, its running sums and the cursor commit together: a crash replays at most
+        # this page, and a replica that applied it first makes this one change nothing.
+        async with self.store.unit_of_work() as tx:
+            if not await tx.feeds.lock_at(feed, from_cursor):
+                return False
+            moves = await tx.pages.apply(latest, sorted(entries, key=lambda e: e.entry_id), payouts,
+                                         now=now, due_at=now + self.grace)
+            await tx.feeds.advance(feed, next_cursor, len(latest) + len(entries) + len(payouts), now)
+            await tx.sums.add(moves)
+        return True
 
     # ---- near-real-time verdicts ----
 
@@ -149,74 +170,79 @@ class ReconService:
             return 0, None
         now = utcnow()
         horizon = min(horizon, now)
-        async with self.repo.transaction() as conn:
-            due = await self.repo.take_due(conn, horizon, self.settings.check_batch)
+        async with self.store.unit_of_work() as tx:
+            due = await tx.checks.take_due(horizon, self.settings.check_batch)
             if not due:
-                return 0, await self.repo.next_due(conn)
-            facts = await self.repo.facts(conn, [d.order_id for d in due])
-            found: list[NewDiscrepancy] = []
-            verdicts: dict[str, Verdict] = {}
-            later: dict[str, tuple[datetime, bool]] = {}
-            moves = Moves()
+                return 0, await tx.checks.next_due()
+            facts = await tx.checks.facts([d.order_id for d in due])
+            judged = _Judged()
             for d in due:
-                f = facts[d.order_id]
-                if f.order is not None and not f.order.terminal:
-                    continue  # an order in flight: its final transition queues it again
-                findings, wait_until = held_back(check_order(f.order, f.entries, f.payouts),
-                                                 f.terminal_seen, now, self.refund_grace)
-                if findings and not d.confirming:
-                    # First sighting. A feed holds back changes of transactions younger
-                    # than the oldest one still running in its database, so a change can
-                    # arrive later than the grace window: look once more before telling.
-                    later[d.order_id] = (now + self.grace, True)
-                    continue
-                uid = f.order.uid if f.order else 0
-                found.extend(NewDiscrepancy.of_order(x, d.order_id, uid, Source.REALTIME) for x in findings)
-                if wait_until is not None:
-                    later[d.order_id] = (wait_until, False)
-                elif f.order is not None:
-                    share = None if findings else settled_share(f.order, f.payouts)
-                    verdicts[d.order_id] = Verdict("discrepancy" if findings else "ok", share)
-                    # No other transaction writes an order's verdict while this one holds its
-                    # check (FOR UPDATE), so `f` is what the verdict replaces.
-                    verdict_moves(moves, f.order.amount, f.judged, f.settled, share)
-            new = await self.repo.record(conn, found)
-            await self.repo.finish_checks(conn, due, verdicts, now, self.settings.self_check, later)
-            await self.repo.add_moves(conn, moves)
+                self._judge(facts[d.order_id], d.confirming, now, judged)
+            new = await tx.discrepancies.record(judged.found)
+            await tx.checks.finish(due, judged.verdicts, now, self.settings.self_check, judged.rechecks)
+            await tx.sums.add(judged.moves)
         self.alerts.publish(new)
-        if verdicts and self.settings.self_check:
+        if judged.verdicts and self.settings.self_check:
             self.self_checks_queued.set()
         return len(due), None
+
+    def _judge(self, f: OrderFacts, confirming: bool, now: datetime, judged: _Judged) -> None:
+        """One due order: a verdict, a finding to report, or a later look."""
+        if f.order is not None and not f.order.terminal:
+            return  # an order in flight: its final transition queues it again
+        findings, wait_until = held_back(check_order(f.order, f.entries, f.payouts),
+                                         f.terminal_seen, now, self.refund_grace)
+        if findings and not confirming:
+            # First sighting. A feed holds back changes of transactions younger than the
+            # oldest one still running in its database, so a change can arrive later than
+            # the grace window: look once more before telling.
+            judged.rechecks[f.order_id] = Recheck(now + self.grace, confirming=True)
+            return
+        uid = f.order.uid if f.order else 0
+        judged.found.extend(NewDiscrepancy.of_order(x, f.order_id, uid, Source.REALTIME) for x in findings)
+        if wait_until is not None:
+            judged.rechecks[f.order_id] = Recheck(wait_until, confirming=False)
+        elif f.order is not None:
+            share = None if findings else settled_share(f.order, f.payouts)
+            judged.verdicts[f.order_id] = Verdict("discrepancy" if findings else "ok", share)
+            # No other transaction writes an order's verdict while this one holds its check
+            # (FOR UPDATE), so `f` is what the verdict replaces.
+            verdict_moves(judged.moves, f.order.amount, f.judged, f.settled, share)
 
     # ---- self-check: ask the ledger and the gateway themselves ----
 
     async def run_self_checks(self) -> int:
         """Ask the ledger and the gateway about a batch of settled orders: one call to each
         for the whole batch. Returns how many orders were claimed."""
-        now = utcnow()
-        claimed, lease = await self.repo.claim_self_checks(
-            now, lease_s=max(30.0, 4 * self.settings.rpc_timeout_s), limit=self.settings.self_check_batch)
-        if not claimed:
+        # The lease is one statement, committed alone: an idle poll costs one round trip.
+        lease = await self.store.autocommit.self_checks.claim(
+            utcnow(), lease_s=max(30.0, 4 * self.settings.rpc_timeout_s),
+            limit=self.settings.self_check_batch)
+        if not lease.orders:
             return 0
-        ids = [o.order_id for o in claimed]
+        ids = [o.order_id for o in lease.orders]
         try:
             entries, payouts = await asyncio.gather(self.ledger.orders_entries(ids),
                                                     self.gateway.query_payouts(ids))
         except Unavailable as exc:
             log.info("self-check of %d orders postponed: %s", len(ids), exc)
-            await self.repo.finish_self_checks(ids, lease, utcnow(), retry_at=utcnow() + timedelta(seconds=5))
-            return len(claimed)
+            await self.store.autocommit.self_checks.finish(
+                ids, lease.until, utcnow(), retry_at=utcnow() + timedelta(seconds=5))
+            return len(ids)
         found: list[NewDiscrepancy] = []
-        for order in claimed:
+        for order in lease.orders:
             payout = payouts.get(order.order_id)
             findings = check_order(order, entries.get(order.order_id, []), [payout] if payout else [])
             found += [NewDiscrepancy.of_order(x, order.order_id, order.uid, Source.SELF_CHECK)
                       for x in findings]
-        new = await self.repo.record(self.repo.pool, found)
-        await self.repo.finish_self_checks(ids, lease, utcnow(), retry_at=None)
+        # The findings and the end of the lease commit together: a crash in between cannot
+        # leave a batch marked checked without its findings.
+        async with self.store.unit_of_work() as tx:
+            new = await tx.discrepancies.record(found)
+            await tx.self_checks.finish(ids, lease.until, utcnow(), retry_at=None)
         _self_checked.add(len(ids))
         self.alerts.publish(new)
-        return len(claimed)
+        return len(ids)
 
     async def check_order(self, order_id: str) -> list[NewDiscrepancy]:
         """CheckOrder RPC: all three services asked now; nothing stored."""
@@ -236,42 +262,47 @@ class ReconService:
 
     async def audit(self) -> list[Discrepancy]:
         now = utcnow()
-        found: list[Discrepancy] = []
-        async with self.repo.transaction() as conn:
-            stuck = await self.repo.flag_stuck(
-                conn, now - timedelta(seconds=self.settings.stuck_after_s), limit=1000)
-            found += await self.repo.record(conn, [
+        async with self.store.unit_of_work() as tx:
+            stuck = await tx.audits.flag_stuck(now - timedelta(seconds=self.settings.stuck_after_s),
+                                               limit=1000)
+            found = await tx.discrepancies.record([
                 NewDiscrepancy.of_order(
                     Finding(Reason.STUCK_ORDER,
                             f"{s.state} since {s.created_at.isoformat()} "
                             f"(> {self.settings.stuck_after_s:.0f} s)"),
                     s.order_id, s.uid, Source.REALTIME)
                 for s in stuck])
-        # An account whose sums disagree only counts once it stopped moving for a grace
-        # window and still disagrees, unchanged, a grace window later: an entry held back
-        # in the feed (behind a long transaction) may complete it meanwhile.
+        found += await self._record(await self._confirmed_unbalanced(now))
+        # The conservation of the judged orders, from their running sums: no scan of orders.
+        if detail := settled_mismatch(await self.store.autocommit.sums.current()):
+            found += await self._record([NewDiscrepancy.of_totals("payouts", detail, Source.REALTIME)])
+        self.alerts.publish(found)
+        return found
+
+    async def _confirmed_unbalanced(self, now: datetime) -> list[NewDiscrepancy]:
+        """Accounts whose sums disagree, once they stopped moving for a grace window and still
+        disagree, unchanged, a grace window later: an entry held back in the feed (behind a
+        long transaction) may complete one meanwhile."""
         horizon = self.heads.of("account") or now
-        off = await self.repo.accounts_off(min(now, horizon) - self.grace)
-        confirmed = []
+        off = await self.store.autocommit.audits.unbalanced_accounts(min(now, horizon) - self.grace)
+        confirmed: list[NewDiscrepancy] = []
         seen: dict[int, tuple[datetime, int]] = {}
         for a in off:
-            first, last_id = self._accounts_off.get(a.uid, (now, a.last_entry_id))
+            first, last_id = self._unbalanced.get(a.uid, (now, a.last_entry_id))
             if last_id != a.last_entry_id:
                 first = now
             seen[a.uid] = (first, a.last_entry_id)
             if now - first >= self.grace:
-                confirmed.append(a)
-        self._accounts_off = seen
-        found += await self.repo.record(self.repo.pool, [
-            NewDiscrepancy.of_account(a.uid, ledger_conservation(a.credits, a.debits, a.refunds, a.balance),
-                                      Source.REALTIME)
-            for a in confirmed])
-        # The conservation of the judged orders, from their running sums: no scan of orders.
-        if detail := settled_mismatch(await self.repo.running_sums()):
-            found += await self.repo.record(self.repo.pool, [
-                NewDiscrepancy.of_totals("payouts", detail, Source.REALTIME)])
-        self.alerts.publish(found)
-        return found
+                confirmed.append(NewDiscrepancy.of_account(
+                    a.uid, ledger_conservation(a.credits, a.debits, a.refunds, a.balance), Source.REALTIME))
+        self._unbalanced = seen
+        return confirmed
+
+    async def _record(self, found: list[NewDiscrepancy]) -> list[Discrepancy]:
+        if not found:
+            return []
+        async with self.store.unit_of_work() as tx:
+            return await tx.discrepancies.record(found)
 
     # ---- admin RPCs ----
 
@@ -281,30 +312,33 @@ class ReconService:
         (the last id shown), empty on the last page."""
         validate_filters(status, reason, order_id, source)
         limit = page_size(size)
-        found = await self.repo.list_discrepancies(status, reason, order_id, source, limit + 1,
-                                                   paging.row_of(page_token))
+        found = await self.store.autocommit.discrepancies.find(
+            status, reason, order_id, source, limit + 1, paging.row_of(page_token))
         return found[:limit], (paging.row_token(found[limit - 1].id) if len(found) > limit else "")
 
     async def resolve(self, discrepancy_id: int, status: str, note: str, actor: str) -> Discrepancy:
         validate.positive("discrepancy_id", discrepancy_id)
         validate_resolution(status, note)
-        done = await self.repo.resolve(discrepancy_id, status, note.strip(), actor)
+        async with self.store.unit_of_work() as tx:
+            done = await tx.discrepancies.resolve(discrepancy_id, status, note.strip(), actor)
         if done is None:
             raise DiscrepancyNotFound(discrepancy_id)
         log.info("discrepancy %d marked %s by %s: %s", discrepancy_id, status, actor, note)
         return done
 
-    async def admin_audit(self, page_size: int, page_token: str) -> tuple[list[AuditEntry], str]:
-        return await self.repo.admin_audit(page_size, page_token)
+    async def admin_audit(self, page_size: int, page_token: str) -> AuditPage:
+        return await self.store.autocommit.discrepancies.admin_audit(page_size, page_token)
 
     async def status(self) -> Status:
+        repos = self.store.autocommit
         positions, pending, open_, sums = await asyncio.gather(
-            self.repo.positions(), self.repo.pending_checks(), self.repo.open_discrepancies(),
-            self.repo.running_sums())
+            repos.feeds.positions(), repos.checks.pending(), repos.discrepancies.open_count(),
+            repos.sums.current())
         return Status(positions, {name: self.heads.of(name) for name, _ in self.settings.feeds},
                       pending, open_, sums)
 
     async def verify_sums(self) -> list[str]:
         """Every running sum that a full recount of the projections does not confirm. A scan
         of every table: for tests, benchmarks and operators, never for a poll."""
-        return differences(*await self.repo.sums_and_recount())
+        both = await self.store.sums_with_recount()
+        return differences(both.running, both.recount)

@@ -102,9 +102,9 @@ class ReconServicer(recon_pb2_grpc.ReconServiceServicer):
     async def ListAdminAudit(
         self, request: recon_pb2.ListAdminAuditRequest, context: grpc.aio.ServicerContext
     ) -> recon_pb2.ListAdminAuditResponse:
-        entries, token = await self.service.admin_audit(request.page_size, request.page_token)
-        return recon_pb2.ListAdminAuditResponse(entries=[audit_entry_pb(e) for e in entries],
-                                                next_page_token=token)
+        page = await self.service.admin_audit(request.page_size, request.page_token)
+        return recon_pb2.ListAdminAuditResponse(entries=[audit_entry_pb(e) for e in page.entries],
+                                                next_page_token=page.next_page_token)
 
     async def CheckOrder(
         self, request: recon_pb2.CheckOrderRequest, context: grpc.aio.ServicerContext

@@ -35,7 +35,7 @@ class FeedFollower:
 
     async def run(self, stopping: asyncio.Event) -> None:
         feed = self.client.feed
-        cursor = await self.service.repo.cursor_of(feed)
+        cursor = await self.service.cursor_of(feed)
         backoff = self.poll_s
         pause = self.poll_s
         while not stopping.is_set():
@@ -57,7 +57,7 @@ class FeedFollower:
                     continue
                 if not applied:
                     # Another replica applied this page first: continue from where it is.
-                    cursor = await self.service.repo.cursor_of(feed)
+                    cursor = await self.service.cursor_of(feed)
                     continue
                 cursor = next_cursor
                 self.service.checks_queued.set()

@@ -36,7 +36,7 @@ import functools
 import os
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +57,8 @@ from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_REDIS_URL
 from meshkit.status import reason_of
 from tools import meshctl as mesh
+from tools.drill_verdict import Answers, DrillResult, Run, state_of
+from tools.drill_verdict import verdict as judge
 from tools.loadlib import gate
 from tools.loadlib.clients import MeshClients, retry_unavailable
 from tools.loadlib.driver import Driver, DriverConfig, parse_mix
@@ -112,22 +114,6 @@ class DrillOptions:
     environ: Mapping[str, str] | None = None
     layout: mesh.Layout = field(default_factory=mesh.Layout)
     progress: bool = True
-
-
-@dataclass
-class DrillResult:
-    passed: bool
-    line: str
-    orders: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    lost_fen: int = 0
-    double_payouts: int = 0
-    discrepancies: int = 0
-    problems: list[str] = field(default_factory=list)
-    report_dir: Path | None = None
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-    checks: dict[str, Any] = field(default_factory=dict)
 
 
 class Timeline:
@@ -599,6 +585,9 @@ class Drill:
     # 6. verdict
 
     async def verdict(self, orders: dict[str, withdraw_pb2.Order]) -> DrillResult:
+        return judge(orders, await self._answers(orders), Run(self.users, self.confirmed, self.compensated))
+
+    async def _answers(self, orders: dict[str, withdraw_pb2.Order]) -> Answers:
         md = self.clients.metadata
         entries: dict[str, list[account_pb2.Entry]] = {}
         payouts: dict[str, gateway_pb2.Payout | None] = {}
@@ -626,116 +615,8 @@ class Drill:
         await bounded_gather(sorted(orders), per_order, 32)
         await bounded_gather(self.users, per_user, 32)
         listed = await self._gateway_payouts()
-        discrepancies, global_open = await self._open_discrepancies(set(orders))
-
-        problems: list[str] = []
-        examples: dict[str, list[str]] = defaultdict(list)
-
-        def fail(kind: str, detail: str) -> None:
-            examples[kind].append(detail)
-
-        by_state = Counter(_state(o) for o in orders.values())
-        succeeded = [o for o in orders.values() if _state(o) == "SUCCEEDED"]
-        failed = [o for o in orders.values() if _state(o) == "FAILED"]
-        for order in orders.values():
-            if _state(order) not in TERMINAL:
-                fail("not terminal", f"{order.order_id} {_state(order)}")
-        for order_id in sorted(self.confirmed - set(orders)):
-            fail("confirmed order missing from ListOrders", order_id)
-
-        double_payouts = 0
-        paid_by_order: dict[str, list[gateway_pb2.Payout]] = defaultdict(list)
-        for payout in listed:
-            if payout.state == gateway_pb2.PAYOUT_STATE_SUCCEEDED:
-                paid_by_order[payout.order_id].append(payout)
-        for order_id, paid in paid_by_order.items():
-            if order_id not in orders:
-                double_payouts += len(paid)
-                fail("payout without a drill order", order_id)
-        for order in succeeded:
-            kinds = Counter(e.kind for e in entries.get(order.order_id, []))
-            debit = [e for e in entries.get(order.order_id, []) if e.kind == account_pb2.ENTRY_KIND_DEBIT]
-            record = payouts.get(order.order_id)
-            paid = paid_by_order.get(order.order_id, [])
-            if len(paid) > 1:
-                double_payouts += len(paid) - 1
-                fail("paid more than once", order.order_id)
-            if record is None or record.state != gateway_pb2.PAYOUT_STATE_SUCCEEDED:
-                fail("SUCCEEDED order not paid by the gateway", order.order_id)
-            elif record.amount_fen != order.amount_fen:
-                fail("payout amount differs", f"{order.order_id} {record.amount_fen} != {order.amount_fen}")
-            if kinds[account_pb2.ENTRY_KIND_DEBIT] != 1 or debit[0].amount_fen != order.amount_fen:
-                fail("SUCCEEDED order without exactly one debit of its amount", order.order_id)
-            if kinds[account_pb2.ENTRY_KIND_REFUND]:
-                fail("refund on a SUCCEEDED order", order.order_id)
-        for order in failed:
-            order_entries = entries.get(order.order_id, [])
-            debits = [e for e in order_entries if e.kind == account_pb2.ENTRY_KIND_DEBIT]
-            refunds = [e for e in order_entries if e.kind == account_pb2.ENTRY_KIND_REFUND]
-            record = payouts.get(order.order_id)
-            if (record is not None and record.state == gateway_pb2.PAYOUT_STATE_SUCCEEDED) \
-                    or paid_by_order.get(order.order_id):
-                double_payouts += 1
-                fail("FAILED order paid by the gateway", order.order_id)
-            if record is not None and record.state == gateway_pb2.PAYOUT_STATE_PROCESSING:
-                fail("FAILED order with a payout still PROCESSING", order.order_id)
-            if len(debits) > 1:
-                fail("more than one debit", order.order_id)
-            if debits and (len(refunds) != 1 or refunds[0].amount_fen != debits[0].amount_fen):
-                fail("FAILED order with a debit but not exactly one refund of it",
-                     f"{order.order_id} ({len(refunds)} refunds)")
-            if not debits and refunds:
-                fail("refund without a debit", order.order_id)
-
-        paid_fen: dict[int, int] = defaultdict(int)
-        for order in succeeded:
-            paid_fen[order.uid] += order.amount_fen
-        lost_fen = 0
-        for user in self.users:
-            diff = user.funded_fen - balances.get(user.uid, 0) - paid_fen[user.uid]
-            if diff:
-                lost_fen += abs(diff)
-                fail("conservation (funding != balance + paid out)",
-                     f"uid {user.uid}: {diff:+d} fen")
-        gateway_fen = sum(p.amount_fen for paid in paid_by_order.values() for p in paid)
-        orders_fen = sum(o.amount_fen for o in succeeded)
-        if gateway_fen != orders_fen:
-            fail("gateway total differs from SUCCEEDED orders",
-                 f"gateway {gateway_fen} fen, orders {orders_fen} fen")
-        for order_id in sorted(self.compensated & set(orders)):
-            fail("needed the compensation job (the normal paths left it unfinished)", order_id)
-        for record in discrepancies:
-            fail("open recon discrepancy", f"{_reason(record)} {record.order_id}: {record.detail[:80]}")
-        for kind, items in examples.items():
-            problems.append(f"{kind}: {len(items)} (e.g. {', '.join(items[:3])})")
-
-        checks = {
-            "orders_by_state": dict(by_state),
-            "orders_confirmed_by_reply": len(self.confirmed),
-            "funded_fen": sum(u.funded_fen for u in self.users),
-            "balances_fen": sum(balances.values()),
-            "succeeded_fen": orders_fen,
-            "gateway_succeeded_fen": gateway_fen,
-            "gateway_payouts_of_drill_users": len(listed),
-            "failed_with_debit": sum(1 for o in failed if any(
-                e.kind == account_pb2.ENTRY_KIND_DEBIT for e in entries.get(o.order_id, []))),
-            "failed_refund_states": dict(Counter(_refund(o) for o in failed)),
-            "open_discrepancies_for_drill_orders": len(discrepancies),
-            "orders_moved_by_compensation": len(self.compensated & set(orders)),
-            "open_discrepancies_without_order_since_start": [
-                {"reason": _reason(d), "detail": d.detail, "source": _source(d)} for d in global_open],
-            "problems": problems,
-        }
-        counts = (f"orders={len(orders)} succeeded={len(succeeded)} failed={len(failed)} "
-                  f"lost_fen={lost_fen} double_payouts={double_payouts} discrepancies={len(discrepancies)}")
-        passed = not problems and len(orders) > 0
-        if passed:
-            line = f"DRILL PASS {counts}"
-        else:
-            what = "; ".join(problems) if problems else "no orders were created"
-            line = f"DRILL FAIL {what} ({counts})"
-        return DrillResult(passed, line, len(orders), len(succeeded), len(failed), lost_fen, double_payouts,
-                           len(discrepancies), problems, checks=checks)
+        discrepancies, unattributed = await self._open_discrepancies(set(orders))
+        return Answers(entries, payouts, balances, listed, discrepancies, unattributed)
 
     async def _gateway_payouts(self) -> list[gateway_pb2.Payout]:
         lo, hi = self.users[0].uid, self.users[-1].uid
@@ -825,26 +706,10 @@ async def _port_closed(address: str, timeout_s: float) -> bool:
         await asyncio.sleep(0.1)
 
 
-def _state(order: withdraw_pb2.Order) -> str:
-    return withdraw_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
+_state = state_of
 
 
 Orders = list[withdraw_pb2.Order]
-
-
-def _refund(order: withdraw_pb2.Order) -> str:
-    """PENDING, REFUNDED, VOIDED; "-" for an order that owes none."""
-    if order.refund == withdraw_pb2.REFUND_STATE_UNSPECIFIED:
-        return "-"
-    return withdraw_pb2.RefundState.Name(order.refund).removeprefix("REFUND_STATE_")
-
-
-def _reason(d: recon_pb2.Discrepancy) -> str:
-    return recon_pb2.DiscrepancyReason.Name(d.reason_kind).removeprefix("DISCREPANCY_REASON_").lower()
-
-
-def _source(d: recon_pb2.Discrepancy) -> str:
-    return recon_pb2.DiscrepancySource.Name(d.source_kind).removeprefix("DISCREPANCY_SOURCE_").lower()
 
 
 def _unsettled(orders: Mapping[str, withdraw_pb2.Order]) -> tuple[Orders, Orders]:

@@ -18,21 +18,24 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from mesh.withdraw.v1 import withdraw_pb2
 from tools.loadlib import gate
 from tools.loadlib.clients import MeshClients
-from tools.loadlib.driver import Driver, DriverConfig, parse_mix
+from tools.loadlib.driver import Driver, DriverConfig, DriverState, parse_mix
 from tools.loadlib.report import new_report_dir, summary_table, write_report
-from tools.loadlib.runner import cpu_seconds, funding_per_user, rate_figures, wait_drained
+from tools.loadlib.runner import Drain, cpu_seconds, funding_per_user, rate_figures, wait_drained
 from tools.loadlib.sampler import OrderTracker, Sampler, channel_stats
 from tools.loadlib.seeding import (
     RUN_BLOCK,
     TEST_UID_BASE,
+    SeedResult,
     discover_channels,
     new_run_slot,
     run_uids,
@@ -99,85 +102,140 @@ async def run(args: argparse.Namespace) -> int:
         await clients.close()
 
 
+@dataclass(frozen=True)
+class LoadPlan:
+    """One run: its uid block, tag, driver settings and the channels it spreads users over."""
+
+    run_slot: int
+    uids: list[int]
+    run_tag: str
+    config: DriverConfig
+    channels: list[str]
+    funding_fen: int
+
+    @property
+    def uid_range(self) -> tuple[int, int]:
+        return self.uids[0], self.uids[-1] + 1
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """What the load phase and the drain after it came to."""
+
+    state: DriverState
+    summary: dict[str, Any]
+    load_seconds: float
+    cpu_seconds: float
+    max_loop_lag_ms: float | None
+    drain: Drain
+    gate_changed: bool
+
+
 async def _run(clients: MeshClients, args: argparse.Namespace, mix: dict[str, int]) -> int:
+    plan = await _plan(clients, args, mix)
+    uid_lo, uid_hi = plan.uid_range
+    say(f"load: run {plan.run_tag}: {args.users} test users uid {uid_lo}..{uid_hi - 1} "
+        f"(test range starts at {TEST_UID_BASE}, {RUN_BLOCK} uids per run), "
+        f"channels {', '.join(plan.channels)}")
+    tracker = OrderTracker(clients, uid_lo, uid_hi)
+    await tracker.skip_to_end()
+    seeded = await seed_users(clients, plan.uids, plan.funding_fen, run_slot=plan.run_slot,
+                              channels=plan.channels, fund_via=args.fund_via, say=say)
+    gate_before = await gate.get_config(clients)
+    gate_changed = args.gate == "open" and await _open_gate_if_refused(clients, gate_before, plan)
+    if gate_changed is None:
+        return 1
+    report_dir = new_report_dir("load", args.report_dir)
+    recorder = Recorder()
+    driver = Driver(clients, seeded.users, plan.config, recorder)
+    sampler = Sampler(clients, recorder, tracker, driver=driver, say=None if args.quiet else say)
+    started_wall = datetime.now(UTC)
+    try:
+        outcome = await _drive(clients, args, driver, sampler, recorder, tracker, gate_changed)
+    finally:
+        await sampler.stop()
+        if gate_changed:
+            try:
+                await gate.set_config(clients, gate_before, reason=f"load test {plan.run_tag}: restore")
+            except Exception as exc:
+                say(f"load: could not restore the gate configuration: {exc}")
+    report = _report(clients, args, plan, seeded, outcome, tracker.counts(),
+                     await channel_stats(clients, timeout_s=3.0), started_wall)
+    paths = write_report(report_dir, report, sampler.rows, title=f"Load test {plan.run_tag}")
+    _say_outcome(args, outcome, report, paths["html"])
+    return 0 if outcome.drain.drained else 1
+
+
+async def _plan(clients: MeshClients, args: argparse.Namespace, mix: dict[str, int]) -> LoadPlan:
     run_slot = args.run_slot if args.run_slot >= 0 else new_run_slot()
-    uids = run_uids(run_slot, args.users)
-    uid_lo, uid_hi = uids[0], uids[-1] + 1
     run_tag = f"load-{run_slot}-{int(time.time())}"
     config = DriverConfig(rate=args.rate, duration_s=args.duration, mix=mix, concurrency=args.concurrency,
                           amount_min_fen=args.amount_min, amount_max_fen=args.amount_max,
                           timeout_s=args.timeout, run_tag=run_tag, seed=run_slot)
-    channels = await discover_channels(clients)
-    say(f"load: run {run_tag}: {args.users} test users uid {uid_lo}..{uid_hi - 1} "
-        f"(test range starts at {TEST_UID_BASE}, {RUN_BLOCK} uids per run), channels {', '.join(channels)}")
+    return LoadPlan(run_slot, run_uids(run_slot, args.users), run_tag, config,
+                    await discover_channels(clients), funding_per_user(config, args.users))
 
-    tracker = OrderTracker(clients, uid_lo, uid_hi)
-    await tracker.skip_to_end()
-    funding = funding_per_user(config, args.users)
-    seeded = await seed_users(clients, uids, funding, run_slot=run_slot, channels=channels,
-                              fund_via=args.fund_via, say=say)
 
-    gate_before = await gate.get_config(clients)
-    gate_changed = False
-    probe = [uids[i] for i in range(min(len(uids), 10))]
-    if args.gate == "open" and not await gate.wait_gate(clients, probe, want_open=True, timeout_s=0.0):
-        await gate.set_config(clients, gate.open_config(gate_before), reason=f"load test {run_tag}: open")
-        gate_changed = True
-        if not await gate.wait_gate(clients, probe, want_open=True, timeout_s=15.0):
-            say("load: the gate did not open for test users within 15 s")
-            return 1
-        say("load: gate opened for the run (will be restored)")
+async def _open_gate_if_refused(clients: MeshClients, before: withdraw_pb2.GateConfig,
+                                plan: LoadPlan) -> bool | None:
+    """Open the gate for the run if it refuses test users (audited; restored after). True if
+    it was changed, None if it did not open in time."""
+    probe = plan.uids[:10]
+    if await gate.wait_gate(clients, probe, want_open=True, timeout_s=0.0):
+        return False
+    await gate.set_config(clients, gate.open_config(before), reason=f"load test {plan.run_tag}: open")
+    if not await gate.wait_gate(clients, probe, want_open=True, timeout_s=15.0):
+        say("load: the gate did not open for test users within 15 s")
+        return None
+    say("load: gate opened for the run (will be restored)")
+    return True
 
-    report_dir = new_report_dir("load", args.report_dir)
-    recorder = Recorder()
-    driver = Driver(clients, seeded.users, config, recorder)
-    sampler = Sampler(clients, recorder, tracker, driver=driver, say=None if args.quiet else say)
-    started_wall = datetime.now(UTC)
+
+async def _drive(clients: MeshClients, args: argparse.Namespace, driver: Driver, sampler: Sampler,
+                 recorder: Recorder, tracker: OrderTracker, gate_changed: bool) -> LoadOutcome:
+    """The load itself, then the wait for the payout queues to drain."""
     cpu0 = cpu_seconds()
     sampler.start()
     mode = (f"open loop at {args.rate:g} confirms/s" if args.rate > 0
             else f"closed loop, {args.concurrency} callers")
     say(f"load: driving {args.mix} for {args.duration:g}s, {mode}")
-    try:
-        state = await driver.run()
-        load_seconds = state.stopped_at - state.started_at
-        cpu_load = cpu_seconds() - cpu0
-        summary = recorder.summary(load_seconds)
-        sampler.phase = "drain"
-        say(f"load: stopped after {load_seconds:.1f}s; waiting for the payout queues to drain "
-            f"(at most {args.drain_timeout:g}s)")
-        drain = await wait_drained(clients, tracker, args.drain_timeout, expected_orders=len(state.order_ids))
-    finally:
-        await sampler.stop()
-        if gate_changed:
-            try:
-                await gate.set_config(clients, gate_before, reason=f"load test {run_tag}: restore")
-            except Exception as exc:
-                say(f"load: could not restore the gate configuration: {exc}")
+    state = await driver.run()
+    load_seconds = state.stopped_at - state.started_at
+    cpu_load = cpu_seconds() - cpu0
+    summary = recorder.summary(load_seconds)
+    sampler.phase = "drain"
+    say(f"load: stopped after {load_seconds:.1f}s; waiting for the payout queues to drain "
+        f"(at most {args.drain_timeout:g}s)")
+    drain = await wait_drained(clients, tracker, args.drain_timeout, expected_orders=len(state.order_ids))
+    lag = max((r["loop_lag_ms"] for r in sampler.rows if r["phase"] == "load"), default=None)
+    return LoadOutcome(state, summary, load_seconds, cpu_load, lag, drain, gate_changed)
 
-    counts = tracker.counts()
-    end_channels = await channel_stats(clients, timeout_s=3.0)
-    figures = rate_figures(summary, load_seconds)
-    report: dict[str, Any] = {
+
+def _report(clients: MeshClients, args: argparse.Namespace, plan: LoadPlan, seeded: SeedResult,
+            outcome: LoadOutcome, counts: dict[str, int], end_channels: Any,
+            started_wall: datetime) -> dict[str, Any]:
+    uid_lo, uid_hi = plan.uid_range
+    state, drain, load_seconds = outcome.state, outcome.drain, outcome.load_seconds
+    return {
         "kind": "load",
         "config": {
-            "run": run_tag, "run_slot": run_slot, "users": args.users,
+            "run": plan.run_tag, "run_slot": plan.run_slot, "users": args.users,
             "test_uids": f"{uid_lo}..{uid_hi - 1}",
-            "test_traffic": (f"uids in [{uid_lo}, {uid_hi}); request ids start with '{run_tag}-'; reward ids "
-                             "'lt-<uid>-<n>' with source 'load_test'; method ids 'lt-<uid>'"),
+            "test_traffic": (f"uids in [{uid_lo}, {uid_hi}); request ids start with '{plan.run_tag}-'; "
+                             "reward ids 'lt-<uid>-<n>' with source 'load_test'; method ids 'lt-<uid>'"),
             "rate_confirms_per_s": args.rate, "concurrency": args.concurrency if args.rate == 0 else None,
             "duration_s": args.duration, "mix": args.mix,
             "amount_fen": f"{args.amount_min}..{args.amount_max}",
-            "funding_per_user_fen": funding, "channels": ", ".join(channels),
+            "funding_per_user_fen": plan.funding_fen, "channels": ", ".join(plan.channels),
             "started": started_wall.isoformat(timespec="seconds"), "addresses": clients.addresses,
-            "gate": "opened for the run and restored" if gate_changed else "left as it was",
+            "gate": "opened for the run and restored" if outcome.gate_changed else "left as it was",
         },
         "seed": {"bind_s": round(seeded.bind_seconds, 2), "fund_s": round(seeded.fund_seconds, 2),
                  "credited_by_stream": seeded.credited_by_stream,
                  "credited_by_force": seeded.credited_by_force},
-        "summary": summary,
+        "summary": outcome.summary,
         "results": {
-            **figures,
+            **rate_figures(outcome.summary, load_seconds),
             "load_seconds": round(load_seconds, 2),
             "calls_issued": state.issued,
             "calls_skipped_client_overload": state.skipped,
@@ -186,19 +244,21 @@ async def _run(clients: MeshClients, args: argparse.Namespace, mix: dict[str, in
             "orders_unanswered": state.unanswered_confirms,
             "confirms_shed": state.shed_confirms,
             "orders_by_state": counts,
-            "load_tool_cpu_s": round(cpu_load, 2),
-            "load_tool_cpu_share": round(cpu_load / load_seconds, 3) if load_seconds else None,
-            "load_tool_max_loop_lag_ms": max((r["loop_lag_ms"] for r in sampler.rows if r["phase"] == "load"),
-                                             default=None),
+            "load_tool_cpu_s": round(outcome.cpu_seconds, 2),
+            "load_tool_cpu_share": round(outcome.cpu_seconds / load_seconds, 3) if load_seconds else None,
+            "load_tool_max_loop_lag_ms": outcome.max_loop_lag_ms,
         },
         "drain": {"drained": drain.drained, "seconds": round(drain.seconds, 2),
                   "left_for_compensation": drain.open_by_state, "queued": drain.queued,
                   "dead_letters": drain.dead_letters, "timeout_s": args.drain_timeout},
         "channels_end": end_channels,
     }
-    paths = write_report(report_dir, report, sampler.rows, title=f"Load test {run_tag}")
+
+
+def _say_outcome(args: argparse.Namespace, outcome: LoadOutcome, report: dict[str, Any], html: Path) -> None:
+    drain, results = outcome.drain, report["results"]
     say("")
-    say(summary_table(summary))
+    say(summary_table(outcome.summary))
     say("")
     if drain.drained:
         drain_text = f"queues drained {drain.seconds:.1f}s after the load"
@@ -206,12 +266,12 @@ async def _run(clients: MeshClients, args: argparse.Namespace, mix: dict[str, in
         drain_text = f"NOT drained after {drain.seconds:.1f}s ({drain.queued} queued)"
     if drain.open_by_state:
         drain_text += f"; left for the compensation job: {drain.open_by_state}"
-    p50, p99 = figures["confirm_p50_ms"], figures["confirm_p99_ms"]
+    p50, p99 = results["confirm_p50_ms"], results["confirm_p99_ms"]
     target = f"target {args.rate:g}/s" if args.rate > 0 else f"closed loop, {args.concurrency} callers"
-    say(f"confirms: {len(state.order_ids)} ok at {figures['confirm_ok_per_s']:.1f}/s "
-        f"({target}), p50 {p50} ms, p99 {p99} ms; orders {json.dumps(counts)}; {drain_text}")
-    say(f"report: {paths['html']}")
-    return 0 if drain.drained else 1
+    say(f"confirms: {len(outcome.state.order_ids)} ok at {results['confirm_ok_per_s']:.1f}/s "
+        f"({target}), p50 {p50} ms, p99 {p99} ms; orders {json.dumps(results['orders_by_state'])}; "
+        f"{drain_text}")
+    say(f"report: {html}")
 
 
 def main() -> int:

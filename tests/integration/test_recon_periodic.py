@@ -27,9 +27,9 @@ from meshkit.timeconv import utcnow
 from recon_svc.alerts import Alerts
 from recon_svc.domain import SUCCEEDED, EntryView, OrderView, PayoutView
 from recon_svc.peers import FeedChange
-from recon_svc.repository import Repository
 from recon_svc.service import ReconService
 from recon_svc.settings import Settings
+from recon_svc.store.unit_of_work import PgStore
 from tests.harness import patched_env
 
 ORDERS = 30_000
@@ -245,7 +245,7 @@ async def scratch(mesh_env: dict[str, str]) -> AsyncIterator[Scratch]:
         gateway = FakeGateway(db, lost=await db.fetchval(
             "SELECT order_id FROM r_orders WHERE self_check_due_at IS NOT NULL AND state = $1 LIMIT 1",
             SUCCEEDED))
-        service = ReconService(Repository(explained), settings, Alerts("", 1.0), ledger, gateway, NoOrders())
+        service = ReconService(PgStore(explained), settings, Alerts("", 1.0), ledger, gateway, NoOrders())
         try:
             yield Scratch(db, explained, service, ledger, gateway)
         finally:
@@ -273,7 +273,7 @@ async def apply_pages(s: Scratch) -> None:
     and changes recon already has (replays)."""
     now = utcnow()
     svc = s.service
-    await svc.repo.ensure_feeds(["account", "withdraw", "gateway"])
+    await svc.store.autocommit.feeds.ensure(["account", "withdraw", "gateway"])
     old = await s.db.fetch("SELECT order_id, uid, amount, state FROM r_orders WHERE order_id LIKE 'o%'"
                            " ORDER BY order_id LIMIT $1", PAGE)
     fresh = [(f"n{uuid.uuid4().hex[:12]}", 1 + i, 100 + i) for i in range(PAGE)]
@@ -334,7 +334,7 @@ async def test_self_check_asks_each_peer_once_per_batch(scratch: Scratch) -> Non
 
 async def test_running_sums_still_equal_a_full_recount(scratch: Scratch) -> None:
     assert await scratch.service.verify_sums() == []
-    sums = await scratch.service.repo.running_sums()
+    sums = await scratch.service.store.autocommit.sums.current()
     assert sums["order"].count == ORDERS + STUCK + PAGE
     assert sums["succeeded"].count == ORDERS - ORDERS // 50 - ORDERS // 10 + PAGE
     stuck = await scratch.db.fetchval("SELECT count(*) FROM discrepancies WHERE reason = 'stuck_order'")

@@ -19,7 +19,7 @@ import pytest
 from mesh.recon.v1 import recon_pb2
 from meshkit.db import create_pool, migrate
 from meshkit.server import RunningServer
-from recon_svc.repository import Repository
+from recon_svc.store.sums import running_and_recount
 from recon_svc.sums import Sum, Sums, differences
 from tests.harness import create_database, drop_database, new_id, new_uid, start_service
 from tests.integration.recon_support import FEED_SCHEMAS, FeedServer, Recon, Writer, open_feed_server
@@ -35,7 +35,6 @@ class World:
     running: RunningServer
     feeds: dict[str, FeedServer]
     db: asyncpg.Pool     # the recon schema
-    repo: Repository
     env: dict[str, str]
 
     async def replay_from_the_start(self) -> None:
@@ -66,7 +65,8 @@ class World:
         assert got == (ends, 0)
 
     async def sums(self) -> tuple[Sums, Sums]:
-        return await self.repo.sums_and_recount()
+        both = await running_and_recount(self.db)
+        return both.running, both.recount
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ async def world(mesh_env: dict[str, str]) -> AsyncIterator[World]:
     }
     running = await start_service("recon_svc", env)
     db = await create_pool(dsn, "recon", min_size=1, max_size=2)
-    world = World(Writer(feeds), Recon(running.address), running, feeds, db, Repository(db), env)
+    world = World(Writer(feeds), Recon(running.address), running, feeds, db, env)
     try:
         yield world
     finally:
@@ -200,7 +200,8 @@ async def test_a_schema_with_projections_starts_its_sums_from_them(
             VALUES (1, 2000, 800, 300, 1500, 4);
         """)
         assert await migrate(db, schema, MIGRATIONS) == ["recon_svc/003_running_sums.sql"]
-        running, recount = await Repository(db).sums_and_recount()
+        both = await running_and_recount(db)
+        running, recount = both.running, both.recount
         assert differences(running, recount) == []
         assert running[Sum.SETTLED] == recount[Sum.SETTLED]
         settled, paid = running[Sum.SETTLED], running[Sum.SETTLED_PAID]

@@ -25,37 +25,17 @@ from recon_svc.domain import (
     payout_change,
     validate_resolution,
 )
+from tests.recon_cases import (
+    AMT,
+    CLEAN,
+    ONE_FAULT,
+    debit,
+    order,
+    paid,
+    refund,
+)
 
-AMT = 500
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-def order(state: str, amount: int = AMT, conflict: str = "") -> OrderView:
-    return OrderView("o-1", 7, amount, state, conflict)
-
-
-def debit(amount: int = AMT) -> EntryView:
-    return EntryView("DEBIT", amount)
-
-
-def refund(amount: int = AMT) -> EntryView:
-    return EntryView("REFUND", amount)
-
-
-def void() -> EntryView:
-    return EntryView("VOID", 0)
-
-
-def paid(amount: int = AMT, times: int = 1, ref: str = "") -> PayoutView:
-    return PayoutView("SUCCEEDED", amount, times, amount * times, ref)
-
-
-def failed_payout(amount: int = AMT) -> PayoutView:
-    return PayoutView("FAILED", amount)
-
-
-def processing(amount: int = AMT) -> PayoutView:
-    return PayoutView("PROCESSING", amount)
 
 
 def reasons(o: OrderView | None, entries: list[EntryView], payouts: list[PayoutView]) -> list[str]:
@@ -64,19 +44,7 @@ def reasons(o: OrderView | None, entries: list[EntryView], payouts: list[PayoutV
 
 # ---- what is clean ----
 
-@pytest.mark.parametrize(("o", "entries", "payouts"), [
-    (order("SUCCEEDED"), [debit()], [paid()]),
-    (order("FAILED"), [], []),
-    (order("FAILED"), [void()], []),
-    (order("FAILED"), [void()], [failed_payout()]),
-    (order("FAILED"), [debit(), refund()], []),
-    (order("FAILED"), [debit(), refund()], [failed_payout()]),
-    (order("PAYING"), [debit()], [processing()]),
-    (order("PENDING_DEDUCT"), [], []),
-    (order("PENDING_PAYOUT"), [debit(), debit()], []),  # judged once final, not before
-    (None, [void()], []),
-    (None, [], []),
-])
+@pytest.mark.parametrize(("o", "entries", "payouts"), CLEAN)
 def test_clean_orders_have_no_finding(o: OrderView | None, entries: list[EntryView],
                                       payouts: list[PayoutView]) -> None:
     assert reasons(o, entries, payouts) == []
@@ -84,33 +52,7 @@ def test_clean_orders_have_no_finding(o: OrderView | None, entries: list[EntryVi
 
 # ---- one fault, exactly one finding ----
 
-@pytest.mark.parametrize(("o", "entries", "payouts", "expected"), [
-    (order("SUCCEEDED"), [], [paid()], "missing_debit"),
-    (order("SUCCEEDED"), [debit(), debit()], [paid()], "double_debit"),
-    (order("FAILED"), [debit(), debit(), refund()], [], "double_debit"),
-    (None, [debit()], [], "debit_without_order"),
-    (None, [debit()], [paid()], "debit_without_order"),
-    (order("FAILED"), [debit()], [], "missing_refund"),
-    (order("FAILED"), [debit(), refund(), refund()], [], "double_refund"),
-    (order("FAILED"), [refund()], [], "double_refund"),
-    (order("SUCCEEDED"), [debit(), refund()], [paid()], "refund_on_succeeded"),
-    (None, [], [paid()], "payout_without_debit"),
-    (None, [], [processing()], "payout_without_debit"),
-    (order("FAILED"), [void()], [paid()], "payout_without_debit"),
-    (order("SUCCEEDED"), [debit()], [paid(times=2)], "double_payout"),
-    (order("SUCCEEDED"), [debit()], [paid(ref="a"), paid(ref="b")], "double_payout"),
-    (order("SUCCEEDED"), [debit(AMT + 1)], [paid()], "amount_mismatch"),
-    (order("SUCCEEDED"), [debit()], [paid(AMT - 1)], "amount_mismatch"),
-    (order("FAILED"), [debit(), refund(AMT - 1)], [], "amount_mismatch"),
-    (order("FAILED"), [debit(AMT + 1), refund(AMT + 1)], [], "amount_mismatch"),
-    (order("SUCCEEDED"), [debit()], [], "state_mismatch"),
-    (order("SUCCEEDED"), [debit()], [failed_payout()], "state_mismatch"),
-    (order("SUCCEEDED"), [debit()], [processing()], "state_mismatch"),
-    (order("FAILED"), [debit(), refund()], [paid()], "state_mismatch"),
-    (order("FAILED"), [debit()], [paid()], "state_mismatch"),
-    (order("FAILED"), [debit()], [processing()], "state_mismatch"),
-    (order("SUCCEEDED", conflict="FAILED"), [debit()], [paid()], "state_mismatch"),
-])
+@pytest.mark.parametrize(("o", "entries", "payouts", "expected"), ONE_FAULT)
 def test_each_fault_is_one_finding(o: OrderView | None, entries: list[EntryView],
                                    payouts: list[PayoutView], expected: str) -> None:
     assert reasons(o, entries, payouts) == [expected]

@@ -154,14 +154,60 @@ async def seed_users(
     if not uids:
         return SeedResult([], run_slot, 0.0, 0.0, 0, 0)
     env = os.environ if environ is None else environ
-    md = clients.metadata
     users = [
         TestUser(uid=uid, channel=channels[i % len(channels)], method_id=f"lt-{uid}",
                  funded_fen=funding_fen, remaining_fen=funding_fen)
         for i, uid in enumerate(uids)
     ]
+    await refuse_used_uids(clients, users, run_slot, concurrency)
 
-    # A used uid would break the per-user conservation check of the drill: refuse early.
+    started = time.monotonic()
+    await bind_methods(clients, users, concurrency)
+    bind_seconds = time.monotonic() - started
+    say(f"seed: bound {len(users)} payout methods over {', '.join(channels)} in {bind_seconds:.1f}s")
+
+    tokens = funding_tokens(users, funding_fen, env)
+    started = time.monotonic()
+    if fund_via == "stream":
+        await publish_funding(env, tokens)
+        pending = await wait_credited(clients, users, stream_grace_s, concurrency)
+    else:
+        pending = list(users)
+    by_force = len(pending)
+    if pending:
+        await force_credit(clients, pending, tokens, concurrency)
+        pending = await wait_credited(clients, pending, credit_timeout_s, concurrency)
+    if pending:
+        raise RuntimeError(f"{len(pending)} test users not credited within {credit_timeout_s:.0f}s "
+                           f"(e.g. uid {pending[0].uid})")
+    fund_seconds = time.monotonic() - started
+    say(f"seed: funded {len(users)} users with {funding_fen} fen each in {fund_seconds:.1f}s "
+        f"({len(users) - by_force} by the ingest stream, {by_force} by ForceCredit)")
+    return SeedResult(users, run_slot, bind_seconds, fund_seconds, len(users) - by_force, by_force)
+
+
+async def seed_bench_users(addresses: Mapping[str, str], environ: Mapping[str, str], count: int,
+                           funding_fen: int, *, concurrency: int,
+                           say: Callable[[str], None] = print) -> list[TestUser]:
+    """Users for a benchmark of the mesh at `addresses` (its keys in `environ`): a fresh
+    run's uid block, funded by ForceCredit at once, since a bench measures what comes after
+    the funding, not the ingest."""
+    env = {**environ, **{f"{svc.upper()}_ADDR": address for svc, address in addresses.items()}}
+    clients = MeshClients.from_env("bench", env)
+    try:
+        run_slot = new_run_slot()
+        seeded = await seed_users(clients, run_uids(run_slot, count), funding_fen, run_slot=run_slot,
+                                  channels=DEFAULT_CHANNELS, concurrency=concurrency, fund_via="force",
+                                  say=say, environ=env)
+    finally:
+        await clients.close()
+    return seeded.users
+
+
+async def refuse_used_uids(clients: MeshClients, users: Sequence[TestUser], run_slot: int,
+                           concurrency: int) -> None:
+    """A used uid would break the per-user conservation check of the drill: refuse early
+    (the first users of the block are enough to tell a used run slot)."""
     used: list[int] = []
 
     async def check_fresh(user: TestUser) -> None:
@@ -177,23 +223,25 @@ async def seed_users(
         raise RuntimeError(f"test uids already hold money (e.g. uid {used[0]}): run slot {run_slot} "
                            "was used before; pick another --run-slot")
 
-    started = time.monotonic()
 
+async def bind_methods(clients: MeshClients, users: Sequence[TestUser], concurrency: int) -> None:
     async def bind(user: TestUser) -> None:
         await call_with_retry(
             lambda: clients.gateway.BindMethod(
                 gateway_pb2.BindMethodRequest(uid=user.uid, channel=user.channel,
                                               account=f"62{user.uid:017d}", method_id=user.method_id),
-                timeout=5.0, metadata=md),
+                timeout=5.0, metadata=clients.metadata),
             f"BindMethod uid={user.uid}")
 
     await bounded_gather(users, bind, concurrency)
-    bind_seconds = time.monotonic() - started
-    say(f"seed: bound {len(users)} payout methods over {', '.join(channels)} in {bind_seconds:.1f}s")
 
+
+def funding_tokens(users: Sequence[TestUser], funding_fen: int,
+                   env: Mapping[str, str]) -> dict[int, list[str]]:
+    """Per uid, reward tokens signed as the campaign signs them, adding up to the funding."""
     ring = keyring_from_env(env)
     now = int(time.time())
-    tokens: dict[int, list[str]] = {
+    return {
         user.uid: [
             ring.sign(RewardGrant(reward_id=f"lt-{user.uid}-{n}", uid=user.uid, amount_fen=amount,
                                   source="load_test", issued_at=now))
@@ -202,39 +250,29 @@ async def seed_users(
         for user in users
     }
 
-    started = time.monotonic()
-    by_force = 0
-    if fund_via == "stream":
-        client = redis.Redis.from_url(env.get("REDIS_URL") or DEFAULT_REDIS_URL)
-        try:
-            await publish_rewards(client, Keys(env.get("MESH_KEY_PREFIX") or "mesh"),
-                                  [t for user_tokens in tokens.values() for t in user_tokens],
-                                  uids=[uid for uid, user_tokens in tokens.items() for _ in user_tokens],
-                                  partitions=partitions_from(env))
-        finally:
-            await client.aclose()
-        pending = await wait_credited(clients, users, stream_grace_s, concurrency)
-    else:
-        pending = list(users)
-    if pending:
-        by_force = len(pending)
 
-        async def force(user: TestUser) -> None:
-            await call_with_retry(
-                lambda: clients.account.ForceCredit(
-                    account_pb2.ForceCreditRequest(uid=user.uid, tokens=tokens[user.uid]),
-                    timeout=10.0, metadata=md),
-                f"ForceCredit uid={user.uid}")
+async def publish_funding(env: Mapping[str, str], tokens: Mapping[int, list[str]]) -> None:
+    """The tokens onto the ingest stream, as the campaign publishes rewards."""
+    client = redis.Redis.from_url(env.get("REDIS_URL") or DEFAULT_REDIS_URL)
+    try:
+        await publish_rewards(client, Keys(env.get("MESH_KEY_PREFIX") or "mesh"),
+                              [t for user_tokens in tokens.values() for t in user_tokens],
+                              uids=[uid for uid, user_tokens in tokens.items() for _ in user_tokens],
+                              partitions=partitions_from(env))
+    finally:
+        await client.aclose()
 
-        await bounded_gather(pending, force, concurrency)
-        pending = await wait_credited(clients, pending, credit_timeout_s, concurrency)
-    if pending:
-        raise RuntimeError(f"{len(pending)} test users not credited within {credit_timeout_s:.0f}s "
-                           f"(e.g. uid {pending[0].uid})")
-    fund_seconds = time.monotonic() - started
-    say(f"seed: funded {len(users)} users with {funding_fen} fen each in {fund_seconds:.1f}s "
-        f"({len(users) - by_force} by the ingest stream, {by_force} by ForceCredit)")
-    return SeedResult(users, run_slot, bind_seconds, fund_seconds, len(users) - by_force, by_force)
+
+async def force_credit(clients: MeshClients, users: Sequence[TestUser], tokens: Mapping[int, list[str]],
+                       concurrency: int) -> None:
+    async def force(user: TestUser) -> None:
+        await call_with_retry(
+            lambda: clients.account.ForceCredit(
+                account_pb2.ForceCreditRequest(uid=user.uid, tokens=tokens[user.uid]),
+                timeout=10.0, metadata=clients.metadata),
+            f"ForceCredit uid={user.uid}")
+
+    await bounded_gather(users, force, concurrency)
 
 
 async def wait_credited(clients: MeshClients, users: Sequence[TestUser], timeout_s: float,
