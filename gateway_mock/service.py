@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway_mock.domain import (
@@ -47,6 +48,16 @@ log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 BatchOutcome = tuple[Payout, bool] | DomainError
+
+
+@dataclass
+class _BatchDraw:
+    """What the dice said for a batch's orders before anything is written."""
+
+    latency_s: float = 0.0
+    admitted: set[str] = field(default_factory=set)
+    refused: dict[str, DomainError] = field(default_factory=dict)
+    to_insert: list[NewPayout] = field(default_factory=list)
 
 
 class GatewayService:
@@ -126,55 +137,18 @@ class GatewayService:
                 continue
             firsts.setdefault(request.order_id, index)
         now = self.clock()
-        admitted: set[str] = set()
-        refused: dict[str, DomainError] = {}
-        to_insert: list[NewPayout] = []
-        latency = 0.0
-        for order_id, index in firsts.items():
-            request = requests[index]
-            faults = self.faults[request.channel]
-            latency = max(latency, faults.latency_s(self.rng))
-            # Admitted before knowing whether the order is new (that is the one read this
-            # saves); a slot taken by a recorded order or an unbound method is given back.
-            if not self.windows[request.channel].admit(faults.capacity_per_second, now):
-                refused[order_id] = CapacityExceeded(request.channel, faults.capacity_per_second)
-                continue
-            admitted.add(order_id)
-            if faults.transient(self.rng):
-                refused[order_id] = TransientError(request.channel)
-                continue
-            to_insert.append(NewPayout(request, faults.decide(self.rng), faults.async_delay_ms))
-        await self.sleep(latency / 2)
-        created = await self.repo.insert_payouts(to_insert, requested_at) if to_insert else {}
+        draw = self._draw(requests, firsts, now)
+        await self.sleep(draw.latency_s / 2)
+        created = await self.repo.insert_payouts(draw.to_insert, requested_at) if draw.to_insert else {}
         others = [o for o in firsts if o not in created]
         recorded = await self.repo.get_payouts(others) if others else {}
-        for order_id, index in firsts.items():
-            request = requests[index]
-            with log_context(order_id=order_id, uid=request.uid):
-                if order_id in created:
-                    payout = created[order_id]
-                    log.debug("payout recorded: %s %s fen via %s",
-                             payout.state.value, payout.amount_fen, payout.channel)
-                    results[index] = (payout, False)
-                    continue
-                if order_id in recorded:
-                    # Answered from its record whatever the dice said, as payout() does.
-                    if order_id in admitted:
-                        self.windows[request.channel].release(now)
-                    results[index] = await self._replay(recorded[order_id], request)
-                elif order_id in refused:
-                    results[index] = refused[order_id]
-                else:  # admitted and drawn to be recorded: the join found no bound method
-                    self.windows[request.channel].release(now)
-                    results[index] = MethodNotBound(request.method_id)
+        for index in firsts.values():
+            results[index] = await self._first_answer(requests[index], draw, created, recorded, now)
         for index, request in enumerate(requests):
             if results[index] is None:  # a repeat within the batch: judged as a second call
                 first = results[firsts[request.order_id]]
-                if isinstance(first, tuple):
-                    results[index] = await self._replay(first[0], request)
-                else:
-                    results[index] = first
-        await self.sleep(latency / 2)
+                results[index] = await self._replay(first[0], request) if isinstance(first, tuple) else first
+        await self.sleep(draw.latency_s / 2)
         # One reply for the batch, lost or not, as payout() draws one per call.
         channels = {requests[i].channel for i in firsts.values()}
         if channels and max((self.faults[ch] for ch in channels),
@@ -182,6 +156,45 @@ class GatewayService:
             log.info("payout batch committed, reply dropped on purpose (lost reply fault)")
             raise ReplyLost()
         return [r for r in results if r is not None]
+
+    def _draw(self, requests: Sequence[PayoutRequest], firsts: dict[str, int], now: float) -> _BatchDraw:
+        """Capacity, transient errors and the outcome per first occurrence of an order id."""
+        draw = _BatchDraw()
+        for order_id, index in firsts.items():
+            request = requests[index]
+            faults = self.faults[request.channel]
+            draw.latency_s = max(draw.latency_s, faults.latency_s(self.rng))
+            # Admitted before knowing whether the order is new (that is the one read this
+            # saves); a slot taken by a recorded order or an unbound method is given back.
+            if not self.windows[request.channel].admit(faults.capacity_per_second, now):
+                draw.refused[order_id] = CapacityExceeded(request.channel, faults.capacity_per_second)
+                continue
+            draw.admitted.add(order_id)
+            if faults.transient(self.rng):
+                draw.refused[order_id] = TransientError(request.channel)
+                continue
+            draw.to_insert.append(NewPayout(request, faults.decide(self.rng), faults.async_delay_ms))
+        return draw
+
+    async def _first_answer(self, request: PayoutRequest, draw: _BatchDraw, created: dict[str, Payout],
+                            recorded: dict[str, Payout], now: float) -> BatchOutcome:
+        order_id = request.order_id
+        with log_context(order_id=order_id, uid=request.uid):
+            if order_id in created:
+                payout = created[order_id]
+                log.debug("payout recorded: %s %s fen via %s", payout.state.value, payout.amount_fen,
+                          payout.channel)
+                return payout, False
+            if order_id in recorded:
+                # Answered from its record whatever the dice said, as payout() does.
+                if order_id in draw.admitted:
+                    self.windows[request.channel].release(now)
+                return await self._replay(recorded[order_id], request)
+            if order_id in draw.refused:
+                return draw.refused[order_id]
+            # Admitted and drawn to be recorded: the join found no bound method.
+            self.windows[request.channel].release(now)
+            return MethodNotBound(request.method_id)
 
     async def _replay(self, payout: Payout, request: PayoutRequest) -> BatchOutcome:
         if not payout.same_content(request):

@@ -128,74 +128,87 @@ def check_order(
     refund; a SUCCEEDED order with no successful payout is a state mismatch."""
     debits = [e for e in entries if e.kind == DEBIT]
     refunds = [e for e in entries if e.kind == REFUND]
-    times_paid = sum(p.times_paid for p in payouts)
-    in_flight = [p for p in payouts if p.state not in (SUCCEEDED, FAILED)]
-    findings: list[Finding] = []
-
     if order is None:
-        if debits:
-            findings.append(Finding(Reason.DEBIT_WITHOUT_ORDER,
-                                    f"{len(debits)} debit(s) of {_amounts(e.amount for e in debits)} fen "
-                                    "for an order the orchestrator never reported"))
-        elif times_paid or in_flight:
-            findings.append(Finding(Reason.PAYOUT_WITHOUT_DEBIT,
-                                    f"gateway payout ({_payout_summary(payouts)}) for an order "
-                                    "the orchestrator never reported and the ledger never debited"))
-        elif refunds:
-            findings.append(Finding(Reason.DOUBLE_REFUND,
-                                    f"{len(refunds)} refund(s) without any debit or order"))
-        return findings
+        return _orphan_findings(debits, refunds, payouts)
     if not order.terminal:
-        return findings
-
+        return []
+    findings: list[Finding] = []
     if order.conflict_state:
         findings.append(Finding(Reason.STATE_MISMATCH,
                                 f"order reported both {order.state} and {order.conflict_state}"))
     if len(debits) > 1:
         findings.append(_double_debit(debits))
-
-    wrong_amounts: list[str] = []
-    for e in debits:
-        if e.amount != order.amount:
-            wrong_amounts.append(f"debit {e.amount} fen")
-
+    wrong_amounts = [f"debit {e.amount} fen" for e in debits if e.amount != order.amount]
     if order.state == SUCCEEDED:
-        if not debits:
-            findings.append(Finding(Reason.MISSING_DEBIT, "order SUCCEEDED but the ledger holds no debit"))
-        if refunds:
-            findings.append(Finding(Reason.REFUND_ON_SUCCEEDED,
-                                    f"{len(refunds)} refund(s) on a SUCCEEDED order"))
-        if times_paid > 1:
-            findings.append(Finding(Reason.DOUBLE_PAYOUT,
-                                    f"gateway paid {times_paid} times ({_payout_summary(payouts)})"))
-        elif times_paid == 0:
-            findings.append(Finding(Reason.STATE_MISMATCH,
-                                    f"order SUCCEEDED, gateway has {_payout_summary(payouts)}"))
-        for p in payouts:
-            if p.times_paid and (p.paid_sum or p.amount) != p.times_paid * order.amount:
-                wrong_amounts.append(f"payout {p.paid_sum or p.amount} fen")
-    else:  # FAILED
-        money_out = times_paid > 0 or bool(in_flight)
-        if money_out:
-            if debits:
-                findings.append(Finding(Reason.STATE_MISMATCH,
-                                        f"order FAILED, gateway has {_payout_summary(payouts)}"))
-            else:
-                findings.append(Finding(
-                    Reason.PAYOUT_WITHOUT_DEBIT,
-                    f"order FAILED without debit, gateway has {_payout_summary(payouts)}"))
-        if len(refunds) > len(debits):
-            findings.append(_refunds_beyond_debits(debits, refunds))
-        elif debits and not refunds and not money_out:
-            findings.append(Finding(Reason.MISSING_REFUND, "order FAILED, its debit was never refunded"))
-        for e in refunds:
-            if e.amount != order.amount:
-                wrong_amounts.append(f"refund {e.amount} fen")
-
+        findings += _succeeded_findings(order, debits, refunds, payouts, wrong_amounts)
+    else:
+        findings += _failed_findings(order, debits, refunds, payouts, wrong_amounts)
     if wrong_amounts:
         findings.append(Finding(Reason.AMOUNT_MISMATCH,
                                 f"order {order.amount} fen vs " + ", ".join(wrong_amounts)))
     return findings
+
+
+def _in_flight(payouts: Sequence[PayoutView]) -> list[PayoutView]:
+    return [p for p in payouts if p.state not in (SUCCEEDED, FAILED)]
+
+
+def _orphan_findings(debits: list[EntryView], refunds: list[EntryView],
+                     payouts: Sequence[PayoutView]) -> list[Finding]:
+    """Money the ledger or the gateway holds for an order id the orchestrator never reported."""
+    if debits:
+        return [Finding(Reason.DEBIT_WITHOUT_ORDER,
+                        f"{len(debits)} debit(s) of {_amounts(e.amount for e in debits)} fen "
+                        "for an order the orchestrator never reported")]
+    if sum(p.times_paid for p in payouts) or _in_flight(payouts):
+        return [Finding(Reason.PAYOUT_WITHOUT_DEBIT,
+                        f"gateway payout ({_payout_summary(payouts)}) for an order "
+                        "the orchestrator never reported and the ledger never debited")]
+    if refunds:
+        return [Finding(Reason.DOUBLE_REFUND, f"{len(refunds)} refund(s) without any debit or order")]
+    return []
+
+
+def _succeeded_findings(order: OrderView, debits: list[EntryView], refunds: list[EntryView],
+                        payouts: Sequence[PayoutView], wrong_amounts: list[str]) -> list[Finding]:
+    """A SUCCEEDED order: one debit, no refund, paid exactly once its amount."""
+    findings: list[Finding] = []
+    times_paid = sum(p.times_paid for p in payouts)
+    if not debits:
+        findings.append(Finding(Reason.MISSING_DEBIT, "order SUCCEEDED but the ledger holds no debit"))
+    if refunds:
+        findings.append(Finding(Reason.REFUND_ON_SUCCEEDED, f"{len(refunds)} refund(s) on a SUCCEEDED order"))
+    if times_paid > 1:
+        findings.append(Finding(Reason.DOUBLE_PAYOUT,
+                                f"gateway paid {times_paid} times ({_payout_summary(payouts)})"))
+    elif times_paid == 0:
+        findings.append(Finding(Reason.STATE_MISMATCH,
+                                f"order SUCCEEDED, gateway has {_payout_summary(payouts)}"))
+    for p in payouts:
+        if p.times_paid and (p.paid_sum or p.amount) != p.times_paid * order.amount:
+            wrong_amounts.append(f"payout {p.paid_sum or p.amount} fen")
+    return findings
+
+
+def _failed_findings(order: OrderView, debits: list[EntryView], refunds: list[EntryView],
+                     payouts: Sequence[PayoutView], wrong_amounts: list[str]) -> list[Finding]:
+    """A FAILED order: no money at the gateway, and its debit (if any) refunded exactly once."""
+    findings: list[Finding] = []
+    money_out = sum(p.times_paid for p in payouts) > 0 or bool(_in_flight(payouts))
+    if money_out:
+        if debits:
+            findings.append(Finding(Reason.STATE_MISMATCH,
+                                    f"order FAILED, gateway has {_payout_summary(payouts)}"))
+        else:
+            findings.append(Finding(Reason.PAYOUT_WITHOUT_DEBIT,
+                                    f"order FAILED without debit, gateway has {_payout_summary(payouts)}"))
+    if len(refunds) > len(debits):
+        findings.append(_refunds_beyond_debits(debits, refunds))
+    elif debits and not refunds and not money_out:
+        findings.append(Finding(Reason.MISSING_REFUND, "order FAILED, its debit was never refunded"))
+    wrong_amounts += [f"refund {e.amount} fen" for e in refunds if e.amount != order.amount]
+    return findings
+
 
 
 def ledger_findings(entries: Sequence[EntryView]) -> list[Finding]:
