@@ -127,18 +127,9 @@ async def run_withdrawal(
             ),
             timeout=RPC_TIMEOUT_S, metadata=signed_in,
         )
-        order = confirmed.order
         step = "GetOrder"
-        deadline = time.monotonic() + settle_timeout_s
-        while order.state not in TERMINAL and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            reply = await withdraw.GetOrder(
-                withdraw_pb2.GetOrderRequest(order_id=order.order_id), timeout=RPC_TIMEOUT_S,
-                metadata=signed_in,
-            )
-            order = reply.order
+        order = await _settled(withdraw, confirmed.order, signed_in, settle_timeout_s)
         seconds = time.monotonic() - started
-
         step = "GetOrderEntries"
         entries = await account.GetOrderEntries(
             account_pb2.GetOrderEntriesRequest(order_id=order.order_id), timeout=RPC_TIMEOUT_S
@@ -147,15 +138,7 @@ async def run_withdrawal(
         balance = await account.GetBalance(account_pb2.GetBalanceRequest(uid=uid), timeout=RPC_TIMEOUT_S,
                                            metadata=signed_in)
         step = "QueryPayout"
-        try:
-            queried = await gateway.QueryPayout(
-                gateway_pb2.QueryPayoutRequest(order_id=order.order_id), timeout=RPC_TIMEOUT_S
-            )
-            payout: gateway_pb2.Payout | None = queried.payout
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            payout = None
+        payout = await _payout_of(gateway, order.order_id)
         return Withdrawal(
             uid=uid, reward_fen=reward_fen, method=bound.method, page=page, confirmed=confirmed.order,
             order=order, entries=list(entries.entries), payout=payout,
@@ -166,6 +149,31 @@ async def run_withdrawal(
     finally:
         for ch in channels.values():
             await ch.close()
+
+
+async def _settled(withdraw: withdraw_pb2_grpc.WithdrawServiceStub, order: withdraw_pb2.Order,
+                   signed_in: tuple[tuple[str, str], ...], timeout_s: float) -> withdraw_pb2.Order:
+    """The order once terminal, or as it stands when timeout_s has passed."""
+    deadline = time.monotonic() + timeout_s
+    while order.state not in TERMINAL and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        reply = await withdraw.GetOrder(withdraw_pb2.GetOrderRequest(order_id=order.order_id),
+                                        timeout=RPC_TIMEOUT_S, metadata=signed_in)
+        order = reply.order
+    return order
+
+
+async def _payout_of(gateway: gateway_pb2_grpc.GatewayServiceStub,
+                     order_id: str) -> gateway_pb2.Payout | None:
+    """The gateway's record of the order's payout; None when it has none."""
+    try:
+        queried = await gateway.QueryPayout(gateway_pb2.QueryPayoutRequest(order_id=order_id),
+                                            timeout=RPC_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return None
+    return queried.payout
 
 
 def _state(value: int) -> str:
