@@ -32,7 +32,8 @@ import time
 from typing import Any
 
 import redis.asyncio as redis
-from payout_drain import (
+
+from bench.payout_drain import (
     BenchMesh,
     cpu_report,
     cpu_seconds,
