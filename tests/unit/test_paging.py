@@ -9,15 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from meshkit import paging, validate
-from meshkit.errors import Code, InvalidArgument
-
-
-def refusal(call: object, *args: object, **kwargs: object) -> InvalidArgument:
-    assert callable(call)
-    with pytest.raises(InvalidArgument) as info:
-        call(*args, **kwargs)
-    assert info.value.code is Code.INVALID_ARGUMENT
-    return info.value
+from tests.unit.refusals import refusal
 
 
 def _b64(raw: bytes) -> str:

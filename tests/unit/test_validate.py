@@ -6,15 +6,7 @@ from __future__ import annotations
 import pytest
 
 from meshkit import validate
-from meshkit.errors import Code, InvalidArgument
-
-
-def refusal(call: object, *args: object, **kwargs: object) -> InvalidArgument:
-    assert callable(call)
-    with pytest.raises(InvalidArgument) as info:
-        call(*args, **kwargs)
-    assert info.value.code is Code.INVALID_ARGUMENT
-    return info.value
+from tests.unit.refusals import refusal
 
 
 @pytest.mark.parametrize(("value", "problem"), [
