@@ -217,7 +217,10 @@ async def drive(address: str, users: list[TestUser], clients: int, duration_s: f
 async def empty_hop(users: list[TestUser], clients: int, duration_s: float, warmup_s: float) -> float:
     """Confirms/s that bench/grpc_floor.py (answers at once, no work) takes from this client."""
     port = free_ports(1)[0]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+    # withdraw_svc's own certificate (none under MESH_INSECURE): the client dials the floor
+    # exactly as it dials the real withdraw_svc, TLS handshake and all.
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
+           **own_certs("withdraw_svc", os.environ)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.grpc_floor", "--port", str(port), cwd=ROOT, env=env)
     try:

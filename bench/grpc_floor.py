@@ -6,6 +6,9 @@ alone costs per call on this machine.
 
     .venv/bin/python -m bench.grpc_floor --port 50999
 
+It listens with mutual TLS when MESH_TLS_CA/CERT/KEY are set (as withdraw_svc does under
+`make up`), plaintext otherwise: the floor pays the same transport the real hop pays.
+
 bench/confirm_throughput.py starts it as a process of its own (like withdraw_svc), drives it,
 and stops it.
 """
@@ -23,6 +26,8 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.settings import TlsSettings
+from meshkit.transport import bind
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +47,7 @@ async def serve(port: int) -> None:
     withdraw_pb2_grpc.add_WithdrawServiceServicer_to_server(EmptyWithdraw(), server)
     # Health ("" is SERVING from the start), so the bench waits for it as for a service.
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    bind(server, f"127.0.0.1:{port}", TlsSettings.from_env())
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
