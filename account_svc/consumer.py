@@ -36,6 +36,8 @@ TRIM_INTERVAL_S = 10.0
 MAX_LINKS = 32
 # Batches checked and waiting for the writer; more only delays acknowledgement.
 QUEUE_DEPTH = 2
+# Batches committed whose acknowledgement is still on its way to Redis.
+MAX_SETTLING = 4
 
 
 @dataclass
@@ -47,6 +49,15 @@ class Prepared:
     owners: list[tuple[Message, str]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
+
+
+@dataclass
+class Settlement:
+    """A batch whose credits have committed: its entries to acknowledge, its refusals."""
+
+    messages: list[Message]
+    rejections: list[Rejection]
+    credited: int
 
 
 class BulkCreditor:
@@ -139,11 +150,33 @@ class BulkCreditor:
     async def _write_all(self, queue: asyncio.Queue[Prepared | None]) -> None:
         # One connection per partition, held while the loop runs: a pooled statement
         # costs a second round trip (the pool resets the connection on release).
-        async with contextlib.AsyncExitStack() as held:
-            conns = [await held.enter_async_context(self.ledger.store.connection())
-                     for _ in range(self.writers)]
-            while (item := await queue.get()) is not None:
-                await self.write(item, conns)
+        # A committed batch is acknowledged in a task of its own, so the next batch's
+        # statements do not wait for Redis: at most MAX_SETTLING batches are committed and
+        # not yet acknowledged (if the process dies then, they are redelivered and credit
+        # nothing twice). The first failed acknowledgement stops the writer, as a failed
+        # commit does.
+        settling: set[asyncio.Task[None]] = set()
+        try:
+            async with contextlib.AsyncExitStack() as held:
+                conns = [await held.enter_async_context(self.ledger.store.connection())
+                         for _ in range(self.writers)]
+                while (item := await queue.get()) is not None:
+                    settlement = await self._credit(item, conns)
+                    settling.add(asyncio.create_task(self._settle(settlement)))
+                    if len(settling) >= MAX_SETTLING:
+                        done, settling = await asyncio.wait(settling, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            task.result()
+                    else:
+                        for task in [t for t in settling if t.done()]:
+                            settling.discard(task)
+                            task.result()
+        finally:
+            # Whatever happened above, what has committed is acknowledged if Redis lets us.
+            results = await asyncio.gather(*settling, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     @property
     def _read_count(self) -> int:
@@ -155,20 +188,28 @@ class BulkCreditor:
         prepared = Prepared(list(messages))
         prepared.links = [Link(trace.get_current_span(context_of(m.fields)).get_span_context())
                           for m in messages[:MAX_LINKS]]
-        verify = self.ledger.verify_token
+        owners: list[tuple[Message, str]] = []
+        tokens: list[str] = []
         for message in messages:
-            for token in message.tokens:
-                try:
-                    prepared.grants.append(verify(token, None))
-                except TokenError as exc:
-                    prepared.rejections.append(Rejection(message, token, exc.reason, exc.message))
-                    continue
-                prepared.owners.append((message, token))
-        tokens = len(prepared.grants) + len(prepared.rejections)
-        self._tokens_per_entry = max(1.0, 0.5 * self._tokens_per_entry + 0.5 * tokens / len(messages))
+            mine = message.tokens
+            tokens += mine
+            owners += [(message, token) for token in mine]
+        grants = prepared.grants
+        for owner, checked in zip(owners, self.ledger.verify_tokens(tokens), strict=True):
+            if isinstance(checked, TokenError):
+                prepared.rejections.append(Rejection(owner[0], owner[1], checked.reason, checked.message))
+            else:
+                grants.append(checked)
+                prepared.owners.append(owner)
+        self._tokens_per_entry = max(1.0, 0.5 * self._tokens_per_entry + 0.5 * len(tokens) / len(messages))
         return prepared
 
     async def write(self, prepared: Prepared, conns: Sequence[LedgerStatements] | None = None) -> None:
+        """Credit a batch, then record its refusals and acknowledge it."""
+        await self._settle(await self._credit(prepared, conns))
+
+    async def _credit(self, prepared: Prepared, conns: Sequence[LedgerStatements] | None) -> Settlement:
+        """Credit the batch's grants (committed when this returns); what to acknowledge."""
         with _tracer.start_as_current_span(
             "rewards.ingest process", kind=SpanKind.CONSUMER, links=prepared.links,
             attributes={"messaging.system": "redis",
@@ -184,12 +225,13 @@ class BulkCreditor:
                     parts[prepared.grants[i].uid % self.writers].append(i)
                 batches = await asyncio.gather(*(
                     self.ledger.credit([prepared.grants[i] for i in part], all_or_nothing=False,
-                                       on=conns[p] if conns else None)
+                                       on=conns[p] if conns else None, expect_fresh=conns is not None)
                     for p, part in enumerate(parts)
                 ))
                 for part, batch in zip(parts, batches, strict=True):
                     for i, result in zip(part, batch.results, strict=True):
-                        outcomes[i] = (result.outcome, result.message)
+                        if result.outcome is not CreditOutcome.CREDITED:
+                            outcomes[i] = (result.outcome, result.message)
             rejections = list(prepared.rejections)
             credited = 0
             for (owner, token), (outcome, message) in zip(prepared.owners, outcomes, strict=True):
@@ -197,9 +239,14 @@ class BulkCreditor:
                     rejections.append(Rejection(owner, token, "CONFLICT", message))
                 elif outcome is CreditOutcome.CREDITED:
                     credited += 1
-            await self.stream.settle(prepared.messages, rejections)
-        self.credited += credited
-        self.rejected += len(rejections)
-        for rejection in rejections:
+        return Settlement(prepared.messages, rejections, credited)
+
+    async def _settle(self, settlement: Settlement) -> None:
+        """Record the refusals and acknowledge the entries of a batch whose credits have
+        committed."""
+        await self.stream.settle(settlement.messages, settlement.rejections)
+        self.credited += settlement.credited
+        self.rejected += len(settlement.rejections)
+        for rejection in settlement.rejections:
             log.warning("refused reward from ingest entry %s: %s (%s)", rejection.message.id,
                         rejection.reason, rejection.detail)
