@@ -31,7 +31,8 @@ class CreditWrite:
 
     # The credits already stored for the batch's reward ids, as seen before writing.
     stored: dict[str, StoredCredit]
-    # The balance after the statement of each credited uid (and of the uid asked about).
+    # The balance after the statement of each credited uid (and of the uid asked about);
+    # empty from the bulk path's statement for all-new batches, which nobody asks.
     balances: dict[int, int]
 
 

@@ -118,9 +118,10 @@ WITH batch AS (
                PARTITION BY f.uid ORDER BY f.ord ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)
     FROM batch f JOIN acct ON acct.uid = f.uid
     ORDER BY f.ord
-    RETURNING uid, balance_after
+    RETURNING 1
 )
-SELECT uid, max(balance_after) AS balance FROM ins GROUP BY uid
+-- No balances back: the bulk path has no caller to tell them to.
+SELECT count(*) FROM ins
 """
 
 # After the fresh statement found a stored credit, this many batches on the handle go
@@ -242,15 +243,16 @@ class LedgerRepository:
 
         expect_fresh (the bulk path; the handle must not be inside a transaction, which a
         failed statement would abort): first try _CREDIT_FRESH_SQL, which skips the look-up
-        and fails whole if any reward id is stored; then the statement with the look-up."""
+        and fails whole if any reward id is stored, then the statement with the look-up.
+        When the first one succeeds, no balances are returned (nobody asked for them)."""
         if expect_fresh and not all_or_nothing and not balance_of:
             if self._careful > 0:
                 self._careful -= 1
             else:
                 try:
-                    rows = await _run(self.db, _CREDIT_FRESH_SQL,
-                                      [g.reward_id for g in grants], [g.uid for g in grants],
-                                      [g.amount_fen for g in grants], [g.source for g in grants])
+                    await _run(self.db, _CREDIT_FRESH_SQL,
+                               [g.reward_id for g in grants], [g.uid for g in grants],
+                               [g.amount_fen for g in grants], [g.source for g in grants])
                 except KeyTaken as exc:
                     if exc.constraint != "entries_credit_reward":
                         raise
@@ -258,7 +260,7 @@ class LedgerRepository:
                     # first): nothing was written; the look-up below tells which.
                     self._careful = CAREFUL_AFTER_REPLAY
                 else:
-                    return CreditWrite({}, {r["uid"]: r["balance"] for r in rows})
+                    return CreditWrite({}, {})
         rows = await _run(
             self.db, _CREDIT_SQL,
             [g.reward_id for g in grants],

@@ -147,7 +147,7 @@ class Ledger:
         when given, else on a pooled connection). A reward id already credited with other
         content is a CONFLICT result, or, with all_or_nothing, a Conflict error and
         nothing written. expect_fresh: the grants are most likely all new (the bulk path,
-        on an autocommit handle): see LedgerRepository.credit."""
+        on an autocommit handle; balances may then be left out): see LedgerRepository.credit."""
         if not grants:
             return CreditBatch([], {})
         plan = domain.plan_credits(grants, {})
