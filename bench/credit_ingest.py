@@ -265,7 +265,8 @@ async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, co
     if profile and target.own:
         spy = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(service_pids[0]),
-            "-o", profile, "--format", "raw", "-r", "200",
+            # Full file names: tools/pyspy_summary.py tells project code from libraries by path.
+            "-o", profile, "--format", "raw", "--full-filenames", "-r", "200",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(1.0)
     locks = LockWaits()
