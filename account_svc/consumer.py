@@ -181,7 +181,7 @@ class BulkCreditor:
                 workers += [asyncio.create_task(self._lane(conn, lane, settling))
                             for conn, lane in zip(conns, lanes, strict=True)]
                 try:
-                    while (item := await queue.get()) is not None:
+                    while (item := await self._next(queue, workers)) is not None:
                         await self._reap(settling)
                         flight = InFlight(item, [(CreditOutcome.CREDITED, "")] * len(item.grants))
                         parts = self._parts(item)
@@ -228,6 +228,21 @@ class BulkCreditor:
             if len(settling) < MAX_SETTLING:
                 return
             await asyncio.wait(settling, return_when=asyncio.FIRST_COMPLETED)
+
+    @staticmethod
+    async def _next(queue: asyncio.Queue[Prepared | None],
+                    workers: list[asyncio.Task[None]]) -> Prepared | None:
+        """The reader's next batch; a lane that dies meanwhile (its statement failed) stops
+        the writer now, not when the next batch comes."""
+        get = asyncio.ensure_future(queue.get())
+        await asyncio.wait([get, *workers], return_when=asyncio.FIRST_COMPLETED)
+        if not get.done():
+            get.cancel()
+            for worker in workers:
+                if worker.done():
+                    worker.result()
+            raise RuntimeError("bulk credit lane stopped before the end of the stream")
+        return get.result()
 
     @staticmethod
     async def _feed(lane: asyncio.Queue[tuple[InFlight, list[int]] | None],

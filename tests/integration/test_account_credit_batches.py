@@ -222,3 +222,50 @@ async def test_statement_for_new_batches_falls_back_when_some_are_stored(pool: a
     assert len(counts) == 10 and set(counts.values()) == {1}
     assert balances == {u: sum(g.amount_fen for g in grants if g.uid == u) for u in (uid, other)}
     await assert_ledger_invariants([uid, other])
+
+
+class OneLaneFails(Ledger):
+    """The real ledger, except that the credits of odd uids (one lane's partition with two
+    writers) fail after `healthy` statements: a batch whose other part has committed."""
+
+    def __init__(self, pool: asyncpg.Pool, healthy: int) -> None:
+        super().__init__(PgLedgerStore(pool), parse_keys(os.environ["REWARD_TOKEN_KEYS"]), 3600)
+        self.healthy = healthy
+
+    async def credit(self, grants: Any, **kwargs: Any) -> Any:
+        if grants and grants[0].uid % 2 == 1:
+            if self.healthy <= 0:
+                raise ConnectionResetError("database connection lost")
+            self.healthy -= 1
+        return await super().credit(grants, **kwargs)
+
+
+async def test_a_lane_that_fails_stops_the_loop_and_its_batch_is_credited_on_restart(
+    pool: asyncpg.Pool, redis_client: redis.Redis, keys: Keys
+) -> None:
+    uids = [new_uid() for _ in range(20)]
+    assert {u % 2 for u in uids} == {0, 1}
+    tokens = [reward_token(uids[i % 20], 1 + i % 30) for i in range(400)]
+    expected: dict[int, int] = {}
+    for i in range(400):
+        expected[uids[i % 20]] = expected.get(uids[i % 20], 0) + 1 + i % 30
+    await publish_rewards(redis_client, keys, tokens, per_entry=10, partitions=PARTITIONS)
+
+    broken = creditor(OneLaneFails(pool, healthy=1), redis_client, keys, "c1")
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(broken.run(asyncio.Event()), timeout=30)
+    pending = [int((await redis_client.xpending(p.stream, GROUP))["pending"])
+               for p in partitions_of(keys, PARTITIONS)]
+    assert sum(pending) > 0, "the batch of the failed part is not acknowledged"
+    committed, _ = await credits_of(pool, uids)
+    assert committed, "the other lane's part committed before the failure"
+
+    # The same consumer restarted: its own pending entries first, then the rest.
+    restarted = creditor(ledger(pool), redis_client, keys, "c1")
+    async with running(restarted):
+        await settled(redis_client, keys)
+    counts, balances = await credits_of(pool, uids)
+    assert len(counts) == 400 and set(counts.values()) == {1}
+    assert balances == expected
+    assert restarted.credited == 400 - len(committed)
+    await assert_ledger_invariants(uids)
