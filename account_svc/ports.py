@@ -31,7 +31,8 @@ class CreditWrite:
 
     # The credits already stored for the batch's reward ids, as seen before writing.
     stored: dict[str, StoredCredit]
-    # The balance after the statement of each credited uid (and of the uid asked about).
+    # The balance after the statement of each credited uid (and of the uid asked about);
+    # empty from the bulk path's statement for all-new batches, which nobody asks.
     balances: dict[int, int]
 
 
@@ -52,7 +53,7 @@ class LedgerStatements(Protocol):
     own statement (one round trip, autocommit); in a transaction, the transaction's."""
 
     async def credit(self, grants: Sequence[RewardGrant], *, all_or_nothing: bool,
-                     balance_of: int = 0) -> CreditWrite: ...
+                     balance_of: int = 0, expect_fresh: bool = False) -> CreditWrite: ...
     async def debit(self, order_id: str, uid: int, amount_fen: int) -> Entry | None: ...
     async def debit_batch(self, items: Sequence[tuple[str, int, int]]) -> dict[str, BatchDebit]: ...
     async def debit_or_void(self, order_id: str) -> Entry | None: ...

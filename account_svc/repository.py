@@ -96,6 +96,40 @@ SELECT NULL, uid, balance, NULL FROM accounts WHERE uid = $6 AND NOT EXISTS (SEL
 """
 
 
+# The same credit for a batch expected to be all new (the bulk path): no look-up of stored
+# credits before writing. The INSERT's unique index is the check: one reward id already
+# credited aborts the whole statement (balances included) with a unique violation on
+# entries_credit_reward, and the caller falls back to _CREDIT_SQL, which says which ones.
+# It saves the look-up's index probes and the anti-join, about a tenth of the statement.
+_CREDIT_FRESH_SQL = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
+        WITH ORDINALITY AS b (reward_id, uid, amount, source, ord)
+), acct AS (
+    -- Rows locked in uid order, as in _CREDIT_SQL.
+    INSERT INTO accounts AS a (uid, balance)
+    SELECT uid, sum(amount) FROM batch GROUP BY uid ORDER BY uid
+    ON CONFLICT (uid) DO UPDATE SET balance = a.balance + EXCLUDED.balance, updated_at = now()
+    RETURNING a.uid, a.balance
+), ins AS (
+    INSERT INTO entries (uid, kind, amount, reward_id, source, balance_after)
+    SELECT f.uid, 'CREDIT', f.amount, f.reward_id, f.source,
+           acct.balance - coalesce(sum(f.amount) OVER (
+               PARTITION BY f.uid ORDER BY f.ord ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)
+    FROM batch f JOIN acct ON acct.uid = f.uid
+    ORDER BY f.ord
+    RETURNING 1
+)
+-- No balances back: the bulk path has no caller to tell them to.
+SELECT count(*) FROM ins
+"""
+
+# After the fresh statement found a stored credit, this many batches on the handle go
+# straight to _CREDIT_SQL: a redelivered backlog (a consumer restarted before it could
+# acknowledge) would otherwise pay for a failed statement per batch.
+CAREFUL_AFTER_REPLAY = 16
+
+
 # --- debits, voids, refunds ---------------------------------------------------------------
 
 _DEBIT_SQL = f"""
@@ -195,15 +229,38 @@ class LedgerRepository:
 
     def __init__(self, db: Db) -> None:
         self.db = db
+        # Batches left to credit with the look-up first (CAREFUL_AFTER_REPLAY).
+        self._careful = 0
 
     async def credit(self, grants: Sequence[RewardGrant], *, all_or_nothing: bool,
-                     balance_of: int = 0) -> CreditWrite:
+                     balance_of: int = 0, expect_fresh: bool = False) -> CreditWrite:
         """Credit `grants` (one per reward id, ordered by uid then reward id) not credited yet,
         in one statement. Returns the credits already stored for these reward ids (as seen
         before writing) and the balance after of each credited uid, and of `balance_of`
         (when it has an account). With all_or_nothing, writes nothing if a stored credit
         differs from its grant. Raises KeyTaken when one of the reward ids was credited
-        concurrently; then nothing is written."""
+        concurrently; then nothing is written.
+
+        expect_fresh (the bulk path; the handle must not be inside a transaction, which a
+        failed statement would abort): first try _CREDIT_FRESH_SQL, which skips the look-up
+        and fails whole if any reward id is stored, then the statement with the look-up.
+        When the first one succeeds, no balances are returned (nobody asked for them)."""
+        if expect_fresh and not all_or_nothing and not balance_of:
+            if self._careful > 0:
+                self._careful -= 1
+            else:
+                try:
+                    await _run(self.db, _CREDIT_FRESH_SQL,
+                               [g.reward_id for g in grants], [g.uid for g in grants],
+                               [g.amount_fen for g in grants], [g.source for g in grants])
+                except KeyTaken as exc:
+                    if exc.constraint != "entries_credit_reward":
+                        raise
+                    # Some reward id is credited already (a redelivery, or a forced credit
+                    # first): nothing was written; the look-up below tells which.
+                    self._careful = CAREFUL_AFTER_REPLAY
+                else:
+                    return CreditWrite({}, {})
         rows = await _run(
             self.db, _CREDIT_SQL,
             [g.reward_id for g in grants],

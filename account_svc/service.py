@@ -13,7 +13,7 @@ from account_svc import domain
 from account_svc.domain import CreditOutcome, Entry, Kind, RefundOutcome
 from account_svc.peers import OrdersUnavailable
 from account_svc.ports import Contention, KeyTaken, LedgerStatements, LedgerStore
-from campaign.tokens import RewardGrant, TokenError, verify
+from campaign.tokens import RewardGrant, TokenError, verify, verify_many
 from meshkit import paging
 from meshkit.errors import Conflict, DomainError, InvalidArgument, Unavailable
 from meshkit.logs import log_context
@@ -109,6 +109,10 @@ class Ledger:
         return verify(token, self.token_keys, expected_uid=expected_uid, now=self.clock(),
                       max_age_s=self.token_max_age_s)
 
+    def verify_tokens(self, tokens: Sequence[str]) -> list[RewardGrant | TokenError]:
+        """verify_token(token, None) of each token, as one loop (the bulk path's batches)."""
+        return verify_many(tokens, self.token_keys, now=self.clock(), max_age_s=self.token_max_age_s)
+
     @store_down_is_unavailable
     async def force_credit(self, uid: int, tokens: Sequence[str]) -> tuple[list[CreditResult], int]:
         """Credit the tokens of `uid` not yet credited. Every token is checked before
@@ -137,28 +141,31 @@ class Ledger:
     @store_down_is_unavailable
     async def credit(
         self, grants: Sequence[RewardGrant], *, all_or_nothing: bool, balance_of: int = 0,
-        on: LedgerStatements | None = None,
+        on: LedgerStatements | None = None, expect_fresh: bool = False,
     ) -> CreditBatch:
         """Credit verified grants once per reward id, in one statement (on the handle `on`
         when given, else on a pooled connection). A reward id already credited with other
         content is a CONFLICT result, or, with all_or_nothing, a Conflict error and
-        nothing written."""
+        nothing written. expect_fresh: the grants are most likely all new (the bulk path,
+        on an autocommit handle; balances may then be left out): see LedgerRepository.credit."""
         if not grants:
             return CreditBatch([], {})
         plan = domain.plan_credits(grants, {})
-        if plan.conflicts and all_or_nothing:
+        if all_or_nothing and plan.conflicts:
             raise self._conflict(plan)
         for _attempt in range(MAX_ATTEMPTS):
             try:
                 written = await (on or self.sql).credit(
-                    plan.fresh, all_or_nothing=all_or_nothing, balance_of=balance_of)
+                    plan.fresh, all_or_nothing=all_or_nothing, balance_of=balance_of,
+                    expect_fresh=expect_fresh)
             except (KeyTaken, Contention) as exc:
                 # Lost a race (usually with the other credit path) for one of the reward
                 # ids: nothing was written; the next run sees the winner's credit.
                 log.info("credit batch of %d raced (%s); retrying", len(plan.fresh), exc)
                 continue
-            final = domain.plan_credits(grants, written.stored)
-            if final.conflicts and all_or_nothing:
+            # Nothing stored before: the outcomes are the plan's (the usual bulk batch).
+            final = domain.plan_credits(grants, written.stored) if written.stored else plan
+            if all_or_nothing and final.conflicts:
                 raise self._conflict(final)
             results = [
                 CreditResult(grant, outcome, message)

@@ -198,15 +198,27 @@ class IngestStream:
     async def settle(self, messages: list[Message], rejections: list[Rejection]) -> None:
         """Record refusals and acknowledge the batch: called only after the credits of the
         batch are committed, so an unacknowledged message is one not yet handled. One
-        MULTI per partition (its stream and its refusals share a slot)."""
+        MULTI per partition with refusals (its stream and its refusals share a slot), so
+        a refusal is recorded exactly when its entry is acknowledged."""
         by_stream: dict[str, list[Message]] = {}
         for message in messages:
             by_stream.setdefault(message.stream, []).append(message)
         refused: dict[str, list[Rejection]] = {}
         for rejection in rejections:
             refused.setdefault(rejection.message.stream, []).append(rejection)
-        await asyncio.gather(*(self._settle_one(self._by_stream[stream], mine, refused.get(stream, []))
-                               for stream, mine in by_stream.items()))
+        # Partitions with nothing refused need no MULTI: their XACKs share one pipeline, one
+        # round trip for the usual batch (each XACK is one command, atomic by itself).
+        plain = [(stream, mine) for stream, mine in by_stream.items() if stream not in refused]
+        await asyncio.gather(
+            *(self._settle_one(self._by_stream[stream], mine, refused[stream])
+              for stream, mine in by_stream.items() if stream in refused),
+            *([self._ack_all(plain)] if plain else []))
+
+    async def _ack_all(self, batches: list[tuple[str, list[Message]]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for stream, messages in batches:
+            pipe.xack(stream, GROUP, *[m.id for m in messages])
+        await pipe.execute()
 
     async def _settle_one(self, partition: Partition, messages: list[Message],
                           rejections: list[Rejection]) -> None:

@@ -265,7 +265,8 @@ async def bench_bulk(target: Target, client: redis.Redis, pool: asyncpg.Pool, co
     if profile and target.own:
         spy = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(service_pids[0]),
-            "-o", profile, "--format", "raw", "-r", "200",
+            # Full file names: tools/pyspy_summary.py tells project code from libraries by path.
+            "-o", profile, "--format", "raw", "--full-filenames", "-r", "200",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(1.0)
     locks = LockWaits()
@@ -391,9 +392,11 @@ async def bench_sql_only(dsn: str, count: int, uid_count: int, batch: int, write
         async def writer(part: int) -> None:
             mine = [g for g in grants if g.uid % writers == part]
             async with pool.acquire() as conn:
+                repo = LedgerRepository(conn)
                 for start in range(0, len(mine), batch // writers):
                     chunk = sorted(mine[start:start + batch // writers], key=lambda g: (g.uid, g.reward_id))
-                    await LedgerRepository(conn).credit(chunk, all_or_nothing=False)
+                    # The consumer's lanes' statement: a batch expected new, no look-up first.
+                    await repo.credit(chunk, all_or_nothing=False, expect_fresh=True)
 
         started = time.perf_counter()
         await asyncio.gather(*(writer(p) for p in range(writers)))

@@ -182,3 +182,66 @@ def test_cli_issue_prints_a_token_the_ledger_verifies(
     assert verify(token, KEYS, expected_uid=77, now=NOW) == expected
     assert main(["issue", "--uid", "0", "--amount-fen", "5"]) == 2
     assert "uid" in capsys.readouterr().err
+
+
+def _corpus() -> list[str]:
+    """Good tokens and every kind of bad one, including near misses of the checks that
+    verify_many inlines (boundaries of age, size and field ranges)."""
+    good = sign(grant(), "k1", KEYS["k1"])
+    payload, seal = good.split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=="))
+
+    def signed_body(**changes: object) -> str:
+        content = b64(json.dumps({**body, **changes}, separators=(",", ":"), sort_keys=True).encode())
+        message = content.encode()
+        mac = hmac.digest(KEYS["k1"], message, "sha256") + hashlib.sha256(message).digest()[:8]
+        return f"{content}.{b64(mac)}"
+
+    return [
+        good,
+        sign(grant(uid=7), "k2", KEYS["k2"]),
+        sign(grant(reward_id="r" * tokens.MAX_REWARD_ID_LEN), "k1", KEYS["k1"]),
+        sign(grant(issued_at=NOW - 3600), "k1", KEYS["k1"]),      # exactly as old as allowed
+        sign(grant(issued_at=NOW - 3601), "k1", KEYS["k1"]),      # one second too old
+        sign(grant(issued_at=NOW + tokens.MAX_CLOCK_SKEW_S), "k1", KEYS["k1"]),
+        sign(grant(issued_at=NOW + tokens.MAX_CLOCK_SKEW_S + 1), "k1", KEYS["k1"]),
+        sign(grant(), "k1", b"not-the-secret"),                   # forged
+        sign(grant(), "k9", b"whatever"),                         # unknown key
+        payload + "." + seal[:-2],                                # seal too short
+        payload + "." + seal + "AA",                              # seal too long
+        payload + "x." + seal,                                    # altered payload
+        payload + "." + seal + ".",                               # two dots
+        payload.replace("e", "!", 1) + "." + seal,                # outside the alphabet
+        payload + "=." + seal,                                    # padding inside
+        "", ".", "nonsense", good + "A" * tokens.MAX_TOKEN_LEN,
+        signed_body(uid=True), signed_body(uid=0), signed_body(uid=2**63), signed_body(uid=2**63 - 1),
+        signed_body(amount_fen=tokens.MAX_AMOUNT_FEN + 1), signed_body(amount_fen=1.5),
+        signed_body(source=""), signed_body(source="s" * 33), signed_body(source="bad source"),
+        signed_body(reward_id="bad id"), signed_body(reward_id=""), signed_body(issued_at="1"),
+        signed_body(kid=5), signed_body(reward_id=None),
+        b64(b"[1,2]") + "." + seal,
+    ]
+
+
+def test_verify_many_agrees_with_verify_token_by_token() -> None:
+    corpus = _corpus()
+    checked = tokens.verify_many(corpus, KEYS, now=NOW, max_age_s=3600)
+    assert len(checked) == len(corpus)
+    accepted = 0
+    for token, outcome in zip(corpus, checked, strict=True):
+        try:
+            expected = verify(token, KEYS, expected_uid=None, now=NOW, max_age_s=3600)
+        except TokenError as exc:
+            assert isinstance(outcome, TokenError), token
+            assert (outcome.reason, outcome.message) == (exc.reason, exc.message), token
+        else:
+            accepted += 1
+            assert outcome == expected, token
+    # The corpus exercises both sides.
+    assert 5 <= accepted < len(corpus) - 20
+
+
+def test_mac_matches_the_standard_hmac_for_short_and_long_keys() -> None:
+    for secret in (b"k", b"s" * 64, b"long" * 40):
+        for message in (b"", b"payload", b"x" * 1000):
+            assert tokens._mac(secret, message) == hmac.digest(secret, message, "sha256")
