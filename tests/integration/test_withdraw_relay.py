@@ -15,12 +15,14 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from meshkit.db import create_pool, migrate
+from meshkit.redis_client import cluster_mode
 from meshkit.redis_keys import Keys
 from payout_svc.domain import Job
 from payout_svc.streams import ChannelQueue
@@ -130,9 +132,20 @@ def losing_the_reply_to_one_set(key: str) -> type[Connection]:
 
 
 async def flaky_client(mesh_env: dict[str, str], connection_class: type[Connection],
-                       retries: int) -> redis.Redis:
+                       retries: int, epoch_key: str) -> redis.Redis:
     url = redis.ConnectionPool.from_url(mesh_env["REDIS_URL"]).connection_kwargs
-    pool = redis.ConnectionPool(connection_class=connection_class, host=url["host"], port=url["port"],
+    host, port = url["host"], url["port"]
+    if cluster_mode(mesh_env):
+        # A plain connection to the master of the epoch key's slot: the key these tests
+        # touch (RedisCluster takes no connection class of a caller's).
+        cluster = RedisCluster.from_url(mesh_env["REDIS_URL"])
+        try:
+            await cluster.initialize()
+            node = cluster.get_node_from_key(epoch_key)
+            host, port = node.host, node.port
+        finally:
+            await cluster.aclose()
+    pool = redis.ConnectionPool(connection_class=connection_class, host=host, port=port,
                                 retry=Retry(NoBackoff(), retries))
     return redis.Redis(connection_pool=pool)
 
@@ -145,7 +158,8 @@ async def test_a_lost_set_nx_reply_still_wins_the_epoch(world: RelayWorld, mesh_
     await world.wipe()
     # redis.asyncio.Redis(host=...) retries a command up to 10 times by default: the retry
     # of the epoch's SET NX finds the key its first try wrote and answers "not set".
-    client = await flaky_client(mesh_env, losing_the_reply_to_one_set(world.keys.epoch()), retries=10)
+    client = await flaky_client(mesh_env, losing_the_reply_to_one_set(world.keys.epoch()), retries=10,
+                                epoch_key=world.keys.epoch())
     try:
         flaky = world.relay(client)
         flaky.epoch = relay.epoch
@@ -165,7 +179,8 @@ async def test_a_claim_whose_reply_was_lost_is_won_on_the_next_pass(
     await world.relay().start()
     assert await world.publish() == 1
     await world.wipe()
-    client = await flaky_client(mesh_env, losing_the_reply_to_one_set(world.keys.epoch()), retries=0)
+    client = await flaky_client(mesh_env, losing_the_reply_to_one_set(world.keys.epoch()), retries=0,
+                                epoch_key=world.keys.epoch())
     try:
         relay = world.relay(client)
         with pytest.raises(RedisConnectionError):
