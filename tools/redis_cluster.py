@@ -111,6 +111,8 @@ def _spawn(directory: Path, port: int) -> int:
             # A replica however long out of touch may still take over: the test kills masters
             # on a busy box, and a refused election would leave the slots without a master.
             "--cluster-replica-validity-factor", "0",
+            # DEBUG SLEEP from this host only: lag_replica stalls a replica with it.
+            "--enable-debug-command", "local",
             "--appendonly", "no", "--save", "", "--dir", str(data),
             "--logfile", str(data / "redis.log"), "--daemonize", "no"]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -262,6 +264,29 @@ def owner_of(cluster: Cluster, slot: int) -> Node:
                 port = int(row["address"].rsplit(":", 1)[1])
                 return next(n for n in cluster.nodes if n.port == port)
     raise ClusterError(f"no master serves slot {slot}")
+
+
+def replica_of(cluster: Cluster, master: Node) -> Node:
+    rows = _nodes_table(cluster)
+    master_id = next(r["id"] for r in rows if r["address"] == master.address)
+    row = next(r for r in rows if r["master"] == master_id and "fail" not in r["flags"])
+    port = int(row["address"].rsplit(":", 1)[1])
+    return next(n for n in cluster.nodes if n.port == port)
+
+
+def lag_replica(cluster: Cluster, key: str, seconds: float) -> subprocess.Popen[bytes]:
+    """Make the replica of `key`'s master fall behind: it sleeps (DEBUG SLEEP) for `seconds`
+    and the master drops its replication link, so every write the master acknowledges from
+    now on is one the replica lacks until it reconnects (it cannot while asleep). Kill the
+    master meanwhile and the replica takes over without them, as a lagging replica would.
+    Returns the sleeping redis-cli (wait for it)."""
+    master = owner_of(cluster, slot_of(cluster, key))
+    replica = replica_of(cluster, master)
+    sleeper = subprocess.Popen([CLI, "-h", HOST, "-p", str(replica.port), "debug", "sleep", str(seconds)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.2)  # the replica is asleep before its link drops: it cannot reconnect at once
+    cli(master.port, "client", "kill", "type", "replica")
+    return sleeper
 
 
 def kill_primary(cluster: Cluster, key: str) -> Node:
