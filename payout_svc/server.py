@@ -59,6 +59,8 @@ class PayoutApp:
         self.reader = open_redis(
             s.common.redis_url, socket_timeout=5, socket_connect_timeout=2,
             max_connections=len(s.channels) * s.workers_per_channel + 2)
+        # Answering before the workers start; a cluster client learns the slots here, once.
+        await self.reader.ping()
         queue = ChannelQueue(self.stores.redis, self.stores.keys, s.group, s.consumer, reader=self.reader)
         for channel in s.channels:
             await queue.ensure(channel)

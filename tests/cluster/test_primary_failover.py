@@ -5,11 +5,12 @@ The channel's replica is made to lag first (asleep, its link dropped), so the jo
 publishes next are acknowledged by the master alone; then the master is SIGKILLed and the
 replica takes over without them. The relay notices the channel master's new lineage and
 republishes them from PostgreSQL; every order ends paid exactly once, and the channel's
-rate holds across the failover."""
+rate holds across the failover; recon's daily run finds nothing lost or paid twice."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +20,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from payout_svc.server import build as build_payout
+from meshkit.server import RunningServer
+from meshkit.timeconv import utcnow
 from tests import harness
 from tests.harness import patched_env
+from tests.integration.recon_support import Recon, day_of
 from tests.integration.withdraw_support import WdMesh, start_mesh
 from tests.waiting import eventually
 from tools import redis_cluster
@@ -35,23 +38,35 @@ BACKLOG = 40
 LOST = 8
 
 
+async def start_in_process(name: str, env: dict[str, str]) -> RunningServer:
+    module = importlib.import_module(f"{name}.server")
+    with patched_env(env):
+        app, settings = module.build()
+    return await harness.start_built(app, settings)
+
+
 @pytest.fixture
-async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[tuple[WdMesh, asyncpg.Pool]]:
+async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[tuple[WdMesh, asyncpg.Pool, Recon]]:
+    tag = uuid.uuid4().hex[:8]
     m = await start_mesh(mesh_env, extra={
         "GATEWAY_CHANNELS": CHANNEL, "WITHDRAW_CHANNELS": CHANNEL,
         "WITHDRAW_RELAY_INTERVAL_MS": "100",
-        "PAYOUT_SVC_DB_SCHEMA": f"payout_{uuid.uuid4().hex[:8]}",
+        "PAYOUT_SVC_DB_SCHEMA": f"payout_fo{tag}", "RECON_SVC_DB_SCHEMA": f"recon_fo{tag}",
     })
-    env = {**m.env, "PAYOUT_CHANNELS": CHANNEL, "PAYOUT_DEFAULT_RATES": f"{CHANNEL}:{RATE}",
-           "PAYOUT_WORKERS_PER_CHANNEL": "2", "PAYOUT_CLAIM_IDLE_MS": "1000",
-           "PAYOUT_LOCK_TTL_MS": "3000", "PAYOUT_SVC_METRICS_PORT": "0"}
-    with patched_env(env):
-        app, settings = build_payout()
-    payout = await harness.start_built(app, settings)
+    payout = await start_in_process("payout_svc", {
+        **m.env, "PAYOUT_CHANNELS": CHANNEL, "PAYOUT_DEFAULT_RATES": f"{CHANNEL}:{RATE}",
+        "PAYOUT_WORKERS_PER_CHANNEL": "2", "PAYOUT_CLAIM_IDLE_MS": "1000",
+        "PAYOUT_LOCK_TTL_MS": "3000", "PAYOUT_SVC_METRICS_PORT": "0"})
+    recon_srv = await start_in_process("recon_svc", {
+        **m.env, "RECON_GRACE_S": "1", "RECON_REFUND_GRACE_S": "2", "RECON_POLL_MS": "200",
+        "RECON_CHECK_MS": "200", "RECON_STUCK_AFTER_S": "600"})
+    recon = Recon(recon_srv.address)
     gateway = await asyncpg.create_pool(m.env["DATABASE_URL"], min_size=1, max_size=2,
                                         server_settings={"search_path": m.env["GATEWAY_MOCK_DB_SCHEMA"]})
     assert gateway is not None
-    yield m, gateway
+    yield m, gateway, recon
+    await recon.close()
+    await recon_srv.stop(0.5)
     await payout.stop(2.0)
     await gateway.close()
     await m.stop()
@@ -66,9 +81,9 @@ async def stream_ids(m: WdMesh, order_ids: list[str]) -> dict[str, str | None]:
 
 
 async def test_a_killed_master_loses_nothing_pays_nothing_twice_and_keeps_the_rate(
-    mesh: tuple[WdMesh, asyncpg.Pool],
+    mesh: tuple[WdMesh, asyncpg.Pool, Recon],
 ) -> None:
-    m, gateway = mesh
+    m, gateway, recon = mesh
     cluster = redis_cluster.load(Path(os.environ["REDIS_CLUSTER_DIR"]))
     stream = m.keys.payout_stream(CHANNEL)
     uid, method = await m.user(balance_fen=(BACKLOG + LOST) * 100, channel=CHANNEL)
@@ -123,3 +138,9 @@ async def test_a_killed_master_loses_nothing_pays_nothing_twice_and_keeps_the_ra
     await m.ledger_ok([uid])
     # The channel's quota held across the failover, in every 1-s window of the gateway's calls.
     assert max_in_window([r["at"] for r in rows]) <= RATE
+    # recon over the three services' records: nothing lost, nothing paid twice.
+    report = await recon.daily(day_of(utcnow()))
+    assert report["discrepancies"] == []
+    assert report["orders"] == BACKLOG + LOST
+    paid_fen = report["gateway"]["succeeded_fen"]
+    assert paid_fen == report["gateway"]["orders_succeeded_fen"] == 100 * (BACKLOG + LOST)
