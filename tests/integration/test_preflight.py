@@ -23,6 +23,7 @@ from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from meshkit.redis_client import open_redis
+from meshkit.redis_keys import Keys
 from meshkit.server import RunningServer
 from tests import harness
 from tests.harness import SERVICES, patched_env
@@ -206,7 +207,7 @@ async def test_a_rate_above_the_gateway_capacity_is_no_go(mesh: Mesh) -> None:
 
 
 async def test_a_dead_letter_is_no_go_naming_its_channel(mesh: Mesh) -> None:
-    key = f"{mesh.env['MESH_KEY_PREFIX']}:payout:bank:dlq"
+    key = Keys(mesh.env["MESH_KEY_PREFIX"]).payout_dead_letters("bank")
     await mesh.redis.xadd(key, {"job": b"", "reason": "planted by the test", "attempts": "3"})
     try:
         code, lines = await mesh.preflight()
