@@ -15,7 +15,7 @@ GEN    := gen
 # tests and the services meshctl starts.
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e fuzz \
+.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e test-cluster fuzz \
         up down status demo preflight migrate load drill bench ci clean envdoc certs
 
 help: ## list targets
@@ -107,6 +107,20 @@ test-integration: proto ## integration tests only (real PostgreSQL and Redis, se
 
 test-e2e: proto ## end-to-end tests only (the whole mesh as processes)
 	$(call pytest_with_servers,tests/e2e)
+
+# The tests that drive Redis hardest, on a real local Redis Cluster (3 masters, 1 replica each,
+# Debian's redis-server; tools/redis_cluster.py starts it on free ports under .run/ and stops it
+# however the tests end), with tests/cluster/ (a primary killed mid-drain), which only this
+# target collects. Each stage wraps the next command: more stages (a pooler) go in front.
+CLUSTER_TESTS ?= tests/cluster tests/e2e tests/integration/test_payout_pipeline.py \
+  tests/integration/test_payout_redis.py tests/integration/test_payout_redis_batch.py \
+  tests/integration/test_payout_rates.py tests/integration/test_payout_processes.py \
+  tests/integration/test_withdraw_wipes.py tests/integration/test_withdraw_relay.py
+test-cluster: proto ## e2e, payout, wipe and drill tests on a local Redis Cluster, with a primary killed mid-drain
+	$(PY) tools/devstack.py ensure >/dev/null
+	set -a && source .run/devstack.env && set +a && \
+	  $(PY) -m tools.redis_cluster run --dir .run/redis-cluster -- \
+	  $(VENV)/bin/pytest -q -p no:cacheprovider $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
 fuzz: proto ## every RPC with 2,000 generated and mutated hostile requests (FUZZ_EXAMPLES=...), real services
 	$(PY) tools/devstack.py ensure >/dev/null

@@ -20,6 +20,7 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from campaign.partitions import DEFAULT_PARTITIONS, checked_partitions
+from meshkit.redis_client import is_cluster
 from meshkit.redis_keys import Keys
 from meshkit.streams import ensure_group, group_lag, is_nogroup, text, trim_acknowledged
 
@@ -34,6 +35,8 @@ REJECTED_MAXLEN = 100_000
 # How often a consumer looks whether the pre-partitioning stream holds new entries again
 # (an old producer during a rolling upgrade): one XINFO a few seconds apart.
 LEGACY_CHECK_S = 5.0
+# Longest block of one read on a Redis Cluster (_read_each).
+CLUSTER_BLOCK_MS = 100
 
 
 @dataclass(frozen=True)
@@ -148,11 +151,13 @@ class IngestStream:
         consumer's unacknowledged ones), in one XREADGROUP; grouped by stream."""
         if time.monotonic() >= self._next_legacy_check:
             await self.check_legacy()
+        streams: dict[Any, Any] = {p.stream: "0" if own_pending else ">" for p in self.streams}
+        block = None if own_pending else block_ms
         try:
-            reply: Any = await self.client.xreadgroup(
-                GROUP, self.consumer, {p.stream: "0" if own_pending else ">" for p in self.streams},
-                count=count, block=None if own_pending else block_ms,
-            )
+            if is_cluster(self.client) and len(streams) > 1:
+                reply: Any = await self._read_each(streams, count, block)
+            else:
+                reply = await self.client.xreadgroup(GROUP, self.consumer, streams, count=count, block=block)
         except ResponseError as exc:
             if not is_nogroup(exc):
                 raise
@@ -164,6 +169,24 @@ class IngestStream:
         for stream, entries in (reply.items() if isinstance(reply, dict) else reply or []):
             out += _messages(entries, text(stream))
         return out
+
+    async def _read_each(self, streams: dict[Any, Any], count: int, block_ms: int | None) -> list[Any]:
+        """The read on a Redis Cluster, where one command may not span slots: one XREADGROUP
+        per partition, at once. First without blocking; only when every partition is empty,
+        blocking, for at most CLUSTER_BLOCK_MS (the reads answer together, so a long block on
+        an idle partition would hold back what a busy one returned)."""
+        async def each(block: int | None) -> list[Any]:
+            replies = await asyncio.gather(*(
+                self.client.xreadgroup(GROUP, self.consumer, {stream: at}, count=count, block=block)
+                for stream, at in streams.items()))
+            pairs: list[Any] = []
+            for reply in replies:
+                pairs += list(reply.items()) if isinstance(reply, dict) else list(reply or [])
+            return pairs
+        found = await each(None)
+        if found or block_ms is None:
+            return found
+        return await each(min(block_ms, CLUSTER_BLOCK_MS))
 
     async def claim_stale(self, min_idle_ms: int, count: int) -> list[Message]:
         """Take over messages that another (dead) consumer read and never acknowledged:

@@ -58,6 +58,7 @@ from campaign.publish import publish_rewards
 from campaign.tokens import RewardGrant, keyring_from_env
 from mesh.account.v1 import account_pb2, account_pb2_grpc
 from meshkit.db import create_pool, migrate
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tools.loadlib.clients import open_channel, serving
@@ -467,7 +468,7 @@ async def main() -> None:
     address = os.environ.get("ACCOUNT_SVC_ADDR") or "127.0.0.1:50051"
     dsn = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     partitions = partitions_from(os.environ)
-    client = redis.Redis.from_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
+    client = open_redis(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
     try:
         target = await ensure_service(address, client, partitions)
     except BaseException:

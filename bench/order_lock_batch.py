@@ -20,15 +20,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as redis
 from redis.asyncio.lock import Lock
 
 from meshkit.order_locks import OrderLocks
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 
 
 async def main(batch: int, rounds: int) -> None:
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    client = open_redis(os.environ["REDIS_URL"])
     keys = Keys(f"lockbench-{uuid.uuid4().hex[:8]}")
     order_ids = [f"o-{i}" for i in range(batch)]
     names = [keys.order_lock(o) for o in order_ids]

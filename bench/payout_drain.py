@@ -40,7 +40,6 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-import redis.asyncio as redis
 
 from bench import pgstate
 from campaign.tokens import RewardGrant, keyring_from_env
@@ -49,6 +48,7 @@ from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tools import meshctl
@@ -155,7 +155,7 @@ class BenchMesh:
         meshctl.down(self.layout, services=CORE, grace=8.0)
 
     async def cleanup(self) -> None:
-        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        client = open_redis(self.env["REDIS_URL"], env=self.env)
         try:
             async for key in client.scan_iter(match=f"{self.env['MESH_KEY_PREFIX']}:*", count=1000):
                 await client.delete(key)
@@ -240,7 +240,7 @@ async def place_orders(bench: BenchMesh, count: int, amount_fen: int = 100, conc
 
 async def wait_backlog(bench: BenchMesh, count: int, timeout: float = 120.0) -> None:
     """Until withdraw_svc's relay has put every job on the stream."""
-    client = redis.Redis.from_url(bench.env["REDIS_URL"])
+    client = open_redis(bench.env["REDIS_URL"], env=bench.env)
     try:
         deadline = time.monotonic() + timeout
         while (length := int(await client.xlen(bench.keys.payout_stream(bench.channel)))) < count:

@@ -31,8 +31,6 @@ import asyncio
 import time
 from typing import Any
 
-import redis.asyncio as redis
-
 from bench.payout_drain import (
     BenchMesh,
     cpu_report,
@@ -44,13 +42,14 @@ from bench.payout_drain import (
     start_paused_then_open,
     wait_settled,
 )
+from meshkit.redis_client import open_redis
 
 RAW_GROUP = "raw"
 
 
 async def copy_stream(bench: BenchMesh) -> str:
     """Copy the channel's backlog to a scratch stream for the raw loop."""
-    client = redis.Redis.from_url(bench.env["REDIS_URL"])
+    client = open_redis(bench.env["REDIS_URL"], env=bench.env)
     source = bench.keys.payout_stream(bench.channel)
     target = f"{bench.env['MESH_KEY_PREFIX']}:bench:raw"
     try:
@@ -67,7 +66,7 @@ async def copy_stream(bench: BenchMesh) -> str:
 
 async def raw_loop(url: str, stream: str, readers: int, expected: int) -> float:
     """Messages per second for `readers` concurrent XREADGROUP COUNT 1 + XACK loops."""
-    client = redis.Redis.from_url(url, max_connections=readers + 4)
+    client = open_redis(url, max_connections=readers + 4)
     done = 0
 
     async def reader(n: int) -> None:

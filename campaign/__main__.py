@@ -11,12 +11,11 @@ import sys
 import time
 import uuid
 
-import redis.asyncio as redis
-
 from campaign.partitions import partitions_from
 from campaign.publish import publish_rewards
 from campaign.tokens import RewardGrant, keyring_from_env
 from meshkit.errors import InvalidArgument
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_REDIS_URL, env_str
 
@@ -35,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _publish(token: str, uid: int) -> str:
-    client = redis.Redis.from_url(env_str("REDIS_URL", DEFAULT_REDIS_URL))
+    client = open_redis(env_str("REDIS_URL", DEFAULT_REDIS_URL))
     try:
         ids = await publish_rewards(client, Keys(env_str("MESH_KEY_PREFIX", "mesh")), [token], uids=[uid],
                                     partitions=partitions_from(os.environ))

@@ -65,15 +65,19 @@ class OrderLocks:
         return {o: t for o, t, ok in zip(order_ids, tokens, taken, strict=True) if ok}
 
     async def release_many(self, held: dict[str, str]) -> None:
-        await self._each(self._release, held, [])
+        await self._each(_RELEASE, held, [])
 
     async def extend_many(self, held: dict[str, str]) -> None:
-        await self._each(self._extend, held, [self.ttl_ms])
+        await self._each(_EXTEND, held, [self.ttl_ms])
 
-    async def _each(self, script: Any, held: dict[str, str], extra: list[Any]) -> None:
+    async def _each(self, script: str, held: dict[str, str], extra: list[Any]) -> None:
+        """One script call per lock, pipelined without MULTI: the locks spread over slots,
+        and on a cluster the pipeline sends each node its own. EVAL, not EVALSHA: a
+        cluster pipeline does not load a script a node lacks (a new master after a
+        failover), and these scripts are a few dozen bytes."""
         if not held:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for order_id, token in held.items():
-                await script(keys=[self.keys.order_lock(order_id)], args=[token, *extra], client=pipe)
+                pipe.eval(script, 1, self.keys.order_lock(order_id), token, *extra)
             await pipe.execute()

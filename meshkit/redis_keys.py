@@ -1,4 +1,12 @@
-"""Every Redis key of the mesh, in one namespace per deployment (tests use one per run)."""
+"""Every Redis key of the mesh, in one namespace per deployment (tests use one per run).
+
+Cluster-safe: every key that a MULTI or a script uses together with another carries the same
+hash tag (`{...}`: Redis Cluster hashes only what is inside it), so they share one slot. A
+channel's stream, dead letters, dead-orders hash, awaiting set and limiter keys all carry
+`{payout:<channel>}`; a reward partition's stream and refusals `{credits:<n>}`. Keys used
+alone (an order lock, a user's counter, the epoch) carry no tag and spread over the slots.
+Renaming a key changes nothing on the wire, only what a running mesh finds in Redis, which
+may be wiped at any time by design (the outbox republishes)."""
 
 from __future__ import annotations
 
@@ -9,26 +17,33 @@ from dataclasses import dataclass
 class Keys:
     prefix: str
 
+    def channel_tag(self, channel: str) -> str:
+        """The hash tag of every key of one payout channel: one Cluster slot per channel."""
+        return f"{{payout:{channel}}}"
+
     def payout_stream(self, channel: str) -> str:
-        return f"{self.prefix}:payout:{channel}"
+        return f"{self.prefix}:{self.channel_tag(channel)}"
 
     def payout_dead_letters(self, channel: str) -> str:
-        return f"{self.prefix}:payout:{channel}:dlq"
+        return f"{self.prefix}:{self.channel_tag(channel)}:dlq"
 
     def payout_dead_orders(self, channel: str) -> str:
         """Order id -> how many of its messages sit in the channel's dead-letter stream
         (written in the same MULTI as the dead letter, decremented by replay)."""
-        return f"{self.prefix}:payout:{channel}:dlq:orders"
+        return f"{self.prefix}:{self.channel_tag(channel)}:dlq:orders"
 
     def payout_awaiting(self, channel: str) -> str:
         """Orders whose payout the gateway accepted asynchronously, scored by next check time."""
-        return f"{self.prefix}:payout:{channel}:awaiting"
+        return f"{self.prefix}:{self.channel_tag(channel)}:awaiting"
 
     def rate_limit(self, channel: str) -> str:
-        return f"{self.prefix}:ratelimit:{channel}"
+        """The channel's GCRA schedule (payout_svc.rate_limiter)."""
+        return f"{self.prefix}:{self.channel_tag(channel)}:ratelimit"
 
     def rate_window(self, channel: str) -> str:
-        return f"{self.prefix}:ratewindow:{channel}"
+        """The channel's sliding log; the limiter's scripts also count calls per second in
+        `<this>:<second>`, which keeps the tag and so the slot."""
+        return f"{self.prefix}:{self.channel_tag(channel)}:ratewindow"
 
     def user_rate(self, name: str, uid: int) -> str:
         """Calls of kind `name` by `uid` in the current window (meshkit.user_limits)."""
@@ -36,6 +51,10 @@ class Keys:
 
     def order_lock(self, order_id: str) -> str:
         return f"{self.prefix}:lock:order:{order_id}"
+
+    def bound_methods(self, uid: int) -> str:
+        """withdraw_svc's short-lived cache of a user's bound payout methods."""
+        return f"{self.prefix}:withdraw:methods:{uid}"
 
     def credit_stream(self, partition: int) -> str:
         """Partition `partition` of the reward ingest stream (campaign.partitions). The hash
@@ -56,5 +75,7 @@ class Keys:
         return f"{self.prefix}:rewards:rejected"
 
     def epoch(self) -> str:
-        """Set once per Redis lifetime: when it vanishes, Redis lost its data."""
+        """Set once per Redis lifetime: when it vanishes, Redis lost its data. On a cluster
+        it lives on one shard only: the lineage check of each channel's master (the outbox
+        relay) covers every shard that holds payout streams."""
         return f"{self.prefix}:epoch"

@@ -10,6 +10,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from meshkit.db import create_pool, migrate
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.settings import CommonSettings
 
@@ -24,7 +25,7 @@ class Stores:
     async def open(cls, settings: CommonSettings, migrations: Path, *, pool_size: int = 10) -> Stores:
         pool = await create_pool(settings.database_url, settings.db_schema, max_size=pool_size)
         await migrate(pool, settings.db_schema, migrations)
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        client = open_redis(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         await client.ping()
         return cls(pool, client, Keys(settings.key_prefix))
 

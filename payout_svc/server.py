@@ -14,6 +14,7 @@ from meshkit.admin_store import ChangeStore, PoolAudit
 from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
 from meshkit.order_locks import OrderLocks
+from meshkit.redis_client import open_redis
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
 from meshkit.transport import dial
@@ -55,9 +56,11 @@ class PayoutApp:
         rates_repo = RatesRepository(self.stores.pool)
         rates = ChannelRates(rates_repo, s.channels, s.default_rates)
         await rates.start()
-        self.reader = redis.Redis.from_url(
+        self.reader = open_redis(
             s.common.redis_url, socket_timeout=5, socket_connect_timeout=2,
             max_connections=len(s.channels) * s.workers_per_channel + 2)
+        # Answering before the workers start; a cluster client learns the slots here, once.
+        await self.reader.ping()
         queue = ChannelQueue(self.stores.redis, self.stores.keys, s.group, s.consumer, reader=self.reader)
         for channel in s.channels:
             await queue.ensure(channel)

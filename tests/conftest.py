@@ -11,11 +11,16 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
+from meshkit.redis_client import cluster_mode, open_redis
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tests import tracing
 from tests.harness import SESSION_SECRET_1, SESSION_SECRET_2, create_database, drop_database, make_certs
 
 log = logging.getLogger(__name__)
+
+# tests/cluster/ needs the Redis Cluster that `make test-cluster` starts (tools/redis_cluster.py):
+# collected only there, neither run nor skipped anywhere else.
+collect_ignore = [] if cluster_mode() else ["cluster"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,6 +38,9 @@ async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
+        # A Redis Cluster behind REDIS_URL (make test-cluster): every client of the run,
+        # in-process or a mesh process, opens it as one (meshkit.redis_client).
+        "REDIS_CLUSTER": "1" if cluster_mode() else "0",
         "MESH_KEY_PREFIX": f"test-{uuid.uuid4().hex[:10]}",
         # Development rules (meshkit.secrets): the harness's own keys, 32 bytes or more.
         "MESH_ENV": "dev",
@@ -63,7 +71,7 @@ async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
-        client = redis.Redis.from_url(redis_url)
+        client = open_redis(redis_url)
         async for key in client.scan_iter(match=f"{env['MESH_KEY_PREFIX']}:*", count=1000):
             await client.delete(key)
         await client.aclose()
@@ -72,6 +80,6 @@ async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
 
 @pytest.fixture(scope="session")
 async def redis_client(mesh_env: dict[str, str]) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(mesh_env["REDIS_URL"])
+    client = open_redis(mesh_env["REDIS_URL"])
     yield client
     await client.aclose()

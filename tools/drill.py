@@ -45,7 +45,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import grpc
-import redis.asyncio as redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.account.v1 import account_pb2
@@ -53,6 +52,7 @@ from mesh.feed.v1 import feed_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.recon.v1 import recon_pb2
 from mesh.withdraw.v1 import withdraw_pb2
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_REDIS_URL
 from meshkit.status import reason_of
@@ -355,7 +355,7 @@ class Drill:
         self.timeline.note(f"{service} restarted (pid {new_pid}), SERVING after {waited:.1f}s")
 
     async def _wipe_redis(self) -> None:
-        client = redis.Redis.from_url(self.env.get("REDIS_URL") or DEFAULT_REDIS_URL)
+        client = open_redis(self.env.get("REDIS_URL") or DEFAULT_REDIS_URL, env=self.env)
         try:
             if self.o.flushall:
                 await client.flushall()
@@ -378,7 +378,7 @@ class Drill:
     async def _wipe_redis_again(self) -> None:
         """The next wipe only once the mesh has noticed the last one (the relay put its epoch
         key back and republished): two wipes a moment apart would be one wipe."""
-        client = redis.Redis.from_url(self.env.get("REDIS_URL") or DEFAULT_REDIS_URL)
+        client = open_redis(self.env.get("REDIS_URL") or DEFAULT_REDIS_URL, env=self.env)
         epoch = Keys(self.env.get("MESH_KEY_PREFIX") or "mesh").epoch()
         try:
             for _ in range(150):  # 30 s at most

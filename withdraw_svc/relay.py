@@ -37,13 +37,26 @@ async def _wait_wake(wake: asyncio.Event, stopping: asyncio.Event, timeout: floa
 
 # Jobs the sweep looks at per pass; the next pass goes on from where this one stopped.
 SWEEP_PAGE = 5000
+# Every in-flight job is looked at after a lineage change, whatever its republish count.
+NO_CAP = 2**31 - 1
+# How often the lineages are read besides with each publish (a channel still published to
+# is followed with every batch; this catches the failover of a quiet one).
+LINEAGE_CHECK_S = 1.0
 
 
 class OutboxRelay:
     """Publishes PAYOUT jobs. PostgreSQL is the truth: when the Redis epoch key vanishes
     (Redis restarted empty), the replica that re-creates it republishes every job whose
     order has not settled. Between wipes, a sweep republishes jobs published long ago
-    that nothing in Redis waits on any more, at most `republish_cap` times each."""
+    that nothing in Redis waits on any more, at most `republish_cap` times each.
+
+    A failover loses less than a wipe, and the epoch key may survive it: a replica promoted
+    on a Redis Cluster (or under Sentinel) lacks only the writes it had not received yet, an
+    entry the relay saw acknowledged among them. So the relay also follows each channel's
+    lineage (the replication id of the master serving the channel's slot, read in the same
+    pipeline as the channel's entries, and on every epoch check): when it changes, every
+    in-flight job of that channel whose own entry, dead letter, awaited payout or lock is
+    not in Redis goes out again (check_lineages)."""
 
     def __init__(self, settings: Settings, repo: PayoutOutbox, redis: PayoutStreams) -> None:
         self.settings = settings
@@ -54,6 +67,9 @@ class OutboxRelay:
         self._claim: str | None = None
         self._last_stale_check = 0.0
         self._sweep_after: tuple[datetime, int] | None = None
+        # channel -> the lineage its published entries were last seen under.
+        self.lineages: dict[str, str] = {}
+        self._last_lineage_check = 0.0
 
     async def start(self) -> None:
         await self.check_epoch()
@@ -94,10 +110,57 @@ class OutboxRelay:
         transaction that claimed them."""
         async with self.repo.claim_unpublished(self.settings.relay_batch) as claim:
             if claim.jobs:
-                await claim.mark_published(await self.redis.publish(claim.jobs))
-            return len(claim.jobs)
+                published = await self.redis.publish(claim.jobs)
+                await claim.mark_published(published.ids)
+        if claim.jobs:
+            # After the commit: a job found lost is re-opened by another statement, which
+            # must see this one's stream ids.
+            await self._follow(published.lineages)
+        return len(claim.jobs)
+
+    async def check_lineages(self) -> int:
+        """Re-read the lineage of every channel published to; the jobs re-opened."""
+        if not self.lineages:
+            return 0
+        return await self._follow(await self.redis.lineages(sorted(self.lineages)))
+
+    async def _follow(self, seen: dict[str, str]) -> int:
+        changed = sorted(ch for ch, lineage in seen.items()
+                         if ch in self.lineages and lineage != self.lineages[ch])
+        reopened = 0
+        for channel in changed:
+            reopened += await self._reverify(channel)
+            log.warning("Redis master of channel %s changed lineage (%s -> %s: failover or "
+                        "restart); re-opened the payout jobs it no longer holds",
+                        channel, self.lineages[channel], seen[channel])
+        # Adopted only once verified: a verification that failed is tried again next time.
+        self.lineages.update(seen)
+        if reopened:
+            self.wake.set()
+        return reopened
+
+    async def _reverify(self, channel: str) -> int:
+        after: tuple[datetime, int] | None = None
+        reopened = 0
+        while True:
+            page = await self.repo.in_flight_jobs(0, NO_CAP, after, SWEEP_PAGE)
+            mine = [job for job in page if job.channel == channel]
+            if mine:
+                held = await self.redis.still_held(mine)
+                lost = [job for job, h in zip(mine, held, strict=True) if not h]
+                n = await self.repo.reopen_lost(lost)
+                if n:
+                    log.warning("channel %s: %d payout jobs lost by Redis, republishing", channel, n)
+                reopened += n
+            if len(page) < SWEEP_PAGE:
+                return reopened
+            after = (page[-1].published_at, page[-1].outbox_id)
 
     async def check_epoch(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lineage_check >= LINEAGE_CHECK_S:
+            await self.check_lineages()
+            self._last_lineage_check = now
         current = await self.redis.epoch()
         if current is None:
             # Redis lost its data (or this is its first start). The claim's token is kept

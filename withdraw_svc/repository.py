@@ -456,6 +456,22 @@ class Repository:
         )
         return int(result.split()[-1])
 
+    async def reopen_lost(self, jobs: Sequence[InFlightJob]) -> int:
+        """Put jobs whose entries a Redis failover lost back for publishing, outside the
+        sweep's cap (the loss is Redis's, not a sign the job is stuck): a compare-and-set on
+        the stream id each was seen with, so of two relays that saw the same loss one
+        wins, and a job republished meanwhile (new stream id) is left alone."""
+        if not jobs:
+            return 0
+        result = await self.pool.execute(
+            "UPDATE outbox SET published_at = NULL "
+            "FROM unnest($1::bigint[], $2::text[]) AS s(id, stream_id) "
+            "WHERE outbox.id = s.id AND coalesce(outbox.stream_id, '') = s.stream_id "
+            "AND outbox.published_at IS NOT NULL AND outbox.done_at IS NULL",
+            [j.outbox_id for j in jobs], [j.stream_id for j in jobs],
+        )
+        return int(result.split()[-1])
+
     # -- refund outbox --------------------------------------------------------------------
 
     @asynccontextmanager

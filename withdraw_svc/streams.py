@@ -1,5 +1,6 @@
-"""Redis adapters of withdraw_svc: payout stream publishing, the Redis epoch, the order lock
-shared with payout_svc, and the short-lived cache of bound methods."""
+"""Redis adapters of withdraw_svc: payout stream publishing, the Redis epoch, each channel's
+data lineage, the order lock shared with payout_svc, and the short-lived cache of bound
+methods."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ from withdraw_svc.peers import Method
 from withdraw_svc.records import InFlightJob, PayoutRow
 
 _tracer = tracer("withdraw_svc.relay")
+
+# The replication id of the master serving KEYS[1]'s slot (the script runs there). Redis
+# draws a new one when it starts (empty: no persistence) and when a replica is promoted, so
+# it changes whenever what the master holds may have lost writes it acknowledged.
+_LINEAGE = """
+local info = redis.call('INFO', 'replication')
+return string.match(info, 'master_replid:(%w+)') or ''
+"""
 
 def payout_job(row: PayoutRow, now: datetime) -> bytes:
     p = row.payload
@@ -48,6 +57,15 @@ def _read_position(groups: object, exists: object, group: str) -> tuple[int, int
 
 
 @dataclass(frozen=True)
+class Published:
+    """Stream entry ids of the jobs published (in their order), and the lineage of each
+    channel's master read in the same pipeline just before its entries were added."""
+
+    ids: list[str]
+    lineages: dict[str, str]
+
+
+@dataclass(frozen=True)
 class InRedis:
     """What waits in Redis on one PAYOUT job in flight. Anything at all means the job is
     not lost; nothing means it is (a wipe, a crash, a follow-up dropped)."""
@@ -71,10 +89,15 @@ class RedisPort:
 
     # -- payout streams -------------------------------------------------------------------
 
-    async def publish(self, rows: Sequence[PayoutRow]) -> list[str]:
-        """XADD every job to its channel's stream in one pipelined round trip."""
+    async def publish(self, rows: Sequence[PayoutRow]) -> Published:
+        """XADD every job to its channel's stream in one pipelined round trip, after reading
+        each channel's lineage (on a cluster, the pipeline sends a node's commands in order
+        on one connection: the lineage is the one the entries went to, or an older one)."""
         now = datetime.now(UTC)
+        channels = sorted({str(row.payload["channel"]) for row in rows})
         async with self.client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.eval(_LINEAGE, 1, self.keys.payout_stream(channel))
             for row in rows:
                 fields: dict[str, bytes | str] = {"job": payout_job(row, now)}
                 # The relay runs outside the confirm's request: its PRODUCER span joins the
@@ -87,8 +110,40 @@ class RedisPort:
                 ):
                     fields.update(trace_fields())
                 pipe.xadd(self.keys.payout_stream(str(row.payload["channel"])), fields)  # type: ignore[arg-type]
-            ids = await pipe.execute()
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+            replies = await pipe.execute()
+        lineages = {ch: _text(r) for ch, r in zip(channels, replies[:len(channels)], strict=True)}
+        return Published([_text(i) for i in replies[len(channels):]], lineages)
+
+    async def lineages(self, channels: Sequence[str]) -> dict[str, str]:
+        """The lineage of the master serving each channel's slot, in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.eval(_LINEAGE, 1, self.keys.payout_stream(channel))
+            replies = await pipe.execute()
+        return {ch: _text(r) for ch, r in zip(channels, replies, strict=True)}
+
+    async def still_held(self, jobs: Sequence[InFlightJob]) -> list[bool]:
+        """After a channel's master changed lineage: whether each job is still held in
+        Redis, in one round trip. Its own entry still in the stream (undelivered, pending or
+        handled: a handled one left a trace of its own), a dead letter, an awaited payout, or
+        a lock. The consumer group's read position is not asked: after a failover it may
+        stand behind entries the new master never received."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.xrange(self.keys.payout_stream(job.channel), job.stream_id or "0-1",
+                            job.stream_id or "0-1", count=1)
+                pipe.hexists(self.keys.payout_dead_orders(job.channel), job.order_id)
+                pipe.zscore(self.keys.payout_awaiting(job.channel), job.order_id)
+                pipe.exists(self.keys.order_lock(job.order_id))
+            replies = await pipe.execute(raise_on_error=False)
+        held = []
+        for n, job in enumerate(jobs):
+            entry, dead, awaiting, locked = replies[4 * n: 4 * n + 4]
+            # An error counts as held: unsure, leave it (the sweep still looks later).
+            held.append(any(isinstance(r, Exception) for r in (entry, dead, awaiting, locked))
+                        or (bool(job.stream_id) and bool(entry)) or bool(dead)
+                        or awaiting is not None or bool(locked))
+        return held
 
     async def in_redis(self, jobs: Sequence[InFlightJob], group: str) -> list[InRedis]:
         """What waits on each job in Redis, read in one round trip: where the channel's
@@ -165,7 +220,7 @@ class RedisPort:
     # -- methods cache ----------------------------------------------------------------------
 
     def _methods_key(self, uid: int) -> str:
-        return f"{self.keys.prefix}:withdraw:methods:{uid}"
+        return self.keys.bound_methods(uid)
 
     async def cached_methods(self, uid: int) -> list[Method] | None:
         raw = await self.client.get(self._methods_key(uid))

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as redis
 
 from meshkit.order_locks import OrderLocks
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.streams import trim_acknowledged
 from payout_svc.domain import PAUSED, UNLIMITED, ChannelRate, Job, dead_letter_after
@@ -33,7 +34,7 @@ async def keys(mesh_env: dict[str, str], redis_client: redis.Redis) -> AsyncIter
 async def test_two_limiter_users_share_one_rate(
     mesh_env: dict[str, str], keys: Keys, redis_client: redis.Redis
 ) -> None:
-    clients = [redis.Redis.from_url(mesh_env["REDIS_URL"]) for _ in range(2)]
+    clients = [open_redis(mesh_env["REDIS_URL"]) for _ in range(2)]
     limiters = [RateLimiter(c, keys) for c in clients]
     granted = 0
     admitted: dict[bytes, float] = {}

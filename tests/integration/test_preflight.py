@@ -22,6 +22,8 @@ import redis.asyncio as redis
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
+from meshkit.redis_client import open_redis
+from meshkit.redis_keys import Keys
 from meshkit.server import RunningServer
 from tests import harness
 from tests.harness import SERVICES, patched_env
@@ -113,7 +115,7 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[Mesh]:
             await stub.SetChannelFaults(gateway_pb2.SetChannelFaultsRequest(
                 faults=gateway_pb2.ChannelFaults(channel=channel, capacity_per_second=capacity)))
     db = await asyncpg.connect(env["DATABASE_URL"])
-    client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
+    client = open_redis(env["REDIS_URL"], env=env, decode_responses=True)
     m = Mesh(env, servers, replica, db, client, await _server_waivers(db, client))
     await _recon_at_heads(m)
     yield m
@@ -205,7 +207,7 @@ async def test_a_rate_above_the_gateway_capacity_is_no_go(mesh: Mesh) -> None:
 
 
 async def test_a_dead_letter_is_no_go_naming_its_channel(mesh: Mesh) -> None:
-    key = f"{mesh.env['MESH_KEY_PREFIX']}:payout:bank:dlq"
+    key = Keys(mesh.env["MESH_KEY_PREFIX"]).payout_dead_letters("bank")
     await mesh.redis.xadd(key, {"job": b"", "reason": "planted by the test", "attempts": "3"})
     try:
         code, lines = await mesh.preflight()

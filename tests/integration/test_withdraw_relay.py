@@ -15,12 +15,14 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from meshkit.db import create_pool, migrate
+from meshkit.redis_client import cluster_mode, is_cluster
 from meshkit.redis_keys import Keys
 from payout_svc.domain import Job
 from payout_svc.streams import ChannelQueue
@@ -130,9 +132,20 @@ def losing_the_reply_to_one_set(key: str) -> type[Connection]:
 
 
 async def flaky_client(mesh_env: dict[str, str], connection_class: type[Connection],
-                       retries: int) -> redis.Redis:
+                       retries: int, epoch_key: str) -> redis.Redis:
     url = redis.ConnectionPool.from_url(mesh_env["REDIS_URL"]).connection_kwargs
-    pool = redis.ConnectionPool(connection_class=connection_class, host=url["host"], port=url["port"],
+    host, port = url["host"], url["port"]
+    if cluster_mode(mesh_env):
+        # A plain connection to the master of the epoch key's slot: the key these tests
+        # touch (RedisCluster takes no connection class of a caller's).
+        cluster = RedisCluster.from_url(mesh_env["REDIS_URL"])
+        try:
+            await cluster.initialize()
+            node = cluster.get_node_from_key(epoch_key)
+            host, port = node.host, node.port
+        finally:
+            await cluster.aclose()
+    pool = redis.ConnectionPool(connection_class=connection_class, host=host, port=port,
                                 retry=Retry(NoBackoff(), retries))
     return redis.Redis(connection_pool=pool)
 
@@ -145,7 +158,8 @@ async def test_a_lost_set_nx_reply_still_wins_the_epoch(world: RelayWorld, mesh_
     await world.wipe()
     # redis.asyncio.Redis(host=...) retries a command up to 10 times by default: the retry
     # of the epoch's SET NX finds the key its first try wrote and answers "not set".
-    client = await flaky_client(mesh_env, losing_the_reply_to_one_set(world.keys.epoch()), retries=10)
+    client = await flaky_client(mesh_env, losing_the_reply_to_one_set(world.keys.epoch()), retries=10,
+                                epoch_key=world.keys.epoch())
     try:
         flaky = world.relay(client)
         flaky.epoch = relay.epoch
@@ -165,7 +179,8 @@ async def test_a_claim_whose_reply_was_lost_is_won_on_the_next_pass(
     await world.relay().start()
     assert await world.publish() == 1
     await world.wipe()
-    client = await flaky_client(mesh_env, losing_the_reply_to_one_set(world.keys.epoch()), retries=0)
+    client = await flaky_client(mesh_env, losing_the_reply_to_one_set(world.keys.epoch()), retries=0,
+                                epoch_key=world.keys.epoch())
     try:
         relay = world.relay(client)
         with pytest.raises(RedisConnectionError):
@@ -269,3 +284,44 @@ async def test_the_sweep_republishes_a_job_at_most_the_cap(world: RelayWorld) ->
     assert await world.publish() == 0 and await world.entries("bank", order_id) == 2
     # A higher cap lets it go out once more.
     assert await world.relay(republish_cap=2).republish_stale() == 1
+
+
+async def master_replid(client: Any, key: str) -> str:
+    """INFO replication's id of the master serving `key` (on a cluster, that key's node)."""
+    if is_cluster(client):
+        info = await client.info("replication", target_nodes=client.get_node_from_key(key))
+    else:
+        info = await client.info("replication")
+    return str(info["master_replid"])
+
+
+async def test_a_new_lineage_of_the_channel_master_republishes_what_it_lost(world: RelayWorld) -> None:
+    """A replica promoted after its master died lacks the last entries the master took: the
+    relay, told by the channel master's new replication id, re-opens exactly the jobs that
+    nothing in Redis holds any more (the failover itself: tests/cluster)."""
+    await world.group("bank")
+    lost, lost_too, kept, dead, awaited = [await world.order() for _ in range(5)]
+    relay, other = world.relay(), world.relay()
+    assert await relay.publish_pending() == 5
+    replid = await master_replid(world.redis, world.keys.payout_stream("bank"))
+    assert relay.lineages == {"bank": replid}, "the lineage is read with the publish"
+    ids = {o: await world.pool.fetchval("SELECT stream_id FROM outbox WHERE order_id = $1", o)
+           for o in (lost, lost_too, kept, dead, awaited)}
+    stream = world.keys.payout_stream("bank")
+    # What the promoted replica holds: every entry but those it never received, and the
+    # traces of the two that were handled before (a dead letter, an awaited payout).
+    await world.redis.xdel(stream, ids[lost], ids[lost_too], ids[dead], ids[awaited])
+    await world.redis.hset(world.keys.payout_dead_orders("bank"), dead, 1)
+    await world.redis.zadd(world.keys.payout_awaiting("bank"), {awaited: 0})
+
+    assert await relay.check_lineages() == 0, "same lineage: nothing to look at"
+    relay.lineages["bank"] = other.lineages["bank"] = "before-the-failover"
+    assert await relay.check_lineages() == 2
+    assert await world.published_at(lost) is None and await world.published_at(lost_too) is None
+    for held in (kept, dead, awaited):
+        assert await world.published_at(held) is not None
+    assert relay.lineages == {"bank": replid}
+    # A second replica seeing the same change re-opens nothing twice.
+    assert await other.check_lineages() == 0
+    assert await world.publish() == 2
+    assert await world.entries("bank", lost) == 1 and await world.entries("bank", kept) == 1

@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.server import RunningServer
 from meshkit.telemetry import setup_tracing
@@ -226,7 +227,7 @@ async def start_mesh(mesh_env: dict[str, str], *, withdraw: bool = True, payout:
         server_settings={"search_path": env["WITHDRAW_SVC_DB_SCHEMA"]},
     )
     assert pool is not None
-    client = redis.Redis.from_url(env["REDIS_URL"])
+    client = open_redis(env["REDIS_URL"], env=env)
     return WdMesh(tag, env, gateway_srv, account_srv, withdraws, payout_srv, pool, client, Keys(prefix))
 
 

@@ -21,6 +21,7 @@ MEANINGS: dict[str, str] = {
     "<SVC>_ADDRS": "Every replica of the service (comma-separated host:port) that `make preflight` checks, besides <SVC>_ADDR.",
     "DATABASE_URL": "PostgreSQL the services use (all schemas in one database).",
     "REDIS_URL": "Redis holding the streams, limiter windows and locks.",
+    "REDIS_CLUSTER": "REDIS_URL names a node of a Redis Cluster: every client opens it as a cluster client (meshkit/redis_client.py; `make test-cluster` sets it).",
     "MESH_KEY_PREFIX": "Prefix of every Redis key, so several meshes (or test runs) share one Redis.",
     "MESH_TLS_CA": "CA file for mutual TLS (required: set with MESH_TLS_CERT and MESH_TLS_KEY, all three or none; `make up` sets each service's from .run/certs).",
     "MESH_TLS_CERT": "This process's certificate for mutual TLS; its SAN URI spiffe://mesh/<name> is the identity peers see.",

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-import redis.asyncio as redis
 
+from meshkit.redis_client import open_redis
 from tools import meshctl
 from tools.loadlib.cpu import PROC, children, cmdline, read_stat
 
@@ -112,7 +112,7 @@ class MeshProcesses:
         else:
             found.notes.append("PostgreSQL is not a process of this host (or not visible in /proc): "
                                "its CPU is not measured")
-        client = redis.Redis.from_url(redis_url)
+        client = open_redis(redis_url)
         try:
             info = await client.info("server")
             pid = int(info.get("process_id", 0))

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-import redis.asyncio as redis
 
 from campaign.partitions import partitions_from
 from campaign.publish import publish_rewards
 from campaign.tokens import RewardGrant, keyring_from_env
 from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
+from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.settings import DEFAULT_REDIS_URL
 from tools.loadlib.clients import MeshClients, retry_unavailable
@@ -253,7 +253,7 @@ def funding_tokens(users: Sequence[TestUser], funding_fen: int,
 
 async def publish_funding(env: Mapping[str, str], tokens: Mapping[int, list[str]]) -> None:
     """The tokens onto the ingest stream, as the campaign publishes rewards."""
-    client = redis.Redis.from_url(env.get("REDIS_URL") or DEFAULT_REDIS_URL)
+    client = open_redis(env.get("REDIS_URL") or DEFAULT_REDIS_URL, env=env)
     try:
         await publish_rewards(client, Keys(env.get("MESH_KEY_PREFIX") or "mesh"),
                               [t for user_tokens in tokens.values() for t in user_tokens],

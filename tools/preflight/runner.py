@@ -11,6 +11,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from mesh.withdraw.v1 import withdraw_pb2
+from meshkit.redis_client import open_redis
 from tools.preflight import mesh_checks as mesh
 from tools.preflight import secret_checks as secrets
 from tools.preflight import store_checks as stores
@@ -90,7 +91,7 @@ async def collect(config: Config) -> list[Result]:
     now = datetime.now(UTC)
     peers = mesh.Peers(config)
     conn, pg_error = await _postgres(config)
-    client = redis.Redis.from_url(config.redis_url, socket_timeout=config.timeout_s,
+    client = open_redis(config.redis_url, socket_timeout=config.timeout_s,
                                   socket_connect_timeout=config.timeout_s, decode_responses=True)
 
     async def pg_down() -> Result:
