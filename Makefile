@@ -15,7 +15,7 @@ GEN    := gen
 # tests and the services meshctl starts.
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e fuzz \
+.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e test-pgbouncer fuzz \
         up down status demo preflight migrate load drill bench ci clean envdoc certs
 
 help: ## list targets
@@ -107,6 +107,20 @@ test-integration: proto ## integration tests only (real PostgreSQL and Redis, se
 
 test-e2e: proto ## end-to-end tests only (the whole mesh as processes)
 	$(call pytest_with_servers,tests/e2e)
+
+# Through a private PgBouncer in transaction mode (tools/pgbouncer.py; installed by apt-get as root if
+# missing) in front of the PostgreSQL devstack finds: the e2e tests (the drill's included), the payout
+# tests, the schema-role tests and tests/pooler. Stopped on the way out, also when a test fails.
+PGBOUNCER_RUN ?= .run/pgbouncer
+PGBOUNCER_TESTS := tests/pooler tests/integration/test_schema_roles.py tests/integration/test_payout_*.py \
+                   tests/integration/test_withdraw_payout_*.py tests/e2e
+test-pgbouncer: proto ## the e2e, payout and drill tests through PgBouncer (transaction pooling)
+	$(PY) tools/devstack.py ensure >/dev/null
+	set -a && source .run/devstack.env && set +a && \
+	  trap '$(PY) tools/pgbouncer.py stop $(PGBOUNCER_RUN)' EXIT && \
+	  $(PY) tools/pgbouncer.py start $(PGBOUNCER_RUN) && \
+	  set -a && source $(PGBOUNCER_RUN)/pgbouncer.env && set +a && \
+	  $(VENV)/bin/pytest -q -p no:cacheprovider $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 
 fuzz: proto ## every RPC with 2,000 generated and mutated hostile requests (FUZZ_EXAMPLES=...), real services
 	$(PY) tools/devstack.py ensure >/dev/null

@@ -13,9 +13,20 @@ import redis.asyncio as redis
 
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tests import tracing
-from tests.harness import SESSION_SECRET_1, SESSION_SECRET_2, create_database, drop_database, make_certs
+from tests.harness import (
+    SESSION_SECRET_1,
+    SESSION_SECRET_2,
+    create_database,
+    database_env,
+    drop_database,
+    make_certs,
+)
 
 log = logging.getLogger(__name__)
+
+# tests/pooler needs a PgBouncer in front (make test-pgbouncer sets DATABASE_POOLER=pgbouncer):
+# the normal suite neither needs pgbouncer installed nor skips anything.
+collect_ignore = [] if os.environ.get("DATABASE_POOLER") == "pgbouncer" else ["pooler"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,7 +42,7 @@ async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
     redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
     database_url = await create_database(base)
     env = {
-        "DATABASE_URL": database_url,
+        **database_env(database_url),
         "REDIS_URL": redis_url,
         "MESH_KEY_PREFIX": f"test-{uuid.uuid4().hex[:10]}",
         # Development rules (meshkit.secrets): the harness's own keys, 32 bytes or more.
