@@ -35,6 +35,7 @@ def test_behind_pgbouncer_the_statement_cache_is_off(monkeypatch: pytest.MonkeyP
 
 def test_a_session_lock_never_goes_through_the_pooler(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MESH_INSECURE", "1")
+    monkeypatch.delenv("MESH_CERTS_DIR", raising=False)  # a test run sets it (tests/conftest.py)
     for name in ("DATABASE_POOLER", "DATABASE_DIRECT_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATABASE_URL", "postgresql://bouncer:6432/wallet")
