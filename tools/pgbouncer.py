@@ -74,10 +74,18 @@ def binary() -> str:
     return "/usr/sbin/pgbouncer"
 
 
+# The default mesh's service and admin ports (meshkit.settings.DEFAULT_PORTS, + 100): a
+# PgBouncer there would keep `make up` from starting.
+MESH_PORTS = frozenset(range(50051, 50056)) | frozenset(range(50151, 50156))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in MESH_PORTS:
+            return port
 
 
 def _quote_ini(value: str) -> str:
