@@ -12,6 +12,10 @@ import asyncpg
 from meshkit import db
 from tests.harness import create_database, drop_database
 
+# Where the session's search_path came from: "database user" is ALTER ROLE .. IN DATABASE ..
+# SET; a startup parameter would say "client", a SET "session".
+SOURCE = "SELECT source FROM pg_settings WHERE name = 'search_path'"
+
 
 async def test_two_services_pools_in_one_database_each_see_only_their_own_schema(
         mesh_env: dict[str, str]) -> None:
@@ -32,6 +36,8 @@ async def test_two_services_pools_in_one_database_each_see_only_their_own_schema
         # Far more calls than connections, interleaved: every statement may land on another
         # connection (behind PgBouncer, on another server connection), and none may leak.
         results = await asyncio.gather(*(seen(pools[i % 2]) for i in range(40)))
+        # Nothing in the session set it (no startup parameter, no SET): the role's setting did.
+        assert {await p.fetchval(SOURCE) for p in pools} == {"database user"}
         for i, (schema_seen, user, owners) in enumerate(results):
             mine = schemas[i % 2]
             assert (schema_seen, owners) == (mine, [mine, mine])
@@ -50,6 +56,8 @@ async def test_the_schema_comes_from_the_role_and_survives_a_session_reset(mesh_
     conn = await db.connect(dsn, statement_cache_size=0)
     try:
         assert await conn.fetchval("SELECT current_schema()") == schema
+        # PostgreSQL says where the value came from: the role's setting in this database.
+        assert await conn.fetchval(SOURCE) == "database user"
         # Not session state: what RESET and DISCARD ALL go back to is the role's own setting.
         await conn.execute("RESET search_path")
         await conn.execute("DISCARD ALL")
