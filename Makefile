@@ -15,7 +15,7 @@ GEN    := gen
 # tests and the services meshctl starts.
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e test-cluster fuzz \
+.PHONY: help venv lock proto proto-check proto-breaking lint typecheck test test-unit test-integration test-e2e test-cluster test-pgbouncer fuzz \
         up down status demo preflight migrate load drill bench ci clean envdoc certs
 
 help: ## list targets
@@ -108,17 +108,35 @@ test-integration: proto ## integration tests only (real PostgreSQL and Redis, se
 test-e2e: proto ## end-to-end tests only (the whole mesh as processes)
 	$(call pytest_with_servers,tests/e2e)
 
+# Through a private PgBouncer in transaction mode (tools/pgbouncer.py; installed by apt-get as root if
+# missing) in front of the PostgreSQL devstack finds: the e2e tests (the drill's included), the payout
+# tests, the schema-role tests and tests/pooler. Stopped on the way out, also when a test fails.
+PGBOUNCER_RUN ?= .run/pgbouncer
+PGBOUNCER_TESTS := tests/pooler tests/integration/test_schema_roles.py tests/integration/test_payout_*.py \
+                   tests/integration/test_withdraw_payout_*.py tests/e2e
+test-pgbouncer: proto ## the e2e, payout and drill tests through PgBouncer (transaction pooling)
+	$(PY) tools/devstack.py ensure >/dev/null
+	set -a && source .run/devstack.env && set +a && \
+	  trap '$(PY) tools/pgbouncer.py stop $(PGBOUNCER_RUN)' EXIT && \
+	  $(PY) tools/pgbouncer.py start $(PGBOUNCER_RUN) && \
+	  set -a && source $(PGBOUNCER_RUN)/pgbouncer.env && set +a && \
+	  $(VENV)/bin/pytest -q -p no:cacheprovider $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
+
 # The tests that drive Redis hardest, on a real local Redis Cluster (3 masters, 1 replica each,
 # Debian's redis-server; tools/redis_cluster.py starts it on free ports under .run/ and stops it
 # however the tests end), with tests/cluster/ (a primary killed mid-drain), which only this
-# target collects. Each stage wraps the next command: more stages (a pooler) go in front.
-CLUSTER_TESTS ?= tests/cluster tests/e2e tests/integration/test_payout_pipeline.py \
+# target collects, and PostgreSQL behind a private PgBouncer in transaction mode (tools/pgbouncer.py)
+# for every service: the issue's scale-out stack, both engines at once. Each stage wraps the next.
+CLUSTER_TESTS ?= tests/cluster tests/pooler tests/e2e tests/integration/test_payout_pipeline.py \
   tests/integration/test_payout_redis.py tests/integration/test_payout_redis_batch.py \
   tests/integration/test_payout_rates.py tests/integration/test_payout_processes.py \
   tests/integration/test_withdraw_wipes.py tests/integration/test_withdraw_relay.py
-test-cluster: proto ## e2e, payout, wipe and drill tests on a local Redis Cluster, with a primary killed mid-drain
+test-cluster: proto ## e2e, payout, wipe and drill tests on a local Redis Cluster (a primary killed mid-drain) and through PgBouncer
 	$(PY) tools/devstack.py ensure >/dev/null
 	set -a && source .run/devstack.env && set +a && \
+	  trap '$(PY) tools/pgbouncer.py stop $(PGBOUNCER_RUN)' EXIT && \
+	  $(PY) tools/pgbouncer.py start $(PGBOUNCER_RUN) && \
+	  set -a && source $(PGBOUNCER_RUN)/pgbouncer.env && set +a && \
 	  $(PY) -m tools.redis_cluster run --dir .run/redis-cluster -- \
 	  $(VENV)/bin/pytest -q -p no:cacheprovider $(CLUSTER_TESTS) $(PYTEST_ARGS)
 

@@ -74,6 +74,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+POOLERS = ("none", "pgbouncer")
+
+
+def pooler_from_env() -> str:
+    """DATABASE_POOLER: what DATABASE_URL points at, PostgreSQL itself ("none") or a PgBouncer in
+    transaction mode ("pgbouncer"), which changes how asyncpg must talk (meshkit.db)."""
+    pooler = env_str("DATABASE_POOLER", "none").strip().lower()
+    if pooler not in POOLERS:
+        raise SystemExit(f"environment variable DATABASE_POOLER={pooler!r} is not one of "
+                         f"{', '.join(POOLERS)}")
+    return pooler
+
+
 def addr_of(service: str) -> str:
     """Where a peer service listens: `<SVC>_ADDR`, else localhost on its default port."""
     return env_str(f"{service.upper()}_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
@@ -170,6 +183,21 @@ class CommonSettings:
     # last); every other method (internal, admin, health, reflection) is never refused.
     admitted: Mapping[str, int] = field(default_factory=dict)
     limits: ServerLimits = field(default_factory=lambda: ServerLimits())
+    # What sits between the service and PostgreSQL ("none" or "pgbouncer", meshkit.db.POOLERS),
+    # and the direct URL for what a transaction pooler cannot carry (session advisory locks).
+    database_pooler: str = "none"
+    database_direct_url: str = ""
+
+    def session_database_url(self) -> str:
+        """Where a connection that holds session state (a session advisory lock) goes: behind
+        a transaction pooler each statement may run on another server connection, and a
+        session lock would stay behind on one of them after the client left."""
+        if self.database_direct_url:
+            return self.database_direct_url
+        if self.database_pooler != "none":
+            raise SystemExit(f"DATABASE_DIRECT_URL is required with DATABASE_POOLER={self.database_pooler}: "
+                             "session advisory locks need a connection of their own, not a pooled one")
+        return self.database_url
 
     @classmethod
     def from_env(cls, service: str, db_schema: str, admitted: Sequence[str] = ()) -> CommonSettings:
@@ -185,6 +213,8 @@ class CommonSettings:
             port=port,
             admin_port=env_int(f"{upper}_ADMIN_PORT", port + ADMIN_PORT_OFFSET if port else 0),
             database_url=env_str("DATABASE_URL", DEFAULT_DATABASE_URL),
+            database_pooler=pooler_from_env(),
+            database_direct_url=env_str("DATABASE_DIRECT_URL", ""),
             db_schema=env_str(f"{upper}_DB_SCHEMA", db_schema),
             redis_url=env_str("REDIS_URL", DEFAULT_REDIS_URL),
             key_prefix=env_str("MESH_KEY_PREFIX", "mesh"),

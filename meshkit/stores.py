@@ -23,7 +23,8 @@ class Stores:
 
     @classmethod
     async def open(cls, settings: CommonSettings, migrations: Path, *, pool_size: int = 10) -> Stores:
-        pool = await create_pool(settings.database_url, settings.db_schema, max_size=pool_size)
+        pool = await create_pool(settings.database_url, settings.db_schema, max_size=pool_size,
+                                 pooler=settings.database_pooler)
         await migrate(pool, settings.db_schema, migrations)
         client = open_redis(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         await client.ping()

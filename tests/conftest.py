@@ -14,13 +14,22 @@ import redis.asyncio as redis
 from meshkit.redis_client import cluster_mode, open_redis
 from meshkit.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from tests import tracing
-from tests.harness import SESSION_SECRET_1, SESSION_SECRET_2, create_database, drop_database, make_certs
+from tests.harness import (
+    SESSION_SECRET_1,
+    SESSION_SECRET_2,
+    create_database,
+    database_env,
+    drop_database,
+    make_certs,
+)
 
 log = logging.getLogger(__name__)
 
-# tests/cluster/ needs the Redis Cluster that `make test-cluster` starts (tools/redis_cluster.py):
-# collected only there, neither run nor skipped anywhere else.
-collect_ignore = [] if cluster_mode() else ["cluster"]
+# tests/cluster/ needs the Redis Cluster that `make test-cluster` starts (tools/redis_cluster.py),
+# tests/pooler a PgBouncer in front (make test-pgbouncer and test-cluster set DATABASE_POOLER):
+# each collected only there, neither run nor skipped anywhere else.
+collect_ignore = ([] if cluster_mode() else ["cluster"]) + (
+    [] if os.environ.get("DATABASE_POOLER") == "pgbouncer" else ["pooler"])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,7 +45,7 @@ async def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
     redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
     database_url = await create_database(base)
     env = {
-        "DATABASE_URL": database_url,
+        **database_env(database_url),
         "REDIS_URL": redis_url,
         # A Redis Cluster behind REDIS_URL (make test-cluster): every client of the run,
         # in-process or a mesh process, opens it as one (meshkit.redis_client).

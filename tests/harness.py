@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
-
 from edge.client import bearer_metadata
 from edge.sessions import issue, keys_from_env
+from meshkit import db
 from meshkit.db import with_database
 from meshkit.dialer import Dialer, RoutedChannel
 from meshkit.pki import CertDir
@@ -59,7 +58,7 @@ def new_id(prefix: str = "t") -> str:
 
 async def create_database(base_url: str) -> str:
     name = f"mesh_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(base_url)
+    conn = await db.connect(base_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -67,11 +66,23 @@ async def create_database(base_url: str) -> str:
     return with_database(base_url, name)
 
 
+def database_env(database_url: str) -> dict[str, str]:
+    """DATABASE_URL of a scratch database, and DATABASE_DIRECT_URL to the same database when
+    the run goes through a pooler (make test-pgbouncer sets it for the base database)."""
+    env = {"DATABASE_URL": database_url}
+    if direct := os.environ.get("DATABASE_DIRECT_URL"):
+        env["DATABASE_DIRECT_URL"] = with_database(direct, urlsplit(database_url).path.lstrip("/"))
+    return env
+
+
 async def drop_database(base_url: str, url: str) -> None:
+    """Drop the scratch database and the per-schema roles made for it (meshkit.db.schema_dsn)."""
     name = urlsplit(url).path.lstrip("/")
-    conn = await asyncpg.connect(base_url)
+    conn = await db.connect(base_url)
     try:
+        roles = await db.schema_roles_of(conn, name)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await db.drop_roles(conn, roles)
     finally:
         await conn.close()
 

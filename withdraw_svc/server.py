@@ -76,8 +76,9 @@ class WithdrawApp:
                                         self.repo)
         self.audit = WithdrawAudit(self.stores.pool)
         self.auto_release = AutoRelease(self.admin, self.payout_stats, s.auto_release_interval_s)
+        # A session lock: never through a transaction pooler (DATABASE_DIRECT_URL behind one).
         self.compensation_lock = SessionLock(
-            s.common.database_url, lock_key(f"withdraw-compensation:{s.common.db_schema}")
+            s.common.session_database_url(), lock_key(f"withdraw-compensation:{s.common.db_schema}")
         )
         self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,
                                          self.outbox, self.compensation_lock)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import create_database, drop_database
+from tests.harness import create_database, database_env, drop_database
 from tools import drill
 from tools import meshctl as mesh
 
@@ -45,7 +45,7 @@ async def drill_mesh(mesh_env: dict[str, str],
                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PrivateMesh]:
     database_url = await create_database(mesh_env["DATABASE_URL"])
     env = {
-        "DATABASE_URL": database_url,
+        **database_env(database_url),
         "REDIS_URL": mesh_env["REDIS_URL"],
         "MESH_KEY_PREFIX": f"drill-{uuid.uuid4().hex[:10]}",
         "REWARD_TOKEN_KEYS": mesh_env["REWARD_TOKEN_KEYS"],

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from mesh.withdraw.v1 import withdraw_pb2
-from tests.harness import create_database, drop_database
+from tests.harness import create_database, database_env, drop_database
 from tests.waiting import poll
 from tools import demo
 from tools import meshctl as mesh
@@ -99,7 +99,7 @@ async def traced_mesh(mesh_env: dict[str, str], receiver: tuple[Receiver, int],
     # Its own database and key prefix: its payout workers must not take the session mesh's jobs.
     database_url = await create_database(mesh_env["DATABASE_URL"])
     env = {
-        "DATABASE_URL": database_url,
+        **database_env(database_url),
         "REDIS_URL": mesh_env["REDIS_URL"],
         "MESH_KEY_PREFIX": f"otlp-{uuid.uuid4().hex[:10]}",
         "REWARD_TOKEN_KEYS": mesh_env["REWARD_TOKEN_KEYS"],

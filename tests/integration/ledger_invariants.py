@@ -28,6 +28,7 @@ import asyncpg
 
 from campaign.tokens import MAX_AMOUNT_FEN, RewardGrant, keyring_from_env, sign
 from mesh.account.v1 import account_pb2, account_pb2_grpc
+from meshkit.db import connect_schema
 from meshkit.settings import DEFAULT_DATABASE_URL
 from recon_svc.domain import EntryView, ledger_findings
 
@@ -37,10 +38,7 @@ SIGN = {"CREDIT": 1, "DEBIT": -1, "REFUND": 1, "VOID": 0}
 async def connect_ledger() -> asyncpg.Connection:
     """A connection to the account schema of this test run's database."""
     schema = os.environ.get("ACCOUNT_SVC_DB_SCHEMA") or "account"
-    return await asyncpg.connect(
-        os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL),
-        server_settings={"search_path": schema},
-    )
+    return await connect_schema(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL), schema)
 
 
 async def ledger_violations(uids: Iterable[int] | None = None) -> list[str]:

@@ -19,6 +19,7 @@ from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.db import connect_schema
 from meshkit.server import RunningServer
 from tests.integration.withdraw_support import WdMesh, _start, start_mesh
 from tests.waiting import eventually
@@ -295,11 +296,15 @@ async def test_the_admin_audit_lists_each_kind_of_admin_action(mesh: WdMesh) -> 
 
 
 async def _resolved_discrepancy_is_audited(mesh: WdMesh, recon: RunningServer) -> None:
-    schema = f"recon_wd{mesh.tag}"
-    discrepancy_id = await mesh.pool.fetchval(
-        f'INSERT INTO "{schema}".discrepancies (reason, subject, order_id, uid, detail, source) '
-        "VALUES ('AMOUNT_MISMATCH', $1, $1, 1, 'arranged by the test', 'realtime') RETURNING id",
-        f"o-{mesh.tag}")
+    # recon_svc's table, written as recon_svc's role (withdraw_svc's may not touch it).
+    conn = await connect_schema(mesh.env["DATABASE_URL"], f"recon_wd{mesh.tag}")
+    try:
+        discrepancy_id = await conn.fetchval(
+            "INSERT INTO discrepancies (reason, subject, order_id, uid, detail, source) "
+            "VALUES ('AMOUNT_MISMATCH', $1, $1, 1, 'arranged by the test', 'realtime') RETURNING id",
+            f"o-{mesh.tag}")
+    finally:
+        await conn.close()
     stub = recon_pb2_grpc.ReconServiceStub(mesh._channel(recon.address, caller=ALICE))
     await stub.ResolveDiscrepancy(recon_pb2.ResolveDiscrepancyRequest(
         discrepancy_id=discrepancy_id, status=recon_pb2.DISCREPANCY_STATUS_ACCEPTED,

@@ -16,6 +16,7 @@ import asyncpg
 import grpc
 import pytest
 
+from meshkit.db import create_pool
 from meshkit.status import reason_of
 from tests.integration.withdraw_support import WdMesh, _start, start_mesh
 from tests.waiting import eventually
@@ -118,8 +119,8 @@ async def om(mesh_env: dict[str, str]) -> AsyncIterator[Outages]:
         "GATEWAY_MOCK_ADDR": f"127.0.0.1:{gateway.port}",
         "REDIS_URL": via(m.env["REDIS_URL"], redis_proxy.port),
     })
-    gateway_db = await asyncpg.create_pool(m.env["DATABASE_URL"], min_size=1, max_size=2,
-                                           server_settings={"search_path": m.env["GATEWAY_MOCK_DB_SCHEMA"]})
+    gateway_db = await create_pool(m.env["DATABASE_URL"], m.env["GATEWAY_MOCK_DB_SCHEMA"],
+                                   min_size=1, max_size=2)
     assert gateway_db is not None
     yield Outages(m, postgres, gateway, redis_proxy, gateway_db)
     for proxy in (postgres, gateway, redis_proxy):

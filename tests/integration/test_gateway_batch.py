@@ -15,6 +15,7 @@ import pytest
 
 from mesh.feed.v1 import feed_pb2
 from mesh.gateway.v1 import gateway_pb2 as gw
+from meshkit.db import connect_schema
 from tests.harness import new_uid, start_service
 from tests.integration.test_gateway_mock import ENV, Gateway, bind, request, rows_of, status_of
 from tests.waiting import eventually
@@ -36,7 +37,7 @@ async def gateway(mesh_env: dict[str, str]) -> AsyncIterator[Gateway]:
 
 @pytest.fixture(scope="module")
 async def db(mesh_env: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(mesh_env["DATABASE_URL"], server_settings={"search_path": "gateway"})
+    conn = await connect_schema(mesh_env["DATABASE_URL"], "gateway")
     yield conn
     await conn.close()
 

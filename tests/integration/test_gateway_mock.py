@@ -16,6 +16,7 @@ import pytest
 from mesh.feed.v1 import feed_pb2, feed_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2 as gw
 from mesh.gateway.v1 import gateway_pb2_grpc as gw_grpc
+from meshkit.db import connect_schema
 from meshkit.server import RunningServer
 from meshkit.timeconv import to_ts, utcnow
 from tests import harness
@@ -59,7 +60,7 @@ async def gateway(mesh_env: dict[str, str]) -> AsyncIterator[Gateway]:
 
 @pytest.fixture(scope="module")
 async def db(mesh_env: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(mesh_env["DATABASE_URL"], server_settings={"search_path": "gateway"})
+    conn = await connect_schema(mesh_env["DATABASE_URL"], "gateway")
     yield conn
     await conn.close()
 

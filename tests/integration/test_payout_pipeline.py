@@ -21,6 +21,7 @@ from opentelemetry import trace
 
 from mesh.gateway.v1 import gateway_pb2 as gw
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
+from meshkit.db import connect_schema, create_pool
 from meshkit.server import RunningServer
 from tests import harness
 from tests.harness import patched_env, unlimited_rates
@@ -125,8 +126,8 @@ async def pm(mesh_env: dict[str, str]) -> AsyncIterator[PayoutMesh]:
         "PAYOUT_SVC_DB_SCHEMA": f"payout_{uuid.uuid4().hex[:8]}", "GATEWAY_DB_POOL_SIZE": "3",
     })
     payout = await start_payout({**m.env, **PAYOUT_ENV})
-    gateway_db = await asyncpg.create_pool(m.env["DATABASE_URL"], min_size=1, max_size=2,
-                                           server_settings={"search_path": m.env["GATEWAY_MOCK_DB_SCHEMA"]})
+    gateway_db = await create_pool(m.env["DATABASE_URL"], m.env["GATEWAY_MOCK_DB_SCHEMA"],
+                                   min_size=1, max_size=2)
     assert gateway_db is not None
     pm = PayoutMesh(m, payout, gateway_db)
     yield pm
@@ -274,9 +275,13 @@ async def test_admin_stats_rates_and_validation(pm: PayoutMesh) -> None:
     assert reply.stats.channel == "padmin" and reply.stats.rate_limit_per_second == 25
     listed = await admin.GetChannelStats(payout_pb2.GetChannelStatsRequest())
     assert {s.channel for s in listed.channels} == set(CHANNELS.split(","))
-    stored = await pm.m.pool.fetchval(
-        f'SELECT rate_per_second FROM "{pm.m.env["PAYOUT_SVC_DB_SCHEMA"]}".channel_config WHERE channel = $1',
-        "padmin")
+    # payout_svc's own table, read as payout_svc's role (withdraw_svc's may not read it).
+    conn = await connect_schema(pm.m.env["DATABASE_URL"], pm.m.env["PAYOUT_SVC_DB_SCHEMA"])
+    try:
+        stored = await conn.fetchval("SELECT rate_per_second FROM channel_config WHERE channel = $1",
+                                     "padmin")
+    finally:
+        await conn.close()
     assert stored == 25
 
     uid, _ = await pm.orders("padmin", 4)

@@ -22,6 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.gateway.v1 import gateway_pb2 as gw
+from meshkit.db import connect_schema
 from tests import harness
 from tests.harness import unlimited_rates
 from tests.integration.withdraw_support import WdMesh, start_mesh
@@ -137,8 +138,7 @@ async def states_of(m: WdMesh, uid: int) -> dict[str, str]:
 
 
 async def gateway_payouts(m: WdMesh, order_ids: list[str]) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(m.env["DATABASE_URL"],
-                                 server_settings={"search_path": m.env["GATEWAY_MOCK_DB_SCHEMA"]})
+    conn = await connect_schema(m.env["DATABASE_URL"], m.env["GATEWAY_MOCK_DB_SCHEMA"])
     try:
         return await conn.fetch("SELECT order_id, state, amount_fen, requested_at FROM payouts"
                                 " WHERE order_id = ANY($1::text[])", order_ids)

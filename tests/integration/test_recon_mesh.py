@@ -23,6 +23,7 @@ from account_svc.repository import LedgerRepository
 from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.recon.v1 import recon_pb2
+from meshkit.db import create_pool
 from meshkit.server import RunningServer
 from meshkit.timeconv import from_ts, utcnow
 from tests import harness
@@ -119,7 +120,7 @@ async def eventually_true(probe: Callable[[], Awaitable[object]], timeout: float
 
 
 async def schema_pool(dsn: str, schema: str) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, server_settings={"search_path": schema})
+    pool = await create_pool(dsn, schema, min_size=1, max_size=2)
     assert pool is not None
     return pool
 

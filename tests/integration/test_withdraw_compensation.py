@@ -14,13 +14,13 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import grpc
 import pytest
 
 from mesh.account.v1 import account_pb2
 from mesh.gateway.v1 import gateway_pb2
 from mesh.withdraw.v1 import withdraw_pb2
+from meshkit.db import connect_schema
 from tests.integration.test_payout_pipeline import start_payout
 from tests.integration.withdraw_support import WdMesh, start_mesh
 from tests.waiting import eventually
@@ -339,8 +339,7 @@ async def test_a_refund_job_another_worker_holds_is_waited_for_not_reported_pend
         await conn.execute("UPDATE outbox SET next_attempt_at = now() + interval '1 hour' "
                            "WHERE kind = 'REFUND' AND order_id = $1", order_id)
     # A refund relay holds the job (as in the middle of its pass) when the job comes to it.
-    relay = await asyncpg.connect(mesh.env["DATABASE_URL"],
-                                  server_settings={"search_path": mesh.env["WITHDRAW_SVC_DB_SCHEMA"]})
+    relay = await connect_schema(mesh.env["DATABASE_URL"], mesh.env["WITHDRAW_SVC_DB_SCHEMA"])
     try:
         held = relay.transaction()
         await held.start()

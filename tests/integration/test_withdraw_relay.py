@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from meshkit.db import create_pool, migrate
+from meshkit.db import connect_schema, create_pool, migrate
 from meshkit.redis_client import cluster_mode, is_cluster
 from meshkit.redis_keys import Keys
 from payout_svc.domain import Job
@@ -243,8 +243,7 @@ async def test_two_relays_sweeping_at_once_republish_a_job_once(
     first, second = world.relay(), world.relay()
     # Both relays must have looked at the job before either claims it: a transaction of
     # the test's holds the row, so both claims queue behind it, and then go one by one.
-    blocker = await asyncpg.connect(mesh_env["DATABASE_URL"],
-                                    server_settings={"search_path": world.settings.common.db_schema})
+    blocker = await connect_schema(mesh_env["DATABASE_URL"], world.settings.common.db_schema)
     try:
         hold = blocker.transaction()
         await hold.start()

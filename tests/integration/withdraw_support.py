@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
+from meshkit.db import create_pool
 from meshkit.redis_client import open_redis
 from meshkit.redis_keys import Keys
 from meshkit.server import RunningServer
@@ -216,16 +217,13 @@ async def start_mesh(mesh_env: dict[str, str], *, withdraw: bool = True, payout:
             payout_srv = await _start("payout_svc", env, port=payout_port, admin_port=payout_admin_port)
     else:
         # Migrate the schema so tests can read it before any withdraw_svc process runs.
-        from meshkit.db import create_pool, migrate
+        from meshkit.db import migrate
         from withdraw_svc.server import MIGRATIONS
 
         setup = await create_pool(env["DATABASE_URL"], env["WITHDRAW_SVC_DB_SCHEMA"], min_size=1, max_size=1)
         await migrate(setup, env["WITHDRAW_SVC_DB_SCHEMA"], MIGRATIONS)
         await setup.close()
-    pool = await asyncpg.create_pool(
-        env["DATABASE_URL"], min_size=1, max_size=2,
-        server_settings={"search_path": env["WITHDRAW_SVC_DB_SCHEMA"]},
-    )
+    pool = await create_pool(env["DATABASE_URL"], env["WITHDRAW_SVC_DB_SCHEMA"], min_size=1, max_size=2)
     assert pool is not None
     client = open_redis(env["REDIS_URL"], env=env)
     return WdMesh(tag, env, gateway_srv, account_srv, withdraws, payout_srv, pool, client, Keys(prefix))

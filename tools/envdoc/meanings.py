@@ -20,6 +20,10 @@ MEANINGS: dict[str, str] = {
                                "important first; every other method is never shed.",
     "<SVC>_ADDRS": "Every replica of the service (comma-separated host:port) that `make preflight` checks, besides <SVC>_ADDR.",
     "DATABASE_URL": "PostgreSQL the services use (all schemas in one database).",
+    "DATABASE_POOLER": "What DATABASE_URL points at: `none` (PostgreSQL itself) or `pgbouncer` (transaction "
+                       "pooling: asyncpg's statement cache off; session locks need DATABASE_DIRECT_URL).",
+    "DATABASE_DIRECT_URL": "PostgreSQL itself, past the pooler, for what a transaction pooler cannot carry (the "
+                           "compensation job's session advisory lock); required with DATABASE_POOLER=pgbouncer.",
     "REDIS_URL": "Redis holding the streams, limiter windows and locks.",
     "REDIS_CLUSTER": "REDIS_URL names a node of a Redis Cluster: every client opens it as a cluster client (meshkit/redis_client.py; `make test-cluster` sets it).",
     "MESH_KEY_PREFIX": "Prefix of every Redis key, so several meshes (or test runs) share one Redis.",

@@ -8,13 +8,15 @@ import time
 import asyncpg
 import redis.asyncio as redis
 
+from meshkit import db
 from tools.preflight.config import SERVICES, Config, migration_files
 from tools.preflight.timing import clock_offset
 from tools.preflight.verdict import Result, fail, judged, ok
 
 
 async def connect(config: Config) -> asyncpg.Connection:
-    return await asyncpg.connect(config.database_url, timeout=config.timeout_s)
+    """Through a pooler too (DATABASE_POOLER: no statement cache); every query names its schema."""
+    return await db.connect(config.database_url, timeout=config.timeout_s)
 
 
 def _schema_problems(service: str, schema: str, applied: set[str] | None, shipped: list[str]) -> list[str]:
