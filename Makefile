@@ -122,10 +122,13 @@ up demo preflight load drill: export MESH_ENV ?= dev
 certs: ## a local CA and a certificate per service, operator and the app edge, in .run/certs (what is missing)
 	$(PY) tools/certs.py
 
-up: proto ## start PostgreSQL/Redis if needed, `make certs` if missing, the five services, one demo withdrawal
+# `make up REPLICAS=2`: two of each service (tools/meshctl.py: replica k on port + 2000*k).
+REPLICAS ?= 1
+
+up: proto ## start PostgreSQL/Redis if needed, `make certs` if missing, the five services (REPLICAS of each), one demo withdrawal
 	$(PY) tools/devstack.py ensure
 	$(PY) tools/certs.py
-	set -a && source .run/devstack.env && set +a && $(PY) tools/meshctl.py up && $(PY) tools/demo.py
+	set -a && source .run/devstack.env && set +a && $(PY) tools/meshctl.py up --replicas $(REPLICAS) && $(PY) tools/demo.py
 
 down: ## stop the services and any private PostgreSQL/Redis that `make up` started
 	-$(PY) tools/meshctl.py down

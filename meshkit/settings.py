@@ -74,20 +74,38 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def addr_of(service: str) -> str:
-    """Where a peer service listens: `<SVC>_ADDR`, else localhost on its default port."""
-    return env_str(f"{service.upper()}_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+def addrs_of(service: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every replica of a peer service (from os.environ, or `env`): `<SVC>_ADDR` (else
+    localhost on the service's default port), then each of `<SVC>_ADDRS` not already
+    named -- the list `make preflight` checks."""
+    source = os.environ if env is None else env
+    upper = service.upper()
+    first = source.get(f"{upper}_ADDR") or f"127.0.0.1:{DEFAULT_PORTS[service]}"
+    extra = [part.strip() for part in source.get(f"{upper}_ADDRS", "").split(",") if part.strip()]
+    return list(dict.fromkeys([first, *extra]))
+
+
+def addr_of(service: str, env: Mapping[str, str] | None = None) -> str:
+    """Where a peer service listens, as meshkit.transport.dial takes it: one `host:port`,
+    or its replicas comma-separated (dialled round robin)."""
+    return ",".join(addrs_of(service, env))
 
 
 # Admin services listen apart, so a network policy can keep them off the app network.
 ADMIN_PORT_OFFSET = 100
 
 
+def admin_address_beside(address: str) -> str:
+    """The admin listener beside `host:port`: the same host, port + 100."""
+    host, _, port = address.rpartition(":")
+    return f"{host}:{int(port) + ADMIN_PORT_OFFSET}"
+
+
 def admin_addr_of(service: str) -> str:
-    """Where a peer's admin services listen: `<SVC>_ADMIN_ADDR`, else `<SVC>_ADDR`'s host
-    on its port + 100."""
-    host, _, port = addr_of(service).rpartition(":")
-    return env_str(f"{service.upper()}_ADMIN_ADDR", f"{host}:{int(port) + ADMIN_PORT_OFFSET}")
+    """Where a peer's admin services listen: `<SVC>_ADMIN_ADDR`, else each replica's
+    address with its port + 100 (comma-separated, as addr_of)."""
+    return env_str(f"{service.upper()}_ADMIN_ADDR",
+                   ",".join(admin_address_beside(a) for a in addrs_of(service)))
 
 
 TLS_VARS = ("MESH_TLS_CA", "MESH_TLS_CERT", "MESH_TLS_KEY")

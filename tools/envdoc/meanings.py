@@ -18,7 +18,7 @@ MEANINGS: dict[str, str] = {
     "<SVC>_METRICS_PORT": "Port of the Prometheus /metrics endpoint (default gRPC port + 1000; 0 turns it off).",
     "<SVC>_ADMISSION_METHODS": "Methods (Service/Method) this replica may refuse under overload, most "
                                "important first; every other method is never shed.",
-    "<SVC>_ADDRS": "Every replica of the service (comma-separated host:port) that `make preflight` checks, besides <SVC>_ADDR.",
+    "<SVC>_ADDRS": "Every replica of the service (comma-separated host:port), besides <SVC>_ADDR: peers and tools dial them all round robin (skipping one not SERVING), and `make preflight` checks each.",
     "DATABASE_URL": "PostgreSQL the services use (all schemas in one database).",
     "REDIS_URL": "Redis holding the streams, limiter windows and locks.",
     "MESH_KEY_PREFIX": "Prefix of every Redis key, so several meshes (or test runs) share one Redis.",
