@@ -32,8 +32,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool release without asyncpg's reset query (advisory unlock all, CLOSE ALL, UNLISTEN,
     RESET ALL): one round trip per release that undoes nothing here, since no code leaves
     session state on a pooled connection. No SET, LISTEN or WITH HOLD cursor is used;
-    migrate() takes a transaction-scoped advisory lock, and the compensation job's session
-    lock lives on a connection of its own, outside the pool. asyncpg still
+    migrate() takes a transaction-scoped advisory lock, and single-runner jobs hold lease
+    rows (meshkit.leader), not session locks. asyncpg still
     rolls back a transaction left open, and terminates a connection whose release fails.
     Whoever adds session state to a pooled connection must undo it before release."""
 

@@ -31,8 +31,11 @@ import asyncpg
 
 from meshkit.background import Loop, sleep_or_stop
 from meshkit.leases import LeaseTerms, Tenure
+from meshkit.outage import OutageLog
 
 log = logging.getLogger(__name__)
+# Every lease of a process fails alike while PostgreSQL is away: one line a second for all.
+_outages = OutageLog(log)
 
 # ttl 3 s, renewed every 0.75 s: a dead holder's job is taken over in at most ~3.75 s.
 DEFAULT_TERMS = LeaseTerms()
@@ -123,8 +126,8 @@ class Lease:
                 try:
                     await self.attempt()
                 except Exception as exc:  # the database away, a pool timeout: try again
-                    log.warning("lease %s: renewal failed (%s); the term runs out on its own",
-                                self.name, exc)
+                    _outages.failed(exc, "lease %s: renewal failed; the term runs out on its own",
+                                    self.name)
                 if await sleep_or_stop(stopping, self.terms.renew_s):
                     break
         finally:

@@ -211,6 +211,30 @@ def on_free_ports(env: dict[str, str], services: Sequence[str]) -> None:
         env[f"{upper}_ADMIN_ADDR"] = f"127.0.0.1:{admin}"
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def on_free_replica_ports(env: dict[str, str], services: Sequence[str], replicas: int) -> None:
+    """Each service on a free port whose replicas' ports (port + 2000*k) and admin ports
+    (each + 100) are free too; the admin ports are left to that default, so that tools find
+    every replica's admin listener from the address list alone."""
+    for service in services:
+        while True:
+            (port,) = free_ports(1)
+            wanted = [port + REPLICA_PORT_STEP * k + extra for k in range(replicas) for extra in (0, 100)]
+            if all(p < 65536 and _bindable(p) for p in wanted[1:]):
+                break
+        upper = service.upper()
+        env[f"{upper}_PORT"] = str(port)
+        env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"
+
+
 def port_of(service: str, env: Mapping[str, str]) -> int:
     """The port of a service (or of replica `<svc>-k`: the service's port + k steps)."""
     base = base_of(service)

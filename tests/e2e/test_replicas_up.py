@@ -5,7 +5,6 @@ withdrawal settles through them, and still settles with one withdraw_svc replica
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,29 +19,6 @@ REPLICAS = 2
 GRACE_S = 5.0
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ports_for_replicas(env: dict[str, str]) -> None:
-    """Free ports for each service whose replica ports (port + 2000*k, admin + 2000*k) are
-    free too: meshctl places replica k by that step."""
-    for service in mesh.SERVICES:
-        while True:
-            port, admin = mesh.free_ports(2)
-            moved = [p + mesh.REPLICA_PORT_STEP * k for p in (port, admin) for k in range(1, REPLICAS)]
-            if all(_free(p) for p in moved):
-                break
-        upper = service.upper()
-        env[f"{upper}_PORT"], env[f"{upper}_ADMIN_PORT"] = str(port), str(admin)
-        env[f"{upper}_METRICS_PORT"] = "0"
-
-
 @pytest.fixture
 async def replicated(mesh_env: dict[str, str],
                      tmp_path: Path) -> AsyncIterator[tuple[dict[str, str], mesh.Layout]]:
@@ -52,7 +28,9 @@ async def replicated(mesh_env: dict[str, str],
            "MESH_SHUTDOWN_GRACE_S": str(GRACE_S), "WITHDRAW_RELAY_INTERVAL_MS": "100"}
     for name in ("ACCOUNT", "WITHDRAW", "GATEWAY", "RECON", "PAYOUT"):
         env[f"{name}_DB_POOL_SIZE"] = "3"
-    _ports_for_replicas(env)
+    mesh.on_free_replica_ports(env, mesh.SERVICES, REPLICAS)
+    for service in mesh.SERVICES:
+        env[f"{service.upper()}_METRICS_PORT"] = "0"
     layout = mesh.Layout(tmp_path / "mesh")
     try:
         yield env, layout
