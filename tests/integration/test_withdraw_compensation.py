@@ -304,7 +304,8 @@ async def test_one_runner_at_a_time(mesh: WdMesh) -> None:
     # Another replica's run holds the lease (meshkit.leader): its row, its term running.
     await mesh.pool.execute(
         "INSERT INTO leases (name, holder, expires_at) "
-        "VALUES ($1, 'another-replica', now() + interval '1 minute') ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at", name)
+        "VALUES ($1, 'another-replica', now() + interval '1 minute') ON CONFLICT (name) "
+        "DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at", name)
     try:
         reply = await mesh.admin().RunCompensation(withdraw_pb2.RunCompensationRequest(), timeout=10)
         assert not reply.ran and not reply.actions
