@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import redis.asyncio as redis
 
 from bench.confirm_throughput import AMOUNT_FEN, drive
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
@@ -130,6 +131,9 @@ async def create_mesh(replicas: int, base_db: str, redis_url: str, shared: Mappi
         "WITHDRAW_USER_CONFIRMS_PER_MIN": "0",
         "ACCOUNT_USER_CREDITS_PER_MIN": "0",
         "WITHDRAW_RELAY_BATCH": "1000",
+        # Admission sheds above 16 calls in flight per replica: two replicas would admit twice
+        # as many, and the ratio would measure the limit, not the processes.
+        "MESH_ADMISSION_ENABLED": "false",
         # Every channel paused at start: the confirm phase piles the jobs up for the drain.
         "PAYOUT_DEFAULT_RATES": PAUSED,
         # Every payout_svc replica sees an opening within 0.2 s of the one that was told.
@@ -154,6 +158,12 @@ async def create_mesh(replicas: int, base_db: str, redis_url: str, shared: Mappi
 
 async def stop_mesh(mesh: ScaleMesh) -> None:
     await asyncio.to_thread(meshctl.down, mesh.layout, meshctl.SERVICES, 8.0)
+    client = redis.Redis.from_url(mesh.env["REDIS_URL"])
+    try:
+        async for key in client.scan_iter(match=f"{mesh.env['MESH_KEY_PREFIX']}:*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
     conn = await asyncpg.connect(mesh.base_db)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{mesh.database}" WITH (FORCE)')
