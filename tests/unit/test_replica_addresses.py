@@ -68,3 +68,12 @@ def test_meshctl_replica_ports_do_not_collide() -> None:
     assert mesh.port_of("account_svc-2", env) == 54051
     assert mesh.base_of("withdraw_svc-1") == "withdraw_svc"
     assert mesh.replica_of("withdraw_svc") == 0
+
+
+def test_meshctl_refuses_a_bad_replica_count(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_ENV", "dev")  # main() sets it for `up`; restored after the test
+    assert mesh.main(["up", "--replicas", "two"]) == 2
+    assert "--replicas N" in capsys.readouterr().err
+    assert mesh.main(["up", "--replicas", "0"]) == 1
+    assert "at least 1" in capsys.readouterr().err
