@@ -46,7 +46,8 @@ class ReconApp:
         orders = OrdersClient(s.withdraw_addr, tls, timeout)
         self.peers = [ledger, gateway, orders]
         self.service = ReconService(store, s, self.alerts, ledger, gateway, orders)
-        self.daily = DailyRecon(store, s, self.alerts)
+        self.daily = DailyRecon(store, s, self.alerts,
+                                runner=Lease(LeaseStore(self.stores.pool), "recon-daily"))
         await self.service.ensure_feeds()
         # A feed is followed by one replica at a time, each feed its own lease (so replicas
         # split the feeds); the checks, self-checks and audits are shared by SKIP LOCKED.

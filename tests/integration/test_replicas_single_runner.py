@@ -1,7 +1,8 @@
 """Two withdraw_svc replicas (and two recon_svc) against one schema: each single-runner job
 runs on exactly one of them (the lease holder, and only there do its loops tick); when the
 leader is cut off from PostgreSQL (a partition: its renewals fail, it gives nothing up)
-or SIGKILLed, the other takes the job over within 5 s. Coalesced deducts and batched
+or SIGKILLed, the other takes the job over within 5 s; the daily batch and the compensation
+run on one replica at a time. Coalesced deducts and batched
 payouts stay right with both replicas confirming for the same user at once."""
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 
+from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2
 from meshkit.leader import LeaseStore
 from meshkit.server import RunningServer
+from meshkit.status import reason_of
+from meshkit.timeconv import utcnow
+from tests import harness
 from tests.integration.test_db_outage import target_of, via
 from tests.integration.withdraw_support import WdMesh, _start, start_mesh
 from tests.waiting import eventually
@@ -186,4 +192,31 @@ async def test_recon_feeds_are_followed_by_one_replica_and_taken_over_after_sigk
         if inproc is not None:
             await inproc.stop(1.0)
         await pool.close()
+        await m.stop()
+
+
+async def test_the_daily_batch_runs_on_one_recon_replica_at_a_time(mesh_env: dict[str, str]) -> None:
+    m = await start_mesh(mesh_env)
+    env = {**m.env, "RECON_SVC_DB_SCHEMA": f"recon_wd{m.tag}", "RECON_DB_POOL_SIZE": "3"}
+    replicas = [await _start("recon_svc", env) for _ in range(2)]
+    channels = [harness.channel(r) for r in replicas]
+    try:
+        stubs = [recon_pb2_grpc.ReconServiceStub(c) for c in channels]
+        day = recon_pb2.RunDailyReconRequest(date=utcnow().date().isoformat())
+        # A run under way on the first replica (it holds the lease for the run's length).
+        async with _app(replicas[0]).daily.runner.try_hold() as held:
+            assert held
+            for stub in reversed(stubs):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.RunDailyRecon(day, timeout=30)
+                assert refused.value.code() == grpc.StatusCode.ABORTED
+                assert reason_of(refused.value) == "DAILY_BATCH_RUNNING"
+        # Given up when the run ends: the other replica runs at once, not a term later.
+        report = (await stubs[1].RunDailyRecon(day, timeout=60)).report
+        assert report.date == day.date
+    finally:
+        for channel in channels:
+            await channel.close()
+        for running in replicas:
+            await running.stop(1.0)
         await m.stop()
