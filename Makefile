@@ -112,7 +112,7 @@ test-e2e: proto ## end-to-end tests only (the whole mesh as processes)
 # missing) in front of the PostgreSQL devstack finds: the e2e tests (the drill's included), the payout
 # tests, the schema-role tests and tests/pooler. Stopped on the way out, also when a test fails.
 PGBOUNCER_RUN ?= .run/pgbouncer
-PGBOUNCER_TESTS := tests/pooler tests/integration/test_schema_roles.py tests/integration/test_payout_*.py \
+PGBOUNCER_TESTS := tests/pooler tests/integration/test_schema_roles.py tests/integration/test_leader.py tests/integration/test_payout_*.py \
                    tests/integration/test_withdraw_payout_*.py tests/e2e
 test-pgbouncer: proto ## the e2e, payout and drill tests through PgBouncer (transaction pooling)
 	$(PY) tools/devstack.py ensure >/dev/null
@@ -127,7 +127,7 @@ test-pgbouncer: proto ## the e2e, payout and drill tests through PgBouncer (tran
 # however the tests end), with tests/cluster/ (a primary killed mid-drain), which only this
 # target collects, and PostgreSQL behind a private PgBouncer in transaction mode (tools/pgbouncer.py)
 # for every service: the issue's scale-out stack, both engines at once. Each stage wraps the next.
-CLUSTER_TESTS ?= tests/cluster tests/pooler tests/e2e tests/integration/test_payout_pipeline.py \
+CLUSTER_TESTS ?= tests/cluster tests/pooler tests/integration/test_leader.py tests/e2e tests/integration/test_payout_pipeline.py \
   tests/integration/test_payout_redis.py tests/integration/test_payout_redis_batch.py \
   tests/integration/test_payout_rates.py tests/integration/test_payout_processes.py \
   tests/integration/test_withdraw_wipes.py tests/integration/test_withdraw_relay.py
@@ -154,10 +154,13 @@ up demo preflight load drill: export MESH_ENV ?= dev
 certs: ## a local CA and a certificate per service, operator and the app edge, in .run/certs (what is missing)
 	$(PY) tools/certs.py
 
-up: proto ## start PostgreSQL/Redis if needed, `make certs` if missing, the five services, one demo withdrawal
+# `make up REPLICAS=2`: two of each service (tools/meshctl.py: replica k on port + 2000*k).
+REPLICAS ?= 1
+
+up: proto ## start PostgreSQL/Redis if needed, `make certs` if missing, the five services (REPLICAS of each), one demo withdrawal
 	$(PY) tools/devstack.py ensure
 	$(PY) tools/certs.py
-	set -a && source .run/devstack.env && set +a && $(PY) tools/meshctl.py up && $(PY) tools/demo.py
+	set -a && source .run/devstack.env && set +a && $(PY) tools/meshctl.py up --replicas $(REPLICAS) && $(PY) tools/demo.py
 
 down: ## stop the services and any private PostgreSQL/Redis that `make up` started
 	-$(PY) tools/meshctl.py down

@@ -162,11 +162,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     session state on a pooled connection. No SET, LISTEN, temporary table or WITH HOLD
     cursor is used (behind PgBouncer's transaction pooling they would land on a server
     connection another client gets next); the schema comes from the role (schema_dsn);
-    migrate() takes a transaction-scoped advisory lock, and the compensation job's session
-    lock lives on a connection of its own, outside the pool (DATABASE_DIRECT_URL behind a
-    pooler). asyncpg still rolls back a transaction left open, and terminates a connection
-    whose release fails. Whoever adds session state to a pooled connection must undo it
-    before release, and cannot use it behind PgBouncer at all."""
+    migrate() takes a transaction-scoped advisory lock, and single-runner jobs hold lease
+    rows (meshkit.leader), not session locks. asyncpg still rolls back a transaction left
+    open, and terminates a connection whose release fails. Whoever adds session state to a
+    pooled connection must undo it before release, and cannot use it behind PgBouncer at all."""
 
 
 async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10,

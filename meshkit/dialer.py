@@ -18,8 +18,8 @@ import grpc
 
 from meshkit.pki import IDENTITIES, CertDir
 from meshkit.policy import POLICY, is_admin, role_of
-from meshkit.settings import ADMIN_PORT_OFFSET, DEFAULT_PORTS, INSECURE_VAR, TlsSettings, env_bool
-from meshkit.transport import dial
+from meshkit.settings import DEFAULT_PORTS, INSECURE_VAR, TlsSettings, admin_address_beside, env_bool
+from meshkit.transport import addresses, channel_options, dial
 
 INSECURE = TlsSettings("", "", "")
 
@@ -73,7 +73,8 @@ class Dialer:
     def channel(self, address: str, identity: str) -> grpc.aio.Channel:
         """One channel presenting `identity`."""
         if self.certs is not None and self.bare_options is not None:
-            return grpc.aio.secure_channel(address, self._credentials(identity), options=self.bare_options)
+            target, options = channel_options(address, self.bare_options)
+            return grpc.aio.secure_channel(target, self._credentials(identity), options=options)
         return dial(address, self.tls_for(identity), caller=identity)
 
     def _credentials(self, identity: str) -> grpc.ChannelCredentials:
@@ -85,9 +86,10 @@ class Dialer:
 
     def sync_channel(self, address: str, identity: str) -> grpc.Channel:
         """The same for synchronous callers (no interceptors)."""
+        target, options = channel_options(address, [])
         if self.certs is None:
-            return grpc.insecure_channel(address)
-        return grpc.secure_channel(address, self._credentials(identity))
+            return grpc.insecure_channel(target, options=options)
+        return grpc.secure_channel(target, self._credentials(identity), options=options)
 
     def routed(self, address: str, admin_address: str | None = None, identity: str | None = None,
                env: Mapping[str, str] | None = None) -> RoutedChannel:
@@ -98,13 +100,13 @@ class Dialer:
 
 
 def admin_address_for(address: str, env: Mapping[str, str]) -> str:
-    """`<SVC>_ADMIN_ADDR` of the service whose `<SVC>_ADDR` is address, else its port + 100."""
+    """`<SVC>_ADMIN_ADDR` of the service whose `<SVC>_ADDR` is address, else its port + 100
+    (each replica's, when address lists several)."""
     for service in DEFAULT_PORTS:
         upper = service.upper()
         if env.get(f"{upper}_ADDR") == address and env.get(f"{upper}_ADMIN_ADDR"):
             return env[f"{upper}_ADMIN_ADDR"]
-    host, _, port = address.rpartition(":")
-    return f"{host}:{int(port) + ADMIN_PORT_OFFSET}"
+    return ",".join(admin_address_beside(a) for a in addresses(address))
 
 
 class RoutedChannel(grpc.aio.Channel):

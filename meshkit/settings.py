@@ -87,20 +87,38 @@ def pooler_from_env() -> str:
     return pooler
 
 
-def addr_of(service: str) -> str:
-    """Where a peer service listens: `<SVC>_ADDR`, else localhost on its default port."""
-    return env_str(f"{service.upper()}_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+def addrs_of(service: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every replica of a peer service (from os.environ, or `env`): `<SVC>_ADDR` (else
+    localhost on the service's default port), then each of `<SVC>_ADDRS` not already
+    named -- the list `make preflight` checks."""
+    source = os.environ if env is None else env
+    upper = service.upper()
+    first = source.get(f"{upper}_ADDR") or f"127.0.0.1:{DEFAULT_PORTS[service]}"
+    extra = [part.strip() for part in source.get(f"{upper}_ADDRS", "").split(",") if part.strip()]
+    return list(dict.fromkeys([first, *extra]))
+
+
+def addr_of(service: str, env: Mapping[str, str] | None = None) -> str:
+    """Where a peer service listens, as meshkit.transport.dial takes it: one `host:port`,
+    or its replicas comma-separated (dialled round robin)."""
+    return ",".join(addrs_of(service, env))
 
 
 # Admin services listen apart, so a network policy can keep them off the app network.
 ADMIN_PORT_OFFSET = 100
 
 
+def admin_address_beside(address: str) -> str:
+    """The admin listener beside `host:port`: the same host, port + 100."""
+    host, _, port = address.rpartition(":")
+    return f"{host}:{int(port) + ADMIN_PORT_OFFSET}"
+
+
 def admin_addr_of(service: str) -> str:
-    """Where a peer's admin services listen: `<SVC>_ADMIN_ADDR`, else `<SVC>_ADDR`'s host
-    on its port + 100."""
-    host, _, port = addr_of(service).rpartition(":")
-    return env_str(f"{service.upper()}_ADMIN_ADDR", f"{host}:{int(port) + ADMIN_PORT_OFFSET}")
+    """Where a peer's admin services listen: `<SVC>_ADMIN_ADDR`, else each replica's
+    address with its port + 100 (comma-separated, as addr_of)."""
+    return env_str(f"{service.upper()}_ADMIN_ADDR",
+                   ",".join(admin_address_beside(a) for a in addrs_of(service)))
 
 
 TLS_VARS = ("MESH_TLS_CA", "MESH_TLS_CERT", "MESH_TLS_KEY")
@@ -183,21 +201,8 @@ class CommonSettings:
     # last); every other method (internal, admin, health, reflection) is never refused.
     admitted: Mapping[str, int] = field(default_factory=dict)
     limits: ServerLimits = field(default_factory=lambda: ServerLimits())
-    # What sits between the service and PostgreSQL ("none" or "pgbouncer", meshkit.db.POOLERS),
-    # and the direct URL for what a transaction pooler cannot carry (session advisory locks).
+    # What sits between the service and PostgreSQL ("none" or "pgbouncer", meshkit.db.POOLERS).
     database_pooler: str = "none"
-    database_direct_url: str = ""
-
-    def session_database_url(self) -> str:
-        """Where a connection that holds session state (a session advisory lock) goes: behind
-        a transaction pooler each statement may run on another server connection, and a
-        session lock would stay behind on one of them after the client left."""
-        if self.database_direct_url:
-            return self.database_direct_url
-        if self.database_pooler != "none":
-            raise SystemExit(f"DATABASE_DIRECT_URL is required with DATABASE_POOLER={self.database_pooler}: "
-                             "session advisory locks need a connection of their own, not a pooled one")
-        return self.database_url
 
     @classmethod
     def from_env(cls, service: str, db_schema: str, admitted: Sequence[str] = ()) -> CommonSettings:
@@ -214,7 +219,6 @@ class CommonSettings:
             admin_port=env_int(f"{upper}_ADMIN_PORT", port + ADMIN_PORT_OFFSET if port else 0),
             database_url=env_str("DATABASE_URL", DEFAULT_DATABASE_URL),
             database_pooler=pooler_from_env(),
-            database_direct_url=env_str("DATABASE_DIRECT_URL", ""),
             db_schema=env_str(f"{upper}_DB_SCHEMA", db_schema),
             redis_url=env_str("REDIS_URL", DEFAULT_REDIS_URL),
             key_prefix=env_str("MESH_KEY_PREFIX", "mesh"),

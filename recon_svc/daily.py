@@ -10,7 +10,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from meshkit.timeconv import utcnow
@@ -18,6 +18,7 @@ from recon_svc.alerts import Alerts
 from recon_svc.domain import (
     FAILED,
     SUCCEEDED,
+    DailyBatchBusy,
     Finding,
     NewDiscrepancy,
     Reason,
@@ -29,7 +30,7 @@ from recon_svc.domain import (
     ledger_conservation,
     parse_day,
 )
-from recon_svc.ports import ReconStore
+from recon_svc.ports import JobLock, ReconStore
 from recon_svc.records import DailyGroup, LedgerDay, OrderFacts, UnbalancedAccount
 from recon_svc.settings import Settings
 
@@ -58,10 +59,13 @@ class _Flagged:
 
 
 class DailyRecon:
-    def __init__(self, store: ReconStore, settings: Settings, alerts: Alerts) -> None:
+    def __init__(self, store: ReconStore, settings: Settings, alerts: Alerts,
+                 runner: JobLock | None = None) -> None:
         self.store = store
         self.settings = settings
         self.alerts = alerts
+        # One run at a time across replicas (a lease); None runs unguarded (the bench).
+        self.runner = runner
 
     async def get(self, day_text: str) -> Report:
         day = parse_day(day_text)
@@ -72,7 +76,17 @@ class DailyRecon:
                       stored.text, stored.created_at)
 
     async def run(self, day_text: str) -> Report:
+        """Reconcile one day and store its report; refused (ABORTED) while another run is
+        under way, so two replicas asked at once do not scan the day twice and alert twice."""
         day = parse_day(day_text)
+        if self.runner is None:
+            return await self._run(day)
+        async with self.runner.try_hold() as held:
+            if not held:
+                raise DailyBatchBusy()
+            return await self._run(day)
+
+    async def _run(self, day: date) -> Report:
         start, end = day_bounds(day, self.settings.timezone)
         now = utcnow()
         stuck_before = now - timedelta(seconds=self.settings.stuck_after_s)

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from meshkit import order_states, paging, validate
-from meshkit.errors import InvalidArgument, NotFound
+from meshkit.errors import Code, DomainError, InvalidArgument, NotFound
 
 
 class Reason(StrEnum):
@@ -485,6 +485,16 @@ class ReportNotFound(NotFound):
     def __init__(self, day: date) -> None:
         super().__init__(f"no daily report for {day.isoformat()}; run RunDailyRecon first",
                          reason="REPORT_NOT_FOUND")
+
+
+class DailyBatchBusy(DomainError):
+    """Another run of the daily batch is under way (on this replica or another)."""
+
+    code = Code.ABORTED
+
+    def __init__(self) -> None:
+        super().__init__("the daily reconciliation is already running (on this or another replica); "
+                         "ask again when it has finished", reason="DAILY_BATCH_RUNNING")
 
 
 class OrderNotFound(NotFound):

@@ -38,6 +38,12 @@ from recon_svc.records import (
 from recon_svc.sums import Moves, Sums
 
 
+class JobLock(Protocol):
+    """One holder across replicas (meshkit.leader.Lease): yields whether this caller holds it."""
+
+    def try_hold(self) -> AbstractAsyncContextManager[bool]: ...
+
+
 class LedgerPort(Protocol):
     """account_svc: the entries of orders."""
 

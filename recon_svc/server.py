@@ -9,6 +9,7 @@ import grpc
 
 from mesh.recon.v1 import recon_pb2, recon_pb2_grpc
 from meshkit.background import Background
+from meshkit.leader import Lease, LeaseStore, led
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
 from recon_svc.alerts import Alerts
@@ -31,6 +32,8 @@ class ReconApp:
         self.peers: list[LedgerClient | GatewayClient | OrdersClient] = []
         self.alerts = Alerts(settings.webhook_url, settings.webhook_timeout_s)
         self.background = Background()
+        # One per feed: the replica holding it follows that feed (meshkit.leader).
+        self.leases: dict[str, Lease] = {}
 
     async def start(self) -> None:
         s = self.settings
@@ -43,14 +46,18 @@ class ReconApp:
         orders = OrdersClient(s.withdraw_addr, tls, timeout)
         self.peers = [ledger, gateway, orders]
         self.service = ReconService(store, s, self.alerts, ledger, gateway, orders)
-        self.daily = DailyRecon(store, s, self.alerts)
+        self.daily = DailyRecon(store, s, self.alerts,
+                                runner=Lease(LeaseStore(self.stores.pool), "recon-daily"))
         await self.service.ensure_feeds()
+        # A feed is followed by one replica at a time, each feed its own lease (so replicas
+        # split the feeds); the checks, self-checks and audits are shared by SKIP LOCKED.
+        leases = LeaseStore(self.stores.pool)
         for name, address in s.feeds:
             client = FeedClient(name, address, tls, timeout)
             self.feeds.append(client)
-            self.background.spawn(f"recon-feed-{name}",
-                                  FeedFollower(self.service, client, s.poll_s, s.idle_poll_s,
-                                               s.page_size).run)
+            follower = FeedFollower(self.service, client, s.poll_s, s.idle_poll_s, s.page_size)
+            lease = self.leases[name] = Lease(leases, f"recon-feed-{name}")
+            self.background.spawn(f"recon-feed-{name}", led(lease, follower.run))
         self.background.spawn("recon-checker", functools.partial(checker_loop, self.service))
         if s.self_check:
             self.background.spawn("recon-self-check", functools.partial(self_check_loop, self.service))

@@ -35,7 +35,7 @@ from mesh.account.v1 import account_pb2, account_pb2_grpc
 from mesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2, withdraw_pb2_grpc
 from meshkit.dialer import Dialer
-from tools.meshctl import addr_of as mesh_addr_of
+from tools.loadlib.clients import address_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,8 +75,9 @@ class StepFailed(Exception):
 
 
 def default_addresses() -> dict[str, str]:
-    """As tools/meshctl.py places them: <SVC>_ADDR, else 127.0.0.1:<SVC>_PORT or the default."""
-    return {peer: mesh_addr_of(peer, os.environ) for peer in PEERS}
+    """As tools/meshctl.py places them: <SVC>_ADDR, else 127.0.0.1:<SVC>_PORT or the default,
+    and the replicas of <SVC>_ADDRS."""
+    return {peer: address_of(peer, os.environ) for peer in PEERS}
 
 
 async def run_withdrawal(

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Run the five services as background processes.
 
-    python tools/meshctl.py up | down | status | restart <svc> | kill <svc>
+    python tools/meshctl.py up [--replicas N] | down | status | restart <svc> | kill <svc>
 
 `up` starts them in dependency order with `.venv/bin/python -m <svc>`, configured from
 the environment (DATABASE_URL, REDIS_URL, MESH_KEY_PREFIX, <SVC>_PORT, <SVC>_ADDR, ...),
 logs to .run/logs/<svc>.log, pids in .run/pids/<svc>.pid, and waits until each answers
 grpc.health.v1 SERVING. Services already running (pid alive and SERVING) are left alone.
+`up --replicas N` (`make up REPLICAS=N`) starts N of each: replica k (from 0) of a service
+listens on its port + 2000*k (admin port + 100 and metrics port + 1000 stay clear of the
+next replica's), is named `<svc>-k` in its pid and log files (replica 0 keeps the plain
+names: N=1 is exactly one mesh as before), and every service is told all of its peers'
+replicas in `<SVC>_ADDRS` (dialled round robin, meshkit.transport). `down`, `status`,
+`restart` and `kill` act on every replica whose pidfile they find.
 `down` sends SIGTERM (graceful drain) and SIGKILLs what is still alive after the grace
 period. `kill` is a bare SIGKILL, for drills.
 
@@ -48,6 +54,9 @@ DEFAULT_PORTS: dict[str, int] = {
     "recon_svc": 50054,
     "gateway_mock": 50055,
 }
+# Replica k listens at port + REPLICA_PORT_STEP * k: clear of port + 100 (admin) and
+# port + 1000 (metrics, meshkit.metrics) of every replica.
+REPLICA_PORT_STEP = 2000
 HEALTH_TIMEOUT_S = 30.0
 # Services drain for MESH_SHUTDOWN_GRACE_S (default 10 s); a little more before SIGKILL.
 STOP_MARGIN_S = 5.0
@@ -96,12 +105,30 @@ class ServiceStatus:
     health: str
 
 
+def base_of(instance: str) -> str:
+    """The service an instance name runs: `withdraw_svc-1` -> `withdraw_svc`."""
+    name, dash, index = instance.rpartition("-")
+    return name if dash and index.isdigit() else instance
+
+
+def replica_of(instance: str) -> int:
+    """The replica index of an instance name (0 for the plain service name)."""
+    _, dash, index = instance.rpartition("-")
+    return int(index) if dash and index.isdigit() else 0
+
+
+def instance_name(service: str, replica: int) -> str:
+    """Replica 0 keeps the service's own name (its pid and log files are those of one mesh)."""
+    return service if replica == 0 else f"{service}-{replica}"
+
+
 def _check_service(service: str) -> None:
-    if service not in SERVICES:
-        raise MeshError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+    if base_of(service) not in SERVICES:
+        raise MeshError(f"unknown service {service!r}; one of {', '.join(SERVICES)} "
+                        "(a replica: <svc>-<k>)")
 
 
-def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+def service_env(overrides: Mapping[str, str] | None = None, replicas: int = 1) -> dict[str, str]:
     """os.environ plus overrides, with this checkout and its gen/ first on PYTHONPATH.
 
     The venv's editable install would find the packages too, but it points at one checkout and
@@ -122,6 +149,27 @@ def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
             env[f"{upper}_ADDR"] = f"127.0.0.1:{env[f'{upper}_PORT']}"
         if env.get(f"{upper}_ADMIN_PORT") and not env.get(f"{upper}_ADMIN_ADDR"):
             env[f"{upper}_ADMIN_ADDR"] = f"127.0.0.1:{env[f'{upper}_ADMIN_PORT']}"
+        if replicas > 1 and not env.get(f"{upper}_ADDRS"):
+            # Every replica, for the peers' round robin (replica 0 is <SVC>_ADDR as well).
+            env[f"{upper}_ADDRS"] = ",".join(
+                addr_of(instance_name(service, k), env) for k in range(replicas))
+            if env.get(f"{upper}_ADMIN_ADDR") and replicas > 1:
+                # One admin address would pin every admin call to replica 0.
+                env[f"{upper}_ADMIN_ADDR"] = ",".join(
+                    admin_addr_of(instance_name(service, k), env) for k in range(replicas))
+    return env
+
+
+def replica_env(instance: str, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of one replica: replica k > 0 moves its own ports by k steps."""
+    env = dict(env)
+    k = replica_of(instance)
+    if k == 0:
+        return env
+    upper = base_of(instance).upper()
+    # Both from the service's own settings, before either is moved.
+    port, admin = port_of(instance, env), admin_addr_of(instance, env).rpartition(":")[2]
+    env[f"{upper}_PORT"], env[f"{upper}_ADMIN_PORT"] = str(port), admin
     return env
 
 
@@ -163,20 +211,62 @@ def on_free_ports(env: dict[str, str], services: Sequence[str]) -> None:
         env[f"{upper}_ADMIN_ADDR"] = f"127.0.0.1:{admin}"
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def on_free_replica_ports(env: dict[str, str], services: Sequence[str], replicas: int) -> None:
+    """Each service on a free port whose replicas' ports (port + 2000*k) and admin ports
+    (each + 100) are free too; the admin ports are left to that default, so that tools find
+    every replica's admin listener from the address list alone."""
+    for service in services:
+        while True:
+            (port,) = free_ports(1)
+            wanted = [port + REPLICA_PORT_STEP * k + extra for k in range(replicas) for extra in (0, 100)]
+            if all(p < 65536 and _bindable(p) for p in wanted[1:]):
+                break
+        upper = service.upper()
+        env[f"{upper}_PORT"] = str(port)
+        env[f"{upper}_ADDR"] = f"127.0.0.1:{port}"
+
+
 def port_of(service: str, env: Mapping[str, str]) -> int:
-    raw = env.get(f"{service.upper()}_PORT", "")
-    return int(raw) if raw else DEFAULT_PORTS[service]
+    """The port of a service (or of replica `<svc>-k`: the service's port + k steps)."""
+    base = base_of(service)
+    raw = env.get(f"{base.upper()}_PORT", "")
+    return (int(raw) if raw else DEFAULT_PORTS[base]) + REPLICA_PORT_STEP * replica_of(service)
+
+
+def _first(address: str) -> str:
+    return address.split(",")[0].strip()
 
 
 def addr_of(service: str, env: Mapping[str, str]) -> str:
-    """Where clients reach it: <SVC>_ADDR, else localhost on its port."""
-    return env.get(f"{service.upper()}_ADDR") or f"127.0.0.1:{port_of(service, env)}"
+    """Where clients reach one instance: <SVC>_ADDR (its first address), else localhost on
+    its port; replica k: that host on port + k steps."""
+    base, k = base_of(service), replica_of(service)
+    given = env.get(f"{base.upper()}_ADDR")
+    if not given:
+        return f"127.0.0.1:{port_of(service, env)}"
+    host, _, port = _first(given).rpartition(":")
+    return f"{host}:{int(port) + REPLICA_PORT_STEP * k}"
 
 
 def admin_addr_of(service: str, env: Mapping[str, str]) -> str:
-    """Where its admin services listen: <SVC>_ADMIN_ADDR, else its address's port + 100."""
-    host, _, port = addr_of(service, env).rpartition(":")
-    return env.get(f"{service.upper()}_ADMIN_ADDR") or f"{host}:{int(port) + 100}"
+    """Where one instance's admin services listen: <SVC>_ADMIN_ADDR (its first address;
+    replica k: port + k steps), else its address's port + 100."""
+    base, k = base_of(service), replica_of(service)
+    given = env.get(f"{base.upper()}_ADMIN_ADDR")
+    if not given:
+        host, _, port = addr_of(service, env).rpartition(":")
+        return f"{host}:{int(port) + 100}"
+    host, _, port = _first(given).rpartition(":")
+    return f"{host}:{int(port) + REPLICA_PORT_STEP * k}"
 
 
 def _channel(address: str, env: Mapping[str, str]) -> grpc.Channel:
@@ -211,7 +301,7 @@ def pid_alive(pid: int, service: str) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return service.encode() in argv
+    return base_of(service).encode() in argv
 
 
 def _recorded_pid(service: str, layout: Layout) -> int | None:
@@ -249,13 +339,13 @@ def start(service: str, env: Mapping[str, str], layout: Layout = Layout()) -> su
     _check_service(service)
     layout.logs.mkdir(parents=True, exist_ok=True)
     layout.pids.mkdir(parents=True, exist_ok=True)
-    env = {**env, **own_certs(service, env)}
+    env = {**replica_env(service, env), **own_certs(base_of(service), env)}
     with layout.log_file(service).open("ab") as out:
         out.write(log_line(service, f"meshctl: starting {service}").encode())
         out.flush()
         # Own session: a Ctrl-C in the terminal that ran `make up` does not reach it.
         proc = subprocess.Popen(
-            [python_bin(), "-m", service], cwd=ROOT, env=dict(env),
+            [python_bin(), "-m", base_of(service)], cwd=ROOT, env=dict(env),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     _children[proc.pid] = proc
@@ -346,10 +436,23 @@ def ensure(service: str, env: Mapping[str, str], layout: Layout = Layout(),
 
 
 def up(env: Mapping[str, str] | None = None, layout: Layout = Layout(),
-       services: Iterable[str] = SERVICES, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, int]:
-    """Bring every service up in order, each SERVING before the next starts."""
-    full = service_env(env)
-    return {service: ensure(service, full, layout, timeout) for service in services}
+       services: Iterable[str] = SERVICES, timeout: float = HEALTH_TIMEOUT_S,
+       replicas: int = 1) -> dict[str, int]:
+    """Bring every service up in order, each SERVING before the next starts; `replicas`
+    of each (keys: instance names, `<svc>` and `<svc>-k`)."""
+    if replicas < 1:
+        raise MeshError(f"replicas must be at least 1, not {replicas}")
+    full = service_env(env, replicas)
+    return {instance_name(service, k): ensure(instance_name(service, k), full, layout, timeout)
+            for service in services for k in range(replicas)}
+
+
+def instances(service: str, layout: Layout = Layout()) -> list[str]:
+    """The service and every replica of it with a pidfile, replica 0 first."""
+    found = {service}
+    if layout.pids.is_dir():
+        found |= {p.stem for p in layout.pids.glob(f"{service}-*.pid") if base_of(p.stem) == service}
+    return sorted(found, key=replica_of)
 
 
 def stop_grace(env: Mapping[str, str] | None = None) -> float:
@@ -396,7 +499,8 @@ def stop(service: str, layout: Layout = Layout(), grace: float | None = None) ->
 def down(layout: Layout = Layout(), services: Iterable[str] = SERVICES,
          grace: float | None = None) -> dict[str, int | None]:
     """Stop in reverse dependency order, so nothing loses a peer while it drains."""
-    return {service: stop(service, layout, grace) for service in reversed(tuple(services))}
+    return {instance: stop(instance, layout, grace)
+            for service in reversed(tuple(services)) for instance in instances(service, layout)}
 
 
 def kill(service: str, layout: Layout = Layout()) -> int | None:
@@ -416,7 +520,7 @@ def kill(service: str, layout: Layout = Layout()) -> int | None:
 
 def restart(service: str, env: Mapping[str, str] | None = None, layout: Layout = Layout(),
             timeout: float = HEALTH_TIMEOUT_S) -> int:
-    full = service_env(env)
+    full = service_env(env, replicas=len(instances(base_of(service), layout)))
     stop(service, layout, stop_grace(full))
     return ensure(service, full, layout, timeout)
 
@@ -425,8 +529,10 @@ def status(env: Mapping[str, str] | None = None, layout: Layout = Layout()) -> l
     source = env if env is not None else os.environ
     result = []
     for service in SERVICES:
-        address = addr_of(service, source)
-        result.append(ServiceStatus(service, running_pid(service, layout), address, health(address, source)))
+        for instance in instances(service, layout):
+            address = addr_of(instance, source)
+            result.append(ServiceStatus(instance, running_pid(instance, layout), address,
+                                        health(address, source)))
     return result
 
 
@@ -466,7 +572,7 @@ def grpcurl_tls(env: Mapping[str, str], identity: str) -> str:
     return f"-cacert {certs.ca} -cert {certs.cert(identity)} -key {certs.key(identity)}"
 
 
-USAGE = "usage: mesh.py up | down | status | restart <svc> | kill <svc>"
+USAGE = "usage: mesh.py up [--replicas N] | down | status | restart <svc>[-k] | kill <svc>[-k]"
 
 
 def main(argv: list[str]) -> int:
@@ -478,16 +584,20 @@ def main(argv: list[str]) -> int:
               "keys when REWARD_TOKEN_KEYS / SESSION_TOKEN_KEYS are unset); set MESH_ENV to anything "
               "else to refuse them")
     try:
-        if command == "up" and not args:
-            up()
-            print(grpcurl_hints())
+        if command == "up" and (not args or (len(args) == 2 and args[0] == "--replicas")):
+            replicas = int(args[1]) if args and args[1].isdigit() else 1
+            if args and not args[1].isdigit():
+                print(USAGE, file=sys.stderr)
+                return 2
+            up(replicas=replicas)
+            print(grpcurl_hints(service_env(replicas=replicas)))
         elif command == "down" and not args:
             down()
         elif command == "status" and not args:
             rows = status()
-            print(f"{'service':<13} {'pid':>7}  {'address':<21} health")
+            print(f"{'service':<15} {'pid':>7}  {'address':<21} health")
             for row in rows:
-                print(f"{row.service:<13} {row.pid or '-':>7}  {row.address:<21} {row.health}")
+                print(f"{row.service:<15} {row.pid or '-':>7}  {row.address:<21} {row.health}")
             return 0 if all(r.health == SERVING for r in rows) else 1
         elif command == "restart" and len(args) == 1:
             restart(args[0])

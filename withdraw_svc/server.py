@@ -11,6 +11,7 @@ from mesh.withdraw.v1 import settings_pb2, settings_pb2_grpc, withdraw_pb2, with
 from meshkit.admin_store import ChangeStore
 from meshkit.background import Background
 from meshkit.feed_servicer import ChangeFeedServicer
+from meshkit.leader import Lease, LeaseStore, led
 from meshkit.settings import CommonSettings
 from meshkit.stores import Stores
 from meshkit.user_auth import UserAuth
@@ -24,7 +25,6 @@ from withdraw_svc.coordination import PayoutCoordinator
 from withdraw_svc.faults import FaultPlan
 from withdraw_svc.gate import GateAdmin, GateHolder
 from withdraw_svc.gate_changes import KIND, GateChanges
-from withdraw_svc.job_lock import SessionLock, lock_key
 from withdraw_svc.order_queries import OrderQueries
 from withdraw_svc.peers import AccountClient, GatewayClient, PayoutStatsClient
 from withdraw_svc.relay import OutboxRelay, RefundRelay
@@ -36,6 +36,9 @@ from withdraw_svc.streams import RedisPort
 from withdraw_svc.withdraw_page import WithdrawPage
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The jobs one replica runs at a time (meshkit.leader): compensation per run, the others
+# for as long as their replica holds them.
+LEASES = ("withdraw-compensation", "withdraw-auto-release", "withdraw-stuck-orders")
 
 
 class WithdrawApp:
@@ -76,19 +79,22 @@ class WithdrawApp:
                                         self.repo)
         self.audit = WithdrawAudit(self.stores.pool)
         self.auto_release = AutoRelease(self.admin, self.payout_stats, s.auto_release_interval_s)
-        # A session lock: never through a transaction pooler (DATABASE_DIRECT_URL behind one).
-        self.compensation_lock = SessionLock(
-            s.common.session_database_url(), lock_key(f"withdraw-compensation:{s.common.db_schema}")
-        )
+        # One runner across replicas for what must run once (ARCHITECTURE.md, "Replicas and
+        # single-runner work"); the relays share their jobs by SKIP LOCKED instead.
+        store = LeaseStore(self.stores.pool)
+        self.leases = {name: Lease(store, name) for name in LEASES}
+        self.compensation_lock = self.leases["withdraw-compensation"]
         self.compensation = Compensation(s, self.repo, self.redis, self.account, self.gateway, self.refunds,
                                          self.outbox, self.compensation_lock)
 
         self.background.spawn("gate-refresh", self.gate.refresh_loop)
         # Always running: auto_release is switched on and off in the gate config, at run time.
-        self.background.spawn("auto-release", self.auto_release.run)
+        self.background.spawn("auto-release", led(self.leases["withdraw-auto-release"],
+                                                  self.auto_release.run))
         self.background.spawn("outbox-relay", self.outbox.run)
         self.background.spawn("refund-relay", self.refunds.run)
-        self.background.spawn("stuck-orders", self.compensation.stuck_loop)
+        self.background.spawn("stuck-orders", led(self.leases["withdraw-stuck-orders"],
+                                                  self.compensation.stuck_loop))
         self.background.spawn("unconfirmed-deducts", self.compensation.deduct_resolve_loop)
         if s.compensation_enabled:
             self.background.spawn("compensation", self.compensation.loop)

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from meshkit.db import create_pool
 from meshkit.server import RunningServer
 from meshkit.timeconv import utcnow
 from tests import harness
@@ -61,8 +62,8 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[tuple[WdMesh, asyncpg.
         **m.env, "RECON_GRACE_S": "1", "RECON_REFUND_GRACE_S": "2", "RECON_POLL_MS": "200",
         "RECON_CHECK_MS": "200", "RECON_STUCK_AFTER_S": "600"})
     recon = Recon(recon_srv.address)
-    gateway = await asyncpg.create_pool(m.env["DATABASE_URL"], min_size=1, max_size=2,
-                                        server_settings={"search_path": m.env["GATEWAY_MOCK_DB_SCHEMA"]})
+    gateway = await create_pool(m.env["DATABASE_URL"], m.env["GATEWAY_MOCK_DB_SCHEMA"],
+                                min_size=1, max_size=2)
     assert gateway is not None
     yield m, gateway, recon
     await recon.close()

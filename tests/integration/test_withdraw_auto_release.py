@@ -31,7 +31,7 @@ async def mesh(mesh_env: dict[str, str]) -> AsyncIterator[WdMesh]:
         "PAYOUT_CHANNELS": "bank,alipay,balance",
         "PAYOUT_DEFAULT_RATES": unlimited_rates("bank,balance"),
     })
-    await m.start_withdraw()  # two replicas deciding on the same versions
+    await m.start_withdraw()  # two replicas: the lease holder decides (and its CAS would hold anyway)
     yield m
     await m.stop()
 
@@ -57,14 +57,20 @@ async def audit_since(mesh: WdMesh, version: int) -> list[withdraw_pb2.GateAudit
     return [e for e in reversed(entries) if e.new_config.version > version]
 
 
-async def passes_by_every_replica(mesh: WdMesh, count: int) -> None:
-    """Wait (bounded) until every replica's auto-release has made `count` more passes."""
-    targets = [mesh.app(i).auto_release.ticks + count for i in range(len(mesh.withdraws))]
+async def passes_by_the_leader(mesh: WdMesh, count: int) -> None:
+    """Wait (bounded) until the replica holding the auto-release lease has made `count` more
+    passes; the other replica makes none meanwhile (meshkit.leader)."""
+    def leaders() -> list[int]:
+        return [i for i in range(len(mesh.withdraws))
+                if mesh.app(i).leases["withdraw-auto-release"].held()]
 
-    async def done() -> bool:
-        return all(mesh.app(i).auto_release.ticks >= t for i, t in enumerate(targets))
-
-    await eventually(done, timeout=30, what=f"{count} auto-release passes on every replica")
+    (leader,) = await eventually(lambda: leaders() if len(leaders()) == 1 else None,
+                                 what="one replica holding the auto-release lease")
+    others = {i: mesh.app(i).auto_release.ticks for i in range(len(mesh.withdraws)) if i != leader}
+    target = mesh.app(leader).auto_release.ticks + count
+    await eventually(lambda: mesh.app(leader).auto_release.ticks >= target, timeout=30,
+                     what=f"{count} auto-release passes on the leading replica")
+    assert {i: mesh.app(i).auto_release.ticks for i in others} == others
 
 
 AUTO = withdraw_pb2.GateConfig(release_modulus=10, release_k=1, auto_release=True,
@@ -79,7 +85,7 @@ async def test_k_climbs_to_m_one_audited_step_at_a_time(mesh: WdMesh) -> None:
         return (await gate(mesh)).release_k == 10
 
     await eventually(at_m, timeout=30, interval=0.1, what="release_k to reach 10")
-    await passes_by_every_replica(mesh, 3)
+    await passes_by_the_leader(mesh, 3)
     final = await gate(mesh)
     assert final.release_k == 10 and final.version == start.version + 9  # stopped at M
 
@@ -124,7 +130,7 @@ async def test_k_holds_while_a_paused_channel_has_a_backlog_then_climbs_when_it_
     await eventually(all_in_alipay_backlog, timeout=20, what="the 3 orders in alipay's backlog")
 
     start = await set_gate(mesh, AUTO, "auto release with alipay paused")
-    await passes_by_every_replica(mesh, 5)
+    await passes_by_the_leader(mesh, 5)
     held = await gate(mesh)
     assert (held.release_k, held.version) == (1, start.version)
     assert await audit_since(mesh, start.version) == []
@@ -160,7 +166,7 @@ async def test_k_holds_while_the_window_is_closed(mesh: WdMesh) -> None:
         closed.CopyFrom(AUTO)
         closed.timezone, closed.closed_start, closed.closed_end = "Asia/Shanghai", "19:00", "01:00"
         start = await set_gate(mesh, closed, "campaign night, auto release from the reopening")
-        await passes_by_every_replica(mesh, 5)
+        await passes_by_the_leader(mesh, 5)
         held = await gate(mesh)
         assert (held.release_k, held.version) == (1, start.version)
         last = mesh.app(0).auto_release.last

@@ -300,14 +300,17 @@ async def test_an_order_locked_by_a_payout_worker_is_left_alone(mesh: WdMesh) ->
 
 
 async def test_one_runner_at_a_time(mesh: WdMesh) -> None:
-    key = mesh.app().compensation_lock.key
-    async with mesh.pool.acquire() as conn:
-        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
-        try:
-            reply = await mesh.admin().RunCompensation(withdraw_pb2.RunCompensationRequest(), timeout=10)
-            assert not reply.ran and not reply.actions
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    name = mesh.app().compensation_lock.name
+    # Another replica's run holds the lease (meshkit.leader): its row, its term running.
+    await mesh.pool.execute(
+        "INSERT INTO leases (name, holder, expires_at) "
+        "VALUES ($1, 'another-replica', now() + interval '1 minute') ON CONFLICT (name) "
+        "DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at", name)
+    try:
+        reply = await mesh.admin().RunCompensation(withdraw_pb2.RunCompensationRequest(), timeout=10)
+        assert not reply.ran and not reply.actions
+    finally:
+        await mesh.pool.execute("UPDATE leases SET expires_at = now() WHERE name = $1", name)
     assert (await mesh.admin().RunCompensation(withdraw_pb2.RunCompensationRequest(), timeout=10)).ran
 
 

@@ -17,7 +17,6 @@ import asyncpg
 import pytest
 
 from meshkit import db
-from meshkit.settings import CommonSettings
 
 
 async def backends(role: str) -> list[int]:
@@ -41,7 +40,7 @@ async def pool(mesh_env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-async def test_this_run_goes_through_pgbouncer_and_the_session_lock_goes_around_it(
+async def test_this_run_goes_through_pgbouncer(
         mesh_env: dict[str, str]) -> None:
     assert os.environ["DATABASE_POOLER"] == "pgbouncer"
     through = await db.connect(mesh_env["DATABASE_URL"])
@@ -50,10 +49,6 @@ async def test_this_run_goes_through_pgbouncer_and_the_session_lock_goes_around_
         assert await through.fetchval("SELECT inet_server_port()") != urlsplit(mesh_env["DATABASE_URL"]).port
     finally:
         await through.close()
-    common = CommonSettings.from_env("withdraw_svc", "withdraw")
-    direct = urlsplit(common.session_database_url())
-    assert direct.port != urlsplit(mesh_env["DATABASE_URL"]).port
-    assert direct.path == urlsplit(mesh_env["DATABASE_URL"]).path
 
 
 async def test_a_startup_search_path_is_refused_not_ignored(mesh_env: dict[str, str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshkit import db
-from meshkit.settings import CommonSettings, pooler_from_env
+from meshkit.settings import pooler_from_env
 
 
 def test_a_schema_role_is_one_per_schema_and_database_and_fits_postgresql() -> None:
@@ -31,20 +31,3 @@ def test_behind_pgbouncer_the_statement_cache_is_off(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("DATABASE_POOLER", "pgpool")
     with pytest.raises(SystemExit, match="DATABASE_POOLER='pgpool' is not one of none, pgbouncer"):
         pooler_from_env()
-
-
-def test_a_session_lock_never_goes_through_the_pooler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MESH_INSECURE", "1")
-    monkeypatch.delenv("MESH_CERTS_DIR", raising=False)  # a test run sets it (tests/conftest.py)
-    for name in ("DATABASE_POOLER", "DATABASE_DIRECT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABASE_URL", "postgresql://bouncer:6432/wallet")
-    direct = CommonSettings.from_env("withdraw_svc", "withdraw")
-    assert (direct.database_pooler, direct.session_database_url()) == ("none", "postgresql://bouncer:6432/wallet")
-    monkeypatch.setenv("DATABASE_POOLER", "pgbouncer")
-    pooled = CommonSettings.from_env("withdraw_svc", "withdraw")
-    with pytest.raises(SystemExit, match="DATABASE_DIRECT_URL is required with DATABASE_POOLER=pgbouncer"):
-        pooled.session_database_url()
-    monkeypatch.setenv("DATABASE_DIRECT_URL", "postgresql://pg:5432/wallet")
-    given = CommonSettings.from_env("withdraw_svc", "withdraw")
-    assert given.session_database_url() == "postgresql://pg:5432/wallet"

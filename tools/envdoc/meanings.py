@@ -18,12 +18,10 @@ MEANINGS: dict[str, str] = {
     "<SVC>_METRICS_PORT": "Port of the Prometheus /metrics endpoint (default gRPC port + 1000; 0 turns it off).",
     "<SVC>_ADMISSION_METHODS": "Methods (Service/Method) this replica may refuse under overload, most "
                                "important first; every other method is never shed.",
-    "<SVC>_ADDRS": "Every replica of the service (comma-separated host:port) that `make preflight` checks, besides <SVC>_ADDR.",
+    "<SVC>_ADDRS": "Every replica of the service (comma-separated host:port), besides <SVC>_ADDR: peers and tools dial them all round robin (skipping one not SERVING), and `make preflight` checks each.",
     "DATABASE_URL": "PostgreSQL the services use (all schemas in one database).",
     "DATABASE_POOLER": "What DATABASE_URL points at: `none` (PostgreSQL itself) or `pgbouncer` (transaction "
-                       "pooling: asyncpg's statement cache off; session locks need DATABASE_DIRECT_URL).",
-    "DATABASE_DIRECT_URL": "PostgreSQL itself, past the pooler, for what a transaction pooler cannot carry (the "
-                           "compensation job's session advisory lock); required with DATABASE_POOLER=pgbouncer.",
+                       "pooling: asyncpg's statement cache off; no session state on a connection, meshkit/db.py).",
     "REDIS_URL": "Redis holding the streams, limiter windows and locks.",
     "REDIS_CLUSTER": "REDIS_URL names a node of a Redis Cluster: every client opens it as a cluster client (meshkit/redis_client.py; `make test-cluster` sets it).",
     "MESH_KEY_PREFIX": "Prefix of every Redis key, so several meshes (or test runs) share one Redis.",

@@ -22,7 +22,7 @@ from mesh.recon.v1 import recon_pb2_grpc
 from mesh.withdraw.v1 import withdraw_pb2_grpc
 from meshkit.dialer import Dialer
 from meshkit.identity import CALLER_HEADER
-from meshkit.settings import DEFAULT_PORTS
+from meshkit.settings import DEFAULT_PORTS, addrs_of
 
 T = TypeVar("T")
 
@@ -79,9 +79,11 @@ def open_channel(address: str, env: Mapping[str, str] | None = None) -> grpc.aio
 
 
 def address_of(service: str, env: Mapping[str, str]) -> str:
-    """As the services resolve a peer: `<SVC>_ADDR`, else localhost on `<SVC>_PORT` or the default."""
+    """As the services resolve a peer: `<SVC>_ADDR`, else localhost on `<SVC>_PORT` or the
+    default; then the other replicas of `<SVC>_ADDRS` (comma-separated: dialled round robin)."""
     upper = service.upper()
-    return env.get(f"{upper}_ADDR") or f"127.0.0.1:{env.get(f'{upper}_PORT') or DEFAULT_PORTS[service]}"
+    first = env.get(f"{upper}_ADDR") or f"127.0.0.1:{env.get(f'{upper}_PORT') or DEFAULT_PORTS[service]}"
+    return ",".join(addrs_of(service, {**env, f"{upper}_ADDR": first}))
 
 
 @dataclass
