@@ -14,7 +14,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -29,33 +28,16 @@ from account_svc.service import Ledger
 from account_svc.streams import GROUP, IngestStream, Message, Rejection, partitions_of, unsettled
 from campaign.publish import publish_rewards
 from campaign.tokens import RewardGrant, parse_keys, sign
-from meshkit.db import create_pool, migrate
 from meshkit.redis_keys import Keys
-from meshkit.settings import DEFAULT_DATABASE_URL
 from tests.harness import new_uid
+from tests.integration import credit_support
 from tests.integration.ledger_invariants import assert_ledger_invariants, reward_token
 from tests.waiting import eventually
 
-PARTITIONS = 4
-MIGRATIONS = Path(__file__).resolve().parents[2] / "account_svc" / "migrations"
-
-
-@pytest.fixture(scope="module")
-async def pool(mesh_env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
-    schema = os.environ.get("ACCOUNT_SVC_DB_SCHEMA") or "account"
-    pool = await create_pool(mesh_env["DATABASE_URL"] or DEFAULT_DATABASE_URL, schema, min_size=1, max_size=8)
-    await migrate(pool, schema, MIGRATIONS)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def keys(redis_client: redis.Redis, mesh_env: dict[str, str]) -> AsyncIterator[Keys]:
-    """A namespace of this test's own: its consumers are the only ones of these streams."""
-    own = Keys(f"{mesh_env['MESH_KEY_PREFIX']}-{uuid.uuid4().hex[:6]}")
-    yield own
-    streams = [k for p in partitions_of(own, PARTITIONS) for k in (p.stream, p.rejected)]
-    await redis_client.delete(*streams, own.rewards_ingest(), own.rewards_rejected())
+PARTITIONS = credit_support.PARTITIONS
+# The shared fixtures, by the names the tests ask for.
+pool = credit_support.pool
+keys = credit_support.keys
 
 
 def ledger(pool: asyncpg.Pool) -> Ledger:
