@@ -115,6 +115,26 @@ redis.call('PEXPIRE', KEYS[1], math.floor((next_tat - now) / 1000) + 1000)
 return math.floor(slot - now)
 """
 
+# The lineage fence, in both scripts that cap calls (admit, take). Redis Cluster acknowledges
+# a write before its replica has it: a master that dies may take the last second's sliding
+# log with it, and the replica promoted in its place would grant that second's calls again.
+# Each script compares the master's replication id (a promoted replica draws a new one) with
+# the one it stored beside the log; when a known one has changed, it grants nothing for one
+# window, which is as long as the lost calls could still count. A missing record (first use,
+# or a wipe: the log is gone as well) sets it without waiting, as before the fence.
+_FENCE = """
+local fence = KEYS[{log}] .. ':lineage'
+local lineage = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local seen = redis.call('HMGET', fence, 'replid', 'until')
+local fenced = tonumber(seen[2] or '0')
+if seen[1] ~= lineage then
+  fenced = 0
+  if seen[1] then fenced = now + window end
+  redis.call('HSET', fence, 'replid', lineage, 'until', string.format('%.0f', fenced))
+  redis.call('EXPIRE', fence, 86400)
+end
+"""
+
 # KEYS[1] sliding log (zset of call times); ARGV[1] calls allowed per window (a number
 # >= 1, or "unlimited"), ARGV[2] a unique member, ARGV[3] window in microseconds. Counts
 # admitted calls per second in KEYS[1]:<second>.
@@ -123,6 +143,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[3])
 if ARGV[1] ~= 'unlimited' then
+""" + _FENCE.format(log=1) + """
+  if fenced > now then return math.floor(fenced - now) + 1 end
   local limit = tonumber(ARGV[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
   if redis.call('ZCARD', KEYS[1]) >= limit then
@@ -154,6 +176,8 @@ local wait = 0
 if ARGV[2] ~= 'unlimited' then
   local interval = 1000000 / tonumber(ARGV[1])
   local window = tonumber(ARGV[4])
+""" + _FENCE.format(log=2) + """
+  if fenced > now then return {0, math.floor(fenced - now) + 1} end
   local limit = tonumber(ARGV[2])
   local state = redis.call('HMGET', KEYS[1], 'tat', 'rate')
   local tat = now

@@ -85,6 +85,29 @@ async def test_a_lowered_rate_still_counts_the_calls_of_the_last_second(
     assert 1.0 - (time.monotonic() - started) - 0.1 <= wait <= 1.0
 
 
+async def test_a_new_master_lineage_fences_the_limiter_for_one_window(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    """A master promoted from a lagging replica may lack the last second's log: the limiter
+    grants nothing for one window after the replication id it stored has changed, and a
+    first use (no record) waits for nothing."""
+    limiter = RateLimiter(redis_client, keys)
+    rate = ChannelRate(1000.0)
+    granted, _wait = await limiter.take("bank", rate, 5)
+    assert granted == 5  # the first use of a channel is not fenced
+    fence = f"{keys.rate_window('bank')}:lineage"
+    replid = (await redis_client.hget(fence, "replid") or b"").decode()
+    assert replid == (await redis_client.info("replication"))["master_replid"]
+    # What a promoted replica sees: the record written under the old master's id.
+    await redis_client.hset(fence, mapping={"replid": "0" * 40, "until": "0"})
+    granted, wait = await limiter.take("bank", rate, 5)
+    assert granted == 0 and 0.9 < wait <= 1.01
+    assert await limiter.admit("bank", rate) > 0.9  # the single-call path is fenced too
+    await asyncio.sleep(wait)
+    granted, _wait = await limiter.take("bank", rate, 5)
+    assert granted == 5
+
+
 async def test_many_locks_in_one_round_trip_are_exclusive_and_owned(
     redis_client: redis.Redis, keys: Keys
 ) -> None:
