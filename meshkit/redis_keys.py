@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How long a methods version outlives the last bind. A cached list tagged with a version
+# lives at most WITHDRAW_METHODS_CACHE_S, which must stay below this (settings cap it), so a
+# version that expired and restarts from 1 can never match a list cached before it expired.
+METHODS_VERSION_TTL_S = 7 * 24 * 3600
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -33,6 +38,12 @@ class Keys:
     def user_rate(self, name: str, uid: int) -> str:
         """Calls of kind `name` by `uid` in the current window (meshkit.user_limits)."""
         return f"{self.prefix}:userrate:{name}:{uid}"
+
+    def methods_version(self, uid: int) -> str:
+        """A counter of uid's bound payout methods, bumped (INCR) by the gateway after every
+        bind commits: withdraw_svc tags its cached list with the value it read before asking
+        the gateway and uses the list only while the counter still says that."""
+        return f"{self.prefix}:methods:version:{uid}"
 
     def order_lock(self, order_id: str) -> str:
         return f"{self.prefix}:lock:order:{order_id}"
