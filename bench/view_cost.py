@@ -25,7 +25,7 @@ what the calls cost, the gross one what the box paid. CPU is utime + stime from
 of server calls per call (rpc_server_requests_total of every service, before and after)
 shows how many peer calls one view makes.
 
---profile-dir DIR runs py-spy (`record --rate 50 --format raw`, plus --profile-args) on
+--profile-dir DIR runs py-spy (`record --rate R --format raw`, R = --profile-rate, plus --profile-args) on
 withdraw_svc during each window (DIR/<phase>.txt; tools/pyspy_summary.py summarises).
 
 Last lines:
@@ -165,11 +165,12 @@ def report(p: Phase) -> None:
     print(f"  {'all':<56}{total:>9.0f}{total / max(1, p.ok):>10.3f}")
 
 
-async def start_profiler(pid: int, out: Path, seconds: float, extra: list[str]) -> asyncio.subprocess.Process:
+async def start_profiler(pid: int, out: Path, seconds: float, rate: int,
+                         extra: list[str]) -> asyncio.subprocess.Process:
     out.parent.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
     return await asyncio.create_subprocess_exec(
-        str(py_spy), "record", "--rate", "50", "--duration", str(max(1, int(seconds))), "--format", "raw",
+        str(py_spy), "record", "--rate", str(rate), "--duration", str(max(1, int(seconds))), "--format", "raw",
         "--full-filenames", *extra, "--pid", str(pid), "--output", str(out),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
 
@@ -242,7 +243,7 @@ async def measure(name: str, clients: MeshClients, procs: MeshProcesses, views: 
     spy = None
     if args.profile_dir is not None:
         spy = await start_profiler(procs.services["withdraw_svc"], args.profile_dir / f"{name}.txt",
-                                   args.calls / args.rate, shlex.split(args.profile_args))
+                                   args.calls / args.rate, args.profile_rate, shlex.split(args.profile_args))
         procs.extra[spy.pid] = PROFILER
     before = await calls_by_service(os.environ)
     sampler = CpuSampler(procs.discover, interval_s=args.interval)
@@ -336,6 +337,7 @@ def main() -> int:
     p.add_argument("--interval", type=float, default=0.5, help="seconds between CPU samples")
     p.add_argument("--run-dir", type=Path, default=meshctl.RUN, help="the mesh's run directory (pidfiles)")
     p.add_argument("--profile-dir", type=Path, default=None, help="py-spy profiles of withdraw_svc per phase")
+    p.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second (default 50)")
     p.add_argument("--profile-args", default="", help='more py-spy record options, e.g. "--gil"')
     args = p.parse_args()
     args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
