@@ -15,6 +15,7 @@ a moment ago is never refused. ARCHITECTURE.md ("Bound methods") argues the wind
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -43,7 +44,7 @@ class BoundMethods:
         """Weak dependency: (methods, stale). The Redis copy while its version is current,
         else the gateway's list; when the gateway does not answer, whatever copy there is
         (or none), marked stale."""
-        version, cached = await self._read_cache(uid)
+        version, cached = await self._read_cache(uid, self.page_deadline_s)
         if cached is not None and cached.version == version:
             return cached.methods, False
         try:
@@ -78,11 +79,14 @@ class BoundMethods:
         found = next((m for m in methods if m.method_id == method_id), None)
         return check_method(found.channel if found else None, method_id, uid, self.limits)
 
-    async def _read_cache(self, uid: int) -> tuple[str | None, CachedMethods | None]:
-        """(version, copy); (None, None) when Redis does not answer: then nothing is cached
+    async def _read_cache(self, uid: int, deadline_s: float | None = None
+                          ) -> tuple[str | None, CachedMethods | None]:
+        """(version, copy); (None, None) when Redis does not answer (within `deadline_s`,
+        for the page: a weak dependency does not hold it up): then nothing is cached
         either, since a list cannot be tagged with a version nobody read."""
         try:
-            return await self.cache.methods_with_version(uid)
+            async with asyncio.timeout(deadline_s):
+                return await self.cache.methods_with_version(uid)
         except Exception:
             log.warning("could not read the cached methods of uid %d", uid, exc_info=True)
             return None, None

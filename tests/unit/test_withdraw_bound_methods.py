@@ -4,6 +4,8 @@ asks the gateway on a miss, and the page renders a stale copy when the gateway i
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from meshkit.errors import DomainError
@@ -104,3 +106,18 @@ async def test_confirm_with_the_gateway_away_and_no_copy_is_retryable() -> None:
     with pytest.raises(DomainError) as err:
         await replica(source).channel_of(UID, "m-bank")
     assert err.value.code.name == "UNAVAILABLE" and err.value.reason == "METHODS_UNAVAILABLE"
+
+
+class HangingCache(FakeMethods):
+    """Redis that never answers the read."""
+
+    async def methods_with_version(self, uid: int) -> tuple[str, CachedMethods | None]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+async def test_a_redis_read_that_hangs_does_not_hold_the_page_it_asks_the_gateway() -> None:
+    source = HangingCache({UID: [BANK]})
+    page = BoundMethods(source, source, LIMITS, cache_s=300, page_deadline_s=0.05)
+    assert await page.for_page(UID) == ([BANK], False)
+    assert source.asked == 1 and source.cache == {}  # no version read: nothing cached
