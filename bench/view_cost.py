@@ -170,8 +170,8 @@ async def start_profiler(pid: int, out: Path, seconds: float, rate: int,
     out.parent.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
     return await asyncio.create_subprocess_exec(
-        str(py_spy), "record", "--rate", str(rate), "--duration", str(max(1, int(seconds))), "--format", "raw",
-        "--full-filenames", *extra, "--pid", str(pid), "--output", str(out),
+        str(py_spy), "record", "--rate", str(rate), "--duration", str(max(1, int(seconds))),
+        "--format", "raw", "--full-filenames", *extra, "--pid", str(pid), "--output", str(out),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
 
 
