@@ -295,8 +295,9 @@ async def run(args: argparse.Namespace) -> int:
         await wait_quiet(clients, since=time.time(), timeout_s=60.0)
         await pgstate.prepare(dsn, mesh_schemas(env).values(), say=log)
         views = Views(clients, seeded.users, orders, tag)
-        # Warm every connection and cache path once, outside any window.
-        await open_loop(min(200, args.calls), args.rate, views.page)
+        # Warm every connection and cache path once, outside any window: one view per user
+        # (each user's first view misses the methods copy and asks the gateway).
+        await open_loop(max(200, len(views.users)), args.rate, views.page)
         await open_loop(min(200, args.calls), args.rate, views.order)
         for name in args.phases:
             phases.append(await measure(name, clients, procs, views, args))
