@@ -130,7 +130,8 @@ test-pgbouncer: proto ## the e2e, payout and drill tests through PgBouncer (tran
 CLUSTER_TESTS ?= tests/cluster tests/pooler tests/integration/test_leader.py tests/e2e tests/integration/test_payout_pipeline.py \
   tests/integration/test_payout_redis.py tests/integration/test_payout_redis_batch.py \
   tests/integration/test_payout_rates.py tests/integration/test_payout_processes.py \
-  tests/integration/test_withdraw_wipes.py tests/integration/test_withdraw_relay.py
+  tests/integration/test_withdraw_wipes.py tests/integration/test_withdraw_relay.py \
+  tests/integration/test_withdraw_methods_cache.py
 test-cluster: proto ## e2e, payout, wipe and drill tests on a local Redis Cluster (a primary killed mid-drain) and through PgBouncer
 	$(PY) tools/devstack.py ensure >/dev/null
 	set -a && source .run/devstack.env && set +a && \

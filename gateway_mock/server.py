@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from gateway_mock.method_events import RedisMethodEvents
 from gateway_mock.repository import PgGatewayStore
 from gateway_mock.service import GatewayService
 from gateway_mock.servicer import GatewayAdminServicer, GatewayServicer
@@ -34,7 +35,8 @@ class GatewayApp:
         self.stores = await Stores.open(self.settings.common, Path(__file__).parent / "migrations",
                                         pool_size=self.settings.db_pool_size)
         rng = random.Random(self.settings.random_seed or None)
-        self.service = GatewayService(PgGatewayStore(self.stores.pool), self.settings.channels, rng)
+        self.service = GatewayService(PgGatewayStore(self.stores.pool), self.settings.channels, rng,
+                                      method_events=RedisMethodEvents(self.stores.redis, self.stores.keys))
         await self.service.load_faults()
         self.background.spawn("gateway-async-sweeper", self._sweep)
         self.background.spawn("gateway-faults-refresh", self._refresh_faults)

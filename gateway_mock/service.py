@@ -36,7 +36,7 @@ from gateway_mock.domain import (
     page_size,
     validate_bind,
 )
-from gateway_mock.ports import GatewayStore, NewPayout
+from gateway_mock.ports import GatewayStore, MethodEvents, NewPayout
 from meshkit import paging, validate
 from meshkit.admin_store import AuditEntry
 from meshkit.channels import check_channel
@@ -69,8 +69,10 @@ class GatewayService:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        method_events: MethodEvents | None = None,
     ) -> None:
         self.repo = repo
+        self.method_events = method_events
         self.channels = channels
         self.rng = rng
         self.clock = clock
@@ -260,6 +262,10 @@ class GatewayService:
         stored = await self.repo.insert_method(wanted)
         if stored != wanted:
             raise MethodConflict(wanted.method_id)
+        # After the commit, and on a replayed bind too: a caller retrying a bind whose reply
+        # (or whose bump, in a crash between the two) was lost bumps the version then.
+        if self.method_events is not None:
+            await self.method_events.bound(uid)
         return stored
 
     async def list_methods(self, uid: int, page_size: int, page_token: str) -> tuple[list[Method], str]:

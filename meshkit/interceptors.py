@@ -18,8 +18,13 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from meshkit.admission import Admission, Gate, Refused
 from meshkit.errors import DomainError, InvalidArgument
@@ -255,19 +260,92 @@ def _not_grpc_own(details: grpc.HandlerCallDetails) -> bool:
     return not details.method.startswith("/grpc.")
 
 
+def records_spans() -> bool:
+    """Whether this process's tracer provider records spans. meshkit.telemetry installs one
+    sampling ALWAYS_OFF when nothing would receive them; before any is installed (or with
+    another provider, as tests install) the answer is yes, the conservative one."""
+    provider = trace.get_tracer_provider()
+    return not (isinstance(provider, TracerProvider) and provider.sampler is ALWAYS_OFF)
+
+
+class TraceContextInterceptor(grpc.aio.ServerInterceptor):
+    """Stands in for OpenTelemetry's server interceptor where no span is recorded: the
+    caller's W3C trace context (or fresh ids) is made current for the handler, so its log
+    lines and its calls to peers still carry a trace id, without the library's span
+    bookkeeping (its servicer-context wrapper, peer parsing, status recording). On an empty
+    handler that bookkeeping was ~60 us of a ~270 us server call (BENCHMARKS.md, views)."""
+
+    def __init__(self) -> None:
+        self._ids = RandomIdGenerator()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not _not_grpc_own(handler_call_details):
+            return handler
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = otel_context.attach(self._context_of(context))
+                try:
+                    return await unary(request, context)
+                finally:
+                    otel_context.detach(token)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            streaming = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                # Not detached: each RPC runs in a task of its own, whose context ends with it
+                # (a detach in an async generator's finally may run in another context).
+                otel_context.attach(self._context_of(context))
+                async for reply in streaming(request, context):
+                    yield reply
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler
+
+    def _context_of(self, context: grpc.aio.ServicerContext) -> otel_context.Context:
+        """A non-recorded span's context, as the SDK's tracer gives one when its sampler
+        drops the span (the caller's trace id and flags, a span id of its own), built
+        directly: the sampler, attributes and span kind would all be thrown away."""
+        carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        parent = propagate.extract(carrier)
+        caller = trace.get_current_span(parent).get_span_context()
+        if caller.is_valid:
+            own = SpanContext(caller.trace_id, self._ids.generate_span_id(), is_remote=False,
+                              trace_flags=caller.trace_flags, trace_state=caller.trace_state)
+        else:
+            own = SpanContext(self._ids.generate_trace_id(), self._ids.generate_span_id(), is_remote=False,
+                              trace_flags=TraceFlags(TraceFlags.DEFAULT))
+        return trace.set_span_in_context(NonRecordingSpan(own), parent)
+
+
 def server_interceptors(domain: str, gate: Gate | None = None) -> list[grpc.aio.ServerInterceptor]:
     """In call order: the caller policy, admission, then the server span (trace context
-    from the metadata), then the error mapping inside it. `domain` is the service's name,
-    the ErrorInfo domain of every refusal it sends."""
-    return [PolicyInterceptor(), AdmissionInterceptor(gate, domain),
-            aio_server_interceptor(filter_=_not_grpc_own), ServerInterceptor(domain)]
+    from the metadata; only the context where no span is recorded), then the error mapping
+    inside it. `domain` is the service's name, the ErrorInfo domain of every refusal it sends."""
+    spans = aio_server_interceptor(filter_=_not_grpc_own) if records_spans() else TraceContextInterceptor()
+    return [PolicyInterceptor(), AdmissionInterceptor(gate, domain), spans, ServerInterceptor(domain)]
 
 
 class CallerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Names the calling service in metadata (the identity when mTLS is off)."""
+    """Names the calling service in metadata (the identity when mTLS is off); with
+    `inject_trace`, also the current trace context (W3C traceparent), where no span is
+    recorded and OpenTelemetry's client interceptor is left out (client_interceptors)."""
 
-    def __init__(self, caller: str) -> None:
+    def __init__(self, caller: str, *, inject_trace: bool = False) -> None:
         self.caller = caller
+        self.inject_trace = inject_trace
 
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
@@ -275,6 +353,32 @@ class CallerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         # This channel's identity, whatever the call site said.
         metadata = [(k, v) for k, v in client_call_details.metadata or [] if k != CALLER_HEADER]
         metadata.append((CALLER_HEADER, self.caller))
+        if self.inject_trace:
+            metadata.extend(_trace_headers())
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=client_call_details.timeout,
+            metadata=grpc.aio.Metadata(*metadata),
+            credentials=client_call_details.credentials,
+            wait_for_ready=client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+def _trace_headers() -> list[tuple[str, str]]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
+
+
+class TraceStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    """The current trace context on server-streaming calls (the change feeds), where
+    OpenTelemetry's client interceptors are left out (client_interceptors)."""
+
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        metadata = [*(client_call_details.metadata or []), *_trace_headers()]
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,
             timeout=client_call_details.timeout,
@@ -287,5 +391,8 @@ class CallerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
 def client_interceptors(caller: str) -> list[grpc.aio.ClientInterceptor]:
     """The caller's name, then a CLIENT span per call with its context injected (W3C
-    traceparent) into the metadata."""
+    traceparent) into the metadata; where no span is recorded, the current context is
+    injected by CallerInterceptor itself, one interceptor instead of two."""
+    if not records_spans():
+        return [CallerInterceptor(caller, inject_trace=True), TraceStreamInterceptor()]
     return [CallerInterceptor(caller), *aio_client_interceptors()]

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How long a methods version outlives the last bind. A cached list tagged with a version
+# lives at most WITHDRAW_METHODS_CACHE_S, which must stay below this (settings cap it), so a
+# version that expired and restarts from 1 can never match a list cached before it expired.
+METHODS_VERSION_TTL_S = 7 * 24 * 3600
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -49,12 +54,21 @@ class Keys:
         """Calls of kind `name` by `uid` in the current window (meshkit.user_limits)."""
         return f"{self.prefix}:userrate:{name}:{uid}"
 
+    def methods_version(self, uid: int) -> str:
+        """A counter of uid's bound payout methods, bumped (INCR) by the gateway after every
+        bind commits: withdraw_svc tags its cached list with the value it read before asking
+        the gateway and uses the list only while the counter still says that. The hash tag
+        keeps it in the slot of the cached list (bound_methods): one MGET reads both on a
+        Redis Cluster, and a failover or wipe of that slot loses both together."""
+        return f"{self.prefix}:{{methods:{uid}}}:version"
+
     def order_lock(self, order_id: str) -> str:
         return f"{self.prefix}:lock:order:{order_id}"
 
     def bound_methods(self, uid: int) -> str:
-        """withdraw_svc's short-lived cache of a user's bound payout methods."""
-        return f"{self.prefix}:withdraw:methods:{uid}"
+        """withdraw_svc's cache of a user's bound payout methods, tagged with the methods
+        version it was read under (withdraw_svc/bound_methods.py); in the version's slot."""
+        return f"{self.prefix}:{{methods:{uid}}}:list"
 
     def credit_stream(self, partition: int) -> str:
         """Partition `partition` of the reward ingest stream (campaign.partitions). The hash

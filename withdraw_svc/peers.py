@@ -78,6 +78,14 @@ class Method:
 
 
 @dataclass(frozen=True)
+class CachedMethods:
+    """A user's methods as cached, and the methods version they were read under."""
+
+    version: str
+    methods: list[Method]
+
+
+@dataclass(frozen=True)
 class GatewayPayout:
     view: GatewayView
     failure_reason: str = ""

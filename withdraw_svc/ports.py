@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from withdraw_svc.domain import GateConfig, Order, OrderState
-from withdraw_svc.peers import Credit, GatewayPayout, Method, PeerError
+from withdraw_svc.peers import CachedMethods, Credit, GatewayPayout, Method, PeerError
 from withdraw_svc.records import (
     GateAuditPage,
     InFlightJob,
@@ -157,8 +157,11 @@ class GateStore(Protocol):
 
 
 class MethodsCache(Protocol):
-    async def cached_methods(self, uid: int) -> list[Method] | None: ...
-    async def cache_methods(self, uid: int, methods: Sequence[Method], ttl_s: int) -> None: ...
+    """The Redis copy of each user's methods, tagged with the methods version (a counter the
+    gateway bumps after each bind) read before the gateway was asked."""
+
+    async def methods_with_version(self, uid: int) -> tuple[str, CachedMethods | None]: ...
+    async def cache_methods(self, uid: int, methods: Sequence[Method], version: str, ttl_s: int) -> None: ...
 
 
 class OrderLocks(Protocol):

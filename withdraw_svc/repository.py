@@ -47,6 +47,13 @@ _REFUND_STATE = (
     " FROM outbox r WHERE r.kind = 'REFUND' AND r.order_id = o.order_id) AS refund_state"
 )
 _SELECT_ORDER = f"SELECT {_ORDER_COLS}, {_REFUND_STATE} FROM orders o"
+_SELECT_ORDER_WITH_HISTORY = (
+    f"SELECT {_ORDER_COLS}, {_REFUND_STATE}, h.h_from, h.h_to, h.h_reason, h.h_at FROM orders o "
+    "LEFT JOIN LATERAL (SELECT array_agg(from_state ORDER BY id) AS h_from, "
+    "array_agg(to_state ORDER BY id) AS h_to, array_agg(reason ORDER BY id) AS h_reason, "
+    "array_agg(created_at ORDER BY id) AS h_at FROM order_history WHERE order_id = o.order_id) h ON true "
+    "WHERE o.order_id = $1"
+)
 
 
 def _sql_list(states: Sequence[OrderState]) -> str:
@@ -124,24 +131,19 @@ class Repository:
     # -- orders: reads ---------------------------------------------------------------
 
     async def get_order(self, order_id: str, *, with_history: bool = False) -> Order | None:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(f"{_SELECT_ORDER} WHERE o.order_id = $1", order_id)
-            if row is None:
-                return None
-            order = _order(row)
-            if with_history:
-                rows = await conn.fetch(
-                    "SELECT from_state, to_state, reason, created_at FROM order_history "
-                    "WHERE order_id = $1 ORDER BY id", order_id,
-                )
-                order = order.with_history(tuple(
-                    StateChange(
-                        OrderState(r["from_state"]) if r["from_state"] else None,
-                        OrderState(r["to_state"]), r["reason"], r["created_at"],
-                    )
-                    for r in rows
-                ))
-            return order
+        if not with_history:
+            row = await self.pool.fetchrow(f"{_SELECT_ORDER} WHERE o.order_id = $1", order_id)
+            return _order(row) if row is not None else None
+        # One statement, one round trip: the order and its history as arrays (order_history's
+        # index on order_id), instead of a second query on the same connection.
+        row = await self.pool.fetchrow(_SELECT_ORDER_WITH_HISTORY, order_id)
+        if row is None:
+            return None
+        return _order(row).with_history(tuple(
+            StateChange(OrderState(f) if f else None, OrderState(t), reason, at)
+            for f, t, reason, at in zip(row["h_from"] or (), row["h_to"] or (), row["h_reason"] or (),
+                                        row["h_at"] or (), strict=True)
+        ))
 
     async def get_by_request(self, uid: int, request_id: str) -> Order | None:
         row = await self.pool.fetchrow(

@@ -135,7 +135,8 @@ class WithdrawServicer(withdraw_pb2_grpc.WithdrawServiceServicer):
         return withdraw_pb2.GetWithdrawPageResponse(
             balance_fen=page.balance_fen, balance_stale=page.balance_stale,
             min_amount_fen=page.min_fen, max_amount_fen=page.max_fen, gate=gate_pb(page.gate),
-            methods=[method_pb(m) for m in page.methods], recent_orders=[order_pb(o) for o in page.recent],
+            methods=[method_pb(m) for m in page.methods], methods_stale=page.methods_stale,
+            recent_orders=[order_pb(o) for o in page.recent],
         )
 
     async def ConfirmWithdraw(

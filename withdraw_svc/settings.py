@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from edge.sessions import SessionKeys
 from meshkit.four_eyes import FourEyesSettings
+from meshkit.redis_keys import METHODS_VERSION_TTL_S
 from meshkit.settings import (
     CommonSettings,
     addr_of,
@@ -47,6 +48,8 @@ class Settings:
     payout_admin_addr: str
     # How often the automatic release looks at the channels (WITHDRAW_AUTO_RELEASE_INTERVAL_S).
     auto_release_interval_s: float
+    # How long a user's methods list is cached (WITHDRAW_METHODS_CACHE_S); a bind invalidates
+    # it at once (bound_methods.py), so this only bounds a bind whose version bump was lost.
     methods_cache_s: int
     relay_interval_s: float
     relay_batch: int
@@ -113,7 +116,9 @@ class Settings:
             payout_admin_addr=admin_addr_of("payout_svc"),
             auto_release_interval_s=_positive("WITHDRAW_AUTO_RELEASE_INTERVAL_S",
                                               env_float("WITHDRAW_AUTO_RELEASE_INTERVAL_S", 10.0)),
-            methods_cache_s=env_int("WITHDRAW_METHODS_CACHE_S", 30),
+            # Below the methods version's own lifetime (meshkit.redis_keys), so an expired
+            # version can never match a list cached before it expired.
+            methods_cache_s=min(METHODS_VERSION_TTL_S // 2, max(1, env_int("WITHDRAW_METHODS_CACHE_S", 300))),
             relay_interval_s=env_int("WITHDRAW_RELAY_INTERVAL_MS", 500) / 1000.0,
             relay_batch=env_int("WITHDRAW_RELAY_BATCH", 500),
             relay_linger_s=min(1000, max(0, env_int("WITHDRAW_RELAY_LINGER_MS", 20))) / 1000.0,

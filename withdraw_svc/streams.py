@@ -19,7 +19,7 @@ from meshkit.redis_keys import Keys
 from meshkit.streams import context_of, stream_id_key, trace_fields
 from meshkit.telemetry import TRACEPARENT, tracer
 from meshkit.timeconv import to_ts
-from withdraw_svc.peers import Method
+from withdraw_svc.peers import CachedMethods, Method
 from withdraw_svc.records import InFlightJob, PayoutRow
 
 _tracer = tracer("withdraw_svc.relay")
@@ -222,13 +222,20 @@ class RedisPort:
     def _methods_key(self, uid: int) -> str:
         return self.keys.bound_methods(uid)
 
-    async def cached_methods(self, uid: int) -> list[Method] | None:
-        raw = await self.client.get(self._methods_key(uid))
-        if raw is None:
-            return None
-        return [Method(m["method_id"], m["channel"], m["display"]) for m in json.loads(raw)]
+    async def methods_with_version(self, uid: int) -> tuple[str, CachedMethods | None]:
+        """uid's methods version now ("0": never bumped) and the cached list, in one MGET."""
+        version, raw = await self.client.mget(self.keys.methods_version(uid), self._methods_key(uid))
+        return (_text(version) if version is not None else "0"), _cached(raw)
 
-    async def cache_methods(self, uid: int, methods: Sequence[Method], ttl_s: int) -> None:
-        payload = json.dumps([{"method_id": m.method_id, "channel": m.channel, "display": m.display}
-                              for m in methods])
+    async def cache_methods(self, uid: int, methods: Sequence[Method], version: str, ttl_s: int) -> None:
+        payload = json.dumps({"version": version, "methods": [
+            {"method_id": m.method_id, "channel": m.channel, "display": m.display} for m in methods]})
         await self.client.set(self._methods_key(uid), payload, ex=max(1, ttl_s))
+
+
+def _cached(raw: object) -> CachedMethods | None:
+    if raw is None:
+        return None
+    value = json.loads(_text(raw))
+    return CachedMethods(str(value["version"]), [
+        Method(m["method_id"], m["channel"], m["display"]) for m in value["methods"]])

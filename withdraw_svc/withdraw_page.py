@@ -29,6 +29,7 @@ class Page:
     max_fen: int
     gate: GateDecision
     methods: list[Method]
+    methods_stale: bool
     recent: list[Order]
 
 
@@ -45,13 +46,13 @@ class WithdrawPage:
     async def page(self, uid: int, tokens: Sequence[str]) -> Page:
         validate_uid(uid)
         validate.count("tokens", tokens, MAX_TOKENS, reason="BAD_TOKENS")
-        (balance, stale), methods, recent = await asyncio.gather(
+        (balance, stale), (methods, methods_stale), recent = await asyncio.gather(
             self._balance(uid, [t for t in tokens if t]),
             self.methods.for_page(uid),
             self.orders.list_orders(uid, RECENT_ORDERS),
         )
         return Page(balance, stale, self.limits.min_fen, self.limits.max_fen,
-                    self.gate.evaluate(uid), methods, recent)
+                    self.gate.evaluate(uid), methods, methods_stale, recent)
 
     async def _balance(self, uid: int, tokens: list[str]) -> tuple[int, bool]:
         """Weak dependency: credit and balance share one short budget; past it the page

@@ -23,7 +23,7 @@ from withdraw_svc.domain import (
     checked_sources,
     owes_refund,
 )
-from withdraw_svc.peers import INSUFFICIENT_BALANCE, Credit, GatewayPayout, Method, PeerError
+from withdraw_svc.peers import INSUFFICIENT_BALANCE, CachedMethods, Credit, GatewayPayout, Method, PeerError
 from withdraw_svc.records import NewOrder, PayoutJob, RefundJob, StuckCount
 from withdraw_svc.settings import Settings
 
@@ -227,20 +227,32 @@ class FakeLedger:
 
 
 class FakeMethods:
-    """The gateway's bound methods and their Redis copy (BoundMethodsSource, MethodsCache)."""
+    """The gateway's bound methods, its per-uid methods version, and the Redis copy
+    (BoundMethodsSource, MethodsCache). `away` makes the gateway unreachable."""
 
     def __init__(self, bound: dict[int, list[Method]]) -> None:
         self.bound = bound
-        self.cache: dict[int, list[Method]] = {}
+        self.versions: dict[int, int] = {}
+        self.cache: dict[int, CachedMethods] = {}
+        self.asked = 0
+        self.away = False
+
+    def bind(self, uid: int, method: Method) -> None:
+        """As the gateway binds: the row, then the version bump."""
+        self.bound.setdefault(uid, []).append(method)
+        self.versions[uid] = self.versions.get(uid, 0) + 1
 
     async def methods(self, uid: int, timeout_s: float | None = None) -> list[Method]:
-        return self.bound.get(uid, [])
+        self.asked += 1
+        if self.away:
+            raise PeerError("gateway", grpc.StatusCode.UNAVAILABLE, "gateway away")
+        return list(self.bound.get(uid, []))
 
-    async def cached_methods(self, uid: int) -> list[Method] | None:
-        return self.cache.get(uid)
+    async def methods_with_version(self, uid: int) -> tuple[str, CachedMethods | None]:
+        return str(self.versions.get(uid, 0)), self.cache.get(uid)
 
-    async def cache_methods(self, uid: int, methods: Sequence[Method], ttl_s: int) -> None:
-        self.cache[uid] = list(methods)
+    async def cache_methods(self, uid: int, methods: Sequence[Method], version: str, ttl_s: int) -> None:
+        self.cache[uid] = CachedMethods(version, list(methods))
 
 
 class FakeGate:

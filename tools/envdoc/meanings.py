@@ -89,7 +89,9 @@ MEANINGS: dict[str, str] = {
     "WITHDRAW_GATE_RELEASE_MODULUS": "Initial release cohorts M: uid mod M < k passes.",
     "WITHDRAW_AUTO_RELEASE_INTERVAL_S": "How often automatic release (a gate option) looks at the channels' backlogs and may advance k.",
     "WITHDRAW_GATE_RELEASE_K": "Initial release step k (M lets everybody through).",
-    "WITHDRAW_METHODS_CACHE_S": "How long bound payout methods are cached per user.",
+    "WITHDRAW_METHODS_CACHE_S": ("How long a user's bound payout methods stay cached (seconds); a bind "
+                                 "invalidates the copy at once through the methods version the gateway "
+                                 "bumps, so this only bounds a bind whose bump was lost."),
     "WITHDRAW_RELAY_INTERVAL_MS": "Outbox relay poll interval.",
     "WITHDRAW_RELAY_LINGER_MS": "How long the outbox relay, woken by a new payout job, waits for more before its pass, so that one transaction and one Redis pipeline carry several jobs (0: at once; up to 1000).",
     "WITHDRAW_RELAY_BATCH": "Outbox rows published per relay round.",

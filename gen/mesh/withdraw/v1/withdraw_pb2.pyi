@@ -118,7 +118,7 @@ class GetWithdrawPageRequest(_message.Message):
     def __init__(self, uid: _Optional[int] = ..., tokens: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetWithdrawPageResponse(_message.Message):
-    __slots__ = ("balance_fen", "balance_stale", "min_amount_fen", "max_amount_fen", "gate", "methods", "recent_orders")
+    __slots__ = ("balance_fen", "balance_stale", "min_amount_fen", "max_amount_fen", "gate", "methods", "recent_orders", "methods_stale")
     BALANCE_FEN_FIELD_NUMBER: _ClassVar[int]
     BALANCE_STALE_FIELD_NUMBER: _ClassVar[int]
     MIN_AMOUNT_FEN_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class GetWithdrawPageResponse(_message.Message):
     GATE_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     RECENT_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_STALE_FIELD_NUMBER: _ClassVar[int]
     balance_fen: int
     balance_stale: bool
     min_amount_fen: int
@@ -133,7 +134,8 @@ class GetWithdrawPageResponse(_message.Message):
     gate: Gate
     methods: _containers.RepeatedCompositeFieldContainer[PayoutMethod]
     recent_orders: _containers.RepeatedCompositeFieldContainer[Order]
-    def __init__(self, balance_fen: _Optional[int] = ..., balance_stale: _Optional[bool] = ..., min_amount_fen: _Optional[int] = ..., max_amount_fen: _Optional[int] = ..., gate: _Optional[_Union[Gate, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[PayoutMethod, _Mapping]]] = ..., recent_orders: _Optional[_Iterable[_Union[Order, _Mapping]]] = ...) -> None: ...
+    methods_stale: bool
+    def __init__(self, balance_fen: _Optional[int] = ..., balance_stale: _Optional[bool] = ..., min_amount_fen: _Optional[int] = ..., max_amount_fen: _Optional[int] = ..., gate: _Optional[_Union[Gate, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[PayoutMethod, _Mapping]]] = ..., recent_orders: _Optional[_Iterable[_Union[Order, _Mapping]]] = ..., methods_stale: _Optional[bool] = ...) -> None: ...
 
 class ConfirmWithdrawRequest(_message.Message):
     __slots__ = ("uid", "request_id", "amount_fen", "method_id", "tokens")
