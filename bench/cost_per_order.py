@@ -554,11 +554,7 @@ async def run(args: argparse.Namespace) -> int:
         idle = await idle_cores(procs, args.idle, args.interval)
         measured = await measure(clients, procs, args, seeded.users, config, tracker)
     finally:
-        if gate_before is not None:
-            try:
-                await gate.set_config(clients, gate_before, reason="cost bench: restore")
-            except Exception as exc:
-                log(f"could not restore the gate configuration: {exc}")
+        await gate.restore(clients, gate_before, "cost bench: restore", log)
         if procs is not None:
             await procs.close()
         await clients.close()

@@ -44,6 +44,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from bench.confirm_throughput import AMOUNT_FEN, drive
+from bench.payout_drain import say
 from mesh.payout.v1 import payout_pb2, payout_pb2_grpc
 from meshkit.db import with_database
 from meshkit.pki import CertDir
@@ -60,10 +61,6 @@ from tools.loadlib.stats import percentiles
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 PAUSED = ",".join(f"{c}:0" for c in DEFAULT_CHANNELS)
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 @dataclass

@@ -302,11 +302,7 @@ async def run(args: argparse.Namespace) -> int:
         for name in args.phases:
             phases.append(await measure(name, clients, procs, views, args))
     finally:
-        if gate_before is not None:
-            try:
-                await gate.set_config(clients, gate_before, reason="view bench: restore")
-            except Exception as exc:
-                log(f"could not restore the gate configuration: {exc}")
+        await gate.restore(clients, gate_before, "view bench: restore", log)
         if procs is not None:
             await procs.close()
         await clients.close()

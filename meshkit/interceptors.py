@@ -355,20 +355,25 @@ class CallerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         metadata.append((CALLER_HEADER, self.caller))
         if self.inject_trace:
             metadata.extend(_trace_headers())
-        details = grpc.aio.ClientCallDetails(
-            method=client_call_details.method,
-            timeout=client_call_details.timeout,
-            metadata=grpc.aio.Metadata(*metadata),
-            credentials=client_call_details.credentials,
-            wait_for_ready=client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
+        return await continuation(_with_metadata(client_call_details, metadata), request)
 
 
 def _trace_headers() -> list[tuple[str, str]]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return list(carrier.items())
+
+
+def _with_metadata(details: grpc.aio.ClientCallDetails,
+                   metadata: list[tuple[str, Any]]) -> grpc.aio.ClientCallDetails:
+    """`details` with its metadata replaced by `metadata`, everything else as it was."""
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=details.timeout,
+        metadata=grpc.aio.Metadata(*metadata),
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
 
 
 class TraceStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
@@ -379,14 +384,7 @@ class TraceStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         metadata = [*(client_call_details.metadata or []), *_trace_headers()]
-        details = grpc.aio.ClientCallDetails(
-            method=client_call_details.method,
-            timeout=client_call_details.timeout,
-            metadata=grpc.aio.Metadata(*metadata),
-            credentials=client_call_details.credentials,
-            wait_for_ready=client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
+        return await continuation(_with_metadata(client_call_details, metadata), request)
 
 
 def client_interceptors(caller: str) -> list[grpc.aio.ClientInterceptor]:

@@ -155,10 +155,8 @@ async def _run(clients: MeshClients, args: argparse.Namespace, mix: dict[str, in
     finally:
         await sampler.stop()
         if gate_changed:
-            try:
-                await gate.set_config(clients, gate_before, reason=f"load test {plan.run_tag}: restore")
-            except Exception as exc:
-                say(f"load: could not restore the gate configuration: {exc}")
+            await gate.restore(clients, gate_before, f"load test {plan.run_tag}: restore",
+                               lambda line: say(f"load: {line}"))
     report = _report(clients, args, plan, seeded, outcome, tracker.counts(),
                      await channel_stats(clients, timeout_s=3.0), started_wall)
     paths = write_report(report_dir, report, sampler.rows, title=f"Load test {plan.run_tag}")

@@ -4,6 +4,8 @@ fixtures by name (pytest finds them in the module's namespace)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +15,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
+from account_svc.consumer import BulkCreditor
 from account_svc.streams import partitions_of
 from meshkit.db import create_pool, migrate
 from meshkit.redis_keys import Keys
@@ -38,3 +41,16 @@ async def keys(redis_client: redis.Redis, mesh_env: dict[str, str]) -> AsyncIter
     yield own
     streams = [k for p in partitions_of(own, PARTITIONS) for k in (p.stream, p.rejected)]
     await redis_client.delete(*streams, own.rewards_ingest(), own.rewards_rejected())
+
+
+@contextlib.asynccontextmanager
+async def running(creditor: BulkCreditor) -> AsyncIterator[asyncio.Task[None]]:
+    """The creditor's loop for the body of the `async with`, stopped (and awaited) after."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(creditor.run(stopping))
+    try:
+        yield task
+    finally:
+        stopping.set()
+        if not task.done():
+            await asyncio.wait_for(task, timeout=15)

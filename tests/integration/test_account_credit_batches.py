@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -38,6 +36,7 @@ PARTITIONS = credit_support.PARTITIONS
 # The shared fixtures, by the names the tests ask for.
 pool = credit_support.pool
 keys = credit_support.keys
+running = credit_support.running
 
 
 def ledger(pool: asyncpg.Pool) -> Ledger:
@@ -48,18 +47,6 @@ def creditor(ledger: Ledger, client: redis.Redis, keys: Keys, name: str, *,
              stream: IngestStream | None = None, batch: int = 100) -> BulkCreditor:
     return BulkCreditor(ledger, stream or IngestStream(client, keys, name, partitions=PARTITIONS),
                         batch=batch, block_ms=100, claim_idle_ms=300, writers=2)
-
-
-@contextlib.asynccontextmanager
-async def running(creditor: BulkCreditor) -> AsyncIterator[asyncio.Task[None]]:
-    stopping = asyncio.Event()
-    task = asyncio.create_task(creditor.run(stopping))
-    try:
-        yield task
-    finally:
-        stopping.set()
-        if not task.done():
-            await asyncio.wait_for(task, timeout=15)
 
 
 async def settled(client: redis.Redis, keys: Keys) -> None:

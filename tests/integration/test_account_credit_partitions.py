@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -33,6 +33,7 @@ PARTITIONS = credit_support.PARTITIONS
 # The shared fixtures, by the names the tests ask for.
 pool = credit_support.pool
 keys = credit_support.keys
+running = credit_support.running
 
 
 class StallingLedger(Ledger):
@@ -88,18 +89,6 @@ def grants(uids: list[int], count: int) -> tuple[list[str], dict[str, int], dict
         reward_ids[reward_id] = 1
         sums[uid] = sums.get(uid, 0) + amount
     return tokens, reward_ids, sums
-
-
-@contextlib.asynccontextmanager
-async def running(creditor: BulkCreditor) -> AsyncIterator[asyncio.Task[None]]:
-    stopping = asyncio.Event()
-    task = asyncio.create_task(creditor.run(stopping))
-    try:
-        yield task
-    finally:
-        stopping.set()
-        if not task.done():
-            await asyncio.wait_for(task, timeout=15)
 
 
 async def test_two_consumers_credit_every_grant_once_when_one_dies(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -29,6 +29,18 @@ async def set_config(clients: MeshClients, config: withdraw_pb2.GateConfig,
         withdraw_pb2.SetGateRequest(config=config, expected_version=current.version, reason=reason,
                                     update_mask=FieldMask(paths=["*"])),
         timeout=5.0)
+
+
+async def restore(clients: MeshClients, config: withdraw_pb2.GateConfig | None, reason: str,
+                  say: Callable[[str], None]) -> None:
+    """Put back the configuration a run replaced (None: it replaced nothing). A failure is
+    said, not raised: it runs in a `finally`, where raising would hide the run's own error."""
+    if config is None:
+        return
+    try:
+        await set_config(clients, config, reason=reason)
+    except Exception as exc:
+        say(f"could not restore the gate configuration: {exc}")
 
 
 def open_config(base: withdraw_pb2.GateConfig) -> withdraw_pb2.GateConfig:
